@@ -1,0 +1,211 @@
+"""SQLite record store (WAL mode): the embedded default, one file in the data directory.
+
+Times are stored as integer microseconds since the epoch (UTC) so range scans use
+an index. The plate and other searchable attributes are columns; the full typed
+attributes are JSON beside them.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from indexer.store import FrameRecord, RecordStore, SightingQuery, StoredVector
+from models.records import BBox, Camera, Sighting, attributes_from_dict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cameras (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, lon REAL NOT NULL, lat REAL NOT NULL,
+    heading_deg REAL, kind TEXT NOT NULL, road TEXT, tags TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS frames (
+    sha256 TEXT PRIMARY KEY, camera_id TEXT NOT NULL, ts_us INTEGER NOT NULL, source TEXT,
+    n_sightings INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sightings (
+    id TEXT PRIMARY KEY, camera_id TEXT NOT NULL, ts_us INTEGER NOT NULL, kind TEXT NOT NULL,
+    bbox TEXT NOT NULL, det_score REAL NOT NULL, crop TEXT, frame_sha256 TEXT,
+    plate TEXT, plate_score REAL, plate_color TEXT, vehicle_type TEXT, vehicle_color TEXT,
+    attributes TEXT NOT NULL, embedding_space TEXT, vector_id INTEGER, model_versions TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sightings_plate ON sightings(plate, ts_us) WHERE plate IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sightings_camera_ts ON sightings(camera_id, ts_us);
+CREATE INDEX IF NOT EXISTS sightings_ts ON sightings(ts_us);
+CREATE INDEX IF NOT EXISTS sightings_kind_ts ON sightings(kind, ts_us);
+CREATE INDEX IF NOT EXISTS sightings_frame ON sightings(frame_sha256);
+CREATE TABLE IF NOT EXISTS vectors (
+    space TEXT NOT NULL, id INTEGER NOT NULL, sighting_id TEXT NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (space, id)
+);
+"""
+
+_SIGHTING_COLUMNS = ("id, camera_id, ts_us, kind, bbox, det_score, crop, frame_sha256, plate, plate_score, "
+                     "plate_color, vehicle_type, vehicle_color, attributes, embedding_space, vector_id, model_versions")
+
+
+def to_us(ts: datetime) -> int:
+    return int(round(ts.timestamp() * 1_000_000))
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc)
+
+
+class SQLiteStore(RecordStore):
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+        self.lock = threading.RLock()
+
+    # cameras -----------------------------------------------------------------------------------
+    def upsert_cameras(self, cameras: list[Camera]) -> int:
+        rows = [(c.id, c.name, c.lon, c.lat, c.heading_deg, c.kind, c.road, json.dumps(c.tags, ensure_ascii=False))
+                for c in cameras]
+        with self.lock, self._tx():
+            self.conn.executemany(
+                "INSERT INTO cameras VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET name=excluded.name, "
+                "lon=excluded.lon, lat=excluded.lat, heading_deg=excluded.heading_deg, kind=excluded.kind, "
+                "road=excluded.road, tags=excluded.tags", rows)
+        return len(rows)
+
+    def get_camera(self, camera_id: str) -> Camera | None:
+        with self.lock:
+            row = self.conn.execute("SELECT * FROM cameras WHERE id=?", (camera_id,)).fetchone()
+        return _camera(row) if row else None
+
+    def list_cameras(self) -> list[Camera]:
+        with self.lock:
+            return [_camera(r) for r in self.conn.execute("SELECT * FROM cameras ORDER BY id")]
+
+    # frames and sightings --------------------------------------------------------------------------
+    def has_frame(self, sha256: str) -> bool:
+        with self.lock:
+            return self.conn.execute("SELECT 1 FROM frames WHERE sha256=?", (sha256,)).fetchone() is not None
+
+    def add_frame(self, frame: FrameRecord, sightings: list[Sighting], vectors: list[StoredVector]) -> None:
+        by_id = {s.id: s for s in sightings}
+        with self.lock, self._tx():
+            self.conn.execute("INSERT INTO frames VALUES (?,?,?,?,?)",
+                              (frame.sha256, frame.camera_id, to_us(frame.ts), frame.source, len(sightings)))
+            for v in vectors:
+                next_id = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM vectors WHERE space=?",
+                                            (v.space,)).fetchone()[0]
+                self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
+                                  (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
+                by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
+            self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 17)})",
+                                  [_sighting_row(s) for s in sightings])
+
+    def get_sighting(self, sighting_id: str) -> Sighting | None:
+        found = self.get_sightings([sighting_id])
+        return found[0] if found else None
+
+    def get_sightings(self, ids: list[str]) -> list[Sighting]:
+        if not ids:
+            return []
+        with self.lock:
+            rows = self.conn.execute(f"SELECT {_SIGHTING_COLUMNS} FROM sightings WHERE id IN ({','.join('?' * len(ids))})",
+                                     ids).fetchall()
+        by_id = {r[0]: _sighting(r) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def query(self, q: SightingQuery) -> list[Sighting]:
+        where, args = [], []
+        if q.kind:
+            where.append("kind=?"), args.append(q.kind)
+        if q.camera_ids:
+            where.append(f"camera_id IN ({','.join('?' * len(q.camera_ids))})"), args.extend(q.camera_ids)
+        if q.start:
+            where.append("ts_us>=?"), args.append(to_us(q.start))
+        if q.end:
+            where.append("ts_us<?"), args.append(to_us(q.end))
+        if q.plate:
+            where.append("plate=?"), args.append(q.plate)
+        if q.frame_sha256:
+            where.append("frame_sha256=?"), args.append(q.frame_sha256)
+        sql = f"SELECT {_SIGHTING_COLUMNS} FROM sightings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY ts_us DESC, id LIMIT ? OFFSET ?"
+        with self.lock:
+            rows = self.conn.execute(sql, [*args, q.limit, q.offset]).fetchall()
+        return [_sighting(r) for r in rows]
+
+    def count(self, kind: str | None = None) -> int:
+        with self.lock:
+            if kind:
+                return self.conn.execute("SELECT COUNT(*) FROM sightings WHERE kind=?", (kind,)).fetchone()[0]
+            return self.conn.execute("SELECT COUNT(*) FROM sightings").fetchone()[0]
+
+    # vectors -----------------------------------------------------------------------------------
+    def vectors_after(self, space: str, after_id: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        last = after_id
+        while True:
+            with self.lock:
+                rows = self.conn.execute("SELECT id, vector FROM vectors WHERE space=? AND id>? ORDER BY id LIMIT ?",
+                                         (space, last, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            last = int(ids[-1])
+
+    def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]:
+        if not vector_ids:
+            return {}
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT id, sighting_id FROM vectors WHERE space=? AND id IN ({','.join('?' * len(vector_ids))})",
+                [space, *vector_ids]).fetchall()
+        return {int(r[0]): r[1] for r in rows}
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self.conn)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error: a crash leaves no partial frame."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _camera(row: tuple) -> Camera:
+    return Camera(id=row[0], name=row[1], lon=row[2], lat=row[3], heading_deg=row[4], kind=row[5], road=row[6],
+                  tags=json.loads(row[7]))
+
+
+def _sighting_row(s: Sighting) -> tuple:
+    attrs = asdict(s.attributes)
+    return (s.id, s.camera_id, to_us(s.ts), s.kind, json.dumps(s.bbox.as_list()), s.det_score, s.crop,
+            s.frame_sha256, attrs.get("plate"), attrs.get("plate_score"), attrs.get("plate_color"),
+            attrs.get("vehicle_type"), attrs.get("vehicle_color"), json.dumps(attrs, ensure_ascii=False),
+            s.embedding_space, s.vector_id, json.dumps(s.model_versions))
+
+
+def _sighting(row: tuple) -> Sighting:
+    return Sighting(id=row[0], camera_id=row[1], ts=from_us(row[2]), kind=row[3], bbox=BBox(*json.loads(row[4])),
+                    det_score=row[5], crop=row[6], frame_sha256=row[7],
+                    attributes=attributes_from_dict(row[3], json.loads(row[13])), embedding_space=row[14],
+                    vector_id=row[15], model_versions=json.loads(row[16]))

@@ -1,0 +1,85 @@
+"""The record-store interface. Backends: SQLite (embedded default) here; Elasticsearch plugs in behind it."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+import numpy as np
+
+from models.records import Camera, Sighting
+
+
+@dataclass
+class SightingQuery:
+    kind: str | None = None
+    camera_ids: list[str] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    plate: str | None = None
+    frame_sha256: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass
+class FrameRecord:
+    """One ingested frame: its sha256 makes ingestion idempotent."""
+
+    sha256: str
+    camera_id: str
+    ts: datetime
+    source: str
+
+
+@dataclass
+class StoredVector:
+    """A sighting's appearance vector, kept in the record store so vector indexes can always be rebuilt."""
+
+    sighting_id: str
+    space: str
+    vector: np.ndarray
+
+
+class RecordStore(ABC):
+    @abstractmethod
+    def upsert_cameras(self, cameras: list[Camera]) -> int: ...
+
+    @abstractmethod
+    def get_camera(self, camera_id: str) -> Camera | None: ...
+
+    @abstractmethod
+    def list_cameras(self) -> list[Camera]: ...
+
+    @abstractmethod
+    def has_frame(self, sha256: str) -> bool: ...
+
+    @abstractmethod
+    def add_frame(self, frame: FrameRecord, sightings: list[Sighting], vectors: list[StoredVector]) -> None:
+        """Store a frame with all its sightings and vectors in one transaction (all or nothing).
+
+        Assigns each vector an id (per space) and writes it back to its sighting's `vector_id`.
+        """
+
+    @abstractmethod
+    def get_sighting(self, sighting_id: str) -> Sighting | None: ...
+
+    @abstractmethod
+    def get_sightings(self, ids: list[str]) -> list[Sighting]: ...
+
+    @abstractmethod
+    def query(self, q: SightingQuery) -> list[Sighting]: ...
+
+    @abstractmethod
+    def count(self, kind: str | None = None) -> int: ...
+
+    @abstractmethod
+    def vectors_after(self, space: str, after_id: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) batches of one space with id > after_id, in id order (for index catch-up)."""
+
+    @abstractmethod
+    def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,122 @@
+"""Object detection (YOLOX-nano: vehicles and people) and face detection (YuNet)."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.imageops import letterbox, nms
+from models.records import BBox
+from models.runtime import OpenVinoModel
+
+# COCO-80 class ids that Sightline keeps, and the sighting kind each becomes.
+COCO_KEPT: dict[int, tuple[str, str]] = {
+    0: ("person", "person"),
+    1: ("vehicle", "bicycle"),
+    2: ("vehicle", "car"),
+    3: ("vehicle", "motorcycle"),
+    5: ("vehicle", "bus"),
+    7: ("vehicle", "truck"),
+}
+
+
+@dataclass
+class Detection:
+    kind: str  # vehicle | person | face
+    label: str  # coco class name, or "face"
+    bbox: BBox
+    score: float
+    landmarks: list[list[float]] = field(default_factory=list)
+
+
+def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell offsets and strides for every YOLOX output row, in output order."""
+    grids, expanded = [], []
+    for stride in strides:
+        n = size // stride
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
+        expanded.append(np.full((n * n, 1), stride))
+    return np.concatenate(grids).astype(np.float32), np.concatenate(expanded).astype(np.float32)
+
+
+def yolox_decode(raw: np.ndarray, grid: np.ndarray, strides: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw (rows, 85) → boxes x1y1x2y2 in network pixels, best class score, class id."""
+    xy = (raw[:, :2] + grid) * strides
+    wh = np.exp(np.clip(raw[:, 2:4], -10, 10)) * strides
+    boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+    cls_scores = raw[:, 5:] * raw[:, 4:5]
+    cls_ids = cls_scores.argmax(1)
+    return boxes, cls_scores[np.arange(len(raw)), cls_ids], cls_ids
+
+
+class ObjectDetector:
+    """YOLOX-nano on 416×416 letterboxed BGR frames; several frames go through in one batch."""
+
+    size = 416
+
+    def __init__(self, model_path: Path, score_threshold: float = 0.35, iou_threshold: float = 0.45,
+                 min_side: int = 24):
+        self.model = OpenVinoModel(model_path)
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.min_side = min_side
+        self.grid, self.strides = yolox_grid(self.size)
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        boxes_in, scales = [], []
+        for frame in frames:
+            canvas, scale, _ = letterbox(frame, self.size, 114, centred=False)
+            boxes_in.append(canvas.transpose(2, 0, 1))
+            scales.append(scale)
+        raw = next(iter(self.model.infer(np.stack(boxes_in).astype(np.float32)).values()))
+        return [self._postprocess(raw[i], scales[i], frames[i].shape) for i in range(len(frames))]
+
+    def _postprocess(self, raw: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Detection]:
+        boxes, scores, cls_ids = yolox_decode(raw, self.grid, self.strides)
+        wanted = np.isin(cls_ids, list(COCO_KEPT)) & (scores >= self.score_threshold)
+        boxes, scores, cls_ids = boxes[wanted] / scale, scores[wanted], cls_ids[wanted]
+        h, w = shape[:2]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        # Class-aware NMS: offset each class far apart so one call suppresses within a class only.
+        # Vehicle classes share one group so that a car also scored as a truck becomes one box.
+        group = np.where(cls_ids == 0, 0, 1).astype(np.float32)[:, None] * 10_000
+        keep = nms(boxes + group, scores, self.iou_threshold)
+        out = []
+        for i in keep:
+            x1, y1, x2, y2 = boxes[i]
+            if min(x2 - x1, y2 - y1) < self.min_side:
+                continue
+            kind, label = COCO_KEPT[int(cls_ids[i])]
+            out.append(Detection(kind, label, BBox(float(x1), float(y1), float(x2), float(y2)), float(scores[i])))
+        return out
+
+
+class FaceDetector:
+    """YuNet through OpenCV's FaceDetectorYN: boxes, 5 landmarks and a score per face."""
+
+    def __init__(self, model_path: Path, score_threshold: float = 0.8, max_side: int = 640):
+        self.detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
+        self.max_side = max_side
+        self._lock = threading.Lock()
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        h, w = frame.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        image = cv2.resize(frame, (int(w * scale), int(h * scale))) if scale < 1.0 else frame
+        with self._lock:
+            self.detector.setInputSize((image.shape[1], image.shape[0]))
+            _, faces = self.detector.detect(image)
+        if faces is None:
+            return []
+        out = []
+        for row in faces:
+            x, y, fw, fh = (row[:4] / scale).tolist()
+            marks = (row[4:14].reshape(5, 2) / scale).tolist()
+            box = BBox(max(0.0, x), max(0.0, y), min(float(w), x + fw), min(float(h), y + fh))
+            out.append(Detection("face", "face", box, float(row[14]), landmarks=marks))
+        return out

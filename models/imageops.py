@@ -1,0 +1,104 @@
+"""Small, vectorised image helpers shared by detectors and classifiers: decode, letterbox, NMS, crops, colour names."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from models.records import BBox, InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode JPEG/PNG/... bytes into a BGR frame; anything else is an InputError."""
+    if not data:
+        raise InputError("the image is empty")
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None or frame.size == 0:
+        raise InputError("the file is not a readable image (corrupt or unsupported format)")
+    return frame
+
+
+def letterbox(image: np.ndarray, size: int, pad_value: int, centred: bool) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize keeping aspect ratio into a size×size canvas; returns canvas, scale and (dx, dy) offset."""
+    h, w = image.shape[:2]
+    scale = min(size / h, size / w)
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas = np.full((size, size, 3), pad_value, dtype=np.uint8)
+    dx, dy = ((size - nw) // 2, (size - nh) // 2) if centred else (0, 0)
+    canvas[dy : dy + nh, dx : dx + nw] = resized
+    return canvas, scale, (dx, dy)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression over x1,y1,x2,y2 boxes; returns kept indices, best first."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes.T
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    order = np.argsort(-scores)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def crop(frame: np.ndarray, box: BBox, margin: float = 0.0) -> np.ndarray:
+    """Crop a box (optionally grown by a margin fraction) clipped to the frame."""
+    h, w = frame.shape[:2]
+    mx, my = box.width * margin, box.height * margin
+    x1, y1 = int(max(0, box.x1 - mx)), int(max(0, box.y1 - my))
+    x2, y2 = int(min(w, box.x2 + mx)), int(min(h, box.y2 + my))
+    return frame[y1:max(y1 + 1, y2), x1:max(x1 + 1, x2)]
+
+
+def blob(crops: list[np.ndarray], width: int, height: int, rgb: bool = False, nchw: bool = True,
+         dtype: type = np.float32) -> np.ndarray:
+    """Resize crops into one batch array (N,3,H,W) or (N,H,W,3) without scaling values."""
+    arr = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in crops])
+    if rgb:
+        arr = arr[..., ::-1]
+    if nchw:
+        arr = arr.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+# Reference colours in Lab space; names are what an investigator types in a search form.
+_COLOR_NAMES = ["black", "white", "gray", "red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown"]
+
+
+def color_name(bgr: np.ndarray) -> str:
+    """Name the colour of a BGR pixel (or mean of a patch) with hue/saturation/value rules."""
+    pixel = np.asarray(bgr, dtype=np.uint8).reshape(1, 1, 3)
+    h, s, v = (int(x) for x in cv2.cvtColor(pixel, cv2.COLOR_BGR2HSV)[0, 0])
+    if v < 50:
+        return "black"
+    if s < 40:
+        return "white" if v > 190 else "gray"
+    hue = h * 2  # OpenCV hue is 0..180
+    if hue < 15 or hue >= 340:
+        return "red" if v > 100 or s > 120 else "brown"
+    if hue < 40:
+        return "orange" if v > 150 else "brown"
+    if hue < 70:
+        return "yellow"
+    if hue < 165:
+        return "green"
+    if hue < 195:
+        return "cyan"
+    if hue < 260:
+        return "blue"
+    if hue < 300:
+        return "purple"
+    return "pink"
+
+
+COLOR_NAMES = tuple(_COLOR_NAMES)

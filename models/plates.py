@@ -1,0 +1,489 @@
+"""Chinese licence plates: detect, rectify, read with three recognisers, fuse, and classify the colour.
+
+The pipeline per frame: the 320 detector (the 640 one only where the 320 finds
+nothing) gives 4 corners per plate; the corners are pushed outwards a little and
+warped to an upright rectangle (a double-row plate has its rows laid side by side);
+PP-OCR, LPRNet and Intel's LPR read every crop of every frame in one batch each;
+the readings are fused by format validity and character-level voting.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rapidocr_onnxruntime import RapidOCR
+
+from models.lprnet import LPRNetReader, resize_to
+from models.records import BBox
+from models.registry import model_path
+from models.runtime import OpenVinoModel
+
+# --- plate format ---------------------------------------------------------------------------
+
+PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新"
+LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # plates never use I or O
+_ALNUM = f"[{LETTERS}0-9]"
+PLATE_PATTERN = re.compile(
+    rf"^[{PROVINCES}][{LETTERS}]("
+    rf"{_ALNUM}{{5}}"  # blue and yellow: 京A12345
+    rf"|[DF]{_ALNUM}\d{{4}}|\d{{5}}[DF]"  # green new-energy, small car / large vehicle: 京AD12345, 京A12345D
+    rf"|{_ALNUM}{{4}}[学警挂领港澳试超]"  # learner, police, trailer, consulate, HK/Macau, test cars
+    r")$"
+)
+SEPARATORS = re.compile(r"[\s·•.\-_:：・]")
+
+
+def normalize_plate(text: str) -> str:
+    """Uppercase, full-width to ASCII, and drop the separators readers print between groups."""
+    return SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
+
+
+def is_valid_plate(text: str) -> bool:
+    return bool(PLATE_PATTERN.match(normalize_plate(text)))
+
+
+# --- detection --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was scaled and centred into a square input, to map points back."""
+
+    scale: float
+    left: int
+    top: int
+
+    def to_source(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) input-space points -> source-image points."""
+        return (points - np.array([self.left, self.top], np.float32)) / self.scale
+
+    def to_input(self, points: np.ndarray) -> np.ndarray:
+        return points * self.scale + np.array([self.left, self.top], np.float32)
+
+
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Fit the image into size×size keeping its aspect, centred, padded with 0 (the detector's training)."""
+    h, w = img.shape[:2]
+    scale = min(size / h, size / w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    top, left = (size - nh) // 2, (size - nw) // 2
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[top : top + nh, left : left + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return canvas, Letterbox(scale, left, top)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression over (N, 4) x1y1x2y2 boxes; returns kept indices, best first."""
+    order = np.argsort(-scores)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    keep = []
+    while order.size:
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+@dataclass
+class PlateDetection:
+    corners: np.ndarray  # (4, 2) tl, tr, br, bl in source pixels
+    bbox: BBox
+    score: float
+    layers: int  # 1 single-row, 2 double-row
+
+
+def decode_detections(
+    rows: np.ndarray, box: Letterbox, shape: tuple[int, int], conf: float, iou: float
+) -> list[PlateDetection]:
+    """Rows of (cx, cy, w, h, obj, 8 corner values, single, double) -> plates in source pixels."""
+    layer_scores = rows[:, 13:15]
+    scores = rows[:, 4] * layer_scores.max(axis=1)
+    rows, scores, layers = rows[scores >= conf], scores[scores >= conf], layer_scores[scores >= conf].argmax(1) + 1
+    if not len(rows):
+        return []
+    xyxy = np.concatenate([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], axis=1)
+    keep = nms(xyxy, scores, iou)
+    h, w = shape
+    limit = np.array([w - 1, h - 1], np.float32)
+    out = []
+    for i in keep:
+        corners = np.clip(box.to_source(rows[i, 5:13].reshape(4, 2)), 0, limit)
+        (x1, y1), (x2, y2) = np.clip(box.to_source(xyxy[i].reshape(2, 2)), 0, limit)
+        out.append(PlateDetection(corners, BBox(float(x1), float(y1), float(x2), float(y2)), float(scores[i]), int(layers[i])))
+    return out
+
+
+class PlateDetector:
+    """YOLOv5-face style plate detector; the 640 model runs only on frames where the 320 one found nothing."""
+
+    def __init__(self, model_dir: Path, conf: float = 0.4, iou: float = 0.5):
+        # the ONNX graphs hard-code batch 1 in a reshape, so the runtime loops inside one infer call
+        self.small = OpenVinoModel(model_path("plate_detect_y5fu_320.onnx", model_dir), dynamic_batch=False)
+        self.large = OpenVinoModel(model_path("plate_detect_y5fu_640.onnx", model_dir), dynamic_batch=False)
+        self.conf, self.iou = conf, iou
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[PlateDetection]]:
+        found = self._run(self.small, 320, frames)
+        empty = [i for i, dets in enumerate(found) if not dets]
+        for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty])):
+            found[i] = dets
+        return found
+
+    def _run(self, model: OpenVinoModel, size: int, frames: list[np.ndarray]) -> list[list[PlateDetection]]:
+        if not frames:
+            return []
+        boxed = [letterbox(f, size) for f in frames]
+        batch = np.stack([img[:, :, ::-1].transpose(2, 0, 1) for img, _ in boxed]).astype(np.float32) / 255.0
+        out = model.infer(batch)[model.output_names[0]]
+        return [
+            decode_detections(rows, box, f.shape[:2], self.conf, self.iou)
+            for rows, (_, box), f in zip(out, boxed, frames)
+        ]
+
+
+# --- rectification ----------------------------------------------------------------------------
+
+# how far each side is pushed outwards, as a fraction of the plate's width / height: the
+# detector's corners sit on the characters' edges, and an 8-character green plate's last
+# character is lost without some margin
+PAD_X, PAD_Y = 0.06, 0.12
+
+
+def pad_corners(corners: np.ndarray, pad_x: float = PAD_X, pad_y: float = PAD_Y) -> np.ndarray:
+    """Move tl, tr, br, bl outwards along the plate's own axes (works for tilted plates too)."""
+    tl, tr, br, bl = corners.astype(np.float32)
+    across = ((tr - tl) + (br - bl)) / 2
+    down = ((bl - tl) + (br - tr)) / 2
+    dx, dy = across * pad_x, down * pad_y
+    return np.stack([tl - dx - dy, tr + dx - dy, br + dx + dy, bl - dx + dy])
+
+
+def warp_plate(frame: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Perspective-warp a quadrilateral to an upright rectangle at its own resolution."""
+    tl, tr, br, bl = corners
+    w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl), 8.0)
+    h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr), 4.0)
+    dst = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+    m = cv2.getPerspectiveTransform(corners.astype(np.float32), dst)
+    return cv2.warpPerspective(frame, m, (int(round(w)), int(round(h))), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def join_double_row(plate: np.ndarray) -> np.ndarray:
+    """A double-row plate (province + letter above, the rest below) as one row, top then bottom.
+
+    The upper row is short and centred; the rows overlap slightly so no stroke is cut.
+    """
+    h, w = plate.shape[:2]
+    top = plate[: int(h * 0.42), int(w * 0.15) : int(w * 0.85)]
+    bottom = plate[int(h * 0.33) :]
+    scale = bottom.shape[0] / top.shape[0]
+    top = cv2.resize(top, (max(1, round(top.shape[1] * scale)), bottom.shape[0]))
+    return np.hstack([top, bottom])
+
+
+def rectify(frame: np.ndarray, detection: PlateDetection) -> np.ndarray:
+    plate = warp_plate(frame, pad_corners(detection.corners))
+    return join_double_row(plate) if detection.layers == 2 else plate
+
+
+# --- colour -------------------------------------------------------------------------------------
+
+PLATE_COLORS = ("blue", "green", "yellow")
+
+
+class PlateColorClassifier:
+    """Blue / green / yellow; the model has exactly these three outputs (softmax)."""
+
+    def __init__(self, model_dir: Path):
+        self.model = OpenVinoModel(model_path("plate_color_cls_96.onnx", model_dir))
+
+    def classify(self, crops: list[np.ndarray]) -> list[str]:
+        if not crops:
+            return []
+        batch = np.stack([resize_to(c, (96, 96)).transpose(2, 0, 1) for c in crops]).astype(np.float32) / 255.0
+        probs = self.model.infer(batch)[self.model.output_names[0]]
+        return [PLATE_COLORS[i] for i in probs.argmax(axis=1)]
+
+
+# --- recognisers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RawReading:
+    """One recogniser's text for one crop, with a confidence per character (same length)."""
+
+    reader: str
+    text: str
+    char_conf: list[float] = field(default_factory=list)
+
+
+def clean_reading(reader: str, text: str, confs: list[float]) -> RawReading:
+    """Normalise a reader's text, keeping each surviving character's confidence."""
+    kept = [(normalize_plate(ch), c) for ch, c in zip(text, confs)]
+    kept = [(ch, c) for ch, c in kept if ch]
+    return RawReading(reader, "".join(ch for ch, _ in kept), [float(c) for _, c in kept])
+
+
+class PpOcrReader:
+    """PP-OCRv4 recognition from rapidocr, batched through its recogniser (one RapidOCR instance)."""
+
+    MIN_HEIGHT = 30  # RapidOCR()(crop) enlarges images below this; doing the same keeps its accuracy
+
+    def __init__(self) -> None:
+        self.ocr = RapidOCR()
+
+    def read(self, crops: list[np.ndarray]) -> list[RawReading]:
+        if not crops:
+            return []
+        sized = [self._min_height(c) for c in crops]
+        results, _ = self.ocr.text_rec(sized, return_word_box=True)
+        return [clean_reading("ppocr", text, extra[4] if len(extra[4]) == len(text) else [score] * len(text)) for text, score, extra in results]
+
+    def _min_height(self, crop: np.ndarray) -> np.ndarray:
+        h, w = crop.shape[:2]
+        if h >= self.MIN_HEIGHT:
+            return crop
+        return cv2.resize(crop, (round(w * self.MIN_HEIGHT / h), self.MIN_HEIGHT))
+
+
+class LprnetPlateReader:
+    def __init__(self, model_dir: Path):
+        self.net = LPRNetReader(model_path("lprnet.pth", model_dir))
+
+    def read(self, crops: list[np.ndarray]) -> list[RawReading]:
+        return [RawReading("lprnet", text, confs) for text, confs in self.net.read(crops)]
+
+
+INTEL_TOKENS: tuple[str, ...] = (
+    tuple("0123456789")
+    + (
+        "<Anhui>", "<Beijing>", "<Chongqing>", "<Fujian>", "<Gansu>", "<Guangdong>", "<Guangxi>",
+        "<Guizhou>", "<Hainan>", "<Hebei>", "<Heilongjiang>", "<Henan>", "<HongKong>", "<Hubei>",
+        "<Hunan>", "<InnerMongolia>", "<Jiangsu>", "<Jiangxi>", "<Jilin>", "<Liaoning>", "<Macau>",
+        "<Ningxia>", "<Qinghai>", "<Shaanxi>", "<Shandong>", "<Shanghai>", "<Shanxi>", "<Sichuan>",
+        "<Tianjin>", "<Tibet>", "<Xinjiang>", "<Yunnan>", "<Zhejiang>", "<police>",
+    )
+    + tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+)
+PROVINCE_OF_TOKEN = {
+    "<Anhui>": "皖", "<Beijing>": "京", "<Chongqing>": "渝", "<Fujian>": "闽", "<Gansu>": "甘",
+    "<Guangdong>": "粤", "<Guangxi>": "桂", "<Guizhou>": "贵", "<Hainan>": "琼", "<Hebei>": "冀",
+    "<Heilongjiang>": "黑", "<Henan>": "豫", "<HongKong>": "港", "<Hubei>": "鄂", "<Hunan>": "湘",
+    "<InnerMongolia>": "蒙", "<Jiangsu>": "苏", "<Jiangxi>": "赣", "<Jilin>": "吉", "<Liaoning>": "辽",
+    "<Macau>": "澳", "<Ningxia>": "宁", "<Qinghai>": "青", "<Shaanxi>": "陕", "<Shandong>": "鲁",
+    "<Shanghai>": "沪", "<Shanxi>": "晋", "<Sichuan>": "川", "<Tianjin>": "津", "<Tibet>": "藏",
+    "<Xinjiang>": "新", "<Yunnan>": "云", "<Zhejiang>": "浙", "<police>": "警",
+}
+
+
+def intel_tokens_to_text(indices: np.ndarray) -> str:
+    """Token indices up to the first −1 -> plate text with provinces as Chinese characters."""
+    out = []
+    for i in np.asarray(indices).astype(np.int64).ravel():
+        if i < 0 or i >= len(INTEL_TOKENS):
+            break
+        token = INTEL_TOKENS[i]
+        out.append(PROVINCE_OF_TOKEN.get(token, token))
+    return "".join(out)
+
+
+class IntelPlateReader:
+    """Open Model Zoo license-plate-recognition-barrier-0001 (no confidences: it emits indices)."""
+
+    CONFIDENCE = 0.9  # a flat per-character confidence, so its votes weigh like a fairly sure reader's
+
+    def __init__(self, model_dir: Path):
+        path = model_path("license-plate-recognition-barrier-0001.xml", model_dir)
+        self.model = OpenVinoModel(path, main_input="data")
+        self.seq_ind = np.ones((88, 1), np.float32)
+
+    def read(self, crops: list[np.ndarray]) -> list[RawReading]:
+        if not crops:
+            return []
+        batch = np.stack([resize_to(c, (94, 24)).transpose(2, 0, 1) for c in crops]).astype(np.float32)
+        out = self.model.infer(batch, {"seq_ind": self.seq_ind})[self.model.output_names[0]]
+        texts = [normalize_plate(intel_tokens_to_text(row)) for row in out.reshape(len(crops), -1)]
+        return [RawReading("intel", t, [self.CONFIDENCE] * len(t)) for t in texts]
+
+
+# --- fusion ---------------------------------------------------------------------------------------
+
+# prior weight of each reader's vote: the log-odds of its single-reader plate accuracy as
+# published / measured on plate crops (PP-OCR ≈ 0.97, LPRNet ≈ 0.88, Intel ≈ 0.81)
+READER_WEIGHT = {"ppocr": float(np.log(0.97 / 0.03)), "lprnet": float(np.log(0.88 / 0.12)), "intel": float(np.log(0.81 / 0.19))}
+
+
+@dataclass
+class FusedReading:
+    text: str | None
+    score: float
+
+
+def _province_vote(readings: list[RawReading]) -> str | None:
+    """The province character most readers (by weight × confidence) put first."""
+    votes: dict[str, float] = {}
+    for r in readings:
+        if r.text and r.text[0] in PROVINCES:
+            votes[r.text[0]] = votes.get(r.text[0], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[0]
+    return max(votes, key=votes.get) if votes else None
+
+
+def repair_province(reading: RawReading, province: str | None) -> RawReading:
+    """Put the voted province on a reading that lost or misread it (the hardest character for OCR)."""
+    if province is None or not reading.text:
+        return reading
+    if reading.text[0] in PROVINCES or reading.text[0] in "学警":
+        return RawReading(reading.reader, province + reading.text[1:], reading.char_conf)
+    if is_valid_plate(province + reading.text):
+        return RawReading(reading.reader, province + reading.text, [0.5] + reading.char_conf)
+    if is_valid_plate(province + reading.text[1:]):  # province read as a Latin letter
+        return RawReading(reading.reader, province + reading.text[1:], [0.5] + reading.char_conf[1:])
+    return reading
+
+
+# the number of characters a plate of each colour carries: green is the 8-character new-energy plate
+LENGTH_OF_COLOR = {"blue": 7, "yellow": 7, "green": 8}
+
+
+def align(anchor: str, other: str) -> list[int | None]:
+    """For each anchor position, the index of the `other` character aligned to it (None if deleted).
+
+    Levenshtein alignment, so a reading with one inserted or dropped character still votes
+    on every position it does cover (ROVER-style voting).
+    """
+    n, m = len(anchor), len(other)
+    cost = np.zeros((n + 1, m + 1), np.int32)
+    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (anchor[i - 1] != other[j - 1]))
+    pairs: list[int | None] = [None] * n
+    i, j = n, m
+    while i > 0 and j > 0:
+        if cost[i, j] == cost[i - 1, j - 1] + (anchor[i - 1] != other[j - 1]):
+            pairs[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return pairs
+
+
+def _strength(r: RawReading) -> float:
+    return READER_WEIGHT[r.reader] * float(np.mean(r.char_conf))
+
+
+def _choose_anchor(valid: list[RawReading], color: str | None) -> RawReading:
+    """The strongest valid reading, of the length the plate colour implies when one such exists."""
+    expected = [r for r in valid if len(r.text) == LENGTH_OF_COLOR.get(color or "", -1)]
+    if expected:
+        return max(expected, key=_strength)
+    by_length: dict[int, float] = {}
+    for r in valid:
+        by_length[len(r.text)] = by_length.get(len(r.text), 0.0) + _strength(r)
+    length = max(by_length, key=by_length.get)
+    return max((r for r in valid if len(r.text) == length), key=_strength)
+
+
+def fuse(readings: list[RawReading], color: str | None = None) -> FusedReading:
+    """Weighted character vote of every reading, aligned to the strongest format-valid one.
+
+    A character's vote weighs reader prior × its confidence. The anchor fixes the length
+    (the plate colour says 7 or 8), the others vote position by position through an edit
+    alignment. A plate no reader gives in a valid format falls back to the most trusted
+    reader's text at half its score.
+    """
+    province = _province_vote(readings)
+    fixed = [r for r in (repair_province(r, province) for r in readings) if r.text]
+    valid = [r for r in fixed if is_valid_plate(r.text)]
+    if not valid:
+        best = max(fixed, key=lambda r: READER_WEIGHT[r.reader], default=None)
+        return FusedReading(best.text, 0.5 * float(np.mean(best.char_conf))) if best else FusedReading(None, 0.0)
+    anchor = _choose_anchor(valid, color)
+    votes: list[dict[str, float]] = [{} for _ in anchor.text]
+    for r in fixed:
+        for pos, j in enumerate(align(anchor.text, r.text)):
+            if j is not None:
+                votes[pos][r.text[j]] = votes[pos].get(r.text[j], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[j]
+    text = "".join(max(v, key=v.get) for v in votes)
+    if not is_valid_plate(text):  # a per-position mix can break the format; keep the anchor whole
+        return FusedReading(anchor.text, float(np.mean(anchor.char_conf)))
+    total = sum(READER_WEIGHT[r.reader] for r in fixed)
+    share = min(v[ch] for v, ch in zip(votes, text)) / total
+    return FusedReading(text, float(np.clip(share, 0.0, 1.0)))
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PlateReading:
+    text: str | None
+    score: float
+    color: str | None
+    layers: int
+    corners: list[list[float]]
+    bbox: BBox
+    det_score: float
+    readers: dict[str, str] = field(default_factory=dict)  # each recogniser's own text, for audit and eval
+
+
+class PlateReader:
+    """Every plate model, loaded once; reads whole frames or ready-made plate crops, all batched."""
+
+    def __init__(self, model_dir: Path):
+        self.detector = PlateDetector(model_dir)
+        self.colors = PlateColorClassifier(model_dir)
+        self.readers = (PpOcrReader(), LprnetPlateReader(model_dir), IntelPlateReader(model_dir))
+
+    def read_frames(self, frames: list[np.ndarray]) -> list[list[PlateReading]]:
+        """Detect every plate in each BGR frame (photo or vehicle crop), rectify and read them."""
+        detections = self.detector.detect(frames)
+        owners = [(i, d) for i, dets in enumerate(detections) for d in dets]
+        crops = [rectify(frames[i], d) for i, d in owners]
+        readings = self._read(crops, [d for _, d in owners])
+        out: list[list[PlateReading]] = [[] for _ in frames]
+        for (i, _), reading in zip(owners, readings):
+            out[i].append(reading)
+        return out
+
+    def read_crops(self, crops: list[np.ndarray]) -> list[PlateReading]:
+        """Read already-cropped plate images (no detection); corners are the crop's own corners."""
+        whole = [self._whole_image(c) for c in crops]
+        return self._read(crops, whole)
+
+    def _read(self, crops: list[np.ndarray], detections: list[PlateDetection]) -> list[PlateReading]:
+        per_reader = [reader.read(crops) for reader in self.readers]
+        colors = self.colors.classify(crops)
+        out = []
+        for k, det in enumerate(detections):
+            raw = [readings[k] for readings in per_reader]
+            fused = fuse(raw, colors[k])
+            out.append(
+                PlateReading(
+                    text=fused.text,
+                    score=fused.score,
+                    color=colors[k],
+                    layers=det.layers,
+                    corners=det.corners.round(1).tolist(),
+                    bbox=det.bbox,
+                    det_score=det.score,
+                    readers={r.reader: r.text for r in raw},
+                )
+            )
+        return out
+
+    @staticmethod
+    def _whole_image(crop: np.ndarray) -> PlateDetection:
+        h, w = crop.shape[:2]
+        corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+        return PlateDetection(corners, BBox(0.0, 0.0, float(w - 1), float(h - 1)), 1.0, 1)

@@ -1,0 +1,156 @@
+"""The core records every package shares: cameras and sightings.
+
+They are plain dataclasses so that the record store, the vector index, the
+API and the analytics can pass them around without dicts-of-anything.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, Union
+
+SightingKind = Literal["vehicle", "person", "face"]
+CameraKind = Literal["checkpoint", "surveillance"]
+SIGHTING_KINDS: tuple[str, ...] = ("vehicle", "person", "face")
+CAMERA_KINDS: tuple[str, ...] = ("checkpoint", "surveillance")
+
+
+class InputError(ValueError):
+    """Bad input from a user: shown as a 4xx or a CLI exit code 2, never a traceback."""
+
+
+def require_utc(ts: datetime) -> datetime:
+    """Times inside Sightline are timezone-aware UTC; a naive time is refused, not guessed."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise InputError(f"timestamp {ts.isoformat()} has no time zone; give an offset such as +08:00 or Z")
+    return ts.astimezone(timezone.utc)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO 8601 timestamp that must carry a zone; return it in UTC."""
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InputError(f"not an ISO 8601 timestamp: {text!r}") from exc
+    return require_utc(ts)
+
+
+@dataclass(frozen=True)
+class BBox:
+    """Pixel box in the source frame, x1,y1 top-left, x2,y2 bottom-right."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    def as_list(self) -> list[float]:
+        return [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)]
+
+
+@dataclass
+class Camera:
+    id: str
+    name: str
+    lon: float
+    lat: float
+    heading_deg: float | None = None
+    kind: str = "checkpoint"
+    road: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.id or not str(self.id).strip():
+            raise InputError("camera id is empty")
+        if not -180.0 <= float(self.lon) <= 180.0 or not -90.0 <= float(self.lat) <= 90.0:
+            raise InputError(f"camera {self.id}: lon/lat out of range ({self.lon}, {self.lat})")
+        if self.kind not in CAMERA_KINDS:
+            raise InputError(f"camera {self.id}: kind must be one of {CAMERA_KINDS}, not {self.kind!r}")
+        if self.heading_deg is not None and not 0.0 <= float(self.heading_deg) < 360.0:
+            raise InputError(f"camera {self.id}: heading_deg must be in [0, 360)")
+
+
+@dataclass
+class VehicleAttributes:
+    plate: str | None = None
+    plate_score: float | None = None
+    plate_color: str | None = None
+    plate_layers: int | None = None
+    vehicle_type: str | None = None
+    vehicle_type_score: float | None = None
+    vehicle_color: str | None = None
+    vehicle_color_score: float | None = None
+    coco_class: str | None = None
+
+
+@dataclass
+class PersonAttributes:
+    gender: str | None = None
+    gender_score: float | None = None
+    bag: bool | None = None
+    backpack: bool | None = None
+    hat: bool | None = None
+    long_sleeves: bool | None = None
+    long_pants: bool | None = None
+    long_hair: bool | None = None
+    coat_jacket: bool | None = None
+    upper_color: str | None = None
+    lower_color: str | None = None
+
+
+@dataclass
+class FaceAttributes:
+    quality: float | None = None
+    landmarks: list[list[float]] = field(default_factory=list)
+    person_sighting_id: str | None = None
+
+
+Attributes = Union[VehicleAttributes, PersonAttributes, FaceAttributes]
+ATTRIBUTE_CLASSES: dict[str, type] = {
+    "vehicle": VehicleAttributes,
+    "person": PersonAttributes,
+    "face": FaceAttributes,
+}
+
+
+def attributes_from_dict(kind: str, data: dict) -> Attributes:
+    cls = ATTRIBUTE_CLASSES[kind]
+    known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+    return cls(**known)
+
+
+@dataclass
+class Sighting:
+    """One detected vehicle, person or face, seen by one camera at one instant."""
+
+    id: str
+    camera_id: str
+    ts: datetime
+    kind: str
+    bbox: BBox
+    det_score: float
+    attributes: Attributes
+    crop: str | None = None
+    frame_sha256: str | None = None
+    embedding_space: str | None = None
+    vector_id: int | None = None
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The API's shape of a sighting (times as ISO 8601 UTC)."""
+        out = asdict(self)
+        out["ts"] = self.ts.astimezone(timezone.utc).isoformat()
+        out["bbox"] = self.bbox.as_list()
+        return out

@@ -1,0 +1,127 @@
+"""The HTTP API (FastAPI). Bad input is a 4xx with a message; OpenAPI docs at /docs."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from indexer.store import SightingQuery
+from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
+from models.registry import ModelError
+from services.ingest import Ingestor, PhotoJob
+from services.system import Settings, Sightline
+
+
+class CameraIn(BaseModel):
+    id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1)
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    heading_deg: float | None = Field(default=None, ge=0, lt=360)
+    kind: str = Field(default="checkpoint", pattern="^(checkpoint|surveillance)$")
+    road: str | None = None
+    tags: list[str] = []
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    system = Sightline(settings)
+    ingestor = Ingestor(system)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        system.close()  # persist the vector indexes on a clean shutdown
+
+    app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
+                  description="Vehicles, people and faces from camera frames, as searchable sightings.")
+    app.state.system = system
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(ModelError)
+    async def model_error(_: Request, exc: ModelError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.middleware("http")
+    async def refuse_huge_uploads(request: Request, call_next):  # noqa: ANN001, ANN202
+        """Refuse an oversize body from its Content-Length, before a byte of it is spooled to disk."""
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length and length.isdigit() and int(length) > system.settings.max_upload_bytes + 65536:
+            return JSONResponse(status_code=413, content={
+                "detail": f"upload of {int(length)} bytes exceeds the limit of {system.settings.max_upload_bytes} bytes"})
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "sightings": system.store.count(), "cameras": len(system.store.list_cameras())}
+
+    @app.post("/cameras", status_code=201)
+    def add_cameras(cameras: CameraIn | list[CameraIn]) -> dict:
+        items = cameras if isinstance(cameras, list) else [cameras]
+        stored = system.store.upsert_cameras([Camera(**c.model_dump()) for c in items])
+        return {"stored": stored}
+
+    @app.get("/cameras")
+    def list_cameras() -> list[dict]:
+        return [c.__dict__ for c in system.store.list_cameras()]
+
+    @app.post("/frames", status_code=201)
+    def post_frame(
+        file: Annotated[UploadFile, File(description="a JPEG or PNG camera frame")],
+        camera_id: Annotated[str, Form()],
+        captured_at: Annotated[str, Form(description="ISO 8601 with a zone, e.g. 2026-11-22T08:30:00+08:00")],
+    ) -> dict:
+        limit = system.settings.max_upload_bytes
+        data = file.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload exceeds the limit of {limit} bytes")
+        result = ingestor.ingest_one(PhotoJob(file.filename or "upload", data, camera_id, parse_time(captured_at)))
+        return {"frame_sha256": result.frame_sha256, "duplicate": result.duplicate,
+                "sightings": [s.to_json() for s in result.sightings]}
+
+    @app.get("/sightings")
+    def list_sightings(
+        kind: str | None = None,
+        camera_id: Annotated[list[str] | None, Query()] = None,
+        start: str | None = None,
+        end: str | None = None,
+        plate: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict:
+        if kind is not None and kind not in SIGHTING_KINDS:
+            raise InputError(f"kind must be one of {SIGHTING_KINDS}")
+        t0: datetime | None = parse_time(start) if start else None
+        t1: datetime | None = parse_time(end) if end else None
+        if t0 and t1 and t1 < t0:
+            raise InputError("end is before start")
+        found = system.store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
+                                                 plate=plate.strip().upper() if plate else None,
+                                                 limit=limit, offset=offset))
+        return {"count": len(found), "sightings": [s.to_json() for s in found]}
+
+    @app.get("/sightings/{sighting_id}")
+    def get_sighting(sighting_id: str) -> dict:
+        found = system.store.get_sighting(sighting_id)
+        if found is None:
+            raise HTTPException(404, f"no sighting {sighting_id}")
+        return found.to_json()
+
+    @app.get("/sightings/{sighting_id}/crop")
+    def get_crop(sighting_id: str) -> FileResponse:
+        found = system.store.get_sighting(sighting_id)
+        if found is None or not found.crop:
+            raise HTTPException(404, f"no sighting {sighting_id}")
+        path = system.settings.crops_dir / found.crop
+        if not path.is_file():
+            raise HTTPException(404, f"the evidence crop of {sighting_id} is missing")
+        return FileResponse(path, media_type="image/jpeg")
+
+    return app

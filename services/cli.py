@@ -1,0 +1,249 @@
+"""The `sightline` command. Bad input ends with a message and exit code 2, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from models import registry
+from models.records import InputError, parse_time
+from models.registry import ModelError
+from services import cameras as camera_io
+from services.system import Settings, Sightline
+
+DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if args.data:
+        settings.data_dir = Path(args.data).resolve()
+    if args.models:
+        settings.model_dir = Path(args.models).resolve()
+    return settings
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    model_dir = Path(args.models).resolve() if args.models else registry.default_model_dir()
+    if args.action == "pull":
+        mirror = Path(args.mirror).resolve() if args.mirror else None
+        if mirror is not None and not mirror.is_dir():
+            raise InputError(f"mirror {mirror} is not a folder")
+        files = registry.pull(model_dir, mirror)
+        print(f"{len(files)} model files verified in {model_dir}")
+        return 0
+    rows = registry.status(model_dir)
+    for row in rows:
+        print(f"{row['state']:8} {row['file']:52} {row['licence']}")
+    return 0 if all(r["state"] == "ok" for r in rows) else 1
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    system = Sightline(_settings(args))
+    try:
+        if args.action == "import":
+            path = Path(args.file)
+            cams = camera_io.from_roadnet(path, args.limit) if args.roadnet else camera_io.load_file(path)
+            print(f"{system.store.upsert_cameras(cams)} cameras stored")
+        else:
+            _print([c.__dict__ for c in system.store.list_cameras()])
+        return 0
+    finally:
+        system.close()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from services.ingest import Ingestor, image_files, jobs_from_files, read_manifest
+
+    paths = [Path(p) for p in args.paths]
+    if args.manifest:
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise InputError("with --manifest, give exactly one folder")
+        rows = read_manifest(paths[0], Path(args.manifest))
+    else:
+        if not args.camera or not args.time:
+            raise InputError("give --camera ID and --time ISO8601 (with a zone), or a folder with --manifest photos.csv")
+        ts = parse_time(args.time)
+        rows = [(p, args.camera, ts) for p in image_files(paths)]
+    system = Sightline(_settings(args))
+    try:
+        for camera_id in sorted({r[1] for r in rows}):
+            if system.store.get_camera(camera_id) is None:
+                raise InputError(f"unknown camera {camera_id!r}: import it first with `sightline cameras import`")
+        report = Ingestor(system).ingest(jobs_from_files(rows))
+    finally:
+        system.close()
+    _print(report.summary())
+    return 2 if report.errors else 0
+
+
+def cmd_sightings(args: argparse.Namespace) -> int:
+    from indexer.store import SightingQuery
+
+    system = Sightline(_settings(args))
+    try:
+        found = system.store.query(SightingQuery(kind=args.kind, plate=args.plate, limit=args.limit,
+                                                 camera_ids=[args.camera] if args.camera else None))
+        _print([s.to_json() for s in found])
+    finally:
+        system.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from services.api import create_app
+
+    uvicorn.run(create_app(_settings(args)), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Cameras on real Shanghai intersections; the eval photos ingested as if those cameras took them."""
+    from services.ingest import Ingestor, image_files, jobs_from_files
+
+    eval_dir = Path(args.eval_dir)
+    if not eval_dir.is_dir():
+        raise InputError(f"{eval_dir} is not a folder (the shared eval data)")
+    system = Sightline(_settings(args))
+    try:
+        cams = camera_io.from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=40)
+        system.store.upsert_cameras(cams)
+        photos = (image_files([eval_dir / "plates" / "full"]) + image_files([eval_dir / "scenes"])
+                  + image_files([eval_dir / "faces" / "barack_obama"]))
+        start = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+        rows = [(p, cams[i % len(cams)].id, start + timedelta(minutes=3 * i)) for i, p in enumerate(photos)]
+        t0 = time.perf_counter()
+        report = Ingestor(system).ingest(jobs_from_files(rows))
+        elapsed = time.perf_counter() - t0
+        plates = sorted({s.attributes.plate for r in report.results for s in r.sightings
+                         if s.kind == "vehicle" and getattr(s.attributes, "plate", None)})
+        _print({**report.summary(), "seconds": round(elapsed, 1), "plates_read": plates,
+                "data_dir": str(system.settings.data_dir)})
+    finally:
+        system.close()
+    print(f"\nDemo data is in {system.settings.data_dir}. Start the API with:\n"
+          f"  .venv/bin/sightline --data {system.settings.data_dir} serve --port 8000   # then open http://127.0.0.1:8000/docs")
+    return 2 if report.errors else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise InputError(f"{directory} is not a folder")
+    model_dir = Path(args.models).resolve() if args.models else registry.default_model_dir()
+    if args.what == "plates":
+        from models.plates import PlateReader
+        from services.eval_plates import evaluate_plates
+
+        result = evaluate_plates(directory, PlateReader(model_dir))
+    elif args.what == "faces":
+        from models.detectors import FaceDetector
+        from models.embedders import FaceEmbedder
+        from services.evaluation import evaluate_faces
+
+        result = evaluate_faces(directory, FaceDetector(registry.model_path("yunet_s_dynamic.onnx", model_dir)),
+                                FaceEmbedder())
+    else:
+        from models.embedders import PersonEmbedder, VehicleEmbedder
+        from services.evaluation import evaluate_reid
+
+        embedder = (VehicleEmbedder(registry.model_path("mobilenet_v1_embedding.tflite", model_dir))
+                    if args.kind == "vehicle"
+                    else PersonEmbedder(registry.model_path("person-reidentification-retail-0288.xml", model_dir)))
+        result = evaluate_reid(directory, embedder)
+    _print(result)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from services.bench import bench_ingest
+
+    settings = _settings(args)
+    work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
+    try:
+        settings.data_dir = work
+        _print(bench_ingest(Path(args.dir), settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sightline", description=__doc__)
+    p.add_argument("--data", help="data directory (default $SIGHTLINE_DATA or ./data)")
+    p.add_argument("--models", help="model directory (default $SIGHTLINE_MODEL_DIR or ./model_store)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="pull and list model weights")
+    m.add_argument("action", choices=["pull", "list"])
+    m.add_argument("--mirror", help="a folder holding the model files (air-gapped sites)")
+    m.set_defaults(func=cmd_models)
+
+    c = sub.add_parser("cameras", help="import or list cameras")
+    c.add_argument("action", choices=["import", "list"])
+    c.add_argument("file", nargs="?", help=".csv or .geojson")
+    c.add_argument("--roadnet", action="store_true", help="the file is an OSM intersections GeoJSON (one camera each)")
+    c.add_argument("--limit", type=int)
+    c.set_defaults(func=cmd_cameras)
+
+    i = sub.add_parser("ingest", help="ingest photos")
+    i.add_argument("paths", nargs="+")
+    i.add_argument("--camera")
+    i.add_argument("--time", help="capture time, ISO 8601 with a zone")
+    i.add_argument("--manifest", help="CSV with file, camera_id, captured_at")
+    i.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("sightings", help="list stored sightings")
+    s.add_argument("--kind", choices=["vehicle", "person", "face"])
+    s.add_argument("--plate")
+    s.add_argument("--camera")
+    s.add_argument("--limit", type=int, default=20)
+    s.set_defaults(func=cmd_sightings)
+
+    v = sub.add_parser("serve", help="run the HTTP API")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.set_defaults(func=cmd_serve)
+
+    d = sub.add_parser("demo", help="cameras on Shanghai intersections + the eval photos ingested")
+    d.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("eval", help="measure accuracy on labelled data")
+    e.add_argument("what", choices=["plates", "faces", "reid"])
+    e.add_argument("dir")
+    e.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks (print JSON)")
+    b.add_argument("what", choices=["ingest"])
+    b.add_argument("dir")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "cameras" and args.action == "import" and not args.file:
+        print("sightline: cameras import needs a FILE", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except (InputError, ModelError) as exc:
+        print(f"sightline: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

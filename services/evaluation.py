@@ -1,0 +1,106 @@
+"""`sightline eval faces|reid`: measure identification on a user's own labelled folders.
+
+Faces: DIR/<identity>/<image>; leave-one-out rank-1 over the queries whose identity
+has another photo (single-photo identities stay in the gallery as distractors), and
+the ROC AUC of genuine vs impostor pair similarities.
+Re-identification: DIR/<identity>/<camera>_<n>.jpg; each image queries the images of
+the other cameras; rank-1 and mAP.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.detectors import FaceDetector
+from models.embedders import FaceEmbedder, PersonEmbedder, VehicleEmbedder
+from models.records import InputError
+from models.imageops import IMAGE_SUFFIXES
+
+
+def labelled_images(directory: Path) -> list[tuple[str, Path]]:
+    """(identity, path) for every image under DIR/<identity>/."""
+    if not directory.is_dir():
+        raise InputError(f"{directory} is not a folder")
+    items = [(d.name, f) for d in sorted(directory.iterdir()) if d.is_dir()
+             for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise InputError(f"{directory} holds no <identity>/<image> files")
+    return items
+
+
+def roc_auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Probability that a genuine pair scores above an impostor pair (ties count half), by ranks."""
+    scores = np.concatenate([genuine, impostor])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks of ties
+        tie = scores == value
+        ranks[tie] = ranks[tie].mean()
+    n_g, n_i = len(genuine), len(impostor)
+    return float((ranks[:n_g].sum() - n_g * (n_g + 1) / 2) / (n_g * n_i))
+
+
+def average_precision(relevant_sorted: np.ndarray) -> float:
+    hits = np.flatnonzero(relevant_sorted)
+    if len(hits) == 0:
+        return 0.0
+    return float(np.mean((np.arange(len(hits)) + 1) / (hits + 1)))
+
+
+def evaluate_faces(directory: Path, detector: FaceDetector, embedder: FaceEmbedder) -> dict:
+    items = labelled_images(directory)
+    labels, vectors, no_face = [], [], []
+    start = time.perf_counter()
+    for identity, path in items:
+        frame = cv2.imread(str(path))
+        faces = detector.detect(frame) if frame is not None else []
+        if not faces:
+            no_face.append(str(path.relative_to(directory)))
+            continue
+        best = max(faces, key=lambda f: f.bbox.area * f.score)  # the subject: the largest, surest face
+        vectors.append(embedder.embed_faces(frame, [best.bbox])[0])
+        labels.append(identity)
+    elapsed = time.perf_counter() - start
+    labels_arr, mat = np.array(labels), np.array(vectors)
+    sims = mat @ mat.T
+    np.fill_diagonal(sims, -np.inf)
+    same = labels_arr[:, None] == labels_arr[None, :]
+    np.fill_diagonal(same, False)
+    queries = np.flatnonzero(same.any(1))
+    hits = same[queries, sims[queries].argmax(1)]
+    upper = np.triu_indices(len(labels), 1)
+    pair_sims, pair_same = sims[upper], same[upper]
+    return {"identities": len(set(labels)), "images": len(items), "no_face": len(no_face), "queries": int(len(queries)),
+            "rank1": round(float(hits.mean()), 4) if len(queries) else None,
+            "auc": round(roc_auc(pair_sims[pair_same], pair_sims[~pair_same]), 4),
+            "ms_per_image": round(1000 * elapsed / len(items), 1), "no_face_files": no_face,
+            "misses": [labels[q] for q, h in zip(queries, hits) if not h]}
+
+
+def evaluate_reid(directory: Path, embedder: VehicleEmbedder | PersonEmbedder) -> dict:
+    items = labelled_images(directory)
+    start = time.perf_counter()
+    vectors = np.concatenate([embedder.embed([cv2.imread(str(p)) for _, p in items[i:i + 32]])
+                              for i in range(0, len(items), 32)])
+    elapsed = time.perf_counter() - start
+    labels = np.array([identity for identity, _ in items])
+    cameras = np.array([p.name.split("_", 1)[0] for _, p in items])
+    sims = vectors @ vectors.T
+    rank1, aps = [], []
+    for q in range(len(items)):
+        gallery = np.flatnonzero(cameras != cameras[q])
+        relevant = labels[gallery] == labels[q]
+        if not relevant.any():
+            continue  # nothing of this identity under another camera: a distractor only
+        order = np.argsort(-sims[q, gallery], kind="stable")
+        rank1.append(bool(relevant[order[0]]))
+        aps.append(average_precision(relevant[order]))
+    if not rank1:
+        raise InputError(f"{directory}: no identity is seen by two cameras (<camera>_<n>.jpg names)")
+    return {"identities": int(len(set(labels))), "images": len(items), "queries": len(rank1),
+            "rank1": round(float(np.mean(rank1)), 4), "mAP": round(float(np.mean(aps)), 4),
+            "space": embedder.space, "model": embedder.version, "ms_per_image": round(1000 * elapsed / len(items), 2)}

@@ -1,0 +1,190 @@
+"""Ingestion of photos: validate, decode, dedupe by sha256, run the pipeline in batches, store atomically.
+
+Order of writes per frame: evidence crops (files) → one record-store transaction
+(frame + sightings + vectors) → the in-memory vector index. A crash before the
+transaction leaves only orphan crop files; after it, the vector index catches up
+from the record store on the next start. So a rerun finishes a batch and nothing
+committed is lost or doubled.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from indexer.store import FrameRecord, SightingQuery, StoredVector
+from models.imageops import IMAGE_SUFFIXES, decode_image
+from models.pipeline import Observation
+from models.records import InputError, Sighting, parse_time, require_utc
+from services.system import Sightline
+
+
+
+
+@dataclass
+class PhotoJob:
+    """One photo to ingest: where its bytes come from, which camera, when."""
+
+    source: str
+    data: bytes
+    camera_id: str
+    ts: datetime
+
+
+@dataclass
+class IngestResult:
+    source: str
+    frame_sha256: str
+    duplicate: bool
+    sightings: list[Sighting]
+
+
+@dataclass
+class BatchReport:
+    results: list[IngestResult] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        return sum(len(r.sightings) for r in self.results if not r.duplicate)
+
+    def summary(self) -> dict:
+        return {"photos": len(self.results), "new": sum(not r.duplicate for r in self.results),
+                "duplicates": sum(r.duplicate for r in self.results), "sightings": self.stored,
+                "errors": self.errors}
+
+
+class Ingestor:
+    def __init__(self, system: Sightline, batch_size: int = 4, save_every: int = 200):
+        self.system = system
+        self.batch_size = batch_size
+        self.save_every = save_every
+        self._since_save = 0
+        self._lock = threading.Lock()  # one pipeline, one writer
+
+    def validate(self, camera_id: str, ts: datetime) -> datetime:
+        if self.system.store.get_camera(camera_id) is None:
+            raise InputError(f"unknown camera {camera_id!r}: register it first (POST /cameras or `sightline cameras import`)")
+        return require_utc(ts)
+
+    def ingest(self, jobs: Iterable[PhotoJob]) -> BatchReport:
+        """Ingest photos in batches; a photo that cannot be decoded is reported and skipped."""
+        report = BatchReport()
+        pending: list[tuple[PhotoJob, str, np.ndarray]] = []
+        for job in jobs:
+            try:
+                job.ts = self.validate(job.camera_id, job.ts)
+                sha = hashlib.sha256(job.data).hexdigest()
+                if self.system.store.has_frame(sha) or any(p[1] == sha for p in pending):
+                    report.results.append(IngestResult(job.source, sha, True, self._stored_sightings(sha)))
+                    continue
+                pending.append((job, sha, decode_image(job.data)))
+            except InputError as exc:
+                report.errors.append(f"{job.source}: {exc}")
+                continue
+            if len(pending) >= self.batch_size:
+                report.results.extend(self._process(pending))
+                pending = []
+        if pending:
+            report.results.extend(self._process(pending))
+        self.system.save_indexes()
+        return report
+
+    def ingest_one(self, job: PhotoJob) -> IngestResult:
+        """Ingest a single photo; bad input raises InputError and stores nothing."""
+        report = self.ingest([job])
+        if report.errors:
+            raise InputError(report.errors[0].split(": ", 1)[1])
+        return report.results[0]
+
+    def _stored_sightings(self, sha: str) -> list[Sighting]:
+        return self.system.store.query(SightingQuery(frame_sha256=sha, limit=10_000))
+
+    def _process(self, batch: list[tuple[PhotoJob, str, np.ndarray]]) -> list[IngestResult]:
+        with self._lock:
+            observations = self.system.pipeline.process([frame for _, _, frame in batch])
+            return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations)]
+
+    def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
+        ids = [uuid.uuid4().hex for _ in observations]
+        sightings, vectors = [], []
+        for sid, ob in zip(ids, observations):
+            attrs = ob.attributes
+            if ob.kind == "face" and ob.parent is not None:
+                attrs.person_sighting_id = ids[ob.parent]  # type: ignore[union-attr]
+            crop_key = self._save_crop(job.ts, sid, ob.crop)
+            sightings.append(Sighting(id=sid, camera_id=job.camera_id, ts=job.ts, kind=ob.kind, bbox=ob.bbox,
+                                      det_score=round(ob.det_score, 4), attributes=attrs, crop=crop_key,
+                                      frame_sha256=sha, model_versions=ob.model_versions))
+            if ob.vector is not None and ob.space is not None:
+                vectors.append(StoredVector(sid, ob.space, ob.vector))
+        self.system.store.add_frame(FrameRecord(sha, job.camera_id, job.ts, job.source), sightings, vectors)
+        by_id = {s.id: s for s in sightings}
+        for v in vectors:
+            s = by_id[v.sighting_id]
+            self.system.indexes[v.space].add(np.array([s.vector_id]), v.vector[None, :])
+        self._since_save += 1
+        if self._since_save >= self.save_every:
+            self.system.save_indexes()
+            self._since_save = 0
+        return IngestResult(job.source, sha, False, sightings)
+
+    def _save_crop(self, ts: datetime, sighting_id: str, image: np.ndarray) -> str:
+        key = f"{ts:%Y/%m/%d}/{sighting_id}.jpg"
+        path = self.system.settings.crops_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise RuntimeError(f"could not encode the crop of sighting {sighting_id}")
+        path.write_bytes(buf.tobytes())
+        return key
+
+
+def read_manifest(directory: Path, manifest: Path) -> list[tuple[Path, str, datetime]]:
+    """Rows of (file, camera_id, captured_at); every bad row is listed in one InputError, nothing ingested."""
+    if not manifest.exists():
+        raise InputError(f"manifest {manifest} does not exist")
+    rows, problems = [], []
+    with manifest.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"file", "camera_id", "captured_at"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"manifest {manifest} lacks the column(s) {sorted(missing)}")
+        for line, row in enumerate(reader, start=2):
+            path = directory / row["file"]
+            try:
+                if not path.is_file():
+                    raise InputError(f"file {path} does not exist")
+                rows.append((path, row["camera_id"].strip(), parse_time(row["captured_at"])))
+            except InputError as exc:
+                problems.append(f"line {line}: {exc}")
+    if problems:
+        raise InputError("the manifest has bad rows, nothing was ingested:\n  " + "\n  ".join(problems))
+    return rows
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """Expand folders into their image files (sorted); plain files are kept as given."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"{p} does not exist")
+    return out
+
+
+def jobs_from_files(rows: Iterable[tuple[Path, str, datetime]]) -> Iterable[PhotoJob]:
+    """Read each file only when the batch reaches it, so a large folder never sits in memory."""
+    for path, camera_id, ts in rows:
+        yield PhotoJob(str(path), path.read_bytes(), camera_id, ts)

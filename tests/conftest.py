@@ -1,0 +1,47 @@
+"""Shared fixtures: the eval data, the model directory, one loaded pipeline per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.system import Settings, Sightline
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = REPO.parent / "shared" / "eval"
+MODEL_DIR = Path(os.environ.get("SIGHTLINE_MODEL_DIR", REPO / "model_store")).resolve()
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not EVAL.is_dir():
+        pytest.skip(f"the shared eval data is not at {EVAL}")
+    return EVAL
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_dir: Path):  # noqa: ANN201
+    """The real models, loaded once for the whole session (loading is the slow part)."""
+    from models.pipeline import Pipeline
+
+    return Pipeline(model_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_dir: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", model_dir=model_dir)
+
+
+@pytest.fixture
+def system(settings: Settings, pipeline) -> Sightline:  # noqa: ANN001
+    """A fresh data directory with the session's loaded pipeline."""
+    opened = Sightline(settings)
+    opened._pipeline = pipeline
+    yield opened
+    opened.close()
