@@ -1,0 +1,1 @@
+"""Spatio-temporal analytics over sightings and cameras (trajectories, clones, co-travel, areas)."""

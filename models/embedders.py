@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import numpy as np
 
 from models.imageops import blob
 from models.records import BBox
-from models.registry import ModelError
+from models.registry import ModelError, model_path
 from models.runtime import OpenVinoModel
 
 
@@ -25,41 +26,43 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-class Embedder:
-    """Turns crops of one kind into unit vectors of one named space."""
+@dataclass(frozen=True)
+class CropInput:
+    """How a model wants its crops: size, channel order, layout and dtype (values are not rescaled)."""
 
-    space: str
-    dim: int
-    version: str
+    width: int
+    height: int
+    rgb: bool = False
+    nchw: bool = True
+    dtype: type = np.float32
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
 
+class CropEmbedder:
+    """Turns crops of one kind into unit vectors of one named embedding space."""
 
-class VehicleEmbedder(Embedder):
-    space, dim, version = "vehicle", 1024, "mobilenet_v1_embedding"
-
-    def __init__(self, model_path: Path):
+    def __init__(self, space: str, dim: int, version: str, model_path: Path, layout: CropInput):
+        self.space, self.dim, self.version, self.layout = space, dim, version, layout
         self.model = OpenVinoModel(model_path)
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
             return np.zeros((0, self.dim), np.float32)
-        out = next(iter(self.model.infer(blob(crops, 224, 224, rgb=True, nchw=False, dtype=np.uint8)).values()))
+        lay = self.layout
+        batch = blob(crops, lay.width, lay.height, rgb=lay.rgb, nchw=lay.nchw, dtype=lay.dtype)
+        out = next(iter(self.model.infer(batch).values()))
         return l2_normalise(out.reshape(len(crops), -1))
 
 
-class PersonEmbedder(Embedder):
-    space, dim, version = "person", 256, "person-reidentification-retail-0288"
+def vehicle_embedder(model_dir: Path | None = None) -> CropEmbedder:
+    """MobileNet v1 (1024-d): a generic appearance vector — no vehicle-specific model is to be had offline."""
+    return CropEmbedder("vehicle", 1024, "mobilenet_v1_embedding", model_path("mobilenet_v1_embedding.tflite", model_dir),
+                        CropInput(224, 224, rgb=True, nchw=False, dtype=np.uint8))
 
-    def __init__(self, model_path: Path):
-        self.model = OpenVinoModel(model_path)
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
-        if not crops:
-            return np.zeros((0, self.dim), np.float32)
-        out = next(iter(self.model.infer(blob(crops, 128, 256)).values()))
-        return l2_normalise(out.reshape(len(crops), -1))
+def person_embedder(model_dir: Path | None = None) -> CropEmbedder:
+    """person-reidentification-retail-0288 (256-d) on 128×256 BGR crops."""
+    return CropEmbedder("person", 256, "person-reidentification-retail-0288",
+                        model_path("person-reidentification-retail-0288.xml", model_dir), CropInput(128, 256))
 
 
 def _dlib_model(name: str) -> str:

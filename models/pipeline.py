@@ -5,6 +5,7 @@ ingest service adds those and stores it. Models are loaded once per Pipeline.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from models.attributes import PersonAttributeClassifier, VehicleAttributeClassifier, face_quality
 from models.detectors import Detection, FaceDetector, ObjectDetector
-from models.embedders import FaceEmbedder, PersonEmbedder, VehicleEmbedder
+from models.embedders import CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
 from models.plates import PlateReader, PlateReading
 from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, VehicleAttributes
@@ -50,16 +51,14 @@ class Pipeline:
         self.plate_reader = PlateReader(d)
         self.vehicle_attributes = VehicleAttributeClassifier(model_path("vehicle-attributes-recognition-barrier-0039.xml", d))
         self.person_attributes = PersonAttributeClassifier(model_path("person-attributes-recognition-crossroad-0230.xml", d))
-        self.vehicle_embedder = VehicleEmbedder(model_path("mobilenet_v1_embedding.tflite", d))
-        self.person_embedder = PersonEmbedder(model_path("person-reidentification-retail-0288.xml", d))
+        self.vehicle_embedder = vehicle_embedder(d)
+        self.person_embedder = person_embedder(d)
         self.face_detector = FaceDetector(model_path("yunet_s_dynamic.onnx", d)) if faces else None
         self.face_embedder = FaceEmbedder() if faces else None
         self.times = StageTimes()
 
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         """Observations for each frame, in frame order; every model runs once per batch of crops."""
-        import time
-
         t0 = time.perf_counter()
         detections = self.detector.detect(frames)
         t1 = time.perf_counter()
@@ -115,7 +114,7 @@ class Pipeline:
             o.attributes = a
 
     @staticmethod
-    def _embed(observations: list[Observation], embedder: VehicleEmbedder | PersonEmbedder) -> None:
+    def _embed(observations: list[Observation], embedder: CropEmbedder) -> None:
         vectors = embedder.embed([o.crop for o in observations])
         for o, v in zip(observations, vectors):
             o.vector, o.space = v, embedder.space

@@ -357,7 +357,8 @@ def align(anchor: str, other: str) -> list[int | None]:
     """For each anchor position, the index of the `other` character aligned to it (None if deleted).
 
     Levenshtein alignment, so a reading with one inserted or dropped character still votes
-    on every position it does cover (ROVER-style voting).
+    on every position it does cover (ROVER-style voting). Ties prefer a gap to a
+    substitution: an extra character at a plate's edge is the common CTC failure.
     """
     n, m = len(anchor), len(other)
     cost = np.zeros((n + 1, m + 1), np.int32)
@@ -367,14 +368,18 @@ def align(anchor: str, other: str) -> list[int | None]:
             cost[i, j] = min(cost[i - 1, j] + 1, cost[i, j - 1] + 1, cost[i - 1, j - 1] + (anchor[i - 1] != other[j - 1]))
     pairs: list[int | None] = [None] * n
     i, j = n, m
-    while i > 0 and j > 0:
-        if cost[i, j] == cost[i - 1, j - 1] + (anchor[i - 1] != other[j - 1]):
+    while i > 0 and j > 0:  # on ties: a match, then a gap, then a substitution
+        same = anchor[i - 1] == other[j - 1]
+        if same and cost[i, j] == cost[i - 1, j - 1]:
             pairs[i - 1] = j - 1
             i, j = i - 1, j - 1
+        elif cost[i, j] == cost[i, j - 1] + 1:
+            j -= 1
         elif cost[i, j] == cost[i - 1, j] + 1:
             i -= 1
         else:
-            j -= 1
+            pairs[i - 1] = j - 1
+            i, j = i - 1, j - 1
     return pairs
 
 

@@ -155,12 +155,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_faces(directory, FaceDetector(registry.model_path("yunet_s_dynamic.onnx", model_dir)),
                                 FaceEmbedder())
     else:
-        from models.embedders import PersonEmbedder, VehicleEmbedder
+        from models.embedders import person_embedder, vehicle_embedder
         from services.evaluation import evaluate_reid
 
-        embedder = (VehicleEmbedder(registry.model_path("mobilenet_v1_embedding.tflite", model_dir))
-                    if args.kind == "vehicle"
-                    else PersonEmbedder(registry.model_path("person-reidentification-retail-0288.xml", model_dir)))
+        embedder = vehicle_embedder(model_dir) if args.kind == "vehicle" else person_embedder(model_dir)
         result = evaluate_reid(directory, embedder)
     _print(result)
     return 0

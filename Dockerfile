@@ -1,0 +1,15 @@
+FROM python:3.11-slim
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
+# The CPU build of torch first, so that no CUDA build is pulled in: point PIP_INDEX_URL (build arg)
+# at an index that serves CPU wheels of torch 2.13.0.
+ARG PIP_INDEX_URL
+RUN pip install --no-cache-dir torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY models models
+COPY indexer indexer
+COPY geo geo
+COPY services services
+RUN pip install --no-cache-dir .
+EXPOSE 8000
+CMD ["sightline", "--data", "/data", "serve", "--host", "0.0.0.0", "--port", "8000"]

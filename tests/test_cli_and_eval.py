@@ -1,0 +1,92 @@
+"""The `sightline` command as a user runs it (a subprocess), and the evaluation commands on the eval data."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import registry
+from models.records import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sightline(*args: str, data: Path | None = None, models: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "services.cli"]
+    if data:
+        cmd += ["--data", str(data)]
+    if models:
+        cmd += ["--models", str(models)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_models_pull_verifies_checksums(tmp_path: Path, model_dir: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for entry in registry.manifest().values():
+        shutil.copyfile(model_dir / entry.file, mirror / entry.file)
+    (mirror / "yunet_s_dynamic.onnx").write_bytes(b"tampered")
+    target = tmp_path / "models"
+    result = sightline("models", "pull", "--mirror", str(mirror), models=target)
+    assert result.returncode == 2 and "sha256" in result.stderr and "Traceback" not in result.stderr
+    assert not (target / "yunet_s_dynamic.onnx").exists()  # never a silently kept bad file
+    shutil.copyfile(model_dir / "yunet_s_dynamic.onnx", mirror / "yunet_s_dynamic.onnx")
+    assert sightline("models", "pull", "--mirror", str(mirror), models=target).returncode == 0
+    listed = sightline("models", "list", models=target)
+    assert listed.returncode == 0 and listed.stdout.count("ok ") == len(registry.manifest())
+    (target / "lprnet.pth").write_bytes(b"x")
+    assert "corrupt" in sightline("models", "list", models=target).stdout
+    with pytest.raises(registry.ModelError, match="wrong size"):
+        registry.model_path("lprnet.pth", target)
+
+
+@pytest.mark.models
+def test_cli_ingest_and_bad_input(tmp_path: Path, eval_dir: Path, model_dir: Path) -> None:
+    data = tmp_path / "data"
+    cams = tmp_path / "cams.csv"
+    cams.write_text("id,name,lon,lat,kind\ngate-1,Gate 1,121.29,31.21,checkpoint\n")
+    assert sightline("cameras", "import", str(cams), data=data).returncode == 0
+    photo = eval_dir / "plates" / "full" / "0001.jpg"
+    naive = sightline("ingest", str(photo), "--camera", "gate-1", "--time", "2026-11-02T08:00:00", data=data,
+                      models=model_dir)
+    assert naive.returncode == 2 and "time zone" in naive.stderr
+    unknown = sightline("ingest", str(photo), "--camera", "nope", "--time", "2026-11-02T08:00:00Z", data=data,
+                        models=model_dir)
+    assert unknown.returncode == 2 and "unknown camera" in unknown.stderr
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not an image")
+    ok = sightline("ingest", str(photo), str(corrupt), "--camera", "gate-1", "--time", "2026-11-02T08:00:00+08:00",
+                   data=data, models=model_dir)
+    summary = json.loads(ok.stdout)
+    assert ok.returncode == 2 and summary["new"] == 1 and "corrupt.jpg" in summary["errors"][0]
+    listed = json.loads(sightline("sightings", "--plate", "皖AY766D", data=data).stdout)
+    assert len(listed) == 1 and listed[0]["camera_id"] == "gate-1"
+
+
+def test_eval_commands_reject_bad_folders(tmp_path: Path) -> None:
+    result = sightline("eval", "faces", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "not a folder" in result.stderr
+    from services.evaluation import labelled_images
+
+    with pytest.raises(InputError, match="no <identity>/<image>"):
+        labelled_images(tmp_path)
+
+
+@pytest.mark.models
+def test_eval_faces_identifies_every_enrolled_identity(eval_dir: Path, model_dir: Path) -> None:
+    result = sightline("eval", "faces", str(eval_dir / "faces"), models=model_dir)
+    figures = json.loads(result.stdout)
+    assert figures["identities"] == 12 and figures["no_face"] <= 2
+    assert figures["rank1"] >= 0.95 and figures["auc"] >= 0.95
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("kind, rank1_floor", [("vehicle", 0.69), ("person", 0.6)])
+def test_eval_reid_measures_cross_camera_matching(eval_dir: Path, model_dir: Path, kind: str, rank1_floor: float) -> None:
+    result = sightline("eval", "reid", str(eval_dir / "reid" / kind), "--kind", kind, models=model_dir)
+    figures = json.loads(result.stdout)
+    assert figures["queries"] > 50 and figures["rank1"] >= rank1_floor and 0 < figures["mAP"] <= 1
