@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from indexer.store import FrameRecord, RecordStore, SightingQuery, StoredVector
-from models.records import BBox, Camera, Sighting, attributes_from_dict
+from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cameras (
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS sightings (
     id TEXT PRIMARY KEY, camera_id TEXT NOT NULL, ts_us INTEGER NOT NULL, kind TEXT NOT NULL,
     bbox TEXT NOT NULL, det_score REAL NOT NULL, crop TEXT, frame_sha256 TEXT,
     plate TEXT, plate_score REAL, plate_color TEXT, vehicle_type TEXT, vehicle_color TEXT,
-    attributes TEXT NOT NULL, embedding_space TEXT, vector_id INTEGER, model_versions TEXT NOT NULL
+    attributes TEXT NOT NULL, embedding_space TEXT, vector_id INTEGER, model_versions TEXT NOT NULL, track TEXT
 );
 CREATE INDEX IF NOT EXISTS sightings_plate ON sightings(plate, ts_us) WHERE plate IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sightings_camera_ts ON sightings(camera_id, ts_us);
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS vectors (
 """
 
 _SIGHTING_COLUMNS = ("id, camera_id, ts_us, kind, bbox, det_score, crop, frame_sha256, plate, plate_score, "
-                     "plate_color, vehicle_type, vehicle_color, attributes, embedding_space, vector_id, model_versions")
+                     "plate_color, vehicle_type, vehicle_color, attributes, embedding_space, vector_id, model_versions, track")
 
 
 def to_us(ts: datetime) -> int:
@@ -104,7 +104,7 @@ class SQLiteStore(RecordStore):
                 self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
                                   (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
                 by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
-            self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 17)})",
+            self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                   [_sighting_row(s) for s in sightings])
 
     def get_sighting(self, sighting_id: str) -> Sighting | None:
@@ -201,11 +201,13 @@ def _sighting_row(s: Sighting) -> tuple:
     return (s.id, s.camera_id, to_us(s.ts), s.kind, json.dumps(s.bbox.as_list()), s.det_score, s.crop,
             s.frame_sha256, attrs.get("plate"), attrs.get("plate_score"), attrs.get("plate_color"),
             attrs.get("vehicle_type"), attrs.get("vehicle_color"), json.dumps(attrs, ensure_ascii=False),
-            s.embedding_space, s.vector_id, json.dumps(s.model_versions))
+            s.embedding_space, s.vector_id, json.dumps(s.model_versions),
+            json.dumps(s.track.to_json()) if s.track else None)
 
 
 def _sighting(row: tuple) -> Sighting:
     return Sighting(id=row[0], camera_id=row[1], ts=from_us(row[2]), kind=row[3], bbox=BBox(*json.loads(row[4])),
                     det_score=row[5], crop=row[6], frame_sha256=row[7],
                     attributes=attributes_from_dict(row[3], json.loads(row[13])), embedding_space=row[14],
-                    vector_id=row[15], model_versions=json.loads(row[16]))
+                    vector_id=row[15], model_versions=json.loads(row[16]),
+                    track=TrackInfo.from_json(json.loads(row[17])) if row[17] else None)

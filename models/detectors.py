@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.imageops import letterbox, nms
+from models.imageops import iou_matrix, letterbox, nms
 from models.records import BBox
 from models.runtime import OpenVinoModel
 
@@ -66,18 +66,20 @@ class ObjectDetector:
         self.min_side = min_side
         self.grid, self.strides = yolox_grid(self.size)
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+    def detect(self, frames: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
+        """Detections per frame; a tracker passes a lower threshold to see its weak second-stage boxes."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
         boxes_in, scales = [], []
         for frame in frames:
             canvas, scale, _ = letterbox(frame, self.size, 114, centred=False)
             boxes_in.append(canvas.transpose(2, 0, 1))
             scales.append(scale)
         raw = next(iter(self.model.infer(np.stack(boxes_in).astype(np.float32)).values()))
-        return [self._postprocess(raw[i], scales[i], frames[i].shape) for i in range(len(frames))]
+        return [self._postprocess(raw[i], scales[i], frames[i].shape, threshold) for i in range(len(frames))]
 
-    def _postprocess(self, raw: np.ndarray, scale: float, shape: tuple[int, ...]) -> list[Detection]:
+    def _postprocess(self, raw: np.ndarray, scale: float, shape: tuple[int, ...], threshold: float) -> list[Detection]:
         boxes, scores, cls_ids = yolox_decode(raw, self.grid, self.strides)
-        wanted = np.isin(cls_ids, list(COCO_KEPT)) & (scores >= self.score_threshold)
+        wanted = np.isin(cls_ids, list(COCO_KEPT)) & (scores >= threshold)
         boxes, scores, cls_ids = boxes[wanted] / scale, scores[wanted], cls_ids[wanted]
         h, w = shape[:2]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -96,10 +98,47 @@ class ObjectDetector:
         return out
 
 
+class SsdVehicleDetector:
+    """vehicle-detection-0200 (SSD, 256×256 BGR): sees vehicles from above and behind, where YOLOX-nano misses."""
+
+    size = 256
+
+    def __init__(self, model_path: Path, score_threshold: float = 0.5, max_area_frac: float = 0.8):
+        self.model = OpenVinoModel(model_path)
+        self.score_threshold = score_threshold
+        self.max_area_frac = max_area_frac  # a box filling the frame is the SSD's known false alarm, not a car
+
+    def detect(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        batch = np.stack([cv2.resize(f, (self.size, self.size)).transpose(2, 0, 1) for f in frames]).astype(np.float32)
+        rows = next(iter(self.model.infer(batch).values())).reshape(-1, 7)
+        out: list[list[Detection]] = [[] for _ in frames]
+        for image_id, _, score, x1, y1, x2, y2 in rows[rows[:, 2] >= self.score_threshold].tolist():
+            i = int(image_id)
+            if not 0 <= i < len(frames):
+                continue  # SSD pads its output with image_id -1
+            h, w = frames[i].shape[:2]
+            box = BBox(max(0.0, x1 * w), max(0.0, y1 * h), min(float(w), x2 * w), min(float(h), y2 * h))
+            if box.area > self.max_area_frac * w * h:
+                continue
+            out[i].append(Detection("vehicle", "vehicle", box, float(score)))
+        return out
+
+
+def merge_detections(primary: list[Detection], extra: list[Detection], iou_threshold: float = 0.5) -> list[Detection]:
+    """Add the extra detector's boxes that no primary box of the same kind already covers."""
+    kept = list(primary)
+    for det in extra:
+        same = np.array([d.bbox.as_list() for d in kept if d.kind == det.kind], np.float32).reshape(-1, 4)
+        if len(same) == 0 or iou_matrix(np.array([det.bbox.as_list()], np.float32), same).max() < iou_threshold:
+            kept.append(det)
+    return kept
+
+
 class FaceDetector:
     """YuNet through OpenCV's FaceDetectorYN: boxes, 5 landmarks and a score per face."""
 
     def __init__(self, model_path: Path, score_threshold: float = 0.8, max_side: int = 640):
+        cv2.setLogLevel(2)  # errors only: OpenCV's DNN warns about targets on every FaceDetectorYN it builds
         self.detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
         self.max_side = max_side
         self._lock = threading.Lock()

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from models.attributes import PersonAttributeClassifier, VehicleAttributeClassifier, face_quality
-from models.detectors import Detection, FaceDetector, ObjectDetector
+from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections
 from models.embedders import CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
-from models.plates import PlateReader, PlateReading
+from models.plates import PlateReader, PlateReading, is_valid_plate
 from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, VehicleAttributes
 from models.registry import default_model_dir, model_path
+from models.tracking import Track
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Pipeline:
     def __init__(self, model_dir: Path | None = None, faces: bool = True):
         d = model_dir or default_model_dir()
         self.detector = ObjectDetector(model_path("yolox_nano.onnx", d))
+        self.vehicle_detector = SsdVehicleDetector(model_path("vehicle-detection-0200.xml", d))
         self.plate_reader = PlateReader(d)
         self.vehicle_attributes = VehicleAttributeClassifier(model_path("vehicle-attributes-recognition-barrier-0039.xml", d))
         self.person_attributes = PersonAttributeClassifier(model_path("person-attributes-recognition-crossroad-0230.xml", d))
@@ -60,7 +62,7 @@ class Pipeline:
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         """Observations for each frame, in frame order; every model runs once per batch of crops."""
         t0 = time.perf_counter()
-        detections = self.detector.detect(frames)
+        detections = self.detect(frames)
         t1 = time.perf_counter()
         plates = self.plate_reader.read_frames(frames)
         t2 = time.perf_counter()
@@ -86,6 +88,53 @@ class Pipeline:
         times.faces += t5 - t4
         return per_frame
 
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        """People and vehicles: YOLOX-nano, plus the SSD vehicle detector for views YOLOX does not know."""
+        general = self.detector.detect(frames, min_score)
+        vehicles = self.vehicle_detector.detect(frames)
+        return [merge_detections(g, v) for g, v in zip(general, vehicles)]
+
+    def describe_tracks(self, tracks: list[Track], plate_views: int = 3) -> list[Observation]:
+        """One observation per finished track, from its best frame; the plate is voted over its best views.
+
+        This is where video saves its work: the attribute, plate and embedding models
+        run on a track's best crops only, not on every frame it was seen in.
+        """
+        observations: list[Observation] = []
+        for track in tracks:
+            best = track.best(1)[0]
+            det = best.detection
+            if track.kind == "face":
+                assert self.face_embedder is not None
+                vector = self.face_embedder.embed_faces(best.frame, [det.bbox])[0]
+                attrs = FaceAttributes(quality=face_quality(crop(best.frame, det.bbox), det),
+                                       landmarks=[[round(x, 1), round(y, 1)] for x, y in det.landmarks])
+                observations.append(Observation("face", det.bbox, det.score, attrs, crop(best.frame, det.bbox, 0.15),
+                                                vector, self.face_embedder.space, None,
+                                                {"embedding": self.face_embedder.version}))
+                continue
+            attrs = VehicleAttributes(coco_class=det.label) if track.kind == "vehicle" else PersonAttributes()
+            ob = Observation(track.kind, det.bbox, det.score, attrs, crop(best.frame, det.bbox))
+            if track.kind == "vehicle":
+                views = [crop(c.frame, c.detection.bbox) for c in track.best(plate_views)]
+                readings = [r for found in self.plate_reader.read_frames(views) for r in found]
+                self._assign_plate(ob, vote_plate(readings))
+            observations.append(ob)
+        vehicles = [o for o in observations if o.kind == "vehicle"]
+        people = [o for o in observations if o.kind == "person"]
+        self._classify(vehicles, people)
+        self._embed(vehicles, self.vehicle_embedder)
+        self._embed(people, self.person_embedder)
+        return observations
+
+    @staticmethod
+    def _assign_plate(owner: Observation, plate: PlateReading | None) -> None:
+        attrs = owner.attributes
+        assert isinstance(attrs, VehicleAttributes)
+        if plate is not None and (attrs.plate is None or (plate.score or 0) > (attrs.plate_score or 0)):
+            attrs.plate, attrs.plate_score = plate.text, round(float(plate.score), 3)
+            attrs.plate_color, attrs.plate_layers = plate.color, plate.layers
+
     def _objects(self, frame: np.ndarray, dets: list[Detection], plates: list[PlateReading]) -> list[Observation]:
         obs = [Observation(d.kind, d.bbox, d.score, VehicleAttributes(coco_class=d.label) if d.kind == "vehicle"
                            else PersonAttributes(), crop(frame, d.bbox)) for d in dets]
@@ -96,11 +145,7 @@ class Pipeline:
                 box = _vehicle_box_around_plate(plate.bbox, frame.shape)
                 owner = Observation("vehicle", box, plate.det_score, VehicleAttributes(coco_class=None), crop(frame, box))
                 obs.append(owner)
-            attrs = owner.attributes
-            assert isinstance(attrs, VehicleAttributes)
-            if attrs.plate is None or (plate.score or 0) > (attrs.plate_score or 0):
-                attrs.plate, attrs.plate_score = plate.text, round(float(plate.score), 3)
-                attrs.plate_color, attrs.plate_layers = plate.color, plate.layers
+            self._assign_plate(owner, plate)
         return obs
 
     def _classify(self, vehicles: list[Observation], people: list[Observation]) -> None:
@@ -136,6 +181,20 @@ class Pipeline:
             out.append(Observation("face", det.bbox, det.score, attrs, face_crop, vec, self.face_embedder.space,
                                    parent, {"embedding": self.face_embedder.version}))
         return out
+
+
+def vote_plate(readings: list[PlateReading]) -> PlateReading | None:
+    """The format-valid plate text with the highest summed score over a track's readings."""
+    valid = [r for r in readings if r.text and is_valid_plate(r.text)]
+    if not valid:
+        return None
+    totals: dict[str, float] = {}
+    for r in valid:
+        totals[r.text or ""] = totals.get(r.text or "", 0.0) + float(r.score)
+    winner = max(totals, key=totals.__getitem__)
+    best = max((r for r in valid if r.text == winner), key=lambda r: r.score)
+    best.score = min(1.0, totals[winner] / len(valid))  # agreement across views is the confidence
+    return best
 
 
 def _centre_inside(inner: BBox, outer: BBox) -> bool:

@@ -57,7 +57,7 @@ class BBox:
         return max(0.0, self.width) * max(0.0, self.height)
 
     def as_list(self) -> list[float]:
-        return [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)]
+        return [round(float(v), 1) for v in (self.x1, self.y1, self.x2, self.y2)]
 
 
 @dataclass
@@ -132,6 +132,26 @@ def attributes_from_dict(kind: str, data: dict) -> Attributes:
 
 
 @dataclass
+class TrackInfo:
+    """How a video object was followed: when it was first and last seen, and its path in the frame."""
+
+    first_seen: datetime
+    last_seen: datetime
+    frames: int
+    path: list[list[float]] = field(default_factory=list)  # [seconds after first_seen, centre x, centre y]
+
+    def to_json(self) -> dict:
+        return {"first_seen": self.first_seen.astimezone(timezone.utc).isoformat(),
+                "last_seen": self.last_seen.astimezone(timezone.utc).isoformat(),
+                "frames": self.frames, "path": self.path}
+
+    @staticmethod
+    def from_json(data: dict) -> "TrackInfo":
+        return TrackInfo(datetime.fromisoformat(data["first_seen"]), datetime.fromisoformat(data["last_seen"]),
+                         int(data["frames"]), data.get("path", []))
+
+
+@dataclass
 class Sighting:
     """One detected vehicle, person or face, seen by one camera at one instant."""
 
@@ -147,10 +167,12 @@ class Sighting:
     embedding_space: str | None = None
     vector_id: int | None = None
     model_versions: dict[str, str] = field(default_factory=dict)
+    track: TrackInfo | None = None  # video sightings: one per tracked object
 
     def to_json(self) -> dict:
         """The API's shape of a sighting (times as ISO 8601 UTC)."""
         out = asdict(self)
         out["ts"] = self.ts.astimezone(timezone.utc).isoformat()
         out["bbox"] = self.bbox.as_list()
+        out["track"] = self.track.to_json() if self.track else None
         return out

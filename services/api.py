@@ -15,6 +15,7 @@ from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.ingest import Ingestor, PhotoJob
 from services.system import Settings, Sightline
+from services.video import StreamManager
 
 
 class CameraIn(BaseModel):
@@ -28,13 +29,21 @@ class CameraIn(BaseModel):
     tags: list[str] = []
 
 
+class StreamIn(BaseModel):
+    url: str = Field(min_length=1, description="rtsp://, http:// or a file path OpenCV/FFmpeg can open")
+    camera_id: str = Field(min_length=1)
+    sample_fps: float | None = Field(default=None, ge=0.1, le=60)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     system = Sightline(settings)
     ingestor = Ingestor(system)
+    streams = StreamManager(ingestor)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        streams.stop_all()
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
@@ -123,5 +132,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, f"the evidence crop of {sighting_id} is missing")
         return FileResponse(path, media_type="image/jpeg")
+
+    @app.post("/streams", status_code=201)
+    def add_stream(body: StreamIn) -> dict:
+        """Start reading a live RTSP/HTTP stream: sampled, tracked, one sighting per object; reconnects on drops."""
+        return streams.add(body.url, body.camera_id, body.sample_fps).to_json()
+
+    @app.get("/streams")
+    def list_streams() -> list[dict]:
+        """Each stream's state (starting, running, reconnecting, stopped), frame rate and counts."""
+        return [status.to_json() for status in streams.list()]
+
+    @app.delete("/streams/{stream_id}", status_code=204)
+    def delete_stream(stream_id: str) -> None:
+        if not streams.remove(stream_id):
+            raise HTTPException(404, f"no stream {stream_id}")
 
     return app

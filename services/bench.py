@@ -41,3 +41,24 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path) -> dict:
                 "ms_per_photo_by_stage": stages}
     finally:
         system.close()
+
+
+def bench_video(path: Path, settings: Settings, sample_fps: float) -> dict:
+    """Process one video file into a fresh data directory: decode rate, processing rate, realtime factor."""
+    from models.records import Camera
+    from services.video import VideoProcessor
+
+    system = Sightline(settings)
+    try:
+        system.store.upsert_cameras([Camera("bench", "bench", 121.3, 31.2, kind="surveillance")])
+        processor = VideoProcessor(Ingestor(system), sample_fps=sample_fps)  # loads the models, not timed
+        report = processor.ingest_file(path, "bench", datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
+        summary = report.summary()
+        return {"frames": report.frames, "sampled": report.sampled, "sample_fps": sample_fps,
+                "decoded_fps": round(report.frames / report.seconds, 1),
+                "processed_fps": round(report.sampled / report.seconds, 1), "tracks": report.tracks,
+                "sightings": len(report.sightings), "by_kind": summary["by_kind"],
+                "video_seconds": summary["video_seconds"], "seconds": summary["seconds"],
+                "realtime_factor": summary["realtime_factor"]}
+    finally:
+        system.close()

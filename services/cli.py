@@ -16,6 +16,7 @@ from models.registry import ModelError
 from services import cameras as camera_io
 from services.system import Settings, Sightline
 
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
 DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
 
 
@@ -65,6 +66,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from services.ingest import Ingestor, image_files, jobs_from_files, read_manifest
 
     paths = [Path(p) for p in args.paths]
+    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
+        return _ingest_videos(args, paths)
     if args.manifest:
         if len(paths) != 1 or not paths[0].is_dir():
             raise InputError("with --manifest, give exactly one folder")
@@ -84,6 +87,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         system.close()
     _print(report.summary())
     return 2 if report.errors else 0
+
+
+def _ingest_videos(args: argparse.Namespace, paths: list[Path]) -> int:
+    from services.ingest import Ingestor
+    from services.video import VideoProcessor
+
+    if not args.camera or not args.time:
+        raise InputError("a video needs --camera ID and --start-time ISO8601 (the time of its first frame, with a zone)")
+    start = parse_time(args.time)
+    system = Sightline(_settings(args))
+    try:
+        processor = VideoProcessor(Ingestor(system), sample_fps=args.sample_fps)
+        reports = [processor.ingest_file(p, args.camera, start).summary() for p in paths]
+    finally:
+        system.close()
+    _print(reports)
+    return 0
 
 
 def cmd_sightings(args: argparse.Namespace) -> int:
@@ -165,13 +185,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from services.bench import bench_ingest
+    from services.bench import bench_ingest, bench_video
 
     settings = _settings(args)
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
     try:
         settings.data_dir = work
-        _print(bench_ingest(Path(args.dir), settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson"))
+        if args.what == "ingest":
+            _print(bench_ingest(Path(args.path), settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson"))
+        else:
+            _print(bench_video(Path(args.path), settings, args.sample_fps))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -198,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="ingest photos")
     i.add_argument("paths", nargs="+")
     i.add_argument("--camera")
-    i.add_argument("--time", help="capture time, ISO 8601 with a zone")
+    i.add_argument("--time", "--start-time", dest="time",
+                   help="capture time (a video: its first frame), ISO 8601 with a zone")
+    i.add_argument("--sample-fps", type=float, default=5.0, help="video: frames per second to analyse")
     i.add_argument("--manifest", help="CSV with file, camera_id, captured_at")
     i.set_defaults(func=cmd_ingest)
 
@@ -225,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["ingest"])
-    b.add_argument("dir")
+    b.add_argument("what", choices=["ingest", "video"])
+    b.add_argument("path", help="ingest: a folder of photos; video: a video file")
+    b.add_argument("--sample-fps", type=float, default=5.0)
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -15,16 +15,21 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
 
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from models.imageops import IMAGE_SUFFIXES, decode_image
+
 from models.pipeline import Observation
-from models.records import InputError, Sighting, parse_time, require_utc
+from models.records import InputError, Sighting, TrackInfo, parse_time, require_utc
 from services.system import Sightline
+
+T = TypeVar("T")
 
 
 
@@ -68,7 +73,7 @@ class Ingestor:
         self.batch_size = batch_size
         self.save_every = save_every
         self._since_save = 0
-        self._lock = threading.Lock()  # one pipeline, one writer
+        self.lock = threading.Lock()  # one pipeline, one writer
 
     def validate(self, camera_id: str, ts: datetime) -> datetime:
         if self.system.store.get_camera(camera_id) is None:
@@ -76,20 +81,24 @@ class Ingestor:
         return require_utc(ts)
 
     def ingest(self, jobs: Iterable[PhotoJob]) -> BatchReport:
-        """Ingest photos in batches; a photo that cannot be decoded is reported and skipped."""
+        """Ingest photos in batches; a photo that cannot be decoded is reported and skipped.
+
+        Hashing and decoding run one batch ahead in a worker thread (OpenCV releases
+        the GIL), overlapping the models' inference on the current batch.
+        """
         report = BatchReport()
         pending: list[tuple[PhotoJob, str, np.ndarray]] = []
-        for job in jobs:
-            try:
-                job.ts = self.validate(job.camera_id, job.ts)
-                sha = hashlib.sha256(job.data).hexdigest()
-                if self.system.store.has_frame(sha) or any(p[1] == sha for p in pending):
-                    report.results.append(IngestResult(job.source, sha, True, self._stored_sightings(sha)))
-                    continue
-                pending.append((job, sha, decode_image(job.data)))
-            except InputError as exc:
-                report.errors.append(f"{job.source}: {exc}")
+        seen: set[str] = set()
+        for job, prepared in _prefetch(jobs, self._prepare, ahead=2 * self.batch_size):
+            if isinstance(prepared, InputError):
+                report.errors.append(f"{job.source}: {prepared}")
                 continue
+            sha, frame = prepared
+            if sha in seen or self.system.store.has_frame(sha):
+                report.results.append(IngestResult(job.source, sha, True, self._stored_sightings(sha)))
+                continue
+            seen.add(sha)
+            pending.append((job, sha, frame))
             if len(pending) >= self.batch_size:
                 report.results.extend(self._process(pending))
                 pending = []
@@ -97,6 +106,13 @@ class Ingestor:
             report.results.extend(self._process(pending))
         self.system.save_indexes()
         return report
+
+    def _prepare(self, job: PhotoJob) -> tuple[str, np.ndarray] | InputError:
+        try:
+            job.ts = self.validate(job.camera_id, job.ts)
+            return hashlib.sha256(job.data).hexdigest(), decode_image(job.data)
+        except InputError as exc:
+            return exc
 
     def ingest_one(self, job: PhotoJob) -> IngestResult:
         """Ingest a single photo; bad input raises InputError and stores nothing."""
@@ -109,24 +125,29 @@ class Ingestor:
         return self.system.store.query(SightingQuery(frame_sha256=sha, limit=10_000))
 
     def _process(self, batch: list[tuple[PhotoJob, str, np.ndarray]]) -> list[IngestResult]:
-        with self._lock:
+        with self.lock:
             observations = self.system.pipeline.process([frame for _, _, frame in batch])
             return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations)]
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
+        frame = FrameRecord(sha, job.camera_id, job.ts, job.source)
+        return IngestResult(job.source, sha, False, self.commit(frame, observations))
+
+    def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None) -> list[Sighting]:
+        """Store one frame's observations: crops, then one transaction, then the vector indexes."""
         ids = [uuid.uuid4().hex for _ in observations]
         sightings, vectors = [], []
         for sid, ob in zip(ids, observations):
             attrs = ob.attributes
             if ob.kind == "face" and ob.parent is not None:
                 attrs.person_sighting_id = ids[ob.parent]  # type: ignore[union-attr]
-            crop_key = self._save_crop(job.ts, sid, ob.crop)
-            sightings.append(Sighting(id=sid, camera_id=job.camera_id, ts=job.ts, kind=ob.kind, bbox=ob.bbox,
+            crop_key = self._save_crop(frame.ts, sid, ob.crop)
+            sightings.append(Sighting(id=sid, camera_id=frame.camera_id, ts=frame.ts, kind=ob.kind, bbox=ob.bbox,
                                       det_score=round(ob.det_score, 4), attributes=attrs, crop=crop_key,
-                                      frame_sha256=sha, model_versions=ob.model_versions))
+                                      frame_sha256=frame.sha256, model_versions=ob.model_versions, track=track))
             if ob.vector is not None and ob.space is not None:
                 vectors.append(StoredVector(sid, ob.space, ob.vector))
-        self.system.store.add_frame(FrameRecord(sha, job.camera_id, job.ts, job.source), sightings, vectors)
+        self.system.store.add_frame(frame, sightings, vectors)
         by_id = {s.id: s for s in sightings}
         for v in vectors:
             s = by_id[v.sighting_id]
@@ -135,7 +156,7 @@ class Ingestor:
         if self._since_save >= self.save_every:
             self.system.save_indexes()
             self._since_save = 0
-        return IngestResult(job.source, sha, False, sightings)
+        return sightings
 
     def _save_crop(self, ts: datetime, sighting_id: str, image: np.ndarray) -> str:
         key = f"{ts:%Y/%m/%d}/{sighting_id}.jpg"
@@ -146,6 +167,20 @@ class Ingestor:
             raise RuntimeError(f"could not encode the crop of sighting {sighting_id}")
         path.write_bytes(buf.tobytes())
         return key
+
+
+def _prefetch(jobs: Iterable[PhotoJob], prepare: Callable[[PhotoJob], T], ahead: int) -> Iterator[tuple[PhotoJob, T]]:
+    """Yield (job, prepare(job)) in order while up to `ahead` later jobs are prepared in a worker thread."""
+    queue: deque[tuple[PhotoJob, Future[T]]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-decode") as pool:
+        for job in jobs:
+            queue.append((job, pool.submit(prepare, job)))
+            if len(queue) > ahead:
+                head, future = queue.popleft()
+                yield head, future.result()
+        while queue:
+            head, future = queue.popleft()
+            yield head, future.result()
 
 
 def read_manifest(directory: Path, manifest: Path) -> list[tuple[Path, str, datetime]]:

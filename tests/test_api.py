@@ -86,3 +86,16 @@ def test_bad_input_gets_clear_4xx_and_the_store_stays_intact(api: httpx.Client, 
         assert response.status_code == status, name
         assert message in response.text, name
     assert api.get("/health").json()["sightings"] == before
+
+
+def test_streams_are_managed_over_http(api: httpx.Client) -> None:
+    api.post("/cameras", json=CAMERA)
+    assert api.post("/streams", json={"url": "rtsp://127.0.0.1:1/none", "camera_id": "nope"}).status_code == 400
+    assert api.post("/streams", json={"url": "", "camera_id": "gate-1"}).status_code == 422
+    created = api.post("/streams", json={"url": "rtsp://127.0.0.1:1/none", "camera_id": "gate-1", "sample_fps": 2})
+    assert created.status_code == 201
+    stream_id = created.json()["id"]
+    listed = {s["id"]: s for s in api.get("/streams").json()}
+    assert listed[stream_id]["camera_id"] == "gate-1" and listed[stream_id]["state"] in ("starting", "reconnecting")
+    assert api.delete(f"/streams/{stream_id}").status_code == 204
+    assert api.delete(f"/streams/{stream_id}").status_code == 404 and api.get("/streams").json() == []

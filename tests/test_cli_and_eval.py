@@ -90,3 +90,14 @@ def test_eval_reid_measures_cross_camera_matching(eval_dir: Path, model_dir: Pat
     result = sightline("eval", "reid", str(eval_dir / "reid" / kind), "--kind", kind, models=model_dir)
     figures = json.loads(result.stdout)
     assert figures["queries"] > 50 and figures["rank1"] >= rank1_floor and 0 < figures["mAP"] <= 1
+
+
+@pytest.mark.models
+def test_demo_ingests_the_eval_photos_and_says_how_to_start_the_api(tmp_path: Path, eval_dir: Path,
+                                                                    model_dir: Path) -> None:
+    result = sightline("demo", "--eval-dir", str(eval_dir), data=tmp_path / "demo", models=model_dir)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[: result.stdout.index("\nDemo data")])
+    assert summary["new"] == summary["photos"] >= 30 and not summary["errors"]
+    assert len(summary["plates_read"]) >= 15
+    assert "serve --port 8000" in result.stdout.splitlines()[-1]

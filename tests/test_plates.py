@@ -1,0 +1,246 @@
+"""Plate stack: pre/post-processing units, and the real models on the real eval images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.lprnet import BLANK, CHARS, LPRNet, ctc_greedy
+from models.plates import (
+    INTEL_TOKENS,
+    Letterbox,
+    PlateReader,
+    RawReading,
+    align,
+    fuse,
+    intel_tokens_to_text,
+    is_valid_plate,
+    join_double_row,
+    letterbox,
+    nms,
+    normalize_plate,
+    pad_corners,
+)
+from models.records import InputError
+from services.eval_plates import char_accuracy, evaluate_plates, looks_like_crop
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "plates"
+MODEL_DIR = Path(os.environ.get("SIGHTLINE_MODEL_DIR", REPO / "model_store"))
+
+
+# --- units -------------------------------------------------------------------------------------
+
+
+def logits_for(ids: list[int], steps: int = 18) -> np.ndarray:
+    """(1, classes, steps) logits whose argmax per step is `ids` padded with blanks."""
+    seq = ids + [BLANK] * (steps - len(ids))
+    out = np.full((1, len(CHARS), steps), -5.0, np.float32)
+    out[0, seq, np.arange(steps)] = 5.0
+    return out
+
+
+def test_ctc_greedy_collapses_repeats_and_drops_blanks():
+    k = CHARS.index
+    # 皖 皖 - A 1 1 - 1 6  ->  皖A116 : a run collapses, a blank separates two real 1s
+    ids = [k("皖"), k("皖"), BLANK, k("A"), k("1"), k("1"), BLANK, k("1"), k("6")]
+    (labels, confs), = ctc_greedy(logits_for(ids))
+    assert "".join(CHARS[i] for i in labels) == "皖A116"
+    assert len(confs) == len(labels) and all(0.9 < c <= 1.0 for c in confs)
+
+
+def test_ctc_greedy_all_blank_is_empty():
+    (labels, confs), = ctc_greedy(logits_for([]))
+    assert labels == [] and confs == []
+
+
+def test_class_list():
+    assert len(CHARS) == 68 and CHARS[0] == "京" and CHARS[30] == "新" and CHARS[31] == "0"
+    assert CHARS[-3:] == ("I", "O", "-")
+
+
+def test_lprnet_shapes_and_batch_independence():
+    net = LPRNet().eval()
+    x = torch.randn(3, 3, 24, 94)
+    with torch.inference_mode():
+        batched = net(x)
+        alone = net(x[1:2])
+    assert batched.shape == (3, 68, 18)
+    torch.testing.assert_close(batched[1:2], alone, rtol=1e-4, atol=1e-4)  # a batch reads as its crops alone
+
+
+def test_nms_keeps_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9]], np.float32)
+    scores = np.array([0.8, 0.9, 0.5, 0.7], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.99).tolist() == [1, 0, 3, 2]
+    assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).tolist() == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["京A12345", "皖AD11166", "皖A12345D", "粤B1234学", "沪A1234警", "苏E1234挂", "皖 A·12345", "京a12345"],
+)
+def test_valid_plates(text):
+    assert is_valid_plate(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "A12345", "京112345", "京A1234", "京A123456", "京AI2345", "京AO2345", "皖AX12345", "合肥城泊",
+     "京A12D345"],
+)
+def test_invalid_plates(text):
+    assert not is_valid_plate(text)
+
+
+def test_normalize_plate():
+    assert normalize_plate(" 皖a·12345 ") == "皖A12345"
+    assert normalize_plate("京Ａ-１２３４５") == "京A12345"
+
+
+@pytest.mark.parametrize("shape", [(1160, 720), (240, 1000), (320, 320), (24, 94)])
+def test_letterbox_round_trip(shape):
+    img = np.full((*shape, 3), 200, np.uint8)
+    boxed, box = letterbox(img, 320)
+    assert boxed.shape == (320, 320, 3)
+    points = np.array([[0, 0], [shape[1] - 1, shape[0] - 1], [shape[1] / 2, shape[0] / 3]], np.float32)
+    np.testing.assert_allclose(box.to_source(box.to_input(points)), points, atol=1e-3)
+    # the image sits centred: the padding on both sides differs by at most a pixel
+    ys, xs = np.nonzero(boxed[..., 0])
+    assert abs(ys.min() - (319 - ys.max())) <= 1 and abs(xs.min() - (319 - xs.max())) <= 1
+    np.testing.assert_allclose(box.to_input(np.array([[0.0, 0.0]], np.float32)), [[xs.min(), ys.min()]], atol=1)
+
+
+def test_letterbox_maps_detector_points_back():
+    box = Letterbox(scale=0.25, left=70, top=0)
+    np.testing.assert_allclose(box.to_source(np.array([[70.0, 0.0], [170.0, 100.0]])), [[0, 0], [400, 400]])
+
+
+def test_pad_corners_moves_outwards_along_the_plate():
+    corners = np.array([[10, 10], [110, 10], [110, 40], [10, 40]], np.float32)
+    padded = pad_corners(corners, 0.1, 0.2)
+    np.testing.assert_allclose(padded, [[0, 4], [120, 4], [120, 46], [0, 46]])
+
+
+def test_double_row_split_shape():
+    plate = np.zeros((120, 240, 3), np.uint8)
+    joined = join_double_row(plate)
+    bottom_h = 120 - int(120 * 0.33)
+    assert joined.shape[0] == bottom_h
+    assert joined.shape[1] > 240  # the upper row is laid before the full-width lower row
+    assert joined.shape[1] / joined.shape[0] > 2.5  # it now reads as one long row
+
+
+def test_intel_token_mapping():
+    assert len(INTEL_TOKENS) == 70 and INTEL_TOKENS[10] == "<Anhui>" and INTEL_TOKENS[43] == "<police>"
+    index = {t: i for i, t in enumerate(INTEL_TOKENS)}
+    seq = [index["<Beijing>"], index["A"], 1, 2, 3, 4, 5, -1, 7, 7]
+    assert intel_tokens_to_text(np.array(seq, np.float32)) == "京A12345"
+    assert intel_tokens_to_text(np.array([index["<Anhui>"], index["<police>"], -1])) == "皖警"
+    assert intel_tokens_to_text(np.array([-1, 3])) == ""
+
+
+def test_align_prefers_a_trailing_gap():
+    # an extra trailing character is skipped, the shared ones line up
+    assert align("皖DFX886", "皖DFX8861") == [0, 1, 2, 3, 4, 5, 6]
+    assert align("皖A12345", "皖A1345") == [0, 1, 2, None, 3, 4, 5]
+
+
+def test_fusion_votes_characters_and_repairs_the_province():
+    ppocr = RawReading("ppocr", "AG6512", [0.9, 0.9, 0.5, 0.9, 0.9, 0.9])  # lost province, unsure of one char
+    lpr = RawReading("lprnet", "皖AGG512", [0.9] * 7)
+    intel = RawReading("intel", "皖AGG512", [0.9] * 7)
+    assert fuse([ppocr, lpr, intel], "blue").text == "皖AGG512"
+    sure = RawReading("ppocr", "皖AG6512", [0.99] * 7)
+    assert fuse([sure, RawReading("intel", "皖AGG512", [0.9] * 7)], "blue").text == "皖AG6512"
+    assert fuse([RawReading("ppocr", "合肥城泊", [0.9] * 4)]).score < 0.5
+    assert fuse([]).text is None
+
+
+def test_fusion_uses_the_colour_for_the_length():
+    ppocr = RawReading("ppocr", "皖DFX8861", [0.8] * 8)
+    intel = RawReading("intel", "皖DFX886", [0.9] * 7)
+    assert fuse([ppocr, intel], "blue").text == "皖DFX886"
+    assert fuse([ppocr, intel], "green").text == "皖DFX8861"
+
+
+def test_char_accuracy():
+    assert char_accuracy("皖A12345", "皖A12345") == 1.0
+    assert char_accuracy("皖AD11166", "皖AD1116") == pytest.approx(1 - 1 / 8)
+    assert char_accuracy("皖A12345", "") == 0.0
+
+
+def test_crop_or_photo():
+    assert looks_like_crop(np.zeros((24, 94, 3), np.uint8))
+    assert not looks_like_crop(np.zeros((1160, 720, 3), np.uint8))
+
+
+def test_eval_input_errors(tmp_path):
+    with pytest.raises(InputError, match="labels.tsv"):
+        evaluate_plates(tmp_path, reader=None)  # type: ignore[arg-type]
+    (tmp_path / "labels.tsv").write_text("file\tplate\nnope.jpg\t京A12345\n", encoding="utf-8")
+    with pytest.raises(InputError, match="nope.jpg"):
+        evaluate_plates(tmp_path, reader=None)  # type: ignore[arg-type]
+
+
+# --- the real models on real images ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reader() -> PlateReader:
+    if not (MODEL_DIR / "lprnet.pth").exists() or not EVAL.exists():
+        pytest.skip("model weights or eval data are not here (sightline models pull)")
+    return PlateReader(MODEL_DIR)
+
+
+@pytest.mark.models
+def test_lprnet_loads_the_published_weights_strictly(reader):
+    state = torch.load(MODEL_DIR / "lprnet.pth", map_location="cpu", weights_only=True)
+    LPRNet().load_state_dict(state, strict=True)
+
+
+@pytest.mark.models
+def test_reads_a_known_crop(reader):
+    crop = cv2.imread(str(EVAL / "crops" / "0000.jpg"))
+    (reading,) = reader.read_crops([crop])
+    assert reading.text == "京PL3N67"
+    assert 0.0 <= reading.score <= 1.0 and reading.color == "blue"
+
+
+@pytest.mark.models
+def test_reads_a_known_green_photo(reader):
+    frame = cv2.imread(str(EVAL / "full" / "0017.jpg"))  # an 8-character green plate with a 111 run
+    (plates,) = reader.read_frames([frame])
+    best = max(plates, key=lambda p: p.det_score)
+    assert best.text == "皖AD11166" and best.color == "green" and best.layers == 1
+    xs, ys = np.array(best.corners).T
+    assert best.bbox.x1 - 2 <= xs.min() and xs.max() <= best.bbox.x2 + 2
+    assert 0 <= ys.min() and ys.max() < frame.shape[0]
+
+
+@pytest.mark.models
+def test_frames_batch_with_and_without_plates(reader):
+    photo = cv2.imread(str(EVAL / "full" / "0000.jpg"))
+    blank = np.zeros((480, 640, 3), np.uint8)
+    with_plate, without = reader.read_frames([photo, blank])
+    assert [p.text for p in with_plate][:1] == ["皖AYL375"] and without == []
+
+
+@pytest.mark.models
+def test_crops_accuracy(reader):
+    result = evaluate_plates(EVAL / "crops", reader)
+    assert result["exact"] >= 0.97, result["misses"]
+    assert result["readers_exact"]["fused"] >= max(result["readers_exact"][r] for r in ("ppocr", "lprnet", "intel"))
+
+
+@pytest.mark.models
+def test_full_photo_accuracy(reader):
+    result = evaluate_plates(EVAL / "full", reader)
+    assert result["exact"] >= 0.94, result["misses"]
+    green_short = [m for m in result["misses"] if len(m["label"]) == 8 and len(m["read"]) < 8]
+    assert not green_short
