@@ -138,7 +138,6 @@ class FaceDetector:
     """YuNet through OpenCV's FaceDetectorYN: boxes, 5 landmarks and a score per face."""
 
     def __init__(self, model_path: Path, score_threshold: float = 0.8, max_side: int = 640):
-        cv2.setLogLevel(2)  # errors only: OpenCV's DNN warns about targets on every FaceDetectorYN it builds
         self.detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
         self.max_side = max_side
         self._lock = threading.Lock()
