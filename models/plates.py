@@ -18,6 +18,8 @@ import numpy as np
 from rapidocr_onnxruntime import RapidOCR
 
 from models.lprnet import LPRNetReader, resize_to
+from models.imageops import letterbox as fit_square
+from models.imageops import nms
 from models.records import BBox
 from models.registry import model_path
 from models.runtime import OpenVinoModel
@@ -67,29 +69,8 @@ class Letterbox:
 
 def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     """Fit the image into size×size keeping its aspect, centred, padded with 0 (the detector's training)."""
-    h, w = img.shape[:2]
-    scale = min(size / h, size / w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    top, left = (size - nh) // 2, (size - nw) // 2
-    canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[top : top + nh, left : left + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas, scale, (left, top) = fit_square(img, size, pad_value=0, centred=True)
     return canvas, Letterbox(scale, left, top)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression over (N, 4) x1y1x2y2 boxes; returns kept indices, best first."""
-    order = np.argsort(-scores)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    keep = []
-    while order.size:
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 
 from indexer.store import FrameRecord
 from models.records import InputError, Sighting, TrackInfo
+from models.registry import sha256_of
 from models.tracking import ByteTracker, Track
 from services.ingest import Ingestor
 
@@ -57,14 +58,6 @@ def open_capture(source: str) -> cv2.VideoCapture:
     return capture
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class VideoProcessor:
     """Runs one video source through detection, tracking and per-track description."""
 
@@ -84,7 +77,7 @@ class VideoProcessor:
         capture = open_capture(str(path))
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps and math.isfinite(fps) and 0 < fps <= 240 else 25.0
-        key = file_sha256(path)
+        key = sha256_of(path)
 
         def clock(index: int) -> datetime:
             return start + timedelta(seconds=index / fps)
