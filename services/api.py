@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 from indexer.store import SightingQuery
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
+from services.alerts import attach_alerts
+from services.api_alerts import alerts_router
 from services.ingest import Ingestor, PhotoJob
 from services.system import Settings, Sightline
 from services.video import StreamManager
@@ -39,16 +41,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     system = Sightline(settings)
     ingestor = Ingestor(system)
     streams = StreamManager(ingestor)
+    engine = attach_alerts(system, ingestor)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
         yield
         streams.stop_all()
+        engine.stop()
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
                   description="Vehicles, people and faces from camera frames, as searchable sightings.")
     app.state.system = system
+    app.state.alerts = engine
+    app.include_router(alerts_router(engine))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:

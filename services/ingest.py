@@ -74,6 +74,8 @@ class Ingestor:
         self.save_every = save_every
         self._since_save = 0
         self.lock = threading.Lock()  # one pipeline, one writer
+        # Called after each committed frame with its sightings and their vectors (the alert engine's hook).
+        self.listeners: list[Callable[[list[Sighting], dict[str, np.ndarray]], object]] = []
 
     def validate(self, camera_id: str, ts: datetime) -> datetime:
         if self.system.store.get_camera(camera_id) is None:
@@ -152,6 +154,8 @@ class Ingestor:
         for v in vectors:
             s = by_id[v.sighting_id]
             self.system.indexes[v.space].add(np.array([s.vector_id]), v.vector[None, :])
+        for listener in self.listeners:
+            listener(sightings, {v.sighting_id: v.vector for v in vectors})
         self._since_save += 1
         if self._since_save >= self.save_every:
             self.system.save_indexes()

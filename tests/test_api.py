@@ -1,16 +1,13 @@
 """The HTTP API over real HTTP (uvicorn on localhost), with the real models."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from services.api import create_app
+from tests.conftest import serving
 
 pytestmark = pytest.mark.models
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "heading_deg": 90, "road": "纪翟路"}
@@ -21,19 +18,8 @@ def api(settings, pipeline):  # noqa: ANN001, ANN201
     settings.max_upload_bytes = 2 << 20
     app = create_app(settings)
     app.state.system._pipeline = pipeline
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
-    server.should_exit = True
-    thread.join(10)
 
 
 def _post_frame(client: httpx.Client, data: bytes, camera: str = "gate-1",

@@ -1,0 +1,214 @@
+"""Persistence of watchlists, entries, rules, alerts and webhook deliveries (SQLite, beside the sightings).
+
+Alerts and their pending deliveries are written in one transaction, so a restart
+loses no alert and re-sends every delivery that was not confirmed.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict
+from datetime import datetime, time, timezone
+from pathlib import Path
+
+import numpy as np
+
+from indexer.sqlite_store import from_us, to_us
+from models.watchlists import Alert, Rule, Watchlist, WatchEntry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS watchlists (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, description TEXT NOT NULL,
+    created_by TEXT NOT NULL, created_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watch_entries (
+    id TEXT PRIMARY KEY, watchlist_id TEXT NOT NULL REFERENCES watchlists(id) ON DELETE CASCADE,
+    value TEXT NOT NULL, match TEXT NOT NULL, tolerance INTEGER NOT NULL, conditions TEXT NOT NULL,
+    reason TEXT NOT NULL, created_by TEXT NOT NULL, created_us INTEGER NOT NULL, face BLOB
+);
+CREATE INDEX IF NOT EXISTS entries_list ON watch_entries(watchlist_id);
+CREATE TABLE IF NOT EXISTS rules (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, sighting_id TEXT NOT NULL, camera_id TEXT NOT NULL,
+    ts_us INTEGER NOT NULL, raised_us INTEGER NOT NULL, severity TEXT NOT NULL, target TEXT NOT NULL,
+    details TEXT NOT NULL, crop TEXT, acked_by TEXT, acked_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts(raised_us);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule_id, raised_us);
+CREATE TABLE IF NOT EXISTS webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS deliveries (
+    alert_id TEXT NOT NULL, webhook_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    next_us INTEGER NOT NULL, last_error TEXT, PRIMARY KEY (alert_id, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_us);
+"""
+
+
+def _now_us() -> int:
+    return to_us(datetime.now(timezone.utc))
+
+
+def _rule_json(rule: Rule) -> str:
+    body = asdict(rule)
+    body["time_from"] = rule.time_from.isoformat() if rule.time_from else None
+    body["time_to"] = rule.time_to.isoformat() if rule.time_to else None
+    return json.dumps(body, ensure_ascii=False)
+
+
+def _rule(body: str) -> Rule:
+    data = json.loads(body)
+    for key in ("time_from", "time_to"):
+        data[key] = time.fromisoformat(data[key]) if data[key] else None
+    return Rule(**data)
+
+
+class AlertStore:
+    def __init__(self, path: Path):
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+        self.lock = threading.RLock()
+
+    def _write(self, sql: str, args: tuple | list = ()) -> int:
+        with self.lock:
+            return self.conn.execute(sql, args).rowcount
+
+    # watchlists and entries ------------------------------------------------------------------------
+    def add_watchlist(self, w: Watchlist) -> None:
+        self._write("INSERT INTO watchlists VALUES (?,?,?,?,?,?)",
+                    (w.id, w.name, w.kind, w.description, w.created_by, _now_us()))
+
+    def watchlists(self) -> list[Watchlist]:
+        with self.lock:
+            rows = self.conn.execute("SELECT id, name, kind, description, created_by, created_us FROM watchlists "
+                                     "ORDER BY name").fetchall()
+        return [Watchlist(r[0], r[1], r[2], r[3], r[4], from_us(r[5])) for r in rows]
+
+    def delete_watchlist(self, watchlist_id: str) -> bool:
+        return self._write("DELETE FROM watchlists WHERE id=?", (watchlist_id,)) > 0
+
+    def add_entries(self, entries: list[WatchEntry], faces: list[np.ndarray | None]) -> None:
+        rows = [(e.id, e.watchlist_id, e.value, e.match, e.tolerance, json.dumps(e.conditions, ensure_ascii=False),
+                 e.reason, e.created_by, _now_us(), None if f is None else np.asarray(f, np.float32).tobytes())
+                for e, f in zip(entries, faces)]
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany("INSERT INTO watch_entries VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def entries(self, watchlist_id: str | None = None) -> list[tuple[WatchEntry, np.ndarray | None]]:
+        sql = ("SELECT id, watchlist_id, value, match, tolerance, conditions, reason, created_by, created_us, face "
+               "FROM watch_entries")
+        with self.lock:
+            rows = (self.conn.execute(sql + " WHERE watchlist_id=? ORDER BY created_us", (watchlist_id,))
+                    if watchlist_id else self.conn.execute(sql)).fetchall()
+        return [(WatchEntry(r[0], r[1], r[6], r[7], r[2], r[3], r[4], json.loads(r[5]), from_us(r[8])),
+                 np.frombuffer(r[9], np.float32) if r[9] is not None else None) for r in rows]
+
+    def delete_entry(self, entry_id: str) -> bool:
+        return self._write("DELETE FROM watch_entries WHERE id=?", (entry_id,)) > 0
+
+    # rules ------------------------------------------------------------------------------------
+    def put_rule(self, rule: Rule) -> None:
+        self._write("INSERT INTO rules VALUES (?,?) ON CONFLICT(id) DO UPDATE SET body=excluded.body",
+                    (rule.id, _rule_json(rule)))
+
+    def rules(self) -> list[Rule]:
+        with self.lock:
+            return [_rule(r[0]) for r in self.conn.execute("SELECT body FROM rules")]
+
+    def delete_rule(self, rule_id: str) -> bool:
+        return self._write("DELETE FROM rules WHERE id=?", (rule_id,)) > 0
+
+    # alerts and deliveries -----------------------------------------------------------------------
+    def add_alert(self, a: Alert) -> None:
+        """The alert and one pending delivery per webhook, atomically."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                                  (a.id, a.rule_id, a.sighting_id, a.camera_id, to_us(a.ts), to_us(a.raised_at),
+                                   a.severity, a.target, json.dumps(a.details, ensure_ascii=False, default=str),
+                                   a.crop, None, None))
+                self.conn.execute("INSERT INTO deliveries SELECT ?, id, 'pending', 0, ?, NULL FROM webhooks",
+                                  (a.id, _now_us()))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def alerts(self, rule_id: str | None = None, acked: bool | None = None, since: datetime | None = None,
+               limit: int = 100, offset: int = 0) -> list[Alert]:
+        where, args = [], []
+        if rule_id:
+            where.append("rule_id=?"), args.append(rule_id)
+        if acked is not None:
+            where.append("acked_us IS NOT NULL" if acked else "acked_us IS NULL")
+        if since:
+            where.append("raised_us>=?"), args.append(to_us(since))
+        sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
+        with self.lock:
+            rows = self.conn.execute(sql + " ORDER BY raised_us DESC LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+        return [_alert(r) for r in rows]
+
+    def get_alert(self, alert_id: str) -> Alert | None:
+        with self.lock:
+            row = self.conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return _alert(row) if row else None
+
+    def ack(self, alert_id: str, user: str) -> bool:
+        return self._write("UPDATE alerts SET acked_by=?, acked_us=? WHERE id=? AND acked_us IS NULL",
+                           (user, _now_us(), alert_id)) > 0
+
+    def add_webhook(self, webhook_id: str, url: str) -> None:
+        self._write("INSERT INTO webhooks VALUES (?,?)", (webhook_id, url))
+
+    def webhooks(self) -> dict[str, str]:
+        with self.lock:
+            return dict(self.conn.execute("SELECT id, url FROM webhooks").fetchall())
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        return self._write("DELETE FROM webhooks WHERE id=?", (webhook_id,)) > 0
+
+    def due_deliveries(self, limit: int = 100) -> list[tuple[str, str, str, int]]:
+        """(alert_id, webhook_id, url, attempts) whose next attempt is due, oldest first."""
+        with self.lock:
+            return self.conn.execute(
+                "SELECT d.alert_id, d.webhook_id, w.url, d.attempts FROM deliveries d JOIN webhooks w ON w.id=d.webhook_id "
+                "WHERE d.state='pending' AND d.next_us<=? ORDER BY d.next_us LIMIT ?", (_now_us(), limit)).fetchall()
+
+    def delivery_done(self, alert_id: str, webhook_id: str) -> None:
+        self._write("UPDATE deliveries SET state='delivered', attempts=attempts+1 WHERE alert_id=? AND webhook_id=?",
+                    (alert_id, webhook_id))
+
+    def delivery_failed(self, alert_id: str, webhook_id: str, error: str, retry_at: datetime | None) -> None:
+        """Schedule the next attempt, or park the delivery as dead (dead letter) when retries are spent."""
+        state, next_us = ("pending", to_us(retry_at)) if retry_at else ("dead", 0)
+        self._write("UPDATE deliveries SET state=?, attempts=attempts+1, next_us=?, last_error=? "
+                    "WHERE alert_id=? AND webhook_id=?", (state, next_us, error[:500], alert_id, webhook_id))
+
+    def deliveries(self, state: str | None = None) -> list[dict]:
+        with self.lock:
+            rows = self.conn.execute("SELECT alert_id, webhook_id, state, attempts, last_error FROM deliveries"
+                                     + (" WHERE state=?" if state else ""), (state,) if state else ()).fetchall()
+        return [dict(zip(("alert_id", "webhook_id", "state", "attempts", "last_error"), r)) for r in rows]
+
+    def retry_dead(self) -> int:
+        """Put dead-lettered deliveries back in the queue (an operator's 'resend')."""
+        return self._write("UPDATE deliveries SET state='pending', next_us=? WHERE state='dead'", (_now_us(),))
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def _alert(r: tuple) -> Alert:
+    return Alert(id=r[0], rule_id=r[1], sighting_id=r[2], camera_id=r[3], ts=from_us(r[4]), raised_at=from_us(r[5]),
+                 severity=r[6], target=r[7], details=json.loads(r[8]), crop=r[9], acked_by=r[10],
+                 acked_at=from_us(r[11]) if r[11] else None)

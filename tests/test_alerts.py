@@ -1,0 +1,186 @@
+"""Watchlists and alerts: indexed plate matching, live SSE alerts, webhooks that survive a down receiver,
+face enrolment on real eval faces, restarts, and bad input."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.records import InputError
+from models.watchlists import WatchEntry, normalise_plate_pattern
+from services.alerts import PlateMatcher, deletions, edit_distance
+from services.api import create_app
+from tests.conftest import serving
+
+CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21}
+
+
+def _entry(value: str, match: str, tolerance: int = 1) -> WatchEntry:
+    return WatchEntry(id=value, watchlist_id="w", reason="test", created_by="t", value=value, match=match,
+                      tolerance=tolerance)
+
+
+def test_plate_matcher_exact_wildcard_and_fuzzy() -> None:
+    matcher = PlateMatcher([_entry("皖AY766D", "exact"), _entry("京A?23*", "wildcard"), _entry("*375", "wildcard"),
+                            _entry("沪B12345", "fuzzy", 1), _entry("苏E88888", "fuzzy", 2)])
+    assert [e.id for e in matcher.match("皖AY766D")] == ["皖AY766D"]
+    assert [e.id for e in matcher.match("京AB2399")] == ["京A?23*"]
+    assert [e.id for e in matcher.match("皖AYL375")] == ["*375"]
+    assert [e.id for e in matcher.match("沪B12845")] == ["沪B12345"]  # one substitution
+    assert [e.id for e in matcher.match("沪B1234")] == ["沪B12345"]  # one deletion
+    assert matcher.match("沪B18845") == []  # two edits, tolerance 1
+    assert [e.id for e in matcher.match("苏E8B88B")] == ["苏E88888"]
+    assert matcher.match("京B12399") == []
+    assert len(deletions("ABC", 2)) == 7 and edit_distance("kitten", "sitting") == 3
+
+
+def test_malformed_plate_patterns_are_refused() -> None:
+    for bad, match in [("", "exact"), ("京A 12$45", "exact"), ("京A?2", "exact"), ("**", "wildcard"),
+                       ("京A123456789012", "exact")]:
+        with pytest.raises(InputError):
+            normalise_plate_pattern(bad, match)
+    assert normalise_plate_pattern("京a·12345", "exact") == "京A12345"
+
+
+class Receiver:
+    """A webhook receiver on localhost that records what it gets; it can be started late."""
+
+    def __init__(self, port: int):
+        self.port, self.got, self.httpd = port, [], None
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.got.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _frame(client: httpx.Client, path: Path, when: str = "2026-11-02T08:00:00+08:00") -> dict:
+    r = client.post("/frames", files={"file": (path.name, path.read_bytes(), "image/jpeg")},
+                    data={"camera_id": "gate-1", "captured_at": when})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _sse(url: str, got: list[dict], ready: threading.Event, stop: threading.Event) -> None:
+    with httpx.stream("GET", url + "/alerts/stream", timeout=60) as response:
+        for line in response.iter_lines():
+            ready.set()
+            if line.startswith("data: "):
+                got.append(json.loads(line[6:]))
+            if stop.is_set() or len(got) >= 1:
+                return
+
+
+@pytest.mark.models
+def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, pipeline, eval_dir: Path) -> None:
+    receiver = Receiver(_free_port())
+    app = create_app(settings)
+    app.state.system._pipeline = pipeline
+    app.state.alerts.dispatcher.base = 0.2  # fast back-off for the test: 0.2, 0.4, 0.8 s ...
+    photos = eval_dir / "plates" / "full"
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+        api.post("/cameras", json=CAMERA)
+        wl = api.post("/watchlists", json={"name": "stolen", "kind": "plate", "created_by": "ops"}).json()
+        bad = api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖A$Y", "reason": "x", "created_by": "a"})
+        assert bad.status_code == 400 and "characters" in bad.json()["detail"]
+        empty = api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖AY766D", "reason": " ", "created_by": "a"})
+        assert empty.status_code == 400 and "reason" in empty.json()["detail"]
+        assert api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖AY7*", "match": "wildcard",
+                                                                "reason": "stolen 2026-10-30", "created_by": "ops"}
+                        ).status_code == 201
+        assert api.post("/rules", json={"name": "x", "watchlist_id": "nope"}).status_code == 400
+        assert api.post("/rules", json={"name": "x", "watchlist_id": wl["id"], "area_wkt": "POLYGON((1 2"}
+                        ).status_code == 400
+        rule = api.post("/rules", json={"name": "stolen cars", "watchlist_id": wl["id"], "severity": "high",
+                                        "min_confidence": 0.5}).json()
+        api.post("/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/hook"})  # nobody listens yet
+
+        streamed: list[dict] = []
+        ready, stop = threading.Event(), threading.Event()
+        listener = threading.Thread(target=_sse, args=(url, streamed, ready, stop), daemon=True)
+        listener.start()
+        assert ready.wait(10)
+        _frame(api, photos / "0000.jpg")  # 皖AYL375: not on the list
+        _frame(api, photos / "0001.jpg")  # 皖AY766D: matches 皖AY7*
+        _frame(api, photos / "0001.jpg", "2026-11-02T08:01:00+08:00")  # same frame bytes: a duplicate, no alert
+        listener.join(20)
+        assert [a["target"] for a in streamed] == ["皖AY766D"] and streamed[0]["rule_id"] == rule["id"]
+        alerts = api.get("/alerts").json()
+        assert len(alerts) == 1 and alerts[0]["severity"] == "high" and alerts[0]["crop"]
+
+        time.sleep(1.0)  # a few failed attempts while the receiver is down
+        pending = app.state.alerts.store.deliveries("pending")
+        assert len(pending) == 1 and pending[0]["attempts"] >= 1 and "Connect" in pending[0]["last_error"]
+        receiver.start()
+        deadline = time.time() + 20
+        while not receiver.got and time.time() < deadline:
+            time.sleep(0.1)
+        assert [a["id"] for a in receiver.got] == [alerts[0]["id"]]
+        assert app.state.alerts.store.deliveries("delivered")[0]["alert_id"] == alerts[0]["id"]
+
+        acked = api.post(f"/alerts/{alerts[0]['id']}/ack", json={"user": "duty officer"})
+        assert acked.status_code == 200 and acked.json()["acked_by"] == "duty officer"
+        assert api.post(f"/alerts/{alerts[0]['id']}/ack", json={"user": "x"}).status_code == 409
+        exported = api.get(f"/watchlists/{wl['id']}/export").text
+        assert "皖AY7*,wildcard" in exported
+    receiver.stop()
+
+    restarted = create_app(settings)  # a restart loses no stored alert
+    with serving(restarted) as url, httpx.Client(base_url=url, timeout=60) as api:
+        kept = api.get("/alerts").json()
+        assert [a["id"] for a in kept] == [alerts[0]["id"]] and kept[0]["acked_by"] == "duty officer"
+        assert api.get("/rules").json()[0]["name"] == "stolen cars"
+
+
+@pytest.mark.models
+def test_enrolled_face_alerts_on_another_photo_of_that_person_only(settings, pipeline, eval_dir: Path) -> None:
+    app = create_app(settings)
+    app.state.system._pipeline = pipeline
+    faces = eval_dir / "faces"
+    obama = sorted((faces / "barack_obama").iterdir())
+    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+        api.post("/cameras", json=CAMERA)
+        wl = api.post("/watchlists", json={"name": "persons of interest", "kind": "face"}).json()
+        no_face = api.post(f"/watchlists/{wl['id']}/faces",
+                           files=[("files", ("plate.jpg", (eval_dir / "plates" / "crops" / "0000.jpg").read_bytes()))],
+                           data={"reason": "test", "created_by": "ops"})
+        assert no_face.status_code == 400 and "no face" in no_face.json()["detail"]
+        enrolled = api.post(f"/watchlists/{wl['id']}/faces", files=[("files", (obama[1].name, obama[1].read_bytes()))],
+                            data={"reason": "wanted for questioning", "created_by": "ops", "label": "B. Obama"})
+        assert enrolled.status_code == 201
+        api.post("/rules", json={"name": "faces", "watchlist_id": wl["id"], "cooldown_s": 0})
+        others = [sorted(d.iterdir())[0] for d in sorted(faces.iterdir()) if d.name != "barack_obama"]
+        for i, photo in enumerate(others):
+            _frame(api, photo, f"2026-11-02T08:{i:02d}:00+08:00")
+        assert api.get("/alerts").json() == []  # no other identity raises it
+        _frame(api, obama[0], "2026-11-02T09:00:00+08:00")
+        alerts = api.get("/alerts").json()
+        assert [a["target"] for a in alerts] == ["B. Obama"] and alerts[0]["details"]["similarity"] >= 0.92
