@@ -349,9 +349,10 @@ class AlertEngine:
         raised = []
         with self._lock:
             for s in sightings:
+                memo: dict[str, list] = {}  # one lookup per watchlist per sighting, however many rules share it
                 for rule in self.rules:
                     if self._in_scope(rule, s):
-                        for target, details in self._matches(rule, s, vectors or {}):
+                        for target, details in self._matches(rule, s, vectors or {}, memo):
                             alert = self._raise(rule, s, target, details)
                             if alert:
                                 raised.append(alert)
@@ -373,23 +374,25 @@ class AlertEngine:
                 return False
         return True
 
-    def _matches(self, rule: Rule, s: Sighting, vectors: dict[str, np.ndarray]) -> list[tuple[str, dict]]:
+    def _matches(self, rule: Rule, s: Sighting, vectors: dict[str, np.ndarray], memo: dict[str, list]
+                 ) -> list[tuple[str, dict]]:
         plate = getattr(s.attributes, "plate", None)
         plate_ok = plate and (getattr(s.attributes, "plate_score", 0) or 0) >= rule.min_confidence
         wid = rule.watchlist_id or ""
-        if rule.kind == "not_on_whitelist":
-            allowed = self.plates.get(wid)
-            return [(plate, {"reason": "not on the whitelist"})] if plate_ok and allowed and not allowed.match(plate) else []
-        if wid in self.plates:
-            if not plate_ok:
-                return []
+        if wid in self.plates and plate_ok:
+            if wid not in memo:
+                memo[wid] = self.plates[wid].match(plate)
+            if rule.kind == "not_on_whitelist":
+                return [] if memo[wid] else [(plate, {"reason": "not on the whitelist"})]
             return [(plate, {"entry_id": e.id, "pattern": e.value, "match": e.match, "reason": e.reason})
-                    for e in self.plates[wid].match(plate)[:1]]
+                    for e in memo[wid][:1]]
         if wid in self.faces and s.kind == "face" and s.id in vectors:
             if (getattr(s.attributes, "quality", 0) or 0) < rule.min_confidence:
                 return []
+            if wid not in memo:
+                memo[wid] = self.faces[wid].match(vectors[s.id])
             return [(e.value, {"entry_id": e.id, "similarity": round(score, 3), "reason": e.reason})
-                    for e, score in self.faces[wid].match(vectors[s.id])[:1]]
+                    for e, score in memo[wid][:1]]
         if wid in self.attributes and s.det_score >= rule.min_confidence:
             return [(e.value or "attributes", {"entry_id": e.id, "conditions": e.conditions, "reason": e.reason})
                     for e in self.attributes[wid] if attribute_match(e, s)][:1]

@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from models import registry
 from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
+from services.alerts import attach_alerts
 from services.system import Settings, Sightline
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
@@ -82,7 +84,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for camera_id in sorted({r[1] for r in rows}):
             if system.store.get_camera(camera_id) is None:
                 raise InputError(f"unknown camera {camera_id!r}: import it first with `sightline cameras import`")
-        report = Ingestor(system).ingest(jobs_from_files(rows))
+        ingestor = Ingestor(system)
+        engine = attach_alerts(system, ingestor)  # rules are checked here too; webhooks go out when `serve` runs
+        report = ingestor.ingest(jobs_from_files(rows))
+        engine.store.close()
     finally:
         system.close()
     _print(report.summary())
@@ -98,11 +103,69 @@ def _ingest_videos(args: argparse.Namespace, paths: list[Path]) -> int:
     start = parse_time(args.time)
     system = Sightline(_settings(args))
     try:
-        processor = VideoProcessor(Ingestor(system), sample_fps=args.sample_fps)
+        ingestor = Ingestor(system)
+        attach_alerts(system, ingestor)
+        processor = VideoProcessor(ingestor, sample_fps=args.sample_fps)
         reports = [processor.ingest_file(p, args.camera, start).summary() for p in paths]
     finally:
         system.close()
     _print(reports)
+    return 0
+
+
+def cmd_watchlist(args: argparse.Namespace) -> int:
+    from services.alerts import entries_from_csv, entries_to_csv
+    from services.ingest import Ingestor
+
+    system = Sightline(_settings(args))
+    engine = attach_alerts(system, Ingestor(system))
+    try:
+        if args.action == "create":
+            _print(engine.create_watchlist(args.name, args.kind, args.description, args.by).__dict__)
+            return 0
+        if args.action == "list":
+            _print([{**w.__dict__, "entries": len(engine.store.entries(w.id))} for w in engine.store.watchlists()])
+            return 0
+        lists = {w.name: w for w in engine.store.watchlists()} | {w.id: w for w in engine.store.watchlists()}
+        if args.name not in lists:
+            raise InputError(f"no watchlist named {args.name!r} (see `sightline watchlist list`)")
+        wid = lists[args.name].id
+        if args.action == "add":
+            made = engine.add_entries(wid, [{"value": args.value, "match": args.match, "tolerance": args.tolerance,
+                                             "reason": args.reason, "created_by": args.by}])
+            _print([e.__dict__ for e in made])
+        elif args.action == "import":
+            made = engine.add_entries(wid, entries_from_csv(Path(args.value).read_text(encoding="utf-8-sig")))
+            print(f"{len(made)} entries imported")
+        elif args.action == "export":
+            print(entries_to_csv([e for e, _ in engine.store.entries(wid)]), end="")
+        elif args.action == "enrol":
+            photos = [Path(p).read_bytes() for p in [args.value, *args.more]]
+            _print(engine.enrol_face(wid, photos, args.label, args.reason, args.by).__dict__)
+        elif args.action == "rule":
+            from models.watchlists import Rule
+
+            rule = Rule(uuid.uuid4().hex[:12], args.rule_name or f"{args.name} ({args.kind_of_rule})",
+                        kind=args.kind_of_rule, watchlist_id=wid, camera_ids=args.camera or [],
+                        severity=args.severity, min_confidence=args.min_confidence)
+            _print(engine.put_rule(rule).__dict__)
+        return 0
+    finally:
+        engine.store.close()
+        system.close()
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from services.alerts import alert_json
+    from services.ingest import Ingestor
+
+    system = Sightline(_settings(args))
+    engine = attach_alerts(system, Ingestor(system))
+    try:
+        _print([alert_json(a) for a in engine.store.alerts(acked=False if args.open else None, limit=args.limit)])
+    finally:
+        engine.store.close()
+        system.close()
     return 0
 
 
@@ -193,8 +256,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings.data_dir = work
         if args.what == "ingest":
             _print(bench_ingest(Path(args.path), settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson"))
-        else:
+        elif args.what == "video":
             _print(bench_video(Path(args.path), settings, args.sample_fps))
+        else:
+            from services.bench_alerts import bench_alerts
+
+            photos = Path(args.path) if args.path else None
+            _print(bench_alerts(settings, args.rules, args.entries, args.faces, args.sightings, photos))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -243,6 +311,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
     d.set_defaults(func=cmd_demo)
 
+    w = sub.add_parser("watchlist", help="watchlists of plates, faces and attributes, and their rules")
+    w.add_argument("action", choices=["create", "list", "add", "import", "export", "enrol", "rule"])
+    w.add_argument("name", nargs="?", help="the watchlist's name (or id)")
+    w.add_argument("value", nargs="?", help="add: plate pattern; import: CSV file; enrol: a photo")
+    w.add_argument("more", nargs="*", help="enrol: more photos of the same person")
+    w.add_argument("--kind", choices=["plate", "face", "attribute"], default="plate")
+    w.add_argument("--match", choices=["exact", "wildcard", "fuzzy"], default="exact")
+    w.add_argument("--tolerance", type=int, default=1)
+    w.add_argument("--reason", default="")
+    w.add_argument("--by", default="", help="who adds it")
+    w.add_argument("--description", default="")
+    w.add_argument("--label", default="", help="enrol: the person's name or reference")
+    w.add_argument("--rule-name")
+    w.add_argument("--rule-kind", dest="kind_of_rule", choices=["watchlist", "not_on_whitelist"], default="watchlist")
+    w.add_argument("--camera", action="append", help="rule: only these cameras (repeatable)")
+    w.add_argument("--severity", choices=["low", "medium", "high", "critical"], default="medium")
+    w.add_argument("--min-confidence", type=float, default=0.0)
+    w.set_defaults(func=cmd_watchlist)
+
+    a = sub.add_parser("alerts", help="list alerts")
+    a.add_argument("--open", action="store_true", help="only alerts not acknowledged")
+    a.add_argument("--limit", type=int, default=50)
+    a.set_defaults(func=cmd_alerts)
+
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
     e.add_argument("what", choices=["plates", "faces", "reid"])
     e.add_argument("dir")
@@ -250,9 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["ingest", "video"])
-    b.add_argument("path", help="ingest: a folder of photos; video: a video file")
+    b.add_argument("what", choices=["ingest", "video", "alerts"])
+    b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
+    b.add_argument("--rules", type=int, default=100)
+    b.add_argument("--entries", type=int, default=10_000)
+    b.add_argument("--faces", type=int, default=1_000)
+    b.add_argument("--sightings", type=int, default=4_000, help="alerts: synthetic sightings per throughput run")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -261,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cameras" and args.action == "import" and not args.file:
         print("sightline: cameras import needs a FILE", file=sys.stderr)
+        return 2
+    if args.command == "bench" and args.what in ("ingest", "video") and not args.path:
+        print(f"sightline: bench {args.what} needs a PATH", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -16,7 +16,7 @@ from models.records import InputError
 from models.watchlists import WatchEntry, normalise_plate_pattern
 from services.alerts import PlateMatcher, deletions, edit_distance
 from services.api import create_app
-from tests.conftest import serving
+from services.localserver import serving
 
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21}
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from services.api import create_app
-from tests.conftest import serving
+from services.localserver import serving
 
 pytestmark = pytest.mark.models
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "heading_deg": 90, "road": "纪翟路"}

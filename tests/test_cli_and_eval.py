@@ -101,3 +101,23 @@ def test_demo_ingests_the_eval_photos_and_says_how_to_start_the_api(tmp_path: Pa
     assert summary["new"] == summary["photos"] >= 30 and not summary["errors"]
     assert len(summary["plates_read"]) >= 15
     assert "serve --port 8000" in result.stdout.splitlines()[-1]
+
+
+def test_watchlist_commands(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert sightline("watchlist", "create", "stolen", "--kind", "plate", "--by", "ops", data=data).returncode == 0
+    bad = sightline("watchlist", "add", "stolen", "京A$1", "--reason", "x", "--by", "ops", data=data)
+    assert bad.returncode == 2 and "characters" in bad.stderr
+    no_reason = sightline("watchlist", "add", "stolen", "京A12345", "--by", "ops", data=data)
+    assert no_reason.returncode == 2 and "reason is required" in no_reason.stderr
+    ok = sightline("watchlist", "add", "stolen", "京A1*", "--match", "wildcard", "--reason", "case 7", "--by", "ops",
+                   data=data)
+    assert ok.returncode == 0
+    csv_file = tmp_path / "more.csv"
+    csv_file.write_text("value,match,tolerance,reason,created_by\n沪B12345,fuzzy,1,case 8,ops\n")
+    assert sightline("watchlist", "import", "stolen", str(csv_file), data=data).returncode == 0
+    exported = sightline("watchlist", "export", "stolen", data=data).stdout
+    assert "京A1*,wildcard" in exported and "沪B12345,fuzzy,1,case 8,ops" in exported
+    assert sightline("watchlist", "rule", "stolen", "--severity", "high", data=data).returncode == 0
+    assert sightline("watchlist", "add", "nope", "京A1", "--reason", "x", "--by", "y", data=data).returncode == 2
+    assert json.loads(sightline("alerts", data=data).stdout) == []

@@ -1,0 +1,169 @@
+"""`sightline bench alerts`: alert latency to a live SSE subscriber, and ingest throughput with and without rules.
+
+Sightings are synthetic (random plates and face vectors) but go through the real
+commit path — crop files, the SQLite transaction, FAISS, the alert engine, the
+HTTP server's SSE stream — so the figures isolate the rules' cost. With a photo
+folder, the real models also run on real photos without and with the rules.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+
+from indexer.store import FrameRecord
+from models.pipeline import Observation
+from models.plates import PROVINCES
+from models.records import BBox, Camera, FaceAttributes, Sighting, VehicleAttributes
+from models.watchlists import Rule, WatchEntry
+from services.alerts import AlertEngine
+from services.ingest import Ingestor, image_files, jobs_from_files
+from services.localserver import serving
+from services.system import Settings, Sightline
+
+LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+ALNUM = LETTERS + "0123456789"
+START = datetime(2026, 11, 2, tzinfo=timezone.utc)
+CAMERA = Camera("bench", "bench", 121.3, 31.2)
+
+
+def random_plate(rng: random.Random) -> str:
+    return rng.choice(PROVINCES) + rng.choice(LETTERS) + "".join(rng.choice(ALNUM) for _ in range(5))
+
+
+def unit_vector(rng: np.random.Generator, dim: int) -> np.ndarray:
+    v = rng.normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+class SyntheticFrames:
+    """Frames of one vehicle with a plate and one face, committed through Ingestor.commit."""
+
+    def __init__(self, seed: int = 7):
+        self.rng, self.np_rng = random.Random(seed), np.random.default_rng(seed)
+        self.image = np.full((64, 64, 3), 128, np.uint8)
+        self.count = 0
+
+    def commit(self, ingestor: Ingestor, plate: str | None = None) -> None:
+        box = BBox(0, 0, 64, 64)
+        observations = [
+            Observation("vehicle", box, 0.9, VehicleAttributes(plate=plate or random_plate(self.rng), plate_score=0.95),
+                        self.image, unit_vector(self.np_rng, 1024), "vehicle"),
+            Observation("face", box, 0.9, FaceAttributes(quality=0.9), self.image, unit_vector(self.np_rng, 128), "face"),
+        ]
+        self.count += 1
+        frame = FrameRecord(uuid.uuid4().hex, CAMERA.id, START + timedelta(seconds=self.count), "bench")
+        ingestor.commit(frame, observations)
+
+    def rate(self, ingestor: Ingestor, n: int) -> float:
+        """Sightings per second over n frames (two sightings each)."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.commit(ingestor)
+        return 2 * n / (time.perf_counter() - t0)
+
+
+def _fresh(settings: Settings, name: str) -> Sightline:
+    system = Sightline(Settings(data_dir=settings.data_dir / name, model_dir=settings.model_dir))
+    system.store.upsert_cameras([CAMERA])
+    return system
+
+
+def _load_rules(engine: AlertEngine, rules: int, plates: list[str], faces: int, rng: np.random.Generator) -> None:
+    plate_list = engine.create_watchlist("bench plates", "plate", created_by="bench")
+    tenth = max(1, len(plates) // 10)
+    spec = ([{"value": p, "match": "exact"} for p in plates[: -2 * tenth]]
+            + [{"value": p[:4] + "*", "match": "wildcard"} for p in plates[-2 * tenth: -tenth]]
+            + [{"value": p, "match": "fuzzy", "tolerance": 1} for p in plates[-tenth:]])
+    engine.add_entries(plate_list.id, [{**e, "reason": "bench", "created_by": "bench"} for e in spec])
+    face_list = engine.create_watchlist("bench faces", "face", created_by="bench")
+    enrolled = [WatchEntry(uuid.uuid4().hex[:12], face_list.id, "bench", "bench", f"face-{i}") for i in range(faces)]
+    engine.store.add_entries(enrolled, [unit_vector(rng, 128) for _ in range(faces)])
+    for i in range(rules):
+        engine.store.put_rule(Rule(uuid.uuid4().hex[:12], f"rule-{i}", watchlist_id=(plate_list.id, face_list.id)[i % 2],
+                                   cooldown_s=0))
+    engine.reload()
+
+
+def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sightings: int,
+                 photos_dir: Path | None) -> dict:
+    from services.api import create_app
+
+    frames = SyntheticFrames()
+    plates = [random_plate(frames.rng) for _ in range(entries)]
+    plain = _fresh(settings, "plain")
+    rate_plain = frames.rate(Ingestor(plain), sightings // 2)
+    plain.close()
+
+    app = create_app(settings)
+    system, engine = app.state.system, app.state.alerts
+    system.store.upsert_cameras([CAMERA])
+    _load_rules(engine, rules, plates, faces, frames.np_rng)
+    ingestor = Ingestor(system)
+    stored_at: dict[str, float] = {}
+
+    def record(stored: list[Sighting], _vectors: dict) -> None:  # runs right after the commit, before the rules
+        now = time.perf_counter()
+        stored_at.update((s.id, now) for s in stored)
+
+    ingestor.listeners += [record, engine.check]
+    latencies: list[float] = []
+    measured = min(100, entries)
+    with serving(app) as url:
+        done, ready = threading.Event(), threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", url + "/alerts/stream", timeout=120) as response:
+                for line in response.iter_lines():
+                    ready.set()
+                    if line.startswith("data: "):
+                        alert = json.loads(line[6:])
+                        latencies.append((time.perf_counter() - stored_at[alert["sighting_id"]]) * 1000)
+                        if len(latencies) >= measured:
+                            done.set()
+                            return
+
+        threading.Thread(target=listen, daemon=True).start()
+        ready.wait(10)
+        for plate in plates[:measured]:
+            frames.commit(ingestor, plate)
+            time.sleep(0.01)
+        done.wait(30)
+        ingestor.listeners.remove(record)
+        rate_rules = frames.rate(ingestor, sightings // 2)
+        photo_rates = _photo_rates(settings, photos_dir, engine, system) if photos_dir is not None else {}
+    result = {"rules": rules, "plate_entries": entries, "enrolled_faces": faces, "alerts_measured": len(latencies),
+              "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
+              "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
+              "sightings_per_s_without_rules": round(rate_plain, 1), "sightings_per_s_with_rules": round(rate_rules, 1),
+              "slowdown": round(1 - rate_rules / rate_plain, 3), **photo_rates}
+    return result
+
+
+def _photo_rates(settings: Settings, photos_dir: Path, engine: AlertEngine, loaded: Sightline) -> dict:
+    """The real models on real photos, each run into a fresh store: without, then with the rules hooked in."""
+    photos = image_files([photos_dir])
+    rows = [(p, CAMERA.id, START + timedelta(seconds=i)) for i, p in enumerate(photos)]
+    loaded.pipeline.process([cv2.imread(str(photos[0]))])  # warm-up
+    rates = {}
+    for name, hooked in (("without_rules", False), ("with_rules", True)):
+        system = _fresh(settings, f"photos-{name}")
+        system._pipeline = loaded.pipeline
+        ingestor = Ingestor(system)
+        if hooked:
+            ingestor.listeners.append(engine.check)
+        t0 = time.perf_counter()
+        ingestor.ingest(jobs_from_files(rows))
+        rates[name] = len(photos) / (time.perf_counter() - t0)
+        system.close()
+    return {"photos": len(photos), "photos_per_s_without_rules": round(rates["without_rules"], 2),
+            "photos_per_s_with_rules": round(rates["with_rules"], 2),
+            "photo_slowdown": round(1 - rates["with_rules"] / rates["without_rules"], 3)}
