@@ -1,13 +1,17 @@
 """The HTTP API (FastAPI). Bad input is a 4xx with a message; OpenAPI docs at /docs."""
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
 from datetime import datetime
 from typing import AsyncIterator
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from indexer.store import SightingQuery
@@ -73,6 +77,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(status_code=413, content={
                 "detail": f"upload of {int(length)} bytes exceeds the limit of {system.settings.max_upload_bytes} bytes"})
         return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/app/")
+
+    @app.get("/map/config", tags=["map"])
+    def map_config() -> dict:
+        """The base layer: offline roads (GeoJSON) by default, a tile server where one is configured."""
+        return {"tile_url": system.settings.tile_url, "roads": system.settings.roads_geojson is not None,
+                "attribution": "roads © OpenStreetMap contributors (ODbL)"}
+
+    @app.get("/map/roads", tags=["map"])
+    def map_roads() -> dict:
+        path = system.settings.roads_geojson
+        if path is None or not path.is_file():
+            raise HTTPException(404, "no road network is configured (SIGHTLINE_ROADS)")
+        return road_lines(path)
 
     @app.get("/health")
     def health() -> dict:
@@ -155,4 +176,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not streams.remove(stream_id):
             raise HTTPException(404, f"no stream {stream_id}")
 
+    vendor = system.settings.web_dir / "node_modules" / "leaflet" / "dist"
+    if vendor.is_dir():
+        app.mount("/app/vendor/leaflet", StaticFiles(directory=vendor), name="leaflet")
+    if system.settings.web_dir.is_dir():
+        app.mount("/app", StaticFiles(directory=system.settings.web_dir, html=True), name="web")
     return app
+
+
+@lru_cache(maxsize=4)
+def road_lines(path: Path) -> dict:
+    """The LineStrings of a road GeoJSON (the points are intersections, drawn as cameras instead)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    lines = [f for f in data.get("features", []) if (f.get("geometry") or {}).get("type") in ("LineString", "MultiLineString")]
+    return {"type": "FeatureCollection", "features": lines}

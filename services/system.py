@@ -14,6 +14,17 @@ from indexer.store import RecordStore
 from indexer.vectors import FaissIndex, VectorIndex
 from models.registry import default_model_dir
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _default_roads() -> Path | None:
+    configured = os.environ.get("SIGHTLINE_ROADS")
+    if configured:
+        return Path(configured).resolve()
+    shared = REPO.parent / "shared" / "eval" / "roadnet" / "shanghai_intersections.geojson"
+    return shared if shared.is_file() else None
+
+
 SPACES: dict[str, int] = {"vehicle": 1024, "person": 256, "face": 128}
 
 STORE_BACKENDS: dict[str, Callable[["Settings"], RecordStore]] = {
@@ -28,6 +39,10 @@ class Settings:
     store_backend: str = field(default_factory=lambda: os.environ.get("SIGHTLINE_STORE", "sqlite"))
     max_upload_bytes: int = field(default_factory=lambda: int(os.environ.get("SIGHTLINE_MAX_UPLOAD_MB", "50")) << 20)
     faces: bool = True
+    # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
+    roads_geojson: Path | None = field(default_factory=lambda: _default_roads())
+    tile_url: str | None = field(default_factory=lambda: os.environ.get("SIGHTLINE_TILE_URL") or None)
+    web_dir: Path = field(default_factory=lambda: Path(os.environ.get("SIGHTLINE_WEB_DIR", REPO / "web")).resolve())
 
     @property
     def crops_dir(self) -> Path:

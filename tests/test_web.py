@@ -1,0 +1,149 @@
+"""The web app in a real browser: Debian's headless Chromium driven by Playwright, against the app served on
+localhost with real ingested eval photos. Screenshots of each page go to artifacts/screenshots/."""
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.api import create_app
+from services.cameras import from_roadnet
+from services.ingest import Ingestor, PhotoJob, image_files, jobs_from_files
+from services.localserver import serving
+
+pytestmark = pytest.mark.models
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, pipeline, eval_dir: Path, model_dir: Path):  # noqa: ANN001, ANN201
+    """The app with cameras on real intersections and the eval plate photos ingested along a route."""
+    from services.system import Settings
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
+    settings = Settings(data_dir=tmp_path_factory.mktemp("web") / "data", model_dir=model_dir)
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=30)
+    system.store.upsert_cameras(cams)
+    photos = image_files([eval_dir / "plates" / "full"])
+    rows = [(p, cams[i % len(cams)].id, START + timedelta(minutes=3 * i)) for i, p in enumerate(photos)]
+    ingestor = Ingestor(system)
+    ingestor.ingest(jobs_from_files(rows))
+    # The car of 0001.jpg seen again at four more cameras, ten minutes apart: a trajectory to draw. The photo
+    # is the same, so a trailing byte (ignored by JPEG decoders) makes each frame's sha256 its own.
+    car = (eval_dir / "plates" / "full" / "0001.jpg").read_bytes()
+    ingestor.ingest([PhotoJob(f"route-{i}.jpg", car + b"\0" * i, cams[3 * i].id, START + timedelta(minutes=60 + 10 * i))
+                     for i in range(1, 5)])
+    with serving(app) as url:
+        yield url, app
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, site):  # noqa: ANN001, ANN201
+    url, _ = site
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = context.new_page()
+    opened.goto(url + "/app/#map")
+    opened.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    yield opened
+    context.close()
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_map_shows_every_camera_on_the_offline_road_network(page, site) -> None:  # noqa: ANN001
+    url, app = site
+    cameras = len(app.state.system.store.list_cameras())
+    assert page.get_attribute("body", "data-cameras") == str(cameras)
+    assert page.locator(".leaflet-overlay-pane canvas, .leaflet-overlay-pane svg path").count() >= 1
+    shot(page, "map")
+
+
+def test_plate_search_then_trajectory_is_drawn(page) -> None:  # noqa: ANN001
+    page.fill("#traj-plate", "皖AY766D")
+    page.click("#trajectory-form button[type=submit]")
+    page.wait_for_selector("body[data-trajectory]", timeout=15_000)
+    assert int(page.get_attribute("body", "data-trajectory")) >= 1
+    assert page.locator("#trajectory-list li").count() >= 1
+    assert page.locator(".stop-label").count() >= 1
+    shot(page, "trajectory")
+
+
+def test_errors_from_the_api_are_shown_as_messages(page) -> None:  # noqa: ANN001
+    page.fill("#traj-plate", "NOSUCHPLATE")
+    page.click("#trajectory-form button[type=submit]")
+    page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+    assert page.inner_text("#message")
+
+
+def test_a_live_alert_arrives_as_a_toast_and_can_be_acknowledged(page, site, eval_dir: Path) -> None:  # noqa: ANN001
+    url, app = site
+    page.click("nav a[data-view=alerts]")
+    page.wait_for_selector("body[data-stream=open]", timeout=15_000)
+    page.fill("#wl-name", "stolen-web")
+    page.fill("#wl-by", "duty officer")
+    page.click("#watchlist-form button[type=submit]")
+    page.wait_for_selector("#entry-list option", state="attached", timeout=10_000)
+    page.select_option("#entry-list", label="stolen-web")
+    page.fill("#entry-value", "皖AYL375")
+    page.fill("#entry-reason", "reported stolen")
+    page.fill("#entry-by", "duty officer")
+    page.click("#entry-form button[type=submit]")
+    page.wait_for_selector("#message.info", timeout=10_000)
+    camera = app.state.system.store.list_cameras()[5].id
+    photo = (eval_dir / "plates" / "full" / "0000.jpg").read_bytes()
+
+    def upload() -> None:  # a camera posts a frame from elsewhere, while the page is open
+        httpx.post(url + "/frames", files={"file": ("0000-again.jpg", photo + b"\0", "image/jpeg")},
+                   data={"camera_id": camera, "captured_at": "2026-11-02T12:00:00+08:00"}, timeout=60)
+
+    threading.Thread(target=upload).start()
+    page.wait_for_selector(".toast", timeout=30_000)
+    assert "皖AYL375" in page.inner_text(".toast")
+    item = page.locator("#alert-list li").first
+    page.once("dialog", lambda dialog: dialog.accept("duty officer"))
+    item.locator("button").click()
+    page.wait_for_selector("#alert-list li button:has-text('acknowledged by duty officer')", timeout=10_000)
+    shot(page, "alerts")
+
+
+def test_pages_fit_a_laptop_and_forms_work_from_the_keyboard(browser, site) -> None:  # noqa: ANN001
+    url, _ = site
+    context = browser.new_context(viewport={"width": 1024, "height": 700})
+    page = context.new_page()
+    page.goto(url + "/app/#search")
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.focus("#plate-q")
+    page.keyboard.type("皖AY766D")
+    page.keyboard.press("Enter")  # submits the form without a mouse
+    page.wait_for_function("document.body.dataset.results !== undefined || !document.getElementById('message').hidden",
+                           timeout=15_000)
+    for view in ("search", "analytics"):
+        page.goto(url + f"/app/#{view}")
+        page.wait_for_selector(f"#view-{view}:not([hidden])")
+        shot(page, view)
+    context.close()
