@@ -44,6 +44,17 @@ def normalize_plate(text: str) -> str:
     return SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions and substitutions all cost 1)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def is_valid_plate(text: str) -> bool:
     return bool(PLATE_PATTERN.match(normalize_plate(text)))
 

@@ -30,6 +30,7 @@ from shapely.geometry import Point
 
 from indexer.alert_store import AlertStore
 from indexer.store import RecordStore
+from models.plates import edit_distance
 from models.records import InputError, Sighting
 from models.watchlists import (ENTRY_MATCHES, RULE_KINDS, SEVERITIES, WATCHLIST_KINDS, Alert, Rule, Watchlist,
                                WatchEntry, normalise_plate_pattern, wildcard_regex)
@@ -46,16 +47,6 @@ def deletions(text: str, k: int) -> set[str]:
     for n in range(1, min(k, len(text)) + 1):
         out.update("".join(c for i, c in enumerate(text) if i not in drop) for drop in combinations(range(len(text)), n))
     return out
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 class PlateMatcher:

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.plates import PlateReader, PlateReading, normalize_plate
+from models.plates import PlateReader, PlateReading, edit_distance, normalize_plate
 from models.records import InputError
 
 READERS = ("ppocr", "lprnet", "intel")
@@ -70,17 +70,7 @@ def read_one_per_image(
 def char_accuracy(label: str, read: str) -> float:
     """1 − edit distance / the longer length (0 for an empty reading of a non-empty label)."""
     longest = max(len(label), len(read))
-    return 1.0 - levenshtein(label, read) / longest if longest else 1.0
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    return 1.0 - edit_distance(label, read) / longest if longest else 1.0
 
 
 def read_all(

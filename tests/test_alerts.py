@@ -14,7 +14,8 @@ import pytest
 
 from models.records import InputError
 from models.watchlists import WatchEntry, normalise_plate_pattern
-from services.alerts import PlateMatcher, deletions, edit_distance
+from models.plates import edit_distance
+from services.alerts import PlateMatcher, deletions
 from services.api import create_app
 from services.localserver import serving
 
