@@ -14,7 +14,9 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from geo import trajectories
 from indexer.store import SightingQuery
+from models.plates import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.alerts import attach_alerts
@@ -140,9 +142,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if t0 and t1 and t1 < t0:
             raise InputError("end is before start")
         found = system.store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
-                                                 plate=plate.strip().upper() if plate else None,
+                                                 plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
+
+    @app.get("/trajectories/{plate}", tags=["analytics"])
+    def get_trajectory(plate: str, start: str | None = None, end: str | None = None) -> dict:
+        """Time-ordered sightings of a plate with legs (distance, time, implied speed), trips and stay points."""
+        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+        return trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
+
+    @app.get("/stays/{plate}", tags=["analytics"])
+    def get_stays(plate: str, start: str | None = None, end: str | None = None) -> dict:
+        """Where the vehicle stops: long gaps at nearby cameras, by place, ranked by visits and dwell time."""
+        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+        found = trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
+        return {"plate": found["plate"], "stays": found["stays"]}
 
     @app.get("/sightings/{sighting_id}")
     def get_sighting(sighting_id: str) -> dict:

@@ -95,13 +95,13 @@ async function trajectoryOf(plate, start, end) {
   return api(`/trajectories/${encodeURIComponent(plate)}?${params}`);
 }
 
-async function showTrajectory(plate, start, end) {
-  location.hash = "#map";
+async function showTrajectory(plate, start, end, prefetched) {
+  if (!location.hash.startsWith("#map")) location.hash = "#map";
   $("traj-plate").value = plate;
   overlay.clearLayers();
   const list = $("trajectory-list");
   list.replaceChildren();
-  const traj = await trajectoryOf(plate, start, end);
+  const traj = await (prefetched || trajectoryOf(plate, start, end));
   const points = traj.points;
   if (!points.length) {
     showMessage(`No sightings of ${plate} in that time range.`, "info");
@@ -110,17 +110,29 @@ async function showTrajectory(plate, start, end) {
   }
   const latlngs = points.map((p) => [p.lat, p.lon]);
   L.polyline(latlngs, { color: "#d33", weight: 3 }).addTo(overlay);
+  // Every stop is numbered; past 100 stops only every k-th number is a DOM label (they would overlap anyway),
+  // the others are canvas circles that show their number on hover.
+  const every = Math.ceil(points.length / 100);
   points.forEach((p, i) => {
-    L.marker([p.lat, p.lon], { icon: L.divIcon({ className: "stop-label", html: String(i + 1), iconSize: null }) })
-      .bindPopup(`${i + 1}. ${p.camera_name || p.camera_id}<br>${fmtTime(p.ts)}`).addTo(overlay);
-    list.append(sightingItem({ id: p.sighting_id, kind: "vehicle", camera_id: p.camera_id, ts: p.ts,
-                               attributes: { plate } }, i));
+    const popup = `${i + 1}. ${p.camera_name || p.camera_id}<br>${fmtTime(p.ts)}`;
+    const labelled = i % every === 0 || i === points.length - 1;
+    (labelled ? L.marker([p.lat, p.lon], { icon: L.divIcon({ className: "stop-label", html: String(i + 1), iconSize: null }) })
+      : L.circleMarker([p.lat, p.lon], { radius: 5, color: "#2563a8", fillOpacity: 1 }).bindTooltip(String(i + 1)))
+      .bindPopup(popup).addTo(overlay);
   });
+  listStops(plate, traj, 0);
+  // Speeds: permanent labels while they stay readable, else on hover (a canvas path per leg, no DOM per label).
+  const labelled = (traj.legs || []).length <= 60;
   for (const leg of traj.legs || []) {
     if (leg.speed_kmh === null || leg.speed_kmh === undefined) continue;
-    const mid = [(leg.from.lat + leg.to.lat) / 2, (leg.from.lon + leg.to.lon) / 2];
-    L.marker(mid, { icon: L.divIcon({ className: "leg-speed", html: `${Math.round(leg.speed_kmh)} km/h`, iconSize: null }),
-                    interactive: false }).addTo(overlay);
+    const text = `${Math.round(leg.speed_kmh)} km/h`;
+    const segment = L.polyline([[leg.from.lat, leg.from.lon], [leg.to.lat, leg.to.lon]], { opacity: 0, weight: 10 })
+      .bindTooltip(text, { sticky: true }).addTo(overlay);
+    if (labelled) {
+      const mid = [(leg.from.lat + leg.to.lat) / 2, (leg.from.lon + leg.to.lon) / 2];
+      L.marker(mid, { icon: L.divIcon({ className: "leg-speed", html: text, iconSize: null }), interactive: false }).addTo(overlay);
+    }
+    segment.bringToBack();
   }
   for (const stay of traj.stays || []) {
     L.marker([stay.lat, stay.lon], { icon: L.divIcon({ className: "stay-label", html: "stay", iconSize: null }) })
@@ -134,6 +146,28 @@ async function showTrajectory(plate, start, end) {
   $("replay").hidden = false;
   replayTo(0);
   document.body.dataset.trajectory = String(points.length);
+}
+
+const LIST_PAGE = 100;  // the sightings list grows a page at a time: a long trajectory paints at once
+
+function listStops(plate, traj, from) {
+  const list = $("trajectory-list");
+  const more = list.querySelector("li.more");
+  if (more) more.remove();
+  const items = document.createDocumentFragment();
+  traj.points.slice(from, from + LIST_PAGE).forEach((p, k) => {
+    const i = from + k;
+    const leg = i > 0 ? traj.legs[i - 1] : null;
+    const item = sightingItem({ id: p.sighting_id, kind: "vehicle", camera_id: p.camera_id, ts: p.ts,
+                                attributes: { plate } }, i);
+    if (leg && leg.speed_kmh !== null) item.querySelector(".meta").append(` · ${Math.round(leg.speed_kmh)} km/h from ${i}`);
+    items.append(item);
+  });
+  if (from + LIST_PAGE < traj.points.length) {
+    items.append(el("li", { class: "more" }, el("button", { type: "button", class: "secondary",
+      onclick: () => listStops(plate, traj, from + LIST_PAGE) }, `Show ${Math.min(LIST_PAGE, traj.points.length - from - LIST_PAGE)} more`)));
+  }
+  list.append(items);
 }
 
 function replayTo(i) {
@@ -394,8 +428,11 @@ window.addEventListener("hashchange", route);
 (async () => {
   route();
   await guarded(async () => {
+    const linked = new URLSearchParams(location.hash.split("?")[1] || "").get("plate");  // #map?plate=... deep links
+    const prefetched = linked ? trajectoryOf(linked) : null;  // fetched while the base layers load
     await Promise.all([loadBase(), loadCameras(), loadAlerts(), loadWatchlists()]);
     connectStream();
     document.body.dataset.ready = "true";
+    if (linked) await showTrajectory(linked, null, null, prefetched);
   });
 })();

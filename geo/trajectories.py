@@ -1,0 +1,148 @@
+"""Trajectories and stay points of one plate: sightings joined with camera positions, in time order.
+
+A trajectory is cut into trips where consecutive sightings are more than `trip_gap`
+apart. A stay is a gap of at least `min_stay` between two consecutive sightings
+at cameras within `stay_radius_m` of each other: the vehicle stopped nearby.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from indexer.store import RecordStore, SightingQuery
+from models.records import Camera, InputError, Sighting
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+    """Great-circle distance in metres, vectorised over arrays of degrees."""
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lon1, lat1, lon2, lat2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+@dataclass
+class TrackPoint:
+    sighting_id: str
+    camera_id: str
+    camera_name: str
+    lon: float
+    lat: float
+    ts: datetime
+    plate_score: float | None
+
+
+@dataclass
+class Leg:
+    """From one sighting to the next: straight-line distance (a lower bound on the road), time, implied speed."""
+
+    from_index: int
+    to_index: int
+    distance_m: float
+    seconds: float
+    speed_kmh: float | None  # None when both sightings have the same time
+
+
+@dataclass
+class Stay:
+    lon: float
+    lat: float
+    camera_ids: list[str]
+    visits: int = 0
+    dwell_s: float = 0.0
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+@dataclass
+class Trajectory:
+    plate: str
+    points: list[TrackPoint]
+    legs: list[Leg]
+    trips: list[list[int]]  # indices into points
+    stays: list[Stay] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        pts = [{"sighting_id": p.sighting_id, "camera_id": p.camera_id, "camera_name": p.camera_name, "lon": p.lon,
+                "lat": p.lat, "ts": p.ts.isoformat(), "plate_score": p.plate_score} for p in self.points]
+        legs = [{"from": {"lon": self.points[g.from_index].lon, "lat": self.points[g.from_index].lat},
+                 "to": {"lon": self.points[g.to_index].lon, "lat": self.points[g.to_index].lat},
+                 "distance_m": round(g.distance_m, 1), "seconds": g.seconds,
+                 "speed_kmh": None if g.speed_kmh is None else round(g.speed_kmh, 1)} for g in self.legs]
+        stays = [{"lon": s.lon, "lat": s.lat, "camera_ids": s.camera_ids, "visits": s.visits, "dwell_s": s.dwell_s,
+                  "first": s.first.isoformat() if s.first else None, "last": s.last.isoformat() if s.last else None}
+                 for s in self.stays]
+        return {"plate": self.plate, "points": pts, "legs": legs, "trips": self.trips, "stays": stays,
+                "geojson": self.geojson()}
+
+    def geojson(self) -> dict:
+        """Points, and one LineString per trip with its time span."""
+        features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [p.lon, p.lat]},
+                     "properties": {"order": i + 1, "sighting_id": p.sighting_id, "camera_id": p.camera_id,
+                                    "ts": p.ts.isoformat()}} for i, p in enumerate(self.points)]
+        for n, trip in enumerate(self.trips):
+            if len(trip) > 1:
+                features.append({"type": "Feature", "geometry": {
+                    "type": "LineString", "coordinates": [[self.points[i].lon, self.points[i].lat] for i in trip]},
+                    "properties": {"trip": n + 1, "start": self.points[trip[0]].ts.isoformat(),
+                                   "end": self.points[trip[-1]].ts.isoformat()}})
+        return {"type": "FeatureCollection", "features": features}
+
+
+def check_range(start: datetime | None, end: datetime | None) -> None:
+    if start and end and end < start:
+        raise InputError("the time range ends before it starts")
+
+
+def build(plate: str, sightings: list[Sighting], cameras: dict[str, Camera], trip_gap: timedelta = timedelta(minutes=30),
+          min_stay: timedelta = timedelta(minutes=30), stay_radius_m: float = 500.0) -> Trajectory:
+    """Order sightings in time, join camera positions, and derive legs, trips and stays."""
+    ordered = sorted((s for s in sightings if s.camera_id in cameras), key=lambda s: (s.ts, s.id))
+    points = [TrackPoint(s.id, s.camera_id, cameras[s.camera_id].name, cameras[s.camera_id].lon,
+                         cameras[s.camera_id].lat, s.ts, getattr(s.attributes, "plate_score", None)) for s in ordered]
+    legs: list[Leg] = []
+    trips: list[list[int]] = [[0]] if points else []
+    if len(points) > 1:
+        lon = np.array([p.lon for p in points])
+        lat = np.array([p.lat for p in points])
+        dist = haversine_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
+        secs = np.array([(b.ts - a.ts).total_seconds() for a, b in zip(points, points[1:])])
+        for i, (d, t) in enumerate(zip(dist, secs)):
+            legs.append(Leg(i, i + 1, float(d), float(t), float(d / t * 3.6) if t > 0 else None))
+            if t > trip_gap.total_seconds():
+                trips.append([i + 1])
+            else:
+                trips[-1].append(i + 1)
+    return Trajectory(plate, points, legs, trips, stays(points, legs, min_stay, stay_radius_m))
+
+
+def stays(points: list[TrackPoint], legs: list[Leg], min_stay: timedelta, radius_m: float) -> list[Stay]:
+    """Long gaps at nearby cameras, grouped into places (greedy by distance), ranked by visits then dwell."""
+    places: list[Stay] = []
+    for leg in legs:
+        if leg.seconds < min_stay.total_seconds() or leg.distance_m > radius_m:
+            continue
+        a, b = points[leg.from_index], points[leg.to_index]
+        lon, lat = (a.lon + b.lon) / 2, (a.lat + b.lat) / 2
+        place = next((p for p in places if haversine_m(p.lon, p.lat, lon, lat) <= radius_m), None)
+        if place is None:
+            place = Stay(lon, lat, [])
+            places.append(place)
+        place.visits += 1
+        place.dwell_s += leg.seconds
+        place.camera_ids = sorted(set(place.camera_ids) | {a.camera_id, b.camera_id})
+        place.first = min(filter(None, [place.first, a.ts]))
+        place.last = max(filter(None, [place.last, b.ts]))
+    return sorted(places, key=lambda p: (-p.visits, -p.dwell_s))
+
+
+def trajectory(store: RecordStore, plate: str, start: datetime | None = None, end: datetime | None = None,
+               limit: int = 100_000) -> Trajectory:
+    """The trajectory of one exact plate over a time range (an unknown plate gives an empty trajectory)."""
+    check_range(start, end)
+    sightings = store.query(SightingQuery(kind="vehicle", plate=plate, start=start, end=end, limit=limit))
+    cameras = {c.id: c for c in store.list_cameras()}
+    return build(plate, sightings, cameras)
