@@ -8,8 +8,6 @@ the readings are fused by format validity and character-level voting.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,44 +18,11 @@ from rapidocr_onnxruntime import RapidOCR
 from models.lprnet import LPRNetReader, resize_to
 from models.imageops import letterbox as fit_square
 from models.imageops import nms
+from models.plate_text import (LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate,  # noqa: F401
+                               normalize_plate)
 from models.records import BBox
 from models.registry import model_path
 from models.runtime import OpenVinoModel
-
-# --- plate format ---------------------------------------------------------------------------
-
-PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新"
-LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # plates never use I or O
-_ALNUM = f"[{LETTERS}0-9]"
-PLATE_PATTERN = re.compile(
-    rf"^[{PROVINCES}][{LETTERS}]("
-    rf"{_ALNUM}{{5}}"  # blue and yellow: 京A12345
-    rf"|[DF]{_ALNUM}\d{{4}}|\d{{5}}[DF]"  # green new-energy, small car / large vehicle: 京AD12345, 京A12345D
-    rf"|{_ALNUM}{{4}}[学警挂领港澳试超]"  # learner, police, trailer, consulate, HK/Macau, test cars
-    r")$"
-)
-SEPARATORS = re.compile(r"[\s·•.\-_:：・]")
-
-
-def normalize_plate(text: str) -> str:
-    """Uppercase, full-width to ASCII, and drop the separators readers print between groups."""
-    return SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions and substitutions all cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def is_valid_plate(text: str) -> bool:
-    return bool(PLATE_PATTERN.match(normalize_plate(text)))
-
 
 # --- detection --------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from shapely.geometry import Point
 
 from indexer.alert_store import AlertStore
 from indexer.store import RecordStore
-from models.plates import edit_distance
+from models.plate_text import edit_distance
 from models.records import InputError, Sighting
 from models.watchlists import (ENTRY_MATCHES, RULE_KINDS, SEVERITIES, WATCHLIST_KINDS, Alert, Rule, Watchlist,
                                WatchEntry, normalise_plate_pattern, wildcard_regex)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from geo import trajectories
 from indexer.store import SightingQuery
-from models.plates import normalize_plate
+from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.alerts import attach_alerts

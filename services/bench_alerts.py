@@ -21,7 +21,7 @@ import numpy as np
 
 from indexer.store import FrameRecord
 from models.pipeline import Observation
-from models.plates import PROVINCES
+from models.plate_text import PROVINCES
 from models.records import BBox, Camera, FaceAttributes, Sighting, VehicleAttributes
 from models.watchlists import Rule, WatchEntry
 from services.alerts import AlertEngine

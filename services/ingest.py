@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -25,9 +25,11 @@ import numpy as np
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from models.imageops import IMAGE_SUFFIXES, decode_image
 
-from models.pipeline import Observation
 from models.records import InputError, Sighting, TrackInfo, parse_time, require_utc
 from services.system import Sightline
+
+if TYPE_CHECKING:  # the models load only when a frame is processed, not when the API starts
+    from models.pipeline import Observation
 
 T = TypeVar("T")
 

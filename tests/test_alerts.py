@@ -14,7 +14,7 @@ import pytest
 
 from models.records import InputError
 from models.watchlists import WatchEntry, normalise_plate_pattern
-from models.plates import edit_distance
+from models.plate_text import edit_distance
 from services.alerts import PlateMatcher, deletions
 from services.api import create_app
 from services.localserver import serving
