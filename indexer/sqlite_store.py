@@ -107,6 +107,11 @@ class SQLiteStore(RecordStore):
             self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                   [_sighting_row(s) for s in sightings])
 
+    def add_sightings(self, sightings: list[Sighting]) -> None:
+        with self.lock, self._tx():
+            self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
+                                  [_sighting_row(s) for s in sightings])
+
     def get_sighting(self, sighting_id: str) -> Sighting | None:
         found = self.get_sightings([sighting_id])
         return found[0] if found else None
@@ -123,7 +128,8 @@ class SQLiteStore(RecordStore):
     def query(self, q: SightingQuery) -> list[Sighting]:
         where, args = [], []
         if q.kind:
-            where.append("kind=?"), args.append(q.kind)
+            # With a plate or cameras, their index is far more selective: the unary + keeps SQLite off the kind index.
+            where.append("+kind=?" if (q.plate or q.camera_ids or q.frame_sha256) else "kind=?"), args.append(q.kind)
         if q.camera_ids:
             where.append(f"camera_id IN ({','.join('?' * len(q.camera_ids))})"), args.extend(q.camera_ids)
         if q.start:
@@ -169,6 +175,40 @@ class SQLiteStore(RecordStore):
                 f"SELECT id, sighting_id FROM vectors WHERE space=? AND id IN ({','.join('?' * len(vector_ids))})",
                 [space, *vector_ids]).fetchall()
         return {int(r[0]): r[1] for r in rows}
+
+    def plate_reads(self, start: datetime | None, end: datetime | None, min_score: float
+                    ) -> Iterator[tuple[str, list[tuple[str, str, datetime]]]]:
+        sql = "SELECT plate, id, camera_id, ts_us FROM sightings WHERE plate IS NOT NULL AND plate_score >= ?"
+        args: list = [min_score]
+        if start:
+            sql += " AND ts_us >= ?"
+            args.append(to_us(start))
+        if end:
+            sql += " AND ts_us < ?"
+            args.append(to_us(end))
+        # Its own read connection: WAL gives it a snapshot while ingestion goes on through the main one.
+        reader = sqlite3.connect(str(self.path))
+        try:
+            cursor = reader.execute(sql + " ORDER BY plate, ts_us", args)
+            current, reads = None, []
+            while chunk := cursor.fetchmany(50_000):
+                for plate, sid, camera, ts_us in chunk:
+                    if plate != current:
+                        if reads:
+                            yield current, reads
+                        current, reads = plate, []
+                    reads.append((sid, camera, from_us(ts_us)))
+            if reads:
+                yield current, reads
+        finally:
+            reader.close()
+
+    def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"
+                      ) -> list[tuple[str, str | None, datetime]]:
+        with self.lock:
+            rows = self.conn.execute("SELECT id, plate, ts_us FROM sightings WHERE camera_id=? AND ts_us BETWEEN ? AND ? "
+                                     "AND kind=?", (camera_id, to_us(start), to_us(end), kind)).fetchall()
+        return [(r[0], r[1], from_us(r[2])) for r in rows]
 
     def close(self) -> None:
         with self.lock:

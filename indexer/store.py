@@ -63,6 +63,10 @@ class RecordStore(ABC):
         """
 
     @abstractmethod
+    def add_sightings(self, sightings: list[Sighting]) -> None:
+        """Bulk-load sightings without frames or vectors, in one transaction (simulations, imports)."""
+
+    @abstractmethod
     def get_sighting(self, sighting_id: str) -> Sighting | None: ...
 
     @abstractmethod
@@ -80,6 +84,16 @@ class RecordStore(ABC):
 
     @abstractmethod
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]: ...
+
+    @abstractmethod
+    def plate_reads(self, start: datetime | None, end: datetime | None, min_score: float
+                    ) -> Iterator[tuple[str, list[tuple[str, str, datetime]]]]:
+        """(plate, [(sighting id, camera id, time), ...]) for every plate read in the range, reads in time order."""
+
+    @abstractmethod
+    def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"
+                      ) -> list[tuple[str, str | None, datetime]]:
+        """(sighting id, plate, time) at one camera in [start, end] — the co-travel join."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -28,6 +28,7 @@ from shapely import wkt
 from shapely.errors import ShapelyError
 from shapely.geometry import Point
 
+from geo.clones import CloneMonitor, CloneSettings
 from indexer.alert_store import AlertStore
 from indexer.store import RecordStore
 from models.plate_text import edit_distance
@@ -218,6 +219,10 @@ class AlertEngine:
                     self.attributes[wid] = [e for e, _ in mine]
             self.rules = [r for r in self.store.rules() if r.active]
             cameras = self.records.list_cameras()
+            clone_rules = [r for r in self.rules if r.kind == "cloned_plate"]
+            # One streaming clone check for all clone rules; the strictest confidence any of them asks for.
+            self.clone_monitor = CloneMonitor({c.id: c for c in cameras}, CloneSettings(
+                min_plate_score=min(r.min_confidence for r in clone_rules) or 0.8)) if clone_rules else None
             self.scopes: dict[str, set[str] | None] = {}
             for r in self.rules:
                 scope = set(r.camera_ids) if r.camera_ids else None
@@ -341,6 +346,9 @@ class AlertEngine:
         with self._lock:
             for s in sightings:
                 memo: dict[str, list] = {}  # one lookup per watchlist per sighting, however many rules share it
+                if self.clone_monitor is not None and s.kind == "vehicle":
+                    case = self.clone_monitor.check(s)
+                    memo["cloned_plate"] = [case] if case else []
                 for rule in self.rules:
                     if self._in_scope(rule, s):
                         for target, details in self._matches(rule, s, vectors or {}, memo):
@@ -370,6 +378,11 @@ class AlertEngine:
         plate = getattr(s.attributes, "plate", None)
         plate_ok = plate and (getattr(s.attributes, "plate_score", 0) or 0) >= rule.min_confidence
         wid = rule.watchlist_id or ""
+        if rule.kind == "cloned_plate":
+            return [(c.plate, {"speed_kmh": round(c.speed_kmh, 1), "distance_m": round(c.distance_m),
+                               "other_sighting_id": c.pair[0].sighting_id, "other_camera_id": c.pair[0].camera_id,
+                               "appearance": c.appearance, "reason": "plate seen too far away too soon"})
+                    for c in memo.get("cloned_plate", []) if plate_ok]
         if wid in self.plates and plate_ok:
             if wid not in memo:
                 memo[wid] = self.plates[wid].match(plate)

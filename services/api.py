@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from geo import trajectories
+from geo import areas, clones, cotravel, trajectories
 from indexer.store import SightingQuery
 from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
@@ -35,6 +35,18 @@ class CameraIn(BaseModel):
     kind: str = Field(default="checkpoint", pattern="^(checkpoint|surveillance)$")
     road: str | None = None
     tags: list[str] = []
+
+
+class AreaIn(BaseModel):
+    polygon: dict = Field(description="GeoJSON Polygon in lon/lat")
+    start: str | None = Field(default=None, description="ISO 8601 with a zone")
+    end: str | None = None
+
+
+class AreasIn(BaseModel):
+    areas: list[AreaIn] = Field(min_length=1, max_length=10)
+    kind: str = Field(default="vehicle", pattern="^(vehicle|person|face)$")
+    limit: int = Field(default=500, ge=1, le=10_000)
 
 
 class StreamIn(BaseModel):
@@ -158,6 +170,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
         found = trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
         return {"plate": found["plate"], "stays": found["stays"]}
+
+    @app.get("/clones", tags=["analytics"])
+    def get_clones(start: str | None = None, end: str | None = None,
+                   max_speed_kmh: Annotated[float, Query(gt=0, le=2000)] = 150.0,
+                   min_plate_score: Annotated[float, Query(ge=0, le=1)] = 0.8,
+                   min_distance_m: Annotated[float, Query(ge=0)] = 1000.0) -> dict:
+        """Cloned-plate cases: consecutive reads of one plate whose implied straight-line speed is impossible."""
+        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+        trajectories.check_range(t0, t1)
+        found = clones.scan(system.store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
+        crops = clones.case_crops(system.store, found)
+        return {"count": len(found), "cases": [c.to_json(crops) for c in found]}
+
+    @app.get("/co-travel/{plate}", tags=["analytics"])
+    def get_co_travel(plate: str, start: str | None = None, end: str | None = None,
+                      window_s: Annotated[float, Query(gt=0, le=3600)] = 60.0,
+                      min_cameras: Annotated[int, Query(ge=1, le=100)] = 3) -> dict:
+        """Vehicles passing the same cameras as the target within ±window_s, at ≥ min_cameras distinct cameras."""
+        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+        found = cotravel.co_travellers(system.store, normalize_plate(plate), t0, t1, window_s, min_cameras)
+        return {"plate": normalize_plate(plate), "companions": [c.to_json() for c in found]}
+
+    @app.post("/search/areas", tags=["analytics"])
+    def search_areas(body: AreasIn) -> dict:
+        """Seen in area A during its window — and in B during its window, and so on (vehicles join by plate)."""
+        windows = [areas.AreaWindow(a.polygon, parse_time(a.start) if a.start else None,
+                                    parse_time(a.end) if a.end else None) for a in body.areas]
+        found = areas.seen_in_all(system.store, windows, body.kind)
+        return {"count": len(found), "results": [
+            {"key": key, "plate": key if body.kind == "vehicle" else None, "sightings": [s.to_json() for s in hits]}
+            for key, hits in list(found.items())[: body.limit]]}
 
     @app.get("/sightings/{sighting_id}")
     def get_sighting(sighting_id: str) -> dict:
