@@ -39,6 +39,9 @@ CREATE INDEX IF NOT EXISTS sightings_camera_ts ON sightings(camera_id, ts_us);
 CREATE INDEX IF NOT EXISTS sightings_ts ON sightings(ts_us);
 CREATE INDEX IF NOT EXISTS sightings_kind_ts ON sightings(kind, ts_us);
 CREATE INDEX IF NOT EXISTS sightings_frame ON sightings(frame_sha256);
+CREATE TABLE IF NOT EXISTS plates (
+    plate TEXT PRIMARY KEY, sightings INTEGER NOT NULL, first_us INTEGER NOT NULL, last_us INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vectors (
     space TEXT NOT NULL, id INTEGER NOT NULL, sighting_id TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (space, id)
@@ -67,6 +70,11 @@ class SQLiteStore(RecordStore):
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.RLock()
+        if (self.conn.execute("SELECT 1 FROM plates LIMIT 1").fetchone() is None
+                and self.conn.execute("SELECT 1 FROM sightings WHERE plate IS NOT NULL LIMIT 1").fetchone()):
+            # A store from before the plate dictionary existed: build it once from the sightings.
+            self.conn.execute("INSERT INTO plates SELECT plate, COUNT(*), MIN(ts_us), MAX(ts_us) FROM sightings "
+                              "WHERE plate IS NOT NULL GROUP BY plate")
 
     # cameras -----------------------------------------------------------------------------------
     def upsert_cameras(self, cameras: list[Camera]) -> int:
@@ -106,11 +114,33 @@ class SQLiteStore(RecordStore):
                 by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
             self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                   [_sighting_row(s) for s in sightings])
+            self._count_plates(sightings)
 
     def add_sightings(self, sightings: list[Sighting]) -> None:
         with self.lock, self._tx():
             self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                   [_sighting_row(s) for s in sightings])
+            self._count_plates(sightings)
+
+    def _count_plates(self, sightings: list[Sighting]) -> None:
+        """The distinct-plate dictionary that wildcard and fuzzy search run over (far fewer rows than sightings)."""
+        rows = [(p, to_us(s.ts)) for s in sightings if (p := getattr(s.attributes, "plate", None))]
+        self.conn.executemany("INSERT INTO plates VALUES (?, 1, ?2, ?2) ON CONFLICT(plate) DO UPDATE SET "
+                              "sightings=sightings+1, first_us=MIN(first_us, excluded.first_us), "
+                              "last_us=MAX(last_us, excluded.last_us)", rows)
+
+    def plates_after(self, after_rowid: int) -> list[tuple[int, str, int]]:
+        with self.lock:
+            return self.conn.execute("SELECT rowid, plate, sightings FROM plates WHERE rowid > ? ORDER BY rowid",
+                                     (after_rowid,)).fetchall()
+
+    def plate_counts(self, plates: list[str]) -> dict[str, int]:
+        if not plates:
+            return {}
+        with self.lock:
+            rows = self.conn.execute(f"SELECT plate, sightings FROM plates WHERE plate IN ({','.join('?' * len(plates))})",
+                                     plates).fetchall()
+        return dict(rows)
 
     def get_sighting(self, sighting_id: str) -> Sighting | None:
         found = self.get_sightings([sighting_id])
@@ -140,10 +170,19 @@ class SQLiteStore(RecordStore):
             where.append("plate=?"), args.append(q.plate)
         if q.frame_sha256:
             where.append("frame_sha256=?"), args.append(q.frame_sha256)
+        if q.ids is not None:
+            where.append(f"id IN ({','.join('?' * len(q.ids))})" if q.ids else "0"), args.extend(q.ids)
+        for column in ("vehicle_type", "vehicle_color", "plate_color"):
+            if getattr(q, column) is not None:
+                where.append(f"{column}=?"), args.append(getattr(q, column))
+        for name in ("gender", "upper_color", "lower_color", "bag", "hat"):  # person attributes live in the JSON
+            value = getattr(q, name)
+            if value is not None:
+                where.append(f"json_extract(attributes, '$.{name}')=?"), args.append(int(value) if isinstance(value, bool) else value)
         sql = f"SELECT {_SIGHTING_COLUMNS} FROM sightings"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts_us DESC, id LIMIT ? OFFSET ?"
+        sql += f" ORDER BY ts_us {'DESC' if q.newest_first else 'ASC'}, id LIMIT ? OFFSET ?"
         with self.lock:
             rows = self.conn.execute(sql, [*args, q.limit, q.offset]).fetchall()
         return [_sighting(r) for r in rows]

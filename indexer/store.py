@@ -19,6 +19,17 @@ class SightingQuery:
     end: datetime | None = None
     plate: str | None = None
     frame_sha256: str | None = None
+    # attribute filters (None = any)
+    vehicle_type: str | None = None
+    vehicle_color: str | None = None
+    plate_color: str | None = None
+    gender: str | None = None
+    upper_color: str | None = None
+    lower_color: str | None = None
+    bag: bool | None = None
+    hat: bool | None = None
+    ids: list[str] | None = None
+    newest_first: bool = True
     limit: int = 100
     offset: int = 0
 
@@ -65,6 +76,13 @@ class RecordStore(ABC):
     @abstractmethod
     def add_sightings(self, sightings: list[Sighting]) -> None:
         """Bulk-load sightings without frames or vectors, in one transaction (simulations, imports)."""
+
+    @abstractmethod
+    def plates_after(self, after_rowid: int) -> list[tuple[int, str, int]]:
+        """(row id, plate, sightings) of the distinct plates added after a row id (incremental dictionary refresh)."""
+
+    @abstractmethod
+    def plate_counts(self, plates: list[str]) -> dict[str, int]: ...
 
     @abstractmethod
     def get_sighting(self, sighting_id: str) -> Sighting | None: ...

@@ -23,8 +23,11 @@ class VectorIndex(ABC):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids) per query, best first; scores are inner products of unit vectors (cosine)."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) per query, best first; scores are inner products of unit vectors (cosine).
+
+        With `allowed`, only those ids are candidates: the true nearest among them, however few they are.
+        """
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -64,9 +67,12 @@ class FaissIndex(VectorIndex):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
             self.last_id = max(self.last_id, int(np.max(ids)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        params = None
+        if allowed is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
         with self.lock:
-            return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

@@ -21,6 +21,7 @@ from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.alerts import attach_alerts
 from services.api_alerts import alerts_router
+from services.api_search import search_router
 from services.ingest import Ingestor, PhotoJob
 from services.system import Settings, Sightline
 from services.video import StreamManager
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.system = system
     app.state.alerts = engine
     app.include_router(alerts_router(engine))
+    app.include_router(search_router(system))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:

@@ -1,0 +1,149 @@
+"""Plate search over the distinct-plate dictionary: exact, wildcard, fuzzy (reader-aware) and known suffix.
+
+There are far fewer distinct plates than sightings, so patterns run over the
+dictionary held in memory (refreshed incrementally from the record store), and
+sightings are then fetched by the (plate, time) index. Fuzzy search filters
+candidates by shared bigrams of the plates with confusable characters folded
+together (the q-gram lemma: within k edits two strings share at least len-1-2k
+bigrams) and verifies them with an edit distance in which the confusions plate
+readers really make cost half.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.store import RecordStore
+from models.plate_text import normalize_plate
+from models.records import InputError
+
+CONFUSIONS = ("0ODQ", "1IL", "8B", "2Z", "5S", "6G")
+_CONFUSED = {(a, b) for group in CONFUSIONS for a in group for b in group if a != b}
+# Each confusion group read as one character: a confusion then never breaks a bigram, so the q-gram bound
+# below only has to allow for the (at most two) full-cost edits.
+_CANON = str.maketrans({c: group[0] for group in CONFUSIONS for c in group[1:]})
+MODES = ("exact", "wildcard", "fuzzy", "suffix")
+_PATTERN_CHARS = re.compile(r"^[0-9A-Z\u4e00-\u9fff?*]+$")
+
+
+def reader_distance(a: str, b: str, limit: float = 2.0) -> float:
+    """Edit distance where a substitution within a confusion group (0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S) costs 0.5."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = [float(j) for j in range(len(b) + 1)]
+    for i, ca in enumerate(a, 1):
+        cur = [float(i)]
+        for j, cb in enumerate(b, 1):
+            sub = 0.0 if ca == cb else (0.5 if (ca, cb) in _CONFUSED else 1.0)
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + sub))
+        if min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return prev[-1]
+
+
+def check_pattern(query: str, mode: str) -> str:
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}")
+    text = normalize_plate(query or "")
+    if not text:
+        raise InputError("the plate query is empty")
+    if not _PATTERN_CHARS.match(text):
+        raise InputError(f"{query!r} is not a plate pattern: use letters, digits, province characters, ? and *")
+    if mode != "wildcard" and ("?" in text or "*" in text):
+        raise InputError(f"{query!r} has wildcards: use mode=wildcard")
+    if mode == "wildcard" and not text.strip("*?"):
+        raise InputError("a wildcard pattern needs at least one plate character")
+    if len(text.replace("*", "")) > 10:
+        raise InputError(f"{query!r} is longer than any plate")
+    return text
+
+
+@dataclass
+class PlateMatch:
+    plate: str
+    score: float  # 1.0 exact; lower with distance
+    distance: float = 0.0
+
+
+class PlateDictionary:
+    """Every distinct plate in memory: a sorted list for prefixes, a bigram index for fuzzy candidates."""
+
+    def __init__(self, store: RecordStore):
+        self.store = store
+        self.plates: list[str] = []
+        self.sorted: list[str] = []
+        self.reversed_sorted: list[str] = []
+        self.bigrams: dict[str, list[int]] = {}
+        self.last_rowid = 0
+        self.lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Add the plates stored since the last refresh (cheap when nothing is new)."""
+        new = self.store.plates_after(self.last_rowid)
+        if not new:
+            return
+        with self.lock:
+            for rowid, plate, _ in new:
+                index = len(self.plates)
+                self.plates.append(plate)
+                folded = plate.translate(_CANON)
+                for gram in {folded[i:i + 2] for i in range(len(folded) - 1)}:
+                    self.bigrams.setdefault(gram, []).append(index)
+                self.last_rowid = rowid
+            self.sorted = sorted(self.plates)
+            self.reversed_sorted = sorted(p[::-1] for p in self.plates)
+
+    def search(self, query: str, mode: str, limit: int = 50, max_distance: float = 2.0) -> list[PlateMatch]:
+        text = check_pattern(query, mode)
+        self.refresh()
+        with self.lock:
+            if mode == "exact":
+                i = bisect.bisect_left(self.sorted, text)
+                return [PlateMatch(text, 1.0)] if i < len(self.sorted) and self.sorted[i] == text else []
+            if mode == "suffix":
+                rev = text[::-1]
+                i = bisect.bisect_left(self.reversed_sorted, rev)
+                out = []
+                while i < len(self.reversed_sorted) and self.reversed_sorted[i].startswith(rev) and len(out) < limit:
+                    out.append(PlateMatch(self.reversed_sorted[i][::-1], 1.0))
+                    i += 1
+                return out
+            if mode == "wildcard":
+                return self._wildcard(text, limit)
+            return self._fuzzy(text, limit, max_distance)
+
+    def _wildcard(self, text: str, limit: int) -> list[PlateMatch]:
+        prefix = re.match(r"^[^?*]*", text).group(0)
+        rx = re.compile("".join("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in text))
+        start = bisect.bisect_left(self.sorted, prefix)
+        out = []
+        for plate in self.sorted[start:]:
+            if not plate.startswith(prefix):
+                break
+            if rx.fullmatch(plate):
+                out.append(PlateMatch(plate, 1.0))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def _fuzzy(self, text: str, limit: int, max_distance: float) -> list[PlateMatch]:
+        folded = text.translate(_CANON)
+        grams = [folded[i:i + 2] for i in range(len(folded) - 1)]
+        need = max(1, len(set(grams)) - 2 * int(max_distance))  # at most int(max_distance) full-cost edits
+        postings = [np.asarray(self.bigrams[g], dtype=np.int64) for g in set(grams) if g in self.bigrams]
+        if not postings:
+            return []
+        counts = np.bincount(np.concatenate(postings), minlength=len(self.plates))
+        candidates = np.flatnonzero(counts >= need)
+        found = []
+        for i in candidates.tolist():
+            d = reader_distance(text, self.plates[i], max_distance)
+            if d <= max_distance:
+                found.append(PlateMatch(self.plates[i], round(1.0 - d / (max_distance + 1), 3), d))
+        return sorted(found, key=lambda m: (m.distance, m.plate))[:limit]

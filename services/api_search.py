@@ -1,0 +1,83 @@
+"""Search over HTTP: by plate, by attributes, by photo, by face."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import BaseModel, Field
+
+from indexer.plate_index import PlateDictionary
+from models.records import parse_time
+from services.alerts import FACE_MATCH_COSINE
+from services.search import Filters, attribute_search, face_search, image_search, plate_search
+from services.system import Sightline
+
+
+class FiltersIn(BaseModel):
+    start: str | None = Field(default=None, description="ISO 8601 with a zone")
+    end: str | None = None
+    camera_ids: list[str] | None = None
+    area: dict | None = Field(default=None, description="GeoJSON Polygon (lon/lat): only cameras inside")
+    vehicle_type: str | None = None
+    vehicle_color: str | None = None
+    plate_color: str | None = None
+    gender: str | None = None
+    upper_color: str | None = None
+    lower_color: str | None = None
+    bag: bool | None = None
+    hat: bool | None = None
+
+    def filters(self) -> Filters:
+        data = self.model_dump(include=set(FiltersIn.model_fields))
+        data["start"] = parse_time(self.start) if self.start else None
+        data["end"] = parse_time(self.end) if self.end else None
+        return Filters(**data)
+
+
+class AttributeSearchIn(FiltersIn):
+    kind: str = Field(default="vehicle", pattern="^(vehicle|person|face)$")
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+    newest_first: bool = True
+
+
+def _filters_form(filters: str | None) -> Filters:
+    return FiltersIn.model_validate_json(filters).filters() if filters else Filters()
+
+
+def search_router(system: Sightline) -> APIRouter:
+    router = APIRouter(prefix="/search", tags=["search"])
+    plates = PlateDictionary(system.store)
+
+    @router.get("/plates")
+    def plates_endpoint(q: str, mode: str = "exact", limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                        start: str | None = None, end: str | None = None,
+                        camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
+        """exact; wildcard (`?` one character, `*` any run: 京A?23*); fuzzy (edit distance ≤ 2, the confusions
+        0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S, 6/G costing half); suffix (a known end of the plate). A malformed pattern is a 400."""
+        filters = Filters(parse_time(start) if start else None, parse_time(end) if end else None, camera_id)
+        return {"query": q, "mode": mode, "results": plate_search(system, plates, q, mode, filters, limit)}
+
+    @router.post("/attributes")
+    def attributes_endpoint(body: AttributeSearchIn) -> dict:
+        found = attribute_search(system, body.kind, body.filters(), body.limit, body.offset, body.newest_first)
+        return {"count": len(found), "sightings": [s.to_json() for s in found]}
+
+    @router.post("/image")
+    def image_endpoint(file: Annotated[UploadFile, File()], kind: Annotated[str, Form()] = "vehicle",
+                       k: Annotated[int, Form(ge=1, le=200)] = 20, pick: Annotated[int | None, Form()] = None,
+                       filters: Annotated[str | None, Form(description="JSON of the attribute-search filters")] = None
+                       ) -> dict:
+        """The photo's objects of `kind` are listed (largest first); `pick` chooses one (default the largest).
+        Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate."""
+        return image_search(system, file.file.read(), kind, k, _filters_form(filters), pick)
+
+    @router.post("/face", description=(
+        f"Sightings of the uploaded face with cosine similarity ≥ {FACE_MATCH_COSINE}: dlib's published "
+        "same-person rule (Euclidean distance below 0.6 on its raw descriptors, norm ≈1.45) on the unit vectors "
+        "Sightline stores. On the project's eval faces, genuine pairs scored ≥ 0.928 and impostors ≤ 0.918."))
+    def face_endpoint(file: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=200)] = 20,
+                      filters: Annotated[str | None, Form()] = None) -> dict:
+        return face_search(system, file.file.read(), k, _filters_form(filters))
+
+    return router

@@ -1,0 +1,139 @@
+"""Search: plate patterns over the distinct-plate dictionary, filtered vector search against brute force,
+image-to-image ranking on real re-identification photos, face search, and bad input over HTTP."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from indexer.plate_index import PlateDictionary, reader_distance
+from indexer.sqlite_store import SQLiteStore
+from indexer.store import SightingQuery
+from indexer.vectors import FaissIndex
+from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
+from services.api import create_app
+from services.ingest import Ingestor, PhotoJob
+from services.localserver import serving
+
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+PLATES = ["京A12345", "京A12845", "京AB2399", "京A0D5S5", "沪B88888", "沪BBBBB8", "苏E12345", "皖AY766D", "皖AYL375"]
+
+
+def _store(tmp_path: Path, plates: list[str]) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    store.upsert_cameras([Camera("c1", "one", 121.3, 31.2)])
+    store.add_sightings([Sighting(f"s{i}", "c1", T0 + timedelta(minutes=i), "vehicle", BBox(0, 0, 1, 1), 0.9,
+                                  VehicleAttributes(plate=p, plate_score=0.9)) for i, p in enumerate(plates)])
+    return store
+
+
+def test_plate_dictionary_modes(tmp_path: Path) -> None:
+    store = _store(tmp_path, PLATES + ["京A12345"])
+    plates = PlateDictionary(store)
+    assert [m.plate for m in plates.search("京a·12345", "exact")] == ["京A12345"]
+    assert plates.search("京A99999", "exact") == []
+    assert sorted(m.plate for m in plates.search("京A?23*", "wildcard")) == ["京A12345", "京AB2399"]
+    assert sorted(m.plate for m in plates.search("*12345", "wildcard")) == ["京A12345", "苏E12345"]
+    assert sorted(m.plate for m in plates.search("345", "suffix")) == ["京A12345", "苏E12345"]
+    fuzzy = plates.search("京A1Z345", "fuzzy")  # a reader's 2/Z confusion costs half
+    assert fuzzy[0].plate == "京A12345" and fuzzy[0].distance == 0.5
+    assert "京A12845" in {m.plate for m in fuzzy}  # one full substitution away
+    assert [m.plate for m in plates.search("京AODSS5", "fuzzy")][0] == "京A0D5S5"  # three confusions: 1.5
+    assert store.plate_counts(["京A12345"]) == {"京A12345": 2}
+    store.add_sightings([Sighting("new", "c1", T0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes(plate="浙C77777"))])
+    assert [m.plate for m in plates.search("浙C77777", "exact")] == ["浙C77777"]  # refreshed incrementally
+    for bad, mode in [("京A$1", "exact"), ("", "fuzzy"), ("京A?1", "exact"), ("**", "wildcard"), ("京A1", "nearest")]:
+        with pytest.raises(InputError):
+            plates.search(bad, mode)
+    assert reader_distance("8B", "B8") == 1.0 and reader_distance("京A12345", "京A12345") == 0.0
+    store.close()
+
+
+def test_fuzzy_candidates_miss_nothing_against_brute_force(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    alphabet = list("0123456789ABCDEFGHJKLMNPQRSTUVWXYZ")
+    plates = sorted({"沪" + "".join(rng.choice(alphabet, 6)) for _ in range(3000)})
+    store = _store(tmp_path, plates)
+    dictionary = PlateDictionary(store)
+    for query in plates[:25]:
+        noisy = query[:3] + ("Z" if query[3] != "Z" else "2") + query[4:]
+        got = {m.plate for m in dictionary.search(noisy, "fuzzy", limit=10_000)}
+        truth = {p for p in plates if reader_distance(noisy, p) <= 2.0}
+        assert got == truth
+    store.close()
+
+
+def test_filtered_vector_search_returns_the_true_nearest_among_the_allowed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 32, store)
+    index.add(np.arange(1, 2001), vectors)
+    allowed = rng.choice(np.arange(1, 2001), size=15, replace=False)  # a filter that removes 99% of candidates
+    query = rng.normal(size=(1, 32)).astype(np.float32)
+    scores, ids = index.search(query, 10, allowed)
+    brute = allowed[np.argsort(-(vectors[allowed - 1] @ query[0]))][:10]
+    assert ids[0].tolist() == brute.tolist()
+    assert np.allclose(scores[0], np.sort(vectors[allowed - 1] @ query[0])[::-1][:10], atol=1e-5)
+    store.close()
+
+
+@pytest.mark.models
+def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pipeline, eval_dir: Path) -> None:
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    system.store.upsert_cameras([Camera("cam1", "Camera 1", 121.30, 31.20), Camera("cam2", "Camera 2", 121.31, 31.21)])
+    folders = sorted(d for d in (eval_dir / "reid" / "vehicle").iterdir() if d.is_dir())
+    jobs = [PhotoJob(str(p), p.read_bytes(), "cam1", T0 + timedelta(minutes=i))
+            for i, d in enumerate(folders) for p in sorted(d.glob("cam1_*"))]
+    report = Ingestor(system).ingest(jobs)
+    owner = {s.id: Path(r.source).parent.name for r in report.results for s in r.sightings}
+    hits, queries = 0, 0
+    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+        for d in folders:
+            for probe in sorted(d.glob("cam2_*"))[:1]:
+                r = api.post("/search/image", files={"file": (probe.name, probe.read_bytes(), "image/jpeg")},
+                             data={"kind": "vehicle", "k": "5"})
+                assert r.status_code == 200, r.text
+                queries += 1
+                hits += any(owner.get(x["sighting"]["id"]) == d.name for x in r.json()["results"])
+        assert hits / queries >= 0.8, f"same vehicle in the top 5 for {hits}/{queries}"
+        later = api.post("/search/image", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")},
+                         data={"kind": "vehicle", "filters": '{"start": "2030-01-01T00:00:00Z"}'})
+        assert later.json()["results"] == []  # nothing stored after 2030
+        assert api.post("/search/image", files={"file": ("e.jpg", b"", "image/jpeg")}).status_code == 400
+        assert api.post("/search/image", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")},
+                        data={"pick": "99"}).status_code == 400
+        assert api.get("/search/plates", params={"q": "京A$", "mode": "exact"}).status_code == 400
+        no_face = api.post("/search/face", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")})
+        assert no_face.status_code == 400 and "no face" in no_face.json()["detail"]
+
+
+@pytest.mark.models
+def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path) -> None:
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    system.store.upsert_cameras([Camera("gate", "Gate", 121.30, 31.20)])
+    faces = eval_dir / "faces"
+    obama = sorted((faces / "barack_obama").iterdir())
+    others = [sorted(d.iterdir())[0] for d in sorted(faces.iterdir()) if d.name != "barack_obama"]
+    Ingestor(system).ingest([PhotoJob(str(p), p.read_bytes(), "gate", T0 + timedelta(minutes=i))
+                             for i, p in enumerate([obama[0], obama[2], *others])])
+    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+        r = api.post("/search/face", files={"file": ("q.jpg", obama[1].read_bytes(), "image/jpeg")}).json()
+        found = {x["sighting"]["id"] for x in r["results"]}
+        stored_obama = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (obama[0], obama[2])}
+        obama_faces = {s.id for s in system.store.query(SightingQuery(kind="face")) if s.frame_sha256 in stored_obama}
+        assert found == obama_faces and all(x["score"] >= r["threshold"] for x in r["results"])
+        men = api.post("/search/attributes", json={"kind": "person", "gender": "male"}).json()
+        assert men["count"] >= 1 and all(s["attributes"]["gender"] == "male" for s in men["sightings"])
+        bad = api.post("/search/attributes", json={"kind": "person", "start": "2026-11-03T00:00:00Z",
+                                                   "end": "2026-11-02T00:00:00Z"})
+        assert bad.status_code == 400
