@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -167,6 +168,56 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         engine.store.close()
         system.close()
     return 0
+
+
+def _range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    return (parse_time(args.start) if args.start else None), (parse_time(args.end) if args.end else None)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from indexer.plate_index import PlateDictionary
+    from services.search import Filters, face_search, image_search, plate_search
+
+    system = Sightline(_settings(args))
+    try:
+        start, end = _range(args)
+        filters = Filters(start=start, end=end, camera_ids=args.camera)
+        if args.what == "plate":
+            _print(plate_search(system, PlateDictionary(system.store), args.query, args.mode, filters, args.limit))
+            return 0
+        data = Path(args.query).read_bytes() if Path(args.query).is_file() else None
+        if data is None:
+            raise InputError(f"{args.query} is not a photo file")
+        if args.what == "image":
+            _print(image_search(system, data, args.kind, args.limit, filters, args.pick))
+        else:
+            _print(face_search(system, data, args.limit, filters))
+        return 0
+    finally:
+        system.close()
+
+
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from geo import clones, cotravel, trajectories
+    from models.plate_text import normalize_plate
+
+    system = Sightline(_settings(args))
+    try:
+        start, end = _range(args)
+        if args.command == "trajectory":
+            _print(trajectories.trajectory(system.store, normalize_plate(args.plate), start, end).to_json())
+        elif args.command == "clones":
+            trajectories.check_range(start, end)
+            found = clones.scan(system.store, start, end, clones.CloneSettings(max_speed_kmh=args.max_speed_kmh))
+            crops = clones.case_crops(system.store, found)
+            _print([c.to_json(crops) for c in found])
+        else:
+            found = cotravel.co_travellers(system.store, normalize_plate(args.plate), start, end, args.window_s,
+                                           args.min_cameras)
+            _print([c.to_json() for c in found])
+        return 0
+    finally:
+        system.close()
 
 
 def cmd_sightings(args: argparse.Namespace) -> int:
@@ -343,6 +394,31 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, default=50)
     a.set_defaults(func=cmd_alerts)
 
+    q = sub.add_parser("search", help="search by plate, photo or face")
+    q.add_argument("what", choices=["plate", "image", "face"])
+    q.add_argument("query", help="plate: a plate or pattern; image/face: a photo file")
+    q.add_argument("--mode", choices=["exact", "wildcard", "fuzzy", "suffix"], default="exact")
+    q.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
+    q.add_argument("--pick", type=int, help="image: which detected object (0 = the largest)")
+    q.add_argument("--camera", action="append")
+    q.add_argument("--start")
+    q.add_argument("--end")
+    q.add_argument("--limit", type=int, default=20)
+    q.set_defaults(func=cmd_search)
+
+    for name, text in (("trajectory", "a plate's trajectory, trips and stay points (GeoJSON inside)"),
+                       ("clones", "cloned-plate cases over a time range"),
+                       ("cotravel", "vehicles that travel with a target plate")):
+        g = sub.add_parser(name, help=text)
+        if name != "clones":
+            g.add_argument("plate")
+        g.add_argument("--start")
+        g.add_argument("--end")
+        g.add_argument("--max-speed-kmh", type=float, default=150.0)
+        g.add_argument("--window-s", type=float, default=60.0)
+        g.add_argument("--min-cameras", type=int, default=3)
+        g.set_defaults(func=cmd_analytics)
+
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
     e.add_argument("what", choices=["plates", "faces", "reid"])
     e.add_argument("dir")
@@ -364,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sightline ... | head` ends quietly, like any Unix tool
     args = build_parser().parse_args(argv)
     if args.command == "cameras" and args.action == "import" and not args.file:
         print("sightline: cameras import needs a FILE", file=sys.stderr)

@@ -121,3 +121,14 @@ def test_watchlist_commands(tmp_path: Path) -> None:
     assert sightline("watchlist", "rule", "stolen", "--severity", "high", data=data).returncode == 0
     assert sightline("watchlist", "add", "nope", "京A1", "--reason", "x", "--by", "y", data=data).returncode == 2
     assert json.loads(sightline("alerts", data=data).stdout) == []
+
+
+def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bad = sightline("search", "plate", "京A$1", data=data)
+    assert bad.returncode == 2 and "not a plate pattern" in bad.stderr
+    assert json.loads(sightline("search", "plate", "京A*", "--mode", "wildcard", data=data).stdout) == []
+    inverted = sightline("clones", "--start", "2026-11-03T00:00:00Z", "--end", "2026-11-02T00:00:00Z", data=data)
+    assert inverted.returncode == 2 and "ends before" in inverted.stderr
+    assert json.loads(sightline("trajectory", "京X00000", data=data).stdout)["points"] == []
+    assert sightline("search", "image", str(tmp_path / "missing.jpg"), data=data).returncode == 2

@@ -86,10 +86,37 @@ def test_plate_search_then_trajectory_is_drawn(page) -> None:  # noqa: ANN001
     page.fill("#traj-plate", "皖AY766D")
     page.click("#trajectory-form button[type=submit]")
     page.wait_for_selector("body[data-trajectory]", timeout=15_000)
-    assert int(page.get_attribute("body", "data-trajectory")) >= 1
-    assert page.locator("#trajectory-list li").count() >= 1
+    assert int(page.get_attribute("body", "data-trajectory")) == 5  # the car's five passes, in time order
+    assert page.locator("#trajectory-list li").count() == 5
     assert page.locator(".stop-label").count() >= 1
     shot(page, "trajectory")
+
+
+def test_photo_search_shows_ranked_results_and_jumps_to_the_trajectory(page, eval_dir: Path) -> None:  # noqa: ANN001
+    page.click("nav a[data-view=search]")
+    page.set_input_files("#image-file", str(eval_dir / "plates" / "full" / "0001.jpg"))
+    page.click("#image-search-form button[type=submit]")
+    page.wait_for_selector("#search-results li", timeout=60_000)
+    first = page.locator("#search-results li").first
+    assert "皖AY766D" in first.inner_text() and "score" in first.inner_text()
+    assert page.locator("#search-results li img").count() >= 1
+    shot(page, "search-photo")
+    first.locator("button:has-text('Trajectory')").click()
+    page.wait_for_selector("body[data-trajectory]", timeout=15_000)
+    assert int(page.get_attribute("body", "data-trajectory")) == 5
+
+
+def test_plate_search_form_lists_fuzzy_matches(page) -> None:  # noqa: ANN001
+    page.click("nav a[data-view=search]")
+    page.fill("#plate-q", "皖AY7G6D")  # one character misread
+    page.select_option("#plate-mode", "fuzzy")
+    page.click("#plate-search-form button[type=submit]")
+    page.wait_for_selector("#search-results li", timeout=15_000)
+    assert "皖AY766D" in page.inner_text("#search-results")
+    page.fill("#plate-q", "皖A$$")
+    page.click("#plate-search-form button[type=submit]")
+    page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+    assert "400" in page.inner_text("#message")
 
 
 def test_errors_from_the_api_are_shown_as_messages(page) -> None:  # noqa: ANN001

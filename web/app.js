@@ -204,6 +204,7 @@ function showResults(target, sightings, emptyText) {
   const list = $(target);
   list.replaceChildren(...sightings.map((s) => sightingItem(s)));
   if (!sightings.length) showMessage(emptyText, "info");
+  else list.scrollIntoView({ block: "start" });
   document.body.dataset.results = String(sightings.length);
 }
 
