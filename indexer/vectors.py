@@ -60,6 +60,8 @@ class FaissIndex(VectorIndex):
 
     def _catch_up(self, store: RecordStore) -> None:
         for ids, vectors in store.vectors_after(self.space, self.last_id):
+            if vectors.shape[1] != self.dim:
+                continue  # made by an earlier model of this space: those sightings need re-embedding
             self.add(ids, vectors)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from models.attributes import PersonAttributeClassifier, VehicleAttributeClassifier, face_quality
 from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections
-from models.embedders import CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
+from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
 from models.plates import PlateReader, PlateReading, is_valid_plate
 from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, VehicleAttributes
@@ -159,7 +159,7 @@ class Pipeline:
             o.attributes = a
 
     @staticmethod
-    def _embed(observations: list[Observation], embedder: CropEmbedder) -> None:
+    def _embed(observations: list[Observation], embedder: CropEmbedder | ConcatEmbedder) -> None:
         vectors = embedder.embed([o.crop for o in observations])
         for o, v in zip(observations, vectors):
             o.vector, o.space = v, embedder.space

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from models.detectors import FaceDetector
-from models.embedders import CropEmbedder, FaceEmbedder
+from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder
 from models.records import InputError
 from models.imageops import IMAGE_SUFFIXES
 
@@ -81,7 +81,7 @@ def evaluate_faces(directory: Path, detector: FaceDetector, embedder: FaceEmbedd
             "misses": [labels[q] for q, h in zip(queries, hits) if not h]}
 
 
-def evaluate_reid(directory: Path, embedder: CropEmbedder) -> dict:
+def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder) -> dict:
     items = labelled_images(directory)
     start = time.perf_counter()
     vectors = np.concatenate([embedder.embed([cv2.imread(str(p)) for _, p in items[i:i + 32]])

@@ -25,7 +25,7 @@ def _default_roads() -> Path | None:
     return shared if shared.is_file() else None
 
 
-SPACES: dict[str, int] = {"vehicle": 1024, "person": 256, "face": 128}
+SPACES: dict[str, int] = {"vehicle": 1024, "person": 768, "face": 128}
 
 STORE_BACKENDS: dict[str, Callable[["Settings"], RecordStore]] = {
     "sqlite": lambda s: SQLiteStore(s.data_dir / "sightline.db"),

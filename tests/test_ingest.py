@@ -44,7 +44,7 @@ def test_pipeline_finds_people_with_attributes_and_faces_linked_to_them(pipeline
     people = [o for o in obs if o.kind == "person"]
     faces = [o for o in obs if o.kind == "face"]
     assert len(people) == 1 and len(faces) == 1
-    assert people[0].attributes.gender == "male" and people[0].vector.shape == (256,)
+    assert people[0].attributes.gender == "male" and people[0].vector.shape == (768,)
     assert obs[faces[0].parent] is people[0]
     assert faces[0].attributes.quality > 0.7 and faces[0].vector.shape == (128,)
     scene = cv2.imread(str(eval_dir / "scenes" / "prw_c1s1_001051.jpg"))
