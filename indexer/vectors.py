@@ -36,14 +36,26 @@ class VectorIndex(ABC):
     def save(self) -> None: ...
 
 
-class FaissIndex(VectorIndex):
-    """Exact inner-product search (IndexFlatIP under an id map), persisted as `<space>.faiss`."""
+EXACT_LIMIT = int(os.environ.get("SIGHTLINE_EXACT_LIMIT", "200000"))
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 
-    def __init__(self, directory: Path, space: str, dim: int, store: RecordStore):
-        self.directory, self.space, self.dim = directory, space, dim
+
+class FaissIndex(VectorIndex):
+    """FAISS inner-product search under an id map, persisted as `<space>.faiss`; the index type follows the size.
+
+    Up to `exact_limit` vectors it is exact (IndexFlatIP: nothing to train, perfect recall, fast enough).
+    Past that an HNSW graph is built in a background thread from a snapshot while the exact index keeps
+    answering; vectors added meanwhile are replayed into it before it takes over. A filtered search is
+    always exact over the allowed ids, so a filter that removes most candidates still returns the true
+    nearest matching ones.
+    """
+
+    def __init__(self, directory: Path, space: str, dim: int, store: RecordStore, exact_limit: int = EXACT_LIMIT):
+        self.directory, self.space, self.dim, self.exact_limit = directory, space, dim, exact_limit
         self.path = directory / f"{space}.faiss"
         self.lock = threading.RLock()
         self.index, self.last_id = self._load()
+        self.builder: threading.Thread | None = None
         self._catch_up(store)
 
     def _load(self) -> tuple[faiss.IndexIDMap2, int]:
@@ -64,17 +76,69 @@ class FaissIndex(VectorIndex):
                 continue  # made by an earlier model of this space: those sightings need re-embedding
             self.add(ids, vectors)
 
+    @property
+    def kind(self) -> str:
+        return "hnsw" if isinstance(faiss.downcast_index(self.index.index), faiss.IndexHNSWFlat) else "flat"
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         with self.lock:
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
             self.last_id = max(self.last_id, int(np.max(ids)))
+            grow = self.kind == "flat" and len(self) > self.exact_limit and self.builder is None
+        if grow:
+            self.builder = threading.Thread(target=self._build_hnsw, daemon=True, name=f"hnsw-{self.space}")
+            self.builder.start()
+
+    def _build_hnsw(self) -> None:
+        with self.lock:
+            n = len(self)
+            ids = faiss.vector_to_array(self.index.id_map).copy()
+            vectors = self.index.index.reconstruct_n(0, n)
+        graph = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        built = faiss.IndexIDMap2(graph)
+        built.add_with_ids(vectors, ids)
+        with self.lock:  # replay what arrived during the build, then swap
+            seen = set(ids.tolist())
+            all_ids = faiss.vector_to_array(self.index.id_map)
+            fresh = [i for i, vid in enumerate(all_ids.tolist()) if vid not in seen]
+            if fresh:
+                built.add_with_ids(np.stack([self.index.index.reconstruct(i) for i in fresh]), all_ids[fresh])
+            self.index = built
+
+    def wait_for_build(self, timeout: float | None = None) -> None:
+        if self.builder is not None:
+            self.builder.join(timeout)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        params = None
-        if allowed is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self.lock:
-            return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+            if allowed is not None:
+                return self._exact_among(queries, k, np.asarray(allowed, dtype=np.int64))
+            if self.kind == "hnsw":
+                params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, 2 * k))
+                return self.index.search(queries, k, params=params)
+            return self.index.search(queries, k)
+
+    def _exact_among(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the allowed ids' own vectors (right for any filter, cheap for selective ones)."""
+        kept, rows = [], []
+        for vector_id in allowed.tolist():
+            try:
+                rows.append(self.index.reconstruct(vector_id))
+                kept.append(vector_id)
+            except RuntimeError:  # not in this index (another space, or not stored)
+                continue
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
+        if not kept:
+            return scores, found
+        present = np.array(kept, dtype=np.int64)
+        sims = queries @ np.stack(rows).T
+        order = np.argsort(-sims, axis=1)[:, :k]
+        top = np.take_along_axis(sims, order, axis=1)
+        scores[:, : top.shape[1]], found[:, : top.shape[1]] = top, present[order]
+        return scores, found
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

@@ -313,6 +313,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from services.bench_geo import bench_geo
 
             _print(bench_geo(settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson", args.sightings))
+        elif args.what == "search":
+            from services.bench_search import bench_search
+
+            _print(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None))
+        elif args.what == "plates":
+            from services.bench_search import bench_plates
+
+            _print(bench_plates(args.sightings))
         elif args.what == "web":
             from services.bench_web import bench_web
 
@@ -426,13 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["ingest", "video", "alerts", "web", "geo"])
+    b.add_argument("what", choices=["ingest", "video", "alerts", "web", "geo", "search", "plates"])
+    b.add_argument("--vectors", type=int, default=100_000, help="search: vectors in the index")
+    b.add_argument("--dim", type=int, default=1024, help="search: their dimension")
+    b.add_argument("--real", help="search: a folder of photos whose real embeddings join the random ones")
     b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
     b.add_argument("--rules", type=int, default=100)
     b.add_argument("--entries", type=int, default=10_000)
     b.add_argument("--faces", type=int, default=1_000)
-    b.add_argument("--sightings", type=int, default=4_000, help="alerts: synthetic sightings per throughput run; geo: sightings in the simulated city")
+    b.add_argument("--sightings", type=int, default=4_000, help="alerts: synthetic sightings per run; geo: in the simulated city; plates: in the store")
     b.add_argument("--cameras", type=int, default=1_000, help="web: cameras on the map")
     b.add_argument("--points", type=int, default=500, help="web: points in the drawn trajectory")
     b.set_defaults(func=cmd_bench)

@@ -137,3 +137,29 @@ def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path)
         bad = api.post("/search/attributes", json={"kind": "person", "start": "2026-11-03T00:00:00Z",
                                                    "end": "2026-11-02T00:00:00Z"})
         assert bad.status_code == 400
+
+
+def test_index_turns_into_hnsw_past_the_exact_limit_and_keeps_every_vector(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(300, 16)).astype(np.float32)
+    vectors = np.repeat(centres, 5, axis=0) + rng.normal(scale=0.05, size=(1500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the graph is built in the background
+    index.add(np.arange(1201, 1501), vectors[1200:])  # arrives while (or after) it builds
+    index.wait_for_build(60)
+    assert index.kind == "hnsw" and len(index) == 1500
+    exact = vectors @ vectors[:50].T
+    recall = []
+    for q in range(50):
+        _, ids = index.search(vectors[q:q + 1], 5)
+        want = set((np.argsort(-exact[:, q])[:5] + 1).tolist())
+        recall.append(len(want & set(ids[0].tolist())) / 5)
+    assert np.mean(recall) >= 0.95
+    allowed = np.array([7, 1400, 33])
+    _, ids = index.search(vectors[6:7], 3, allowed)
+    assert ids[0, 0] == 7 and set(ids[0].tolist()) == {7, 1400, 33}  # filtered search stays exact
+    index.save()
+    assert FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000).kind == "hnsw"
+    store.close()
