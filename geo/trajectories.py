@@ -140,9 +140,19 @@ def stays(points: list[TrackPoint], legs: list[Leg], min_stay: timedelta, radius
 
 
 def trajectory(store: RecordStore, plate: str, start: datetime | None = None, end: datetime | None = None,
-               limit: int = 100_000) -> Trajectory:
-    """The trajectory of one exact plate over a time range (an unknown plate gives an empty trajectory)."""
+               limit: int = 100_000, also: list[str] | None = None) -> Trajectory:
+    """The trajectory of a plate over a time range (an unknown plate gives an empty trajectory).
+
+    `also` adds the sightings of other plate texts — the near misses a fuzzy search found, i.e. the same
+    car misread — so one misread character does not cut the route short.
+    """
     check_range(start, end)
-    sightings = store.query(SightingQuery(kind="vehicle", plate=plate, start=start, end=end, limit=limit))
+    sightings = [s for p in [plate, *(also or [])]
+                 for s in store.query(SightingQuery(kind="vehicle", plate=p, start=start, end=end, limit=limit))]
     cameras = {c.id: c for c in store.list_cameras()}
     return build(plate, sightings, cameras)
+
+
+def trajectory_of_sightings(store: RecordStore, label: str, sightings: list[Sighting]) -> Trajectory:
+    """A trajectory from chosen sightings, e.g. a vehicle's appearance matches when its plate is hidden or fake."""
+    return build(label, sightings, {c.id: c for c in store.list_cameras()})

@@ -30,6 +30,10 @@ class VectorIndex(ABC):
         """
 
     @abstractmethod
+    def vector(self, vector_id: int) -> np.ndarray:
+        """The stored vector of one id (KeyError when absent)."""
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod
@@ -105,6 +109,13 @@ class FaissIndex(VectorIndex):
             if fresh:
                 built.add_with_ids(np.stack([self.index.index.reconstruct(i) for i in fresh]), all_ids[fresh])
             self.index = built
+
+    def vector(self, vector_id: int) -> np.ndarray:
+        with self.lock:
+            try:
+                return self.index.reconstruct(vector_id)
+            except RuntimeError as exc:
+                raise KeyError(vector_id) from exc
 
     def wait_for_build(self, timeout: float | None = None) -> None:
         if self.builder is not None:

@@ -15,10 +15,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from geo import areas, clones, cotravel, trajectories
+from indexer.plate_index import PlateDictionary
 from indexer.store import SightingQuery
 from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
+from services import search
 from services.alerts import attach_alerts
 from services.api_alerts import alerts_router
 from services.api_search import search_router
@@ -75,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.system = system
     app.state.alerts = engine
     app.include_router(alerts_router(engine))
-    app.include_router(search_router(system))
+    search_plates = PlateDictionary(system.store)  # one in-memory plate dictionary for every plate query
+    app.include_router(search_router(system, search_plates))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -161,10 +164,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
 
     @app.get("/trajectories/{plate}", tags=["analytics"])
-    def get_trajectory(plate: str, start: str | None = None, end: str | None = None) -> dict:
-        """Time-ordered sightings of a plate with legs (distance, time, implied speed), trips and stay points."""
+    def get_trajectory(plate: str, start: str | None = None, end: str | None = None, fuzzy: bool = False) -> dict:
+        """Time-ordered sightings of a plate with legs (distance, time, implied speed), trips and stay points.
+        With fuzzy=true, plates one reader-confusion or one edit away (misreads of it) join the route."""
         t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        return trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
+        text = normalize_plate(plate)
+        also = [m.plate for m in search_plates.search(text, "fuzzy", max_distance=1.0) if m.plate != text] if fuzzy else []
+        return trajectories.trajectory(system.store, text, t0, t1, also=also).to_json()
+
+    @app.get("/trajectories/by-sighting/{sighting_id}", tags=["analytics"])
+    def get_trajectory_by_appearance(sighting_id: str, start: str | None = None, end: str | None = None,
+                                     min_similarity: Annotated[float, Query(ge=0.5, le=1.0)] = 0.9,
+                                     k: Annotated[int, Query(ge=1, le=2000)] = 200) -> dict:
+        """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
+        its nearest vehicle sightings above min_similarity (cosine), in time order."""
+        seed = system.store.get_sighting(sighting_id)
+        if seed is None or seed.vector_id is None or seed.embedding_space is None:
+            raise HTTPException(404, f"no sighting {sighting_id} with an appearance vector")
+        index = system.indexes[seed.embedding_space]
+        vector = index.vector(int(seed.vector_id))
+        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+        hits = search.nearest(system, seed.embedding_space, vector, k, search.Filters(start=t0, end=t1), seed.kind)
+        chosen = [s for s, score in hits if score >= min_similarity]
+        return trajectories.trajectory_of_sightings(system.store, f"like {sighting_id}", chosen).to_json()
 
     @app.get("/stays/{plate}", tags=["analytics"])
     def get_stays(plate: str, start: str | None = None, end: str | None = None) -> dict:

@@ -45,9 +45,8 @@ def _filters_form(filters: str | None) -> Filters:
     return FiltersIn.model_validate_json(filters).filters() if filters else Filters()
 
 
-def search_router(system: Sightline) -> APIRouter:
+def search_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
     router = APIRouter(prefix="/search", tags=["search"])
-    plates = PlateDictionary(system.store)
 
     @router.get("/plates")
     def plates_endpoint(q: str, mode: str = "exact", limit: Annotated[int, Query(ge=1, le=500)] = 50,

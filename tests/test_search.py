@@ -163,3 +163,28 @@ def test_index_turns_into_hnsw_past_the_exact_limit_and_keeps_every_vector(tmp_p
     index.save()
     assert FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000).kind == "hnsw"
     store.close()
+
+
+@pytest.mark.models
+def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_dir: Path) -> None:
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    cams = [Camera(f"c{i}", f"Camera {i}", 121.30 + 0.01 * i, 31.20) for i in range(4)]
+    system.store.upsert_cameras(cams)
+    car = (eval_dir / "plates" / "full" / "0001.jpg").read_bytes()
+    other = (eval_dir / "plates" / "full" / "0000.jpg").read_bytes()
+    jobs = [PhotoJob(f"car-{i}", car + b"\0" * i, cams[i].id, T0 + timedelta(minutes=10 * i)) for i in range(3)]
+    jobs.append(PhotoJob("other", other, cams[3].id, T0 + timedelta(minutes=40)))
+    report = Ingestor(system).ingest(jobs)
+    seed = next(s for s in report.results[0].sightings if s.kind == "vehicle" and s.attributes.plate)
+    misread = Sighting("misread", cams[3].id, T0 + timedelta(minutes=50), "vehicle", BBox(0, 0, 1, 1), 0.9,
+                       VehicleAttributes(plate=seed.attributes.plate[:-1] + "0", plate_score=0.6))
+    system.store.add_sightings([misread])
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+        by_look = api.get(f"/trajectories/by-sighting/{seed.id}").json()
+        assert [p["camera_id"] for p in by_look["points"]] == ["c0", "c1", "c2"]  # not the other car at c3
+        exact = api.get(f"/trajectories/{seed.attributes.plate}").json()
+        fuzzy = api.get(f"/trajectories/{seed.attributes.plate}", params={"fuzzy": "true"}).json()
+        assert len(fuzzy["points"]) == len(exact["points"]) + 1 and fuzzy["points"][-1]["sighting_id"] == "misread"
+        assert api.get("/trajectories/by-sighting/nope").status_code == 404
