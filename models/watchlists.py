@@ -14,7 +14,7 @@ from models.records import InputError
 
 WATCHLIST_KINDS = ("plate", "face", "attribute")
 ENTRY_MATCHES = ("exact", "wildcard", "fuzzy")
-RULE_KINDS = ("watchlist", "not_on_whitelist", "cloned_plate")
+RULE_KINDS = ("watchlist", "not_on_whitelist", "cloned_plate", "co_traveller")
 SEVERITIES = ("low", "medium", "high", "critical")
 _PLATE_CHARS = re.compile(r"^[0-9A-Z\u4e00-\u9fff?*]+$")
 
@@ -69,7 +69,8 @@ class WatchEntry:
 class Rule:
     id: str
     name: str
-    kind: str = "watchlist"  # watchlist | not_on_whitelist | cloned_plate
+    kind: str = "watchlist"  # watchlist | not_on_whitelist | cloned_plate | co_traveller
+    target_plate: str | None = None  # co_traveller: alert when a vehicle that travels with this plate is seen
     watchlist_id: str | None = None
     camera_ids: list[str] = field(default_factory=list)
     area_wkt: str | None = None  # polygon in lon/lat

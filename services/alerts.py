@@ -29,9 +29,10 @@ from shapely.errors import ShapelyError
 from shapely.geometry import Point
 
 from geo.clones import CloneMonitor, CloneSettings
+from geo.cotravel import co_travellers
 from indexer.alert_store import AlertStore
 from indexer.store import RecordStore
-from models.plate_text import edit_distance
+from models.plate_text import edit_distance, normalize_plate
 from models.records import InputError, Sighting
 from models.watchlists import (ENTRY_MATCHES, RULE_KINDS, SEVERITIES, WATCHLIST_KINDS, Alert, Rule, Watchlist,
                                WatchEntry, normalise_plate_pattern, wildcard_regex)
@@ -40,6 +41,7 @@ from models.watchlists import (ENTRY_MATCHES, RULE_KINDS, SEVERITIES, WATCHLIST_
 # 1.3–1.6 (mean ≈1.45). Sightline stores unit vectors: 0.6 / 1.45 ≈ 0.41 there, i.e. cosine ≈ 1 - 0.41²/2 ≈ 0.915.
 # Measured on ../shared/eval/faces: genuine pairs ≥ 0.928, impostor pairs ≤ 0.918 — a narrow margin.
 FACE_MATCH_COSINE = 0.92
+COMPANIONS_TTL = timedelta(minutes=10)
 
 
 def deletions(text: str, k: int) -> set[str]:
@@ -223,6 +225,8 @@ class AlertEngine:
             # One streaming clone check for all clone rules; the strictest confidence any of them asks for.
             self.clone_monitor = CloneMonitor({c.id: c for c in cameras}, CloneSettings(
                 min_plate_score=min(r.min_confidence for r in clone_rules) or 0.8)) if clone_rules else None
+            self.companions: dict[str, set[str]] = {}
+            self.companions_at = datetime.min.replace(tzinfo=timezone.utc)
             self.scopes: dict[str, set[str] | None] = {}
             for r in self.rules:
                 scope = set(r.camera_ids) if r.camera_ids else None
@@ -311,6 +315,10 @@ class AlertEngine:
             raise InputError(f"rule kind must be one of {RULE_KINDS}")
         if rule.severity not in SEVERITIES:
             raise InputError(f"severity must be one of {SEVERITIES}")
+        if rule.kind == "co_traveller":
+            rule.target_plate = normalize_plate(rule.target_plate or "")
+            if not rule.target_plate:
+                raise InputError("a co_traveller rule needs target_plate")
         if rule.kind in ("watchlist", "not_on_whitelist"):
             if not rule.watchlist_id:
                 raise InputError(f"a {rule.kind} rule needs a watchlist_id")
@@ -361,6 +369,16 @@ class AlertEngine:
             self.dispatcher.wake.set()
         return raised
 
+    def _companions_of(self, rule: Rule) -> set[str]:
+        """The target's co-travellers over the past week, recomputed every COMPANIONS_TTL (a few ms each)."""
+        now = datetime.now(timezone.utc)
+        if now - self.companions_at > COMPANIONS_TTL:
+            self.companions, self.companions_at = {}, now
+        if rule.id not in self.companions:
+            found = co_travellers(self.records, rule.target_plate or "", now - timedelta(days=7), now)
+            self.companions[rule.id] = {c.plate for c in found}
+        return self.companions[rule.id]
+
     def _in_scope(self, rule: Rule, s: Sighting) -> bool:
         scope = self.scopes.get(rule.id)
         if scope is not None and s.camera_id not in scope:
@@ -378,6 +396,10 @@ class AlertEngine:
         plate = getattr(s.attributes, "plate", None)
         plate_ok = plate and (getattr(s.attributes, "plate_score", 0) or 0) >= rule.min_confidence
         wid = rule.watchlist_id or ""
+        if rule.kind == "co_traveller":
+            if plate_ok and plate in self._companions_of(rule):
+                return [(plate, {"target_plate": rule.target_plate, "reason": "travels with the target"})]
+            return []
         if rule.kind == "cloned_plate":
             return [(c.plate, {"speed_kmh": round(c.speed_kmh, 1), "distance_m": round(c.distance_m),
                                "other_sighting_id": c.pair[0].sighting_id, "other_camera_id": c.pair[0].camera_id,

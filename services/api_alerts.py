@@ -35,8 +35,9 @@ class EntryIn(BaseModel):
 
 class RuleIn(BaseModel):
     name: str = Field(min_length=1)
-    kind: str = Field(default="watchlist", description="watchlist | not_on_whitelist | cloned_plate")
+    kind: str = Field(default="watchlist", description="watchlist | not_on_whitelist | cloned_plate | co_traveller")
     watchlist_id: str | None = None
+    target_plate: str | None = Field(default=None, description="co_traveller: the target whose companions alert")
     camera_ids: list[str] = []
     area_wkt: str | None = Field(default=None, description="POLYGON((lon lat, ...)) — only cameras inside count")
     time_from: time | None = Field(default=None, description="local time-of-day window start (with tz)")

@@ -185,3 +185,33 @@ def test_enrolled_face_alerts_on_another_photo_of_that_person_only(settings, pip
         _frame(api, obama[0], "2026-11-02T09:00:00+08:00")
         alerts = api.get("/alerts").json()
         assert [a["target"] for a in alerts] == ["B. Obama"] and alerts[0]["details"]["similarity"] >= 0.92
+
+
+def test_clone_and_co_traveller_rules_raise_alerts_from_simulated_traffic(settings, eval_dir: Path) -> None:
+    """The built-in rule kinds on the city simulator's ground truth (no models needed: sightings are synthetic)."""
+    from datetime import datetime, timedelta, timezone
+
+    from geo.simulator import build_city
+    from models.watchlists import Rule
+    from services.cameras import from_roadnet
+
+    app = create_app(settings)
+    system, engine = app.state.system, app.state.alerts
+    cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson")
+    system.store.upsert_cameras(cams)
+    city = build_city(cams, 120, seed=3, convoys=3, clones=3)
+    now = datetime.now(timezone.utc)
+    history = list(city.sightings(3, start=now - timedelta(days=7)))
+    system.store.add_sightings(history)
+    target, followers = next(iter(city.truth.convoys.items()))
+    engine.put_rule(Rule("co", "with the target", kind="co_traveller", target_plate=target, cooldown_s=0))
+    engine.put_rule(Rule("cl", "clones", kind="cloned_plate", cooldown_s=0, severity="high"))
+    with pytest.raises(InputError):
+        engine.put_rule(Rule("bad", "no target", kind="co_traveller"))
+    recent = list(city.sightings(7, start=now - timedelta(days=7)))  # the stream of a week, as it arrives
+    raised = engine.check(recent)
+    seen_with = {a.target for a in raised if a.rule_id == "co"}
+    clones = {a.target for a in raised if a.rule_id == "cl"}
+    assert seen_with == followers
+    assert clones and clones <= city.truth.cloned_plates
+    system.close()
