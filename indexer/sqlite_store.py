@@ -172,12 +172,10 @@ class SQLiteStore(RecordStore):
             where.append("frame_sha256=?"), args.append(q.frame_sha256)
         if q.ids is not None:
             where.append(f"id IN ({','.join('?' * len(q.ids))})" if q.ids else "0"), args.extend(q.ids)
-        for column in ("vehicle_type", "vehicle_color", "plate_color"):
-            if getattr(q, column) is not None:
-                where.append(f"{column}=?"), args.append(getattr(q, column))
-        for name in ("gender", "upper_color", "lower_color", "bag", "hat"):  # person attributes live in the JSON
-            value = getattr(q, name)
-            if value is not None:
+        for name, value in q.attributes.items():
+            if name in ("vehicle_type", "vehicle_color", "plate_color"):  # indexed columns
+                where.append(f"{name}=?"), args.append(value)
+            else:  # person attributes live in the JSON
                 where.append(f"json_extract(attributes, '$.{name}')=?"), args.append(int(value) if isinstance(value, bool) else value)
         sql = f"SELECT {_SIGHTING_COLUMNS} FROM sightings"
         if where:

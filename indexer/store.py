@@ -2,13 +2,31 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
 import numpy as np
 
 from models.records import Camera, Sighting
+
+
+@dataclass
+class AttributeFilter:
+    """Attribute conditions of a search (None = any): vehicle columns and person attributes."""
+
+    vehicle_type: str | None = None
+    vehicle_color: str | None = None
+    plate_color: str | None = None
+    gender: str | None = None
+    upper_color: str | None = None
+    lower_color: str | None = None
+    bag: bool | None = None
+    hat: bool | None = None
+
+    def items(self) -> list[tuple[str, object]]:
+        """The conditions that are set."""
+        return [(k, v) for k, v in self.__dict__.items() if v is not None]
 
 
 @dataclass
@@ -19,15 +37,7 @@ class SightingQuery:
     end: datetime | None = None
     plate: str | None = None
     frame_sha256: str | None = None
-    # attribute filters (None = any)
-    vehicle_type: str | None = None
-    vehicle_color: str | None = None
-    plate_color: str | None = None
-    gender: str | None = None
-    upper_color: str | None = None
-    lower_color: str | None = None
-    bag: bool | None = None
-    hat: bool | None = None
+    attributes: AttributeFilter = field(default_factory=AttributeFilter)
     ids: list[str] | None = None
     newest_first: bool = True
     limit: int = 100

@@ -7,6 +7,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
 from indexer.plate_index import PlateDictionary
+from indexer.store import AttributeFilter
 from models.records import parse_time
 from services.alerts import FACE_MATCH_COSINE
 from services.search import Filters, attribute_search, face_search, image_search, plate_search
@@ -28,10 +29,9 @@ class FiltersIn(BaseModel):
     hat: bool | None = None
 
     def filters(self) -> Filters:
-        data = self.model_dump(include=set(FiltersIn.model_fields))
-        data["start"] = parse_time(self.start) if self.start else None
-        data["end"] = parse_time(self.end) if self.end else None
-        return Filters(**data)
+        attributes = AttributeFilter(**self.model_dump(include=set(AttributeFilter.__dataclass_fields__)))
+        return Filters(parse_time(self.start) if self.start else None, parse_time(self.end) if self.end else None,
+                       self.camera_ids, self.area, attributes)
 
 
 class AttributeSearchIn(FiltersIn):

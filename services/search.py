@@ -1,7 +1,7 @@
 """The four ways investigators search: by plate, by attributes, by photo, by face."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -9,7 +9,7 @@ import numpy as np
 from geo.areas import cameras_inside
 from geo.trajectories import check_range
 from indexer.plate_index import PlateDictionary, reader_distance
-from indexer.store import SightingQuery
+from indexer.store import AttributeFilter, SightingQuery
 from models.imageops import crop, decode_image
 from models.records import BBox, InputError, Sighting
 from services.alerts import FACE_MATCH_COSINE
@@ -26,14 +26,7 @@ class Filters:
     end: datetime | None = None
     camera_ids: list[str] | None = None
     area: dict | None = None  # GeoJSON polygon
-    vehicle_type: str | None = None
-    vehicle_color: str | None = None
-    plate_color: str | None = None
-    gender: str | None = None
-    upper_color: str | None = None
-    lower_color: str | None = None
-    bag: bool | None = None
-    hat: bool | None = None
+    attributes: AttributeFilter = field(default_factory=AttributeFilter)
 
     def query(self, system: Sightline, kind: str | None, limit: int, offset: int = 0,
               newest_first: bool = True) -> SightingQuery:
@@ -42,13 +35,11 @@ class Filters:
         if self.area is not None:
             inside = cameras_inside(system.store, self.area)
             cameras = [c for c in inside if cameras is None or c in cameras] or ["\0none"]
-        attrs = {f.name: getattr(self, f.name) for f in fields(self)
-                 if f.name not in ("start", "end", "camera_ids", "area")}
         return SightingQuery(kind=kind, camera_ids=cameras, start=self.start, end=self.end, limit=limit,
-                             offset=offset, newest_first=newest_first, **attrs)
+                             offset=offset, newest_first=newest_first, attributes=self.attributes)
 
     def active(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in fields(self))
+        return any(v is not None for v in (self.start, self.end, self.camera_ids, self.area)) or bool(self.attributes.items())
 
 
 def plate_search(system: Sightline, plates: PlateDictionary, q: str, mode: str, filters: Filters,
