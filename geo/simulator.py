@@ -1,30 +1,36 @@
 """A deterministic city for tests and benchmarks, with ground truth.
 
 Cameras stand on the real Shanghai intersections. Each vehicle has a home and a
-work intersection and commutes on weekdays along the cameras nearest the straight
-line between them, at 25–60 km/h, leaving home between 07:00 and 09:00 and work
-between 17:00 and 19:00 (local time, UTC+8). Some vehicles follow a target as a
-convoy (10–40 s behind at every camera of its trips, ±5 s of traffic); some plates are cloned (a
-second car with the same plate lives across town); a share of reads are misread
-(one character changed, with a lower confidence score).
+work intersection and commutes every simulated day along the cameras nearest the
+straight line between them (roads taken as 1.3× the straight line), at 25–60 km/h,
+leaving home between 07:00 and 09:00 and work between 17:00 and 19:00 (local time,
+UTC+8). Some vehicles follow a target as a convoy (10–40 s behind at every camera of
+its trips, ±5 s of traffic); some plates are cloned (a second car with the same plate
+lives across town); a share of reads are misread (one character changed, mostly with
+a low confidence score). Days are generated as columns, vectorised over the fleet,
+so that 10 million sightings take seconds rather than a Sighting object each.
 """
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 import numpy as np
 
-from geo.trajectories import haversine_m
+from geo.distance import haversine_m
+from indexer.store import VehicleColumns
 from models.records import BBox, Camera, Sighting, VehicleAttributes
 
 LOCAL = timezone(timedelta(hours=8))
+FIRST_DAY = datetime(2026, 11, 2, tzinfo=LOCAL)
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 ALNUM = LETTERS + "0123456789"
 COLORS = ("white", "gray", "black", "red", "blue", "yellow", "green")
 TYPES = ("car", "car", "car", "van", "truck", "bus")
+ROAD_FACTOR = 1.3  # roads are not straight
+CONFIDENT_MISREADS = 0.05  # share of misreads the reader is nevertheless sure of (score 0.80–0.90)
 
 
 @dataclass
@@ -47,65 +53,108 @@ class Truth:
 
 
 @dataclass
+class Day:
+    """One simulated day: the store's bulk-load columns plus which vehicle made each read."""
+
+    columns: VehicleColumns
+    vehicle: np.ndarray  # index into City.vehicles per row
+    misread: np.ndarray  # bool per row
+
+
+def _route(a: int, b: int, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cameras within ~400 m of the straight line a→b, ordered along it, and the road metres to reach each."""
+    ax, ay, bx, by = lon[a], lat[a], lon[b], lat[b]
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy or 1e-12
+    t = ((lon - ax) * dx + (lat - ay) * dy) / length2
+    off = np.abs((lon - ax) * dy - (lat - ay) * dx) / np.sqrt(length2)
+    on_route = np.flatnonzero((t > 0) & (t < 1) & (off < 0.004))
+    cams = np.array([a, *on_route[np.argsort(t[on_route])].tolist(), b], dtype=np.int64)
+    metres = np.concatenate([[0.0], np.cumsum(haversine_m(lon[cams[:-1]], lat[cams[:-1]], lon[cams[1:]], lat[cams[1:]]))])
+    return cams, metres * ROAD_FACTOR
+
+
+@dataclass
 class City:
     cameras: list[Camera]
     vehicles: list[Vehicle]
     truth: Truth
     seed: int
 
-    def sightings(self, days: int, misread_rate: float = 0.02, start: datetime | None = None):  # noqa: ANN201
-        """Yield the sightings of `days` weekdays, day by day, in time order within each day."""
-        rng = random.Random(self.seed + 1)
-        first = start or datetime(2026, 11, 2, tzinfo=LOCAL)
+    def days(self, days: int, misread_rate: float = 0.02, start: datetime | None = None) -> Iterator[Day]:
+        """Each day's reads as columns, in time order. The same seed always gives the same reads."""
+        first = start or FIRST_DAY
         lon = np.array([c.lon for c in self.cameras])
         lat = np.array([c.lat for c in self.cameras])
+        drivers = np.array([i for i, v in enumerate(self.vehicles) if v.leader is None], dtype=np.int64)
+        speed = np.array([v.speed_kmh / 3.6 for v in self.vehicles])
+        # Each driver's two trips, flattened: row -> (vehicle, camera, seconds after departure).
+        trips = []
+        for a_of, b_of in ((lambda v: v.home, lambda v: v.work), (lambda v: v.work, lambda v: v.home)):
+            cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+            veh, cam, off = [], [], []
+            for i in drivers.tolist():
+                v = self.vehicles[i]
+                key = (a_of(v), b_of(v))
+                if key not in cache:
+                    cache[key] = _route(*key, lon, lat)
+                cams, metres = cache[key]
+                veh.append(np.full(len(cams), i)), cam.append(cams), off.append(metres / speed[i])
+            trips.append((np.concatenate(veh), np.concatenate(cam), np.concatenate(off)))
+        followers = [(i, v.leader, v.lag_s) for i, v in enumerate(self.vehicles) if v.leader is not None]
+        plates = np.array([v.plate for v in self.vehicles], dtype=object)
+        colors = np.array([v.color for v in self.vehicles], dtype=object)
+        types = np.array([v.vehicle_type for v in self.vehicles], dtype=object)
+        camera_ids = np.array([c.id for c in self.cameras], dtype=object)
         for day in range(days):
-            midnight = first + timedelta(days=day)
-            day_rows: list[Sighting] = []
-            leaving: dict[int, list[tuple[int, datetime]]] = {}
-            for i, v in enumerate(self.vehicles):
-                if v.leader is not None:
-                    continue
-                morning = midnight + timedelta(hours=7, seconds=rng.uniform(0, 7200))
-                evening = midnight + timedelta(hours=17, seconds=rng.uniform(0, 7200))
-                passes = self._drive(v, v.home, v.work, morning, lon, lat) + self._drive(v, v.work, v.home, evening, lon, lat)
-                leaving[i] = passes
-                day_rows += [self._read(v, cam, ts, rng, misread_rate) for cam, ts in passes]
-            for v in self.vehicles:
-                if v.leader is not None and v.leader in leaving:
-                    day_rows += [self._read(v, cam, ts + timedelta(seconds=max(2.0, v.lag_s + rng.gauss(0, 5))), rng, misread_rate)
-                                 for cam, ts in leaving[v.leader]]
-            yield from sorted(day_rows, key=lambda s: s.ts)
+            rng = np.random.default_rng([self.seed, day])
+            midnight = (first + timedelta(days=day)).timestamp()
+            depart = np.zeros(len(self.vehicles))
+            veh_parts, cam_parts, ts_parts = [], [], []
+            for hour, (veh, cam, off) in zip((7, 17), trips):
+                depart[drivers] = midnight + hour * 3600 + rng.uniform(0, 7200, len(drivers))
+                ts = depart[veh] + off
+                veh_parts.append(veh), cam_parts.append(cam), ts_parts.append(ts)
+                for i, leader, lag in followers:
+                    mine = veh == leader
+                    veh_parts.append(np.full(int(mine.sum()), i)), cam_parts.append(cam[mine])
+                    ts_parts.append(ts[mine] + np.maximum(2.0, lag + rng.normal(0, 5, int(mine.sum()))))
+            veh, cam, ts = np.concatenate(veh_parts), np.concatenate(cam_parts), np.concatenate(ts_parts)
+            order = np.argsort(ts, kind="stable")
+            veh, cam, ts_us = veh[order], cam[order], np.round(ts[order] * 1e6).astype(np.int64)
+            n = len(veh)
+            misread = rng.random(n) < misread_rate
+            score = rng.uniform(0.85, 0.99, n)
+            confident = rng.random(n) < CONFIDENT_MISREADS
+            score[misread] = np.where(confident[misread], rng.uniform(0.80, 0.90, n)[misread],
+                                      rng.uniform(0.3, 0.75, n)[misread])
+            read = plates[veh]
+            for row, pos, pick in zip(np.flatnonzero(misread).tolist(), rng.integers(2, 7, n)[misread].tolist(),
+                                      rng.integers(0, len(ALNUM) - 1, n)[misread].tolist()):
+                plate = read[row]
+                read[row] = plate[:pos] + ALNUM.replace(plate[pos], "")[pick] + plate[pos + 1:]
+            self.truth.misreads += int(misread.sum())
+            ids = [f"sim{self.seed}-{day:03d}-{i:07d}" for i in range(n)]
+            yield Day(VehicleColumns(ids, camera_ids[cam].tolist(), ts_us, read.tolist(), np.round(score, 3),
+                                     colors[veh].tolist(), types[veh].tolist()), veh, misread)
 
-    def _drive(self, v: Vehicle, a: int, b: int, depart: datetime, lon: np.ndarray, lat: np.ndarray
-               ) -> list[tuple[int, datetime]]:
-        """Cameras near the straight line a→b, ordered along it, with arrival times at the vehicle's speed."""
-        ax, ay, bx, by = lon[a], lat[a], lon[b], lat[b]
-        dx, dy = bx - ax, by - ay
-        length2 = dx * dx + dy * dy or 1e-12
-        t = ((lon - ax) * dx + (lat - ay) * dy) / length2
-        off = np.abs((lon - ax) * dy - (lat - ay) * dx) / np.sqrt(length2)
-        on_route = np.flatnonzero((t > 0) & (t < 1) & (off < 0.004))  # within ~400 m of the line
-        route = [a, *on_route[np.argsort(t[on_route])].tolist(), b]
-        out, clock = [], depart
-        for prev, cam in zip(route, route[1:] + [None]):
-            out.append((prev, clock))
-            if cam is not None:
-                metres = float(haversine_m(lon[prev], lat[prev], lon[cam], lat[cam])) * 1.3  # roads are not straight
-                clock = clock + timedelta(seconds=metres / (v.speed_kmh / 3.6))
-        return out
+    def sightings(self, days: int, misread_rate: float = 0.02, start: datetime | None = None) -> Iterator[Sighting]:
+        """The same reads as Sighting objects (tests and the streaming check; bulk loads use days())."""
+        for d in self.days(days, misread_rate, start):
+            c = d.columns
+            for sid, cam, ts, plate, score, color, vtype in zip(c.ids, c.camera_ids, c.ts_us.tolist(), c.plates,
+                                                                c.plate_scores.tolist(), c.vehicle_colors, c.vehicle_types):
+                yield Sighting(sid, cam, datetime.fromtimestamp(ts / 1e6, timezone.utc), "vehicle", BBox(0, 0, 100, 60),
+                               0.9, VehicleAttributes(plate=plate, plate_score=score, vehicle_color=color,
+                                                      vehicle_type=vtype))
 
-    def _read(self, v: Vehicle, cam: int, ts: datetime, rng: random.Random, misread_rate: float) -> Sighting:
-        plate, score = v.plate, rng.uniform(0.85, 0.99)
-        if rng.random() < misread_rate:
-            i = rng.randrange(2, len(plate))
-            plate = plate[:i] + rng.choice(ALNUM.replace(plate[i], "")) + plate[i + 1:]
-            score = rng.uniform(0.3, 0.75)
-            self.truth.misreads += 1
-        return Sighting(uuid.UUID(int=rng.getrandbits(128)).hex, self.cameras[cam].id, ts.astimezone(timezone.utc),
-                        "vehicle", BBox(0, 0, 100, 60), 0.9,
-                        VehicleAttributes(plate=plate, plate_score=round(score, 3), vehicle_color=v.color,
-                                          vehicle_type=v.vehicle_type), frame_sha256=None)
+    def reads_per_day(self) -> float:
+        """Reads a day makes, for sizing a fleet to a wanted number of sightings."""
+        lon = np.array([c.lon for c in self.cameras])
+        lat = np.array([c.lat for c in self.cameras])
+        sample = self.vehicles[:300]
+        per = [len(_route(v.home, v.work, lon, lat)[0]) * 2 for v in sample]
+        return float(np.mean(per)) * len(self.vehicles)
 
 
 def build_city(cameras: list[Camera], vehicles: int, seed: int = 11, convoys: int = 10, clones: int = 10) -> City:

@@ -11,17 +11,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from geo.distance import haversine_m
 from indexer.store import RecordStore, SightingQuery
 from models.records import Camera, InputError, Sighting
-
-EARTH_RADIUS_M = 6_371_008.8
-
-
-def haversine_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in metres, vectorised over arrays of degrees."""
-    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lon1, lat1, lon2, lat2))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.store import FrameRecord, RecordStore, SightingQuery, StoredVector
+from indexer.store import FrameRecord, ReadColumns, RecordStore, SightingQuery, StoredVector, VehicleColumns
 from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
 SCHEMA = """
@@ -246,6 +246,72 @@ class SQLiteStore(RecordStore):
             rows = self.conn.execute("SELECT id, plate, ts_us FROM sightings WHERE camera_id=? AND ts_us BETWEEN ? AND ? "
                                      "AND kind=?", (camera_id, to_us(start), to_us(end), kind)).fetchall()
         return [(r[0], r[1], from_us(r[2])) for r in rows]
+
+    def add_vehicle_columns(self, columns: VehicleColumns) -> None:
+        c = columns
+        rows = [(sid, cam, ts, "vehicle", "[0, 0, 0, 0]", 1.0, None, None, plate, score, None, vtype, color,
+                 json.dumps({"plate": plate, "plate_score": score, "vehicle_type": vtype, "vehicle_color": color},
+                            ensure_ascii=False), None, None, "{}", None)
+                for sid, cam, ts, plate, score, color, vtype in zip(c.ids, c.camera_ids, c.ts_us.tolist(), c.plates,
+                                                                    c.plate_scores.tolist(), c.vehicle_colors, c.vehicle_types)]
+        plates: dict[str, list[int]] = {}  # the plate dictionary takes one upsert per distinct plate, not per row
+        for plate, ts in zip(c.plates, c.ts_us.tolist()):
+            seen = plates.get(plate)
+            if seen is None:
+                plates[plate] = [1, ts, ts]
+            else:
+                seen[0] += 1
+                seen[1], seen[2] = min(seen[1], ts), max(seen[2], ts)
+        with self.lock:
+            cache = self.conn.execute("PRAGMA cache_size").fetchone()[0]
+            self.conn.execute("PRAGMA cache_size=-1000000")  # 1 GB while loading: index pages stay in memory
+            try:
+                with self._tx():
+                    self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
+                                          rows)
+                    self.conn.executemany("INSERT INTO plates VALUES (?, ?, ?, ?) ON CONFLICT(plate) DO UPDATE SET "
+                                          "sightings=sightings+excluded.sightings, first_us=MIN(first_us, excluded.first_us), "
+                                          "last_us=MAX(last_us, excluded.last_us)", [(p, *v) for p, v in plates.items()])
+            finally:
+                self.conn.execute(f"PRAGMA cache_size={int(cache)}")
+
+    def plate_read_columns(self, start: datetime | None, end: datetime | None, min_score: float,
+                           batch: int = 1_000_000) -> Iterator[ReadColumns]:
+        # CROSS JOIN keeps the sightings' time index as the outer loop: rows come in time order, read sequentially.
+        sql = ("SELECT p.rowid, c.lon, c.lat, s.ts_us FROM sightings s CROSS JOIN plates p CROSS JOIN cameras c "
+               "WHERE p.plate = s.plate AND c.id = s.camera_id AND s.plate IS NOT NULL AND s.plate_score >= ?")
+        args: list = [min_score]
+        if start:
+            sql += " AND s.ts_us >= ?"
+            args.append(to_us(start))
+        if end:
+            sql += " AND s.ts_us < ?"
+            args.append(to_us(end))
+        reader = sqlite3.connect(str(self.path))  # its own snapshot, as in plate_reads
+        try:
+            cursor = reader.execute(sql + " ORDER BY s.ts_us", args)
+            while chunk := cursor.fetchmany(batch):
+                table = np.array(chunk, dtype=np.float64)  # microsecond times stay exact below 2**53
+                yield ReadColumns(table[:, 0].astype(np.int64), table[:, 1], table[:, 2], table[:, 3].astype(np.int64))
+        finally:
+            reader.close()
+
+    def plate_names(self, plate_ids: list[int]) -> dict[int, str]:
+        out: dict[int, str] = {}
+        with self.lock:
+            for i in range(0, len(plate_ids), 5_000):
+                part = [int(p) for p in plate_ids[i:i + 5_000]]
+                out.update(self.conn.execute(f"SELECT rowid, plate FROM plates WHERE rowid IN ({','.join('?' * len(part))})",
+                                             part).fetchall())
+        return out
+
+    def get_vectors(self, space: str, vector_ids: list[int]) -> dict[int, np.ndarray]:
+        if not vector_ids:
+            return {}
+        with self.lock:
+            rows = self.conn.execute(f"SELECT id, vector FROM vectors WHERE space=? AND id IN ({','.join('?' * len(vector_ids))})",
+                                     [space, *vector_ids]).fetchall()
+        return {int(r[0]): np.frombuffer(r[1], dtype=np.float32) for r in rows}
 
     def close(self) -> None:
         with self.lock:

@@ -63,6 +63,29 @@ class StoredVector:
     vector: np.ndarray
 
 
+@dataclass
+class VehicleColumns:
+    """Vehicle sightings as columns, bulk-loaded without frames, crops or vectors (simulations, imports at 10M)."""
+
+    ids: list[str]
+    camera_ids: list[str]
+    ts_us: np.ndarray  # int64 microseconds since the epoch, UTC
+    plates: list[str]
+    plate_scores: np.ndarray
+    vehicle_colors: list[str | None]
+    vehicle_types: list[str | None]
+
+
+@dataclass
+class ReadColumns:
+    """One chunk of plate reads in time order, as arrays: the clone scan's input without a Sighting per row."""
+
+    plate_ids: np.ndarray  # int64 keys of the plate dictionary; plate_names() gives the text
+    lon: np.ndarray
+    lat: np.ndarray
+    ts_us: np.ndarray  # int64
+
+
 class RecordStore(ABC):
     @abstractmethod
     def upsert_cameras(self, cameras: list[Camera]) -> int: ...
@@ -122,6 +145,22 @@ class RecordStore(ABC):
     def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"
                       ) -> list[tuple[str, str | None, datetime]]:
         """(sighting id, plate, time) at one camera in [start, end] — the co-travel join."""
+
+    @abstractmethod
+    def add_vehicle_columns(self, columns: VehicleColumns) -> None:
+        """Bulk-load vehicle sightings given as columns, in one transaction."""
+
+    @abstractmethod
+    def plate_read_columns(self, start: datetime | None, end: datetime | None, min_score: float,
+                           batch: int = 1_000_000) -> Iterator[ReadColumns]:
+        """Plate reads scoring at least min_score in [start, end), in time order, in chunks, with camera positions."""
+
+    @abstractmethod
+    def plate_names(self, plate_ids: list[int]) -> dict[int, str]: ...
+
+    @abstractmethod
+    def get_vectors(self, space: str, vector_ids: list[int]) -> dict[int, np.ndarray]:
+        """Stored appearance vectors by id (evidence for a few sightings, not a search)."""
 
     @abstractmethod
     def close(self) -> None: ...

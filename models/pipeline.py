@@ -131,7 +131,12 @@ class Pipeline:
     def _assign_plate(owner: Observation, plate: PlateReading | None) -> None:
         attrs = owner.attributes
         assert isinstance(attrs, VehicleAttributes)
-        if plate is not None and (attrs.plate is None or (plate.score or 0) > (attrs.plate_score or 0)):
+        if plate is None or not plate.text:
+            return
+        if not is_valid_plate(plate.text):  # a partial or foreign read: kept for the record, never as the plate
+            attrs.plate_raw = attrs.plate_raw or plate.text
+            return
+        if attrs.plate is None or (plate.score or 0) > (attrs.plate_score or 0):
             attrs.plate, attrs.plate_score = plate.text, round(float(plate.score), 3)
             attrs.plate_color, attrs.plate_layers = plate.color, plate.layers
 

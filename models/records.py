@@ -88,6 +88,7 @@ class VehicleAttributes:
     plate_score: float | None = None
     plate_color: str | None = None
     plate_layers: int | None = None
+    plate_raw: str | None = None  # a read that is not a valid plate (partial, foreign): not searchable as a plate
     vehicle_type: str | None = None
     vehicle_type_score: float | None = None
     vehicle_color: str | None = None

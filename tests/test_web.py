@@ -119,6 +119,24 @@ def test_plate_search_form_lists_fuzzy_matches(page) -> None:  # noqa: ANN001
     assert "400" in page.inner_text("#message")
 
 
+def test_analytics_pages_answer_clones_co_travel_and_drawn_areas(page) -> None:  # noqa: ANN001
+    page.click("nav a[data-view=analytics]")
+    page.click("#clones-form button[type=submit]")
+    page.wait_for_selector("#message.info", timeout=15_000)  # the eval photos hold no cloned plate
+    assert "No cloned plates" in page.inner_text("#message")
+    page.fill("#cotravel-plate", "皖AY766D")
+    page.click("#cotravel-form button[type=submit]")
+    page.wait_for_function("document.getElementById('message').innerText.includes('Nobody travels with')",
+                           timeout=15_000)
+    box = page.locator("#map").bounding_box()
+    for dx, dy in ((0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8)):  # an area around most of the cameras
+        page.mouse.click(box["x"] + box["width"] * dx, box["y"] + box["height"] * dy)
+    page.click("#area-form button[type=submit]")
+    page.wait_for_selector("#analytics-results li", timeout=15_000)
+    assert "皖AY766D" in page.inner_text("#analytics-results")
+    shot(page, "analytics-area")
+
+
 def test_errors_from_the_api_are_shown_as_messages(page) -> None:  # noqa: ANN001
     page.fill("#traj-plate", "NOSUCHPLATE")
     page.click("#trajectory-form button[type=submit]")

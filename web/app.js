@@ -327,6 +327,16 @@ $("cotravel-form").addEventListener("submit", (e) => {
   guarded(async () => {
     const plate = $("cotravel-plate").value.trim().toUpperCase();
     const found = await api(`/co-travel/${encodeURIComponent(plate)}?window_s=${$("cotravel-window").value}`);
+    overlay.clearLayers();
+    const shared = [];
+    found.companions.forEach((c, n) => c.shared.forEach((r) => {
+      const cam = cameras.get(r.camera_id);
+      if (!cam) return;
+      shared.push([cam.lat, cam.lon]);
+      L.circleMarker([cam.lat, cam.lon], { radius: 7 + 2 * n, color: "#7c3aed", fill: false, weight: 2 })
+        .bindTooltip(`${c.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`).addTo(overlay);
+    }));
+    if (shared.length) map.fitBounds(shared, { padding: [40, 40], maxZoom: 15 });
     const list = $("analytics-results");
     list.replaceChildren(...found.companions.map((c) => el("li", {},
       el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" }, `${c.cameras} shared cameras · lag ${Math.round(c.mean_lag_s)} s`)),
