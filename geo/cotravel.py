@@ -7,6 +7,7 @@ its distance; a car that happens to pass twice does not).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -35,18 +36,21 @@ class Companion:
 
 def co_travellers(store: RecordStore, plate: str, start: datetime | None = None, end: datetime | None = None,
                   window_s: float = 60.0, min_cameras: int = 3, max_lag_std_s: float | None = 15.0,
-                  min_trips: int = 2, limit: int = 50) -> list[Companion]:
+                  min_trips: int = 2, min_coverage: float = 0.5, limit: int = 50) -> list[Companion]:
     """Companions of `plate` that keep their place and come back.
 
     Cars that merely share a busy road pass within the window at random lags, on both
     sides of the target; a convoy stays ahead or behind by about the same time
     (max_lag_std_s). Two cars can also drive side by side once by chance; a companion
     is seen with the target on at least `min_trips` of its trips (trips are split by
-    gaps over 30 minutes; a target with fewer trips in the range needs all of them).
+    gaps over 30 minutes; a target with fewer trips in the range needs all of them). And a
+    companion keeps with the target for most of those trips (`min_coverage` of the target's
+    camera passes in them): in dense traffic, cars sharing a few cameras of a long route at
+    a steady lag by chance are common, cars sharing most of it are not.
     """
     check_range(start, end)
-    if window_s <= 0 or min_cameras < 1:
-        raise InputError("window_s must be positive and min_cameras at least 1")
+    if window_s <= 0 or min_cameras < 1 or not 0 <= min_coverage <= 1:
+        raise InputError("window_s must be positive, min_cameras at least 1 and min_coverage in [0, 1]")
     target = sorted(store.query(SightingQuery(kind="vehicle", plate=plate, start=start, end=end, limit=100_000)),
                     key=lambda s: s.ts)
     trip_of, trip = {}, 0
@@ -55,6 +59,7 @@ def co_travellers(store: RecordStore, plate: str, start: datetime | None = None,
             trip += 1
         trip_of[after.id] = trip
     needed_trips = min(min_trips, trip + 1)
+    passes_in_trip = Counter(trip_of[t.id] for t in {(t.camera_id, trip_of[t.id]): t for t in target}.values())
     window = timedelta(seconds=window_s)
     passes: dict[str, dict[str, tuple[float, dict]]] = {}  # plate -> camera -> (|lag|, record) keeping the closest
     for t in target:
@@ -72,7 +77,8 @@ def co_travellers(store: RecordStore, plate: str, start: datetime | None = None,
     for other, by_pass in passes.items():
         cameras = {camera for camera, _ in by_pass}
         trips = {trip for _, trip in by_pass}
-        if len(cameras) < min_cameras or len(trips) < needed_trips:
+        if len(cameras) < min_cameras or len(trips) < needed_trips \
+                or len(by_pass) < min_coverage * sum(passes_in_trip[t] for t in trips):
             continue
         shared = [r for _, r in by_pass.values()]
         lags = np.array([r["lag_s"] for r in shared])

@@ -148,13 +148,19 @@ class City:
                                0.9, VehicleAttributes(plate=plate, plate_score=score, vehicle_color=color,
                                                       vehicle_type=vtype))
 
-    def reads_per_day(self) -> float:
-        """Reads a day makes, for sizing a fleet to a wanted number of sightings."""
+    def route_cameras(self, plate: str) -> set[str]:
+        """The distinct cameras a (non-cloned) plate passes every day: what a convoy behind it shares."""
+        v = next(v for v in self.vehicles if v.plate == plate)
         lon = np.array([c.lon for c in self.cameras])
         lat = np.array([c.lat for c in self.cameras])
-        sample = self.vehicles[:300]
-        per = [len(_route(v.home, v.work, lon, lat)[0]) * 2 for v in sample]
-        return float(np.mean(per)) * len(self.vehicles)
+        cams = set(_route(v.home, v.work, lon, lat)[0].tolist()) | set(_route(v.work, v.home, lon, lat)[0].tolist())
+        return {self.cameras[i].id for i in cams}
+
+    def reads_per_vehicle_day(self) -> float:
+        """Mean reads a vehicle makes a day, for sizing a fleet to a wanted number of sightings."""
+        lon = np.array([c.lon for c in self.cameras])
+        lat = np.array([c.lat for c in self.cameras])
+        return float(np.mean([len(_route(v.home, v.work, lon, lat)[0]) * 2 for v in self.vehicles]))
 
 
 def build_city(cameras: list[Camera], vehicles: int, seed: int = 11, convoys: int = 10, clones: int = 10) -> City:
@@ -170,8 +176,18 @@ def build_city(cameras: list[Camera], vehicles: int, seed: int = 11, convoys: in
                 plates.add(p)
                 return p
 
-    fleet = [Vehicle(new_plate(), rng.randrange(len(cameras)), rng.randrange(len(cameras)), rng.uniform(25, 60),
-                     rng.choice(COLORS), rng.choice(TYPES)) for _ in range(vehicles)]
+    def commute(home: int, avoid: tuple[int, ...] = ()) -> int:
+        """A workplace 3-25 km from home (and over 10 km from `avoid`): a commute long enough to meet traffic."""
+        d = haversine_m(lon[home], lat[home], lon, lat)
+        ok = (d >= 3_000) & (d <= 25_000)
+        for place in avoid:
+            ok &= haversine_m(lon[place], lat[place], lon, lat) > 10_000
+        choices = np.flatnonzero(ok)
+        return int(rng.choice(choices.tolist())) if len(choices) else rng.randrange(len(cameras))
+
+    homes = [rng.randrange(len(cameras)) for _ in range(vehicles)]
+    fleet = [Vehicle(new_plate(), home, commute(home), rng.uniform(25, 60), rng.choice(COLORS), rng.choice(TYPES))
+             for home in homes]
     truth = Truth()
     for leader in rng.sample(range(len(fleet)), convoys):
         follower = Vehicle(new_plate(), fleet[leader].home, fleet[leader].work, fleet[leader].speed_kmh,
@@ -181,10 +197,12 @@ def build_city(cameras: list[Camera], vehicles: int, seed: int = 11, convoys: in
     originals = [i for i in range(vehicles) if fleet[i].plate not in truth.convoys]
     for original in rng.sample(originals, clones):
         o = fleet[original]
-        far = np.flatnonzero(haversine_m(lon[o.home], lat[o.home], lon, lat) > 15_000)
-        if len(far) < 2:
+        far = np.flatnonzero((haversine_m(lon[o.home], lat[o.home], lon, lat) > 15_000)
+                             & (haversine_m(lon[o.work], lat[o.work], lon, lat) > 10_000))
+        if not len(far):
             continue
-        home, work = rng.sample(far.tolist(), 2)
-        fleet.append(Vehicle(o.plate, home, work, rng.uniform(25, 60), rng.choice(COLORS), rng.choice(TYPES)))
+        home = int(rng.choice(far.tolist()))  # the twin lives and works across town
+        fleet.append(Vehicle(o.plate, home, commute(home, (o.home, o.work)), rng.uniform(25, 60), rng.choice(COLORS),
+                             rng.choice(TYPES)))
         truth.cloned_plates.add(o.plate)
     return City(cameras, fleet, truth, seed)

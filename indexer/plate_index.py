@@ -71,7 +71,8 @@ class PlateMatch:
 
 
 class PlateDictionary:
-    """Every distinct plate in memory: a sorted list for prefixes, a bigram index for fuzzy candidates."""
+    """Every distinct plate in memory: a sorted list for prefixes, the same as one newline-joined text for
+    wildcards (one C regex scan instead of a Python loop per plate), a bigram index for fuzzy candidates."""
 
     def __init__(self, store: RecordStore):
         self.store = store
@@ -79,6 +80,7 @@ class PlateDictionary:
         self.sorted: list[str] = []
         self.reversed_sorted: list[str] = []
         self.bigrams: dict[str, list[int]] = {}
+        self._text: tuple[str, np.ndarray] | None = None  # (sorted plates joined by "\n", start offsets)
         self.last_rowid = 0
         self.lock = threading.Lock()
         self.refresh()
@@ -96,8 +98,20 @@ class PlateDictionary:
                 for gram in {folded[i:i + 2] for i in range(len(folded) - 1)}:
                     self.bigrams.setdefault(gram, []).append(index)
                 self.last_rowid = rowid
-            self.sorted = sorted(self.plates)
-            self.reversed_sorted = sorted(p[::-1] for p in self.plates)
+            if len(new) < 1000:  # a trickle while ingesting: insert in place rather than re-sort
+                for _, plate, _ in new:
+                    bisect.insort(self.sorted, plate)
+                    bisect.insort(self.reversed_sorted, plate[::-1])
+            else:
+                self.sorted = sorted(self.plates)
+                self.reversed_sorted = sorted(p[::-1] for p in self.plates)
+            self._text = None
+
+    def _joined(self) -> tuple[str, np.ndarray]:
+        if self._text is None:
+            lengths = np.fromiter((len(p) + 1 for p in self.sorted), dtype=np.int64, count=len(self.sorted))
+            self._text = "\n".join(self.sorted), np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return self._text
 
     def search(self, query: str, mode: str, limit: int = 50, max_distance: float = 2.0) -> list[PlateMatch]:
         text = check_pattern(query, mode)
@@ -119,17 +133,21 @@ class PlateDictionary:
             return self._fuzzy(text, limit, max_distance)
 
     def _wildcard(self, text: str, limit: int) -> list[PlateMatch]:
+        """A known prefix narrows the scan to its slice of the sorted plates; the rest is one regex pass."""
         prefix = re.match(r"^[^?*]*", text).group(0)
-        rx = re.compile("".join("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in text))
-        start = bisect.bisect_left(self.sorted, prefix)
+        rx = re.compile("^" + "".join("[^\n]" if c == "?" else "[^\n]*" if c == "*" else re.escape(c) for c in text) + "$",
+                        re.MULTILINE)
+        joined, offsets = self._joined()
+        lo = bisect.bisect_left(self.sorted, prefix)
+        hi = bisect.bisect_left(self.sorted, prefix + "\uffff") if prefix else len(self.sorted)
+        if lo == hi:
+            return []
+        end = int(offsets[hi]) - 1 if hi < len(offsets) else len(joined)
         out = []
-        for plate in self.sorted[start:]:
-            if not plate.startswith(prefix):
+        for m in rx.finditer(joined, int(offsets[lo]), end):
+            out.append(PlateMatch(m.group(0), 1.0))
+            if len(out) >= limit:
                 break
-            if rx.fullmatch(plate):
-                out.append(PlateMatch(plate, 1.0))
-                if len(out) >= limit:
-                    break
         return out
 
     def _fuzzy(self, text: str, limit: int, max_distance: float) -> list[PlateMatch]:

@@ -14,15 +14,14 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from geo import areas, clones, cotravel, trajectories
 from indexer.plate_index import PlateDictionary
 from indexer.store import SightingQuery
 from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
-from services import search
 from services.alerts import attach_alerts
 from services.api_alerts import alerts_router
+from services.api_geo import geo_router
 from services.api_search import search_router
 from services.ingest import Ingestor, PhotoJob
 from services.system import Settings, Sightline
@@ -38,18 +37,6 @@ class CameraIn(BaseModel):
     kind: str = Field(default="checkpoint", pattern="^(checkpoint|surveillance)$")
     road: str | None = None
     tags: list[str] = []
-
-
-class AreaIn(BaseModel):
-    polygon: dict = Field(description="GeoJSON Polygon in lon/lat")
-    start: str | None = Field(default=None, description="ISO 8601 with a zone")
-    end: str | None = None
-
-
-class AreasIn(BaseModel):
-    areas: list[AreaIn] = Field(min_length=1, max_length=10)
-    kind: str = Field(default="vehicle", pattern="^(vehicle|person|face)$")
-    limit: int = Field(default=500, ge=1, le=10_000)
 
 
 class StreamIn(BaseModel):
@@ -79,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts_router(engine))
     search_plates = PlateDictionary(system.store)  # one in-memory plate dictionary for every plate query
     app.include_router(search_router(system, search_plates))
+    app.include_router(geo_router(system, search_plates))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -162,69 +150,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                  plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
-
-    @app.get("/trajectories/{plate}", tags=["analytics"])
-    def get_trajectory(plate: str, start: str | None = None, end: str | None = None, fuzzy: bool = False) -> dict:
-        """Time-ordered sightings of a plate with legs (distance, time, implied speed), trips and stay points.
-        With fuzzy=true, plates one reader-confusion or one edit away (misreads of it) join the route."""
-        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        text = normalize_plate(plate)
-        also = [m.plate for m in search_plates.search(text, "fuzzy", max_distance=1.0) if m.plate != text] if fuzzy else []
-        return trajectories.trajectory(system.store, text, t0, t1, also=also).to_json()
-
-    @app.get("/trajectories/by-sighting/{sighting_id}", tags=["analytics"])
-    def get_trajectory_by_appearance(sighting_id: str, start: str | None = None, end: str | None = None,
-                                     min_similarity: Annotated[float, Query(ge=0.5, le=1.0)] = 0.9,
-                                     k: Annotated[int, Query(ge=1, le=2000)] = 200) -> dict:
-        """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
-        its nearest vehicle sightings above min_similarity (cosine), in time order."""
-        seed = system.store.get_sighting(sighting_id)
-        if seed is None or seed.vector_id is None or seed.embedding_space is None:
-            raise HTTPException(404, f"no sighting {sighting_id} with an appearance vector")
-        index = system.indexes[seed.embedding_space]
-        vector = index.vector(int(seed.vector_id))
-        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        hits = search.nearest(system, seed.embedding_space, vector, k, search.Filters(start=t0, end=t1), seed.kind)
-        chosen = [s for s, score in hits if score >= min_similarity]
-        return trajectories.trajectory_of_sightings(system.store, f"like {sighting_id}", chosen).to_json()
-
-    @app.get("/stays/{plate}", tags=["analytics"])
-    def get_stays(plate: str, start: str | None = None, end: str | None = None) -> dict:
-        """Where the vehicle stops: long gaps at nearby cameras, by place, ranked by visits and dwell time."""
-        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        found = trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
-        return {"plate": found["plate"], "stays": found["stays"]}
-
-    @app.get("/clones", tags=["analytics"])
-    def get_clones(start: str | None = None, end: str | None = None,
-                   max_speed_kmh: Annotated[float, Query(gt=0, le=2000)] = 150.0,
-                   min_plate_score: Annotated[float, Query(ge=0, le=1)] = 0.8,
-                   min_distance_m: Annotated[float, Query(ge=0)] = 1000.0) -> dict:
-        """Cloned-plate cases: consecutive reads of one plate whose implied straight-line speed is impossible."""
-        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        trajectories.check_range(t0, t1)
-        found = clones.scan(system.store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
-        crops = clones.case_crops(system.store, found)
-        return {"count": len(found), "cases": [c.to_json(crops) for c in found]}
-
-    @app.get("/co-travel/{plate}", tags=["analytics"])
-    def get_co_travel(plate: str, start: str | None = None, end: str | None = None,
-                      window_s: Annotated[float, Query(gt=0, le=3600)] = 60.0,
-                      min_cameras: Annotated[int, Query(ge=1, le=100)] = 3) -> dict:
-        """Vehicles passing the same cameras as the target within ±window_s, at ≥ min_cameras distinct cameras."""
-        t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-        found = cotravel.co_travellers(system.store, normalize_plate(plate), t0, t1, window_s, min_cameras)
-        return {"plate": normalize_plate(plate), "companions": [c.to_json() for c in found]}
-
-    @app.post("/search/areas", tags=["analytics"])
-    def search_areas(body: AreasIn) -> dict:
-        """Seen in area A during its window — and in B during its window, and so on (vehicles join by plate)."""
-        windows = [areas.AreaWindow(a.polygon, parse_time(a.start) if a.start else None,
-                                    parse_time(a.end) if a.end else None) for a in body.areas]
-        found = areas.seen_in_all(system.store, windows, body.kind)
-        return {"count": len(found), "results": [
-            {"key": key, "plate": key if body.kind == "vehicle" else None, "sightings": [s.to_json() for s in hits]}
-            for key, hits in list(found.items())[: body.limit]]}
 
     @app.get("/sightings/{sighting_id}")
     def get_sighting(sighting_id: str) -> dict:

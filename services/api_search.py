@@ -68,7 +68,9 @@ def search_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
                        filters: Annotated[str | None, Form(description="JSON of the attribute-search filters")] = None
                        ) -> dict:
         """The photo's objects of `kind` are listed (largest first); `pick` chooses one (default the largest).
-        Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate."""
+        Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate;
+        for vehicles the leading 20 are then verified against their evidence crops with local features under one
+        homography (`why.local_inliers`), which puts the same vehicle above look-alikes."""
         return image_search(system, file.file.read(), kind, k, _filters_form(filters), pick)
 
     @router.post("/face", description=(

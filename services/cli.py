@@ -17,6 +17,7 @@ from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
 from services.alerts import attach_alerts
+from services.cli_geo import add_geo_commands, bench_geo, time_range
 from services.system import Settings, Sightline
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
@@ -28,12 +29,7 @@ def _print(obj: object) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings()
-    if args.data:
-        settings.data_dir = Path(args.data).resolve()
-    if args.models:
-        settings.model_dir = Path(args.models).resolve()
-    return settings
+    return Settings.with_dirs(args.data, args.models)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -170,17 +166,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    return (parse_time(args.start) if args.start else None), (parse_time(args.end) if args.end else None)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from indexer.plate_index import PlateDictionary
     from services.search import Filters, face_search, image_search, plate_search
 
     system = Sightline(_settings(args))
     try:
-        start, end = _range(args)
+        start, end = time_range(args)
         filters = Filters(start=start, end=end, camera_ids=args.camera)
         if args.what == "plate":
             _print(plate_search(system, PlateDictionary(system.store), args.query, args.mode, filters, args.limit))
@@ -192,29 +184,6 @@ def cmd_search(args: argparse.Namespace) -> int:
             _print(image_search(system, data, args.kind, args.limit, filters, args.pick))
         else:
             _print(face_search(system, data, args.limit, filters))
-        return 0
-    finally:
-        system.close()
-
-
-def cmd_analytics(args: argparse.Namespace) -> int:
-    from geo import clones, cotravel, trajectories
-    from models.plate_text import normalize_plate
-
-    system = Sightline(_settings(args))
-    try:
-        start, end = _range(args)
-        if args.command == "trajectory":
-            _print(trajectories.trajectory(system.store, normalize_plate(args.plate), start, end).to_json())
-        elif args.command == "clones":
-            trajectories.check_range(start, end)
-            found = clones.scan(system.store, start, end, clones.CloneSettings(max_speed_kmh=args.max_speed_kmh))
-            crops = clones.case_crops(system.store, found)
-            _print([c.to_json(crops) for c in found])
-        else:
-            found = cotravel.co_travellers(system.store, normalize_plate(args.plate), start, end, args.window_s,
-                                           args.min_cameras)
-            _print([c.to_json() for c in found])
         return 0
     finally:
         system.close()
@@ -293,7 +262,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from services.evaluation import evaluate_reid
 
         embedder = vehicle_embedder(model_dir) if args.kind == "vehicle" else person_embedder(model_dir)
-        result = evaluate_reid(directory, embedder)
+        from models.rerank import Verifier
+
+        result = evaluate_reid(directory, embedder, Verifier() if args.rerank else None)
     _print(result)
     return 0
 
@@ -310,9 +281,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         elif args.what == "video":
             _print(bench_video(Path(args.path), settings, args.sample_fps))
         elif args.what == "geo":
-            from services.bench_geo import bench_geo
-
-            _print(bench_geo(settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson", args.sightings))
+            _print(bench_geo(args.sightings, Path(args.cache) if args.cache else None))
         elif args.what == "search":
             from services.bench_search import bench_search
 
@@ -414,23 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=20)
     q.set_defaults(func=cmd_search)
 
-    for name, text in (("trajectory", "a plate's trajectory, trips and stay points (GeoJSON inside)"),
-                       ("clones", "cloned-plate cases over a time range"),
-                       ("cotravel", "vehicles that travel with a target plate")):
-        g = sub.add_parser(name, help=text)
-        if name != "clones":
-            g.add_argument("plate")
-        g.add_argument("--start")
-        g.add_argument("--end")
-        g.add_argument("--max-speed-kmh", type=float, default=150.0)
-        g.add_argument("--window-s", type=float, default=60.0)
-        g.add_argument("--min-cameras", type=int, default=3)
-        g.set_defaults(func=cmd_analytics)
+    add_geo_commands(sub)
 
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
     e.add_argument("what", choices=["plates", "faces", "reid"])
     e.add_argument("dir")
     e.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
+    e.add_argument("--rerank", action="store_true", help="reid: verify the leading candidates by local features")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
@@ -446,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sightings", type=int, default=4_000, help="alerts: synthetic sightings per run; geo: in the simulated city; plates: in the store")
     b.add_argument("--cameras", type=int, default=1_000, help="web: cameras on the map")
     b.add_argument("--points", type=int, default=500, help="web: points in the drawn trajectory")
+    b.add_argument("--cache", help="geo: keep the loaded city in this folder and reuse it (a 10M load takes minutes)")
     b.set_defaults(func=cmd_bench)
     return p
 

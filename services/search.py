@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import cv2
 import numpy as np
 
 from geo.areas import cameras_inside
@@ -12,10 +13,12 @@ from indexer.plate_index import PlateDictionary, reader_distance
 from indexer.store import AttributeFilter, SightingQuery
 from models.imageops import crop, decode_image
 from models.records import BBox, InputError, Sighting
+from models.rerank import Verifier
 from services.alerts import FACE_MATCH_COSINE
 from services.system import Sightline
 
 CANDIDATE_LIMIT = 100_000  # a filter that keeps up to this many sightings is searched exactly among them
+VERIFIER = Verifier()
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Probe:
     kind: str
     bbox: BBox
     vector: np.ndarray
+    image: np.ndarray
     vehicle_color: str | None = None
     vehicle_type: str | None = None
     plate: str | None = None
@@ -93,7 +97,7 @@ def probe_from_photo(system: Sightline, data: bytes, kind: str, pick: int | None
     box = found[pick or 0].bbox if found else BBox(0, 0, w, h)
     image = crop(frame, box)
     embedder = pipeline.vehicle_embedder if kind == "vehicle" else pipeline.person_embedder
-    probe = Probe(kind, box, embedder.embed([image])[0])
+    probe = Probe(kind, box, embedder.embed([image])[0], image)
     if kind == "vehicle":
         attrs = pipeline.vehicle_attributes.classify([image])[0]
         probe.vehicle_color, probe.vehicle_type = attrs.vehicle_color, attrs.vehicle_type
@@ -146,10 +150,31 @@ def rerank(probe: Probe, hits: list[tuple[Sighting, float]]) -> list[tuple[Sight
     return sorted(out, key=lambda t: -t[1])
 
 
+def verify(system: Sightline, probe: Probe, ranked: list[tuple[Sighting, float, dict]]
+           ) -> list[tuple[Sighting, float, dict]]:
+    """Geometric verification of the leading candidates against their evidence crops (models/rerank.py).
+
+    Stickers, dents and ornaments matched under one homography lift the same vehicle above look-alikes;
+    a candidate without a readable crop keeps its score.
+    """
+    query = VERIFIER.extract(probe.image)
+    out = []
+    for rank, (s, score, why) in enumerate(ranked):
+        path = system.settings.crops_dir / s.crop if s.crop else None
+        image = cv2.imread(str(path)) if rank < VERIFIER.top_k and path is not None and path.is_file() else None
+        if image is not None:
+            inliers = VERIFIER.inliers(query, VERIFIER.extract(image))
+            why = {**why, "local_inliers": inliers, "local": round(float(VERIFIER.bonus(np.array([inliers]))[0]), 4)}
+            score += why["local"]
+        out.append((s, score, why))
+    return sorted(out, key=lambda t: -t[1])
+
+
 def image_search(system: Sightline, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> dict:
     probe, objects = probe_from_photo(system, data, kind, pick)
     hits = nearest(system, kind, probe.vector, max(k * 5, 50), filters, kind)
-    ranked = rerank(probe, hits)[:k]
+    ranked = rerank(probe, hits)
+    ranked = (verify(system, probe, ranked) if kind == "vehicle" else ranked)[:k]
     return {"objects": objects, "probe": {"kind": kind, "bbox": probe.bbox.as_list(), "vehicle_color": probe.vehicle_color,
                                           "vehicle_type": probe.vehicle_type, "plate": probe.plate},
             "results": [{"sighting": s.to_json(), "score": round(score, 4), "why": why} for s, score, why in ranked]}

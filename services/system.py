@@ -44,6 +44,16 @@ class Settings:
     tile_url: str | None = field(default_factory=lambda: os.environ.get("SIGHTLINE_TILE_URL") or None)
     web_dir: Path = field(default_factory=lambda: Path(os.environ.get("SIGHTLINE_WEB_DIR", REPO / "web")).resolve())
 
+    @classmethod
+    def with_dirs(cls, data_dir: str | None, model_dir: str | None) -> Settings:
+        """The defaults, with the data and model folders a command line named (None keeps the default)."""
+        settings = cls()
+        if data_dir:
+            settings.data_dir = Path(data_dir).resolve()
+        if model_dir:
+            settings.model_dir = Path(model_dir).resolve()
+        return settings
+
     @property
     def crops_dir(self) -> Path:
         return self.data_dir / "crops"

@@ -93,6 +93,14 @@ def test_eval_reid_measures_cross_camera_matching(eval_dir: Path, model_dir: Pat
 
 
 @pytest.mark.models
+def test_eval_reid_rerank_lifts_vehicle_matching_above_the_embedding_alone(eval_dir: Path, model_dir: Path) -> None:
+    result = sightline("eval", "reid", str(eval_dir / "reid" / "vehicle"), "--rerank", models=model_dir)
+    figures = json.loads(result.stdout)
+    # measured 0.757 -> 0.971; the verifier's weight was chosen on this set (cross-validated: 0.891)
+    assert figures["rank1"] >= 0.85 and figures["rank1"] > figures["rank1_plain"] and figures["mAP"] > figures["mAP_plain"]
+
+
+@pytest.mark.models
 def test_demo_ingests_the_eval_photos_and_says_how_to_start_the_api(tmp_path: Path, eval_dir: Path,
                                                                     model_dir: Path) -> None:
     result = sightline("demo", "--eval-dir", str(eval_dir), data=tmp_path / "demo", models=model_dir)

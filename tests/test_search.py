@@ -67,19 +67,64 @@ def test_fuzzy_candidates_miss_nothing_against_brute_force(tmp_path: Path) -> No
     store.close()
 
 
-def test_filtered_vector_search_returns_the_true_nearest_among_the_allowed(tmp_path: Path) -> None:
+def _clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    centres = rng.normal(size=(n // 5, dim)).astype(np.float32)
+    vectors = np.repeat(centres, 5, axis=0) + rng.normal(scale=0.1, size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("exact_limit", [100_000, 2_000])  # flat, then IVF
+def test_filtered_vector_search_matches_brute_force(tmp_path: Path, exact_limit: int) -> None:
     store = SQLiteStore(tmp_path / "db.sqlite")
     rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(2000, 32)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = FaissIndex(tmp_path / "vec", "vehicle", 32, store)
-    index.add(np.arange(1, 2001), vectors)
-    allowed = rng.choice(np.arange(1, 2001), size=15, replace=False)  # a filter that removes 99% of candidates
-    query = rng.normal(size=(1, 32)).astype(np.float32)
-    scores, ids = index.search(query, 10, allowed)
-    brute = allowed[np.argsort(-(vectors[allowed - 1] @ query[0]))][:10]
-    assert ids[0].tolist() == brute.tolist()
-    assert np.allclose(scores[0], np.sort(vectors[allowed - 1] @ query[0])[::-1][:10], atol=1e-5)
+    vectors = _clustered(rng, 6000, 32)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 32, store, exact_limit=exact_limit)
+    index.add(np.arange(1, 6001), vectors)
+    index.wait_for_build(60)
+    assert index.kind == ("flat" if exact_limit > 6000 else "ivf")
+    queries = rng.normal(size=(20, 32)).astype(np.float32)
+    for size in (3, 15, 150):  # filters that remove 99.95% to 97.5% of the candidates: exact, always
+        allowed = rng.choice(np.arange(1, 6001), size=size, replace=False)
+        scores, ids = index.search(queries, 10, allowed)
+        sims = queries @ vectors[allowed - 1].T
+        brute = allowed[np.argsort(-sims, axis=1)][:, :10]
+        got = np.where(ids >= 0, ids, 0)[:, : brute.shape[1]]
+        assert (got == brute).all()
+        assert np.allclose(scores[:, : brute.shape[1]], -np.sort(-sims, axis=1)[:, :10], atol=1e-5)
+        assert (ids[:, size:] == -1).all()  # fewer allowed than k: the rest is empty, never an outsider
+    wide = rng.choice(np.arange(1, 6001), size=4000, replace=False)  # a wide filter: approximate, never outside it
+    probes = vectors[wide[:20] - 1]
+    _, ids = index.search(probes, 10, wide)
+    assert np.isin(ids, wide).all()
+    truth = wide[np.argsort(-(probes @ vectors[wide - 1].T), axis=1)[:, :10]]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]) >= 0.9
+    store.close()
+
+
+def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    vectors = _clustered(np.random.default_rng(2), 3000, 16)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the IVF is trained in the background
+    index.add(np.arange(1201, 3001), vectors[1200:])  # arrives while (or after) it trains
+    assert index.remove(np.arange(1, 6)) == 5  # retention, also while it trains
+    index.wait_for_build(60)
+    assert index.kind == "ivf" and len(index) == 2995
+    exact = vectors @ vectors[100:150].T
+    exact[:5] = -np.inf  # removed
+    recall = []
+    for q in range(50):
+        _, ids = index.search(vectors[100 + q:101 + q], 5)
+        assert len(set(ids[0].tolist())) == 5 and not set(ids[0].tolist()) & set(range(1, 6))
+        want = set((np.argsort(-exact[:, q])[:5] + 1).tolist())
+        recall.append(len(want & set(ids[0].tolist())) / 5)
+    assert np.mean(recall) >= 0.95
+    with pytest.raises(KeyError):
+        index.vector(3)
+    assert np.allclose(index.vector(200), vectors[199])
+    index.save()
+    reopened = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    assert reopened.kind == "ivf" and len(reopened) == 2995
     store.close()
 
 
@@ -94,7 +139,7 @@ def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pip
             for i, d in enumerate(folders) for p in sorted(d.glob("cam1_*"))]
     report = Ingestor(system).ingest(jobs)
     owner = {s.id: Path(r.source).parent.name for r in report.results for s in r.sightings}
-    hits, queries = 0, 0
+    hits, firsts, queries = 0, 0, 0
     with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
         for d in folders:
             for probe in sorted(d.glob("cam2_*"))[:1]:
@@ -102,8 +147,12 @@ def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pip
                              data={"kind": "vehicle", "k": "5"})
                 assert r.status_code == 200, r.text
                 queries += 1
-                hits += any(owner.get(x["sighting"]["id"]) == d.name for x in r.json()["results"])
-        assert hits / queries >= 0.8, f"same vehicle in the top 5 for {hits}/{queries}"
+                found = [owner.get(x["sighting"]["id"]) for x in r.json()["results"]]
+                hits += d.name in found
+                firsts += bool(found) and found[0] == d.name
+        assert hits / queries >= 0.9, f"same vehicle in the top 5 for {hits}/{queries}"
+        # Local features verified under a homography put the same vehicle first (0.757 by appearance alone).
+        assert firsts / queries >= 0.8, f"same vehicle first for {firsts}/{queries}"
         later = api.post("/search/image", files={"file": ("p.jpg", probe.read_bytes(), "image/jpeg")},
                          data={"kind": "vehicle", "filters": '{"start": "2030-01-01T00:00:00Z"}'})
         assert later.json()["results"] == []  # nothing stored after 2030
@@ -137,32 +186,6 @@ def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path)
         bad = api.post("/search/attributes", json={"kind": "person", "start": "2026-11-03T00:00:00Z",
                                                    "end": "2026-11-02T00:00:00Z"})
         assert bad.status_code == 400
-
-
-def test_index_turns_into_hnsw_past_the_exact_limit_and_keeps_every_vector(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "db.sqlite")
-    rng = np.random.default_rng(2)
-    centres = rng.normal(size=(300, 16)).astype(np.float32)
-    vectors = np.repeat(centres, 5, axis=0) + rng.normal(scale=0.05, size=(1500, 16)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
-    index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the graph is built in the background
-    index.add(np.arange(1201, 1501), vectors[1200:])  # arrives while (or after) it builds
-    index.wait_for_build(60)
-    assert index.kind == "hnsw" and len(index) == 1500
-    exact = vectors @ vectors[:50].T
-    recall = []
-    for q in range(50):
-        _, ids = index.search(vectors[q:q + 1], 5)
-        want = set((np.argsort(-exact[:, q])[:5] + 1).tolist())
-        recall.append(len(want & set(ids[0].tolist())) / 5)
-    assert np.mean(recall) >= 0.95
-    allowed = np.array([7, 1400, 33])
-    _, ids = index.search(vectors[6:7], 3, allowed)
-    assert ids[0, 0] == 7 and set(ids[0].tolist()) == {7, 1400, 33}  # filtered search stays exact
-    index.save()
-    assert FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000).kind == "hnsw"
-    store.close()
 
 
 @pytest.mark.models
