@@ -77,6 +77,7 @@ class PlateDictionary:
     def __init__(self, store: RecordStore):
         self.store = store
         self.plates: list[str] = []
+        self.known: set[str] = set()
         self.sorted: list[str] = []
         self.reversed_sorted: list[str] = []
         self.bigrams: dict[str, list[int]] = {}
@@ -91,13 +92,15 @@ class PlateDictionary:
         if not new:
             return
         with self.lock:
-            for rowid, plate, _ in new:
+            self.last_rowid = new[-1][0]
+            new = [row for row in new if row[1] not in self.known]  # a plate deleted by retention and seen again
+            for _, plate, _ in new:
                 index = len(self.plates)
                 self.plates.append(plate)
+                self.known.add(plate)
                 folded = plate.translate(_CANON)
                 for gram in {folded[i:i + 2] for i in range(len(folded) - 1)}:
                     self.bigrams.setdefault(gram, []).append(index)
-                self.last_rowid = rowid
             if len(new) < 1000:  # a trickle while ingesting: insert in place rather than re-sort
                 for _, plate, _ in new:
                     bisect.insort(self.sorted, plate)

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.store import FrameRecord, ReadColumns, RecordStore, SightingQuery, StoredVector, VehicleColumns
+from indexer.store import FrameRecord, Purged, ReadColumns, RecordStore, SightingQuery, StoredVector, VehicleColumns
 from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
 SCHEMA = """
@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     space TEXT NOT NULL, id INTEGER NOT NULL, sighting_id TEXT NOT NULL, vector BLOB NOT NULL,
     PRIMARY KEY (space, id)
 );
+CREATE TABLE IF NOT EXISTS vector_watermarks (space TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 """
 
 _SIGHTING_COLUMNS = ("id, camera_id, ts_us, kind, bbox, det_score, crop, frame_sha256, plate, plate_score, "
@@ -108,8 +109,10 @@ class SQLiteStore(RecordStore):
             self.conn.execute("INSERT INTO frames VALUES (?,?,?,?,?)",
                               (frame.sha256, frame.camera_id, to_us(frame.ts), frame.source, len(sightings)))
             for v in vectors:
-                next_id = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM vectors WHERE space=?",
-                                            (v.space,)).fetchone()[0]
+                # Past every id ever given in the space: an index may still hold a deleted one.
+                next_id = self.conn.execute(
+                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM vectors WHERE space=?1), 0), "
+                    "COALESCE((SELECT last_id FROM vector_watermarks WHERE space=?1), 0)) + 1", (v.space,)).fetchone()[0]
                 self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
                                   (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
                 by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
@@ -214,32 +217,65 @@ class SQLiteStore(RecordStore):
                 [space, *vector_ids]).fetchall()
         return {int(r[0]): r[1] for r in rows}
 
-    def plate_reads(self, start: datetime | None, end: datetime | None, min_score: float
-                    ) -> Iterator[tuple[str, list[tuple[str, str, datetime]]]]:
-        sql = "SELECT plate, id, camera_id, ts_us FROM sightings WHERE plate IS NOT NULL AND plate_score >= ?"
-        args: list = [min_score]
-        if start:
-            sql += " AND ts_us >= ?"
-            args.append(to_us(start))
-        if end:
-            sql += " AND ts_us < ?"
-            args.append(to_us(end))
-        # Its own read connection: WAL gives it a snapshot while ingestion goes on through the main one.
-        reader = sqlite3.connect(str(self.path))
-        try:
-            cursor = reader.execute(sql + " ORDER BY plate, ts_us", args)
-            current, reads = None, []
-            while chunk := cursor.fetchmany(50_000):
-                for plate, sid, camera, ts_us in chunk:
-                    if plate != current:
-                        if reads:
-                            yield current, reads
-                        current, reads = plate, []
-                    reads.append((sid, camera, from_us(ts_us)))
-            if reads:
-                yield current, reads
-        finally:
-            reader.close()
+    def delete_sightings(self, before: datetime | None = None, camera_ids: list[str] | None = None,
+                         ids: list[str] | None = None, batch: int = 10_000) -> Purged:
+        if (before is None) == (ids is None):
+            raise ValueError("delete by time (before) or by ids, one of the two")
+        where, args = (["ts_us < ?"], [to_us(before)]) if before is not None else ([], [])
+        if camera_ids:
+            where.append(f"camera_id IN ({','.join('?' * len(camera_ids))})"), args.extend(camera_ids)
+        todo = list(ids or [])
+        total = Purged()
+        while True:
+            if ids is None:
+                sql = f"SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE {' AND '.join(where)} LIMIT ?"
+                chunk_args = [*args, batch]
+            else:
+                chunk, todo = todo[:batch], todo[batch:]
+                if not chunk:
+                    break
+                sql = f"SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE id IN ({','.join('?' * len(chunk))})"
+                chunk_args = chunk
+            with self.lock, self._tx():
+                rows = self.conn.execute(sql, chunk_args).fetchall()
+                if rows:
+                    total.merge(self._delete_rows(rows))
+            if ids is None and len(rows) < batch:
+                break
+        if before is not None:  # frames that held no sighting at all
+            with self.lock, self._tx():
+                frame_where = " AND ".join(["ts_us < ?"] + where[1:])
+                total.frames += self.conn.execute(
+                    f"DELETE FROM frames WHERE {frame_where} AND n_sightings = 0", args).rowcount
+        return total
+
+    def _delete_rows(self, rows: list[tuple]) -> Purged:
+        """Inside a transaction: the sightings, their vectors, their plates' counts, and frames left empty."""
+        done = Purged(sightings=len(rows), crops=[r[1] for r in rows if r[1]])
+        for space, vector_id in ((r[2], r[3]) for r in rows if r[2] and r[3] is not None):
+            done.vectors.setdefault(space, []).append(int(vector_id))
+        self.conn.execute("INSERT INTO vector_watermarks SELECT space, MAX(id) FROM vectors GROUP BY space "
+                          "ON CONFLICT(space) DO UPDATE SET last_id=MAX(last_id, excluded.last_id)")
+        for space, vector_ids in done.vectors.items():
+            self.conn.executemany("DELETE FROM vectors WHERE space=? AND id=?", [(space, i) for i in vector_ids])
+        self.conn.executemany("DELETE FROM sightings WHERE id=?", [(r[0],) for r in rows])
+        plates: dict[str, int] = {}
+        for r in rows:
+            if r[4]:
+                plates[r[4]] = plates.get(r[4], 0) + 1
+        self.conn.executemany("UPDATE plates SET sightings=sightings-? WHERE plate=?", [(n, p) for p, n in plates.items()])
+        self.conn.executemany("DELETE FROM plates WHERE plate=? AND sightings <= 0", [(p,) for p in plates])
+        frames = sorted({r[5] for r in rows if r[5]})
+        if frames:
+            done.frames = self.conn.execute(
+                f"DELETE FROM frames WHERE sha256 IN ({','.join('?' * len(frames))}) "
+                "AND NOT EXISTS (SELECT 1 FROM sightings WHERE frame_sha256 = frames.sha256)", frames).rowcount
+        return done
+
+    def vector_ids(self, space: str) -> np.ndarray:
+        with self.lock:
+            rows = self.conn.execute("SELECT id FROM vectors WHERE space=? ORDER BY id", (space,)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"
                       ) -> list[tuple[str, str | None, datetime]]:
@@ -287,7 +323,7 @@ class SQLiteStore(RecordStore):
         if end:
             sql += " AND ts_us < ?"
             args.append(to_us(end))
-        reader = sqlite3.connect(str(self.path), isolation_level=None)  # its own snapshot, as in plate_reads
+        reader = sqlite3.connect(str(self.path), isolation_level=None)  # its own: WAL gives it a snapshot while ingestion goes on
         try:
             reader.execute("BEGIN")  # one snapshot for the dictionaries and the reads
             # Plates and cameras are mapped with dictionaries here: a join per row costs SQLite more than

@@ -86,6 +86,23 @@ class ReadColumns:
     ts_us: np.ndarray  # int64
 
 
+@dataclass
+class Purged:
+    """What a deletion removed from the record store; the vector indexes and the crop files follow from it."""
+
+    sightings: int = 0
+    frames: int = 0
+    crops: list[str] = field(default_factory=list)
+    vectors: dict[str, list[int]] = field(default_factory=dict)  # space -> vector ids
+
+    def merge(self, other: Purged) -> None:
+        self.sightings += other.sightings
+        self.frames += other.frames
+        self.crops += other.crops
+        for space, ids in other.vectors.items():
+            self.vectors.setdefault(space, []).extend(ids)
+
+
 class RecordStore(ABC):
     @abstractmethod
     def upsert_cameras(self, cameras: list[Camera]) -> int: ...
@@ -137,9 +154,15 @@ class RecordStore(ABC):
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]: ...
 
     @abstractmethod
-    def plate_reads(self, start: datetime | None, end: datetime | None, min_score: float
-                    ) -> Iterator[tuple[str, list[tuple[str, str, datetime]]]]:
-        """(plate, [(sighting id, camera id, time), ...]) for every plate read in the range, reads in time order."""
+    def delete_sightings(self, before: datetime | None = None, camera_ids: list[str] | None = None,
+                         ids: list[str] | None = None, batch: int = 10_000) -> Purged:
+        """Delete sightings taken before `before` (optionally at `camera_ids`) or the given `ids`, with their
+        vectors and the frames left empty. Each batch is its own transaction: a crash keeps every batch whole,
+        and the rerun deletes the rest. Vector ids are never reused afterwards."""
+
+    @abstractmethod
+    def vector_ids(self, space: str) -> np.ndarray:
+        """Every stored vector id of a space (an index checks itself against it after a crash)."""
 
     @abstractmethod
     def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"

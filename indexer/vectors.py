@@ -133,10 +133,17 @@ class FaissIndex(VectorIndex):
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0
 
     def _catch_up(self, store: RecordStore) -> None:
+        """Add what the store holds past the saved file; drop what it no longer holds (a deletion whose index
+        save a crash cut off)."""
         for ids, vectors in store.vectors_after(self.space, self.last_id):
             if vectors.shape[1] != self.dim:
                 continue  # made by an earlier model of this space: those sightings need re-embedding
             self.add(ids, vectors)
+        stored = store.vector_ids(self.space)
+        if len(stored) < len(self):
+            with self.lock:
+                held = _ivf_contents(self.index)[0] if self.kind == "ivf" else faiss.vector_to_array(self.index.id_map)
+            self.remove(np.setdiff1d(held, stored))
 
     @property
     def kind(self) -> str:

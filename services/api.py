@@ -24,6 +24,7 @@ from services.api_alerts import alerts_router
 from services.api_geo import geo_router
 from services.api_search import search_router
 from services.ingest import Ingestor, PhotoJob
+from services.retention import RetentionWorker, purge
 from services.system import Settings, Sightline
 from services.video import StreamManager
 
@@ -50,11 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ingestor = Ingestor(system)
     streams = StreamManager(ingestor)
     engine = attach_alerts(system, ingestor)
+    retention = RetentionWorker(system, system.settings.retention_days) if system.settings.retention_days else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if retention:
+            retention.start()
         yield
+        if retention:
+            retention.stop()
         streams.stop_all()
         engine.stop()
         system.close()  # persist the vector indexes on a clean shutdown
@@ -150,6 +156,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                  plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
+
+    @app.delete("/sightings")
+    def delete_sightings(before: Annotated[str, Query(description="ISO 8601 with a zone: delete what is older")],
+                         camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
+        """Retention by hand: sightings taken before `before` (at these cameras, or all) with their vectors,
+        crops and frames. Set SIGHTLINE_RETENTION_DAYS to have the server do it hourly."""
+        return purge(system, before=parse_time(before), camera_ids=camera_id)
+
+    @app.delete("/sightings/{sighting_id}")
+    def delete_sighting(sighting_id: str) -> dict:
+        if system.store.get_sighting(sighting_id) is None:
+            raise HTTPException(404, f"no sighting {sighting_id}")
+        return purge(system, ids=[sighting_id])
 
     @app.get("/sightings/{sighting_id}")
     def get_sighting(sighting_id: str) -> dict:

@@ -189,6 +189,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         system.close()
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    from services.retention import purge
+
+    if sum(x is not None for x in (args.before, args.older_than_days, args.id)) != 1:
+        raise InputError("give one of --before, --older-than-days or --id")
+    before = parse_time(args.before) if args.before else None
+    if args.older_than_days is not None:
+        if args.older_than_days < 0:
+            raise InputError("--older-than-days cannot be negative")
+        before = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
+    system = Sightline(_settings(args))
+    try:
+        _print(purge(system, before=before, camera_ids=args.camera, ids=args.id))
+        return 0
+    finally:
+        system.close()
+
+
 def cmd_sightings(args: argparse.Namespace) -> int:
     from indexer.store import SightingQuery
 
@@ -337,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--camera")
     s.add_argument("--limit", type=int, default=20)
     s.set_defaults(func=cmd_sightings)
+
+    r = sub.add_parser("purge", help="delete sightings (retention) with their vectors, crops and frames")
+    r.add_argument("--before", help="ISO 8601 with a zone: delete what was taken before")
+    r.add_argument("--older-than-days", type=float, help="delete what is older than this many days")
+    r.add_argument("--id", action="append", help="delete this sighting (repeatable)")
+    r.add_argument("--camera", action="append", help="only at these cameras (repeatable; with a time)")
+    r.set_defaults(func=cmd_purge)
 
     v = sub.add_parser("serve", help="run the HTTP API")
     v.add_argument("--host", default="127.0.0.1")

@@ -52,6 +52,8 @@ def plate_search(system: Sightline, plates: PlateDictionary, q: str, mode: str, 
     counts = system.store.plate_counts([m.plate for m in matches])
     results = []
     for m in sorted(matches, key=lambda m: (-m.score, -counts.get(m.plate, 0), m.plate)):
+        if not counts.get(m.plate):
+            continue  # every sighting of it was deleted (retention) since the dictionary learnt it
         query = filters.query(system, "vehicle", per_plate)
         query.plate = m.plate
         sightings = system.store.query(query)

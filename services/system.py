@@ -39,6 +39,9 @@ class Settings:
     store_backend: str = field(default_factory=lambda: os.environ.get("SIGHTLINE_STORE", "sqlite"))
     max_upload_bytes: int = field(default_factory=lambda: int(os.environ.get("SIGHTLINE_MAX_UPLOAD_MB", "50")) << 20)
     faces: bool = True
+    # Keep this many days of sightings (None: keep everything); the API applies it hourly.
+    retention_days: float | None = field(default_factory=lambda: float(os.environ["SIGHTLINE_RETENTION_DAYS"])
+                                         if os.environ.get("SIGHTLINE_RETENTION_DAYS") else None)
     # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
     roads_geojson: Path | None = field(default_factory=lambda: _default_roads())
     tile_url: str | None = field(default_factory=lambda: os.environ.get("SIGHTLINE_TILE_URL") or None)

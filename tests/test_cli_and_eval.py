@@ -140,3 +140,7 @@ def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
     assert inverted.returncode == 2 and "ends before" in inverted.stderr
     assert json.loads(sightline("trajectory", "京X00000", data=data).stdout)["points"] == []
     assert sightline("search", "image", str(tmp_path / "missing.jpg"), data=data).returncode == 2
+    neither = sightline("purge", data=data)
+    assert neither.returncode == 2 and "--before" in neither.stderr
+    assert sightline("purge", "--before", "2026-11-02T08:00:00", data=data).returncode == 2  # naive time
+    assert json.loads(sightline("purge", "--older-than-days", "30", data=data).stdout)["sightings"] == 0

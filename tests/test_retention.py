@@ -1,0 +1,115 @@
+"""Retention: deleting sightings removes them everywhere (store, vector index, crops, frames, plate search),
+keeps everything else, survives a crash between the store and the index, and refuses bad requests."""
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from indexer.store import SightingQuery
+from models.records import Camera, InputError
+from services.api import create_app
+from services.ingest import Ingestor, PhotoJob
+from services.localserver import serving
+from services.retention import purge
+from services.system import Settings, Sightline
+
+pytestmark = pytest.mark.models
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+
+
+def _photos(eval_dir: Path, n: int) -> list[tuple[Path, str]]:
+    folder = eval_dir / "plates" / "full"
+    with (folder / "labels.tsv").open(encoding="utf-8") as fh:
+        rows = sorted((r["file"], r["plate"]) for r in csv.DictReader(fh, delimiter="\t"))
+    return [(folder / f, plate) for f, plate in rows[:n]]
+
+
+def _load(system: Sightline, photos: list[tuple[Path, str]]) -> None:
+    """Photo i at gate-1 (even) or gate-2 (odd), one hour apart."""
+    system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.29, 31.21), Camera("gate-2", "Gate 2", 121.30, 31.22)])
+    report = Ingestor(system).ingest([PhotoJob(p.name, p.read_bytes(), f"gate-{1 + i % 2}", T0 + timedelta(hours=i))
+                                      for i, (p, _) in enumerate(photos)])
+    assert not report.errors and report.stored >= len(photos)
+
+
+def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(system: Sightline, eval_dir: Path) -> None:
+    photos = _photos(eval_dir, 6)
+    _load(system, photos)
+    everything = system.store.query(SightingQuery(limit=10_000))
+    cutoff = T0 + timedelta(hours=3, minutes=30)  # photos 0-3 are older; 0 and 2 are at gate-1
+    doomed = [s for s in everything if s.ts < cutoff and s.camera_id == "gate-1"]
+    kept = [s for s in everything if s not in doomed]
+    assert doomed and kept
+    sizes = {space: len(index) for space, index in system.indexes.items()}
+
+    done = purge(system, before=cutoff, camera_ids=["gate-1"])
+
+    assert done["sightings"] == len(doomed) and done["frames"] == 2
+    assert done["vectors"] == sum(s.vector_id is not None for s in doomed) and done["crops"] == len(doomed)
+    left = system.store.query(SightingQuery(limit=10_000))
+    assert {s.id for s in left} == {s.id for s in kept}
+    assert all(not (system.settings.crops_dir / s.crop).exists() for s in doomed)
+    assert all((system.settings.crops_dir / s.crop).is_file() for s in kept if s.crop)
+    for space, index in system.indexes.items():
+        gone = [s.vector_id for s in doomed if s.embedding_space == space]
+        assert len(index) == sizes[space] - len(gone)
+        for vector_id in gone:
+            with pytest.raises(KeyError):
+                index.vector(vector_id)
+    # The purged photo's plate is no longer counted; its frame can come in again and gets fresh vector ids.
+    plate = photos[0][1]
+    assert not system.store.plate_counts([plate])
+    highest = max(s.vector_id for s in everything if s.embedding_space == "vehicle")
+    again = Ingestor(system).ingest_one(PhotoJob(photos[0][0].name, photos[0][0].read_bytes(), "gate-1", T0))
+    assert not again.duplicate and again.sightings
+    assert min(s.vector_id for s in again.sightings if s.embedding_space == "vehicle") > highest
+    assert system.store.plate_counts([plate]) == {plate: sum(s.attributes.plate == plate for s in again.sightings
+                                                             if s.kind == "vehicle")}
+
+
+def test_a_crash_between_store_and_index_is_repaired_when_the_index_opens(settings: Settings, pipeline,
+                                                                          eval_dir: Path) -> None:
+    system = Sightline(settings)
+    system._pipeline = pipeline
+    _load(system, _photos(eval_dir, 2))
+    system.save_indexes()
+    victim = next(s for s in system.store.query(SightingQuery(kind="vehicle")) if s.vector_id is not None)
+    system.store.delete_sightings(ids=[victim.id])  # the store committed; the process dies before the index
+    system.store.close()
+    reopened = Sightline(settings)
+    try:
+        index = reopened.indexes["vehicle"]
+        assert len(index) == len(reopened.store.vector_ids("vehicle"))
+        with pytest.raises(KeyError):
+            index.vector(victim.vector_id)
+    finally:
+        reopened.close()
+
+
+def test_purge_over_http_and_its_bad_requests(settings: Settings, pipeline, eval_dir: Path) -> None:
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    _load(system, _photos(eval_dir, 2))
+    one = system.store.query(SightingQuery(limit=1))[0]
+    total = system.store.count()
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+        assert api.delete("/sightings", params={"before": "2026-11-02T08:00:00"}).status_code == 400  # naive time
+        assert api.delete("/sightings", params={"before": "2999-01-01T00:00:00Z"}).status_code == 400  # the future
+        unknown = api.delete("/sightings", params={"before": "2026-11-03T00:00:00Z", "camera_id": "nope"})
+        assert unknown.status_code == 400 and "nope" in unknown.json()["detail"]
+        assert api.delete("/sightings").status_code == 422  # no time given: nothing is deleted by accident
+        assert api.delete("/sightings/no-such-id").status_code == 404
+        assert system.store.count() == total  # the refused requests deleted nothing
+        assert api.delete(f"/sightings/{one.id}").json()["sightings"] == 1
+        assert api.get(f"/sightings/{one.id}").status_code == 404
+        everything = api.delete("/sightings", params={"before": "2026-11-03T00:00:00Z"}).json()
+        assert everything["sightings"] == total - 1 and system.store.count() == 0
+        assert api.get("/search/plates", params={"q": _photos(eval_dir, 1)[0][1]}).json()["results"] == []
+    with pytest.raises(InputError):
+        purge(system)
+    assert all(len(index) == 0 for index in system.indexes.values())
