@@ -303,7 +303,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         elif args.what == "search":
             from services.bench_search import bench_search
 
-            _print(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None))
+            _print(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
+                                distribution=args.distribution))
         elif args.what == "plates":
             from services.bench_search import bench_plates
 
@@ -422,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vectors", type=int, default=100_000, help="search: vectors in the index")
     b.add_argument("--dim", type=int, default=1024, help="search: their dimension")
     b.add_argument("--real", help="search: a folder of photos whose real embeddings join the random ones")
+    b.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered",
+                   help="search: vectors shaped like a sighting store (groups, objects, sightings), or i.i.d. on the sphere")
     b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
     b.add_argument("--rules", type=int, default=100)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from geo import areas, clones, cotravel, trajectories
+from geo import areas, clones, cotravel
 from geo.simulator import FIRST_DAY, LOCAL, build_city
 from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore

@@ -12,7 +12,7 @@ import pytest
 
 from indexer.plate_index import PlateDictionary, reader_distance
 from indexer.sqlite_store import SQLiteStore
-from indexer.store import SightingQuery
+from indexer.store import FrameRecord, SightingQuery, StoredVector
 from indexer.vectors import FaissIndex
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
 from services.api import create_app
@@ -104,7 +104,10 @@ def test_filtered_vector_search_matches_brute_force(tmp_path: Path, exact_limit:
 def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db.sqlite")
     vectors = _clustered(np.random.default_rng(2), 3000, 16)
-    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    rows = [Sighting(f"s{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes()) for i in range(3000)]
+    store.add_frame(FrameRecord("f", "c", t0, "test"), rows, [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors)])
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), exact_limit=1000)
     index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the IVF is trained in the background
     index.add(np.arange(1201, 3001), vectors[1200:])  # arrives while (or after) it trains
     assert index.remove(np.arange(1, 6)) == 5  # retention, also while it trains
@@ -123,8 +126,12 @@ def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp
         index.vector(3)
     assert np.allclose(index.vector(200), vectors[199])
     index.save()
+    store.delete_sightings(ids=["s0", "s1", "s2", "s3", "s4"])  # the store holds vector ids 6-3000 now
     reopened = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
     assert reopened.kind == "ivf" and len(reopened) == 2995
+    store.delete_sightings(ids=["s5", "s6"])  # deleted from the store, and the index not saved since: a crash
+    repaired = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    assert len(repaired) == 2993 and not np.isin([6, 7], repaired.search(vectors[5:7], 3)[1]).any()
     store.close()
 
 
@@ -211,3 +218,13 @@ def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_di
         fuzzy = api.get(f"/trajectories/{seed.attributes.plate}", params={"fuzzy": "true"}).json()
         assert len(fuzzy["points"]) == len(exact["points"]) + 1 and fuzzy["points"][-1]["sighting_id"] == "misread"
         assert api.get("/trajectories/by-sighting/nope").status_code == 404
+
+
+def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
+    from services.bench_search import bench_plates, bench_search
+
+    vectors = bench_search(5000, 32, queries=50)
+    assert {"vectors", "p50_ms", "p99_ms", "recall_at_10", "flat_p50_ms", "build_s", "memory_mb"} <= set(vectors)
+    assert vectors["index"] == "ivf" and vectors["vectors"] == 5000 and vectors["recall_at_10"] >= 0.9
+    plates = bench_plates(20_000, queries=20)
+    assert {"exact_p50_ms", "wildcard_p50_ms", "fuzzy_p50_ms"} <= set(plates) and plates["sightings"] == 20_000

@@ -312,7 +312,9 @@ $("clones-form").addEventListener("submit", (e) => {
       L.polyline(line, { color: "#d33", dashArray: "6 6" }).addTo(overlay);
       line.forEach((ll, i) => L.marker(ll, { icon: L.divIcon({ className: "stop-label", html: "AB"[i], iconSize: null }) }).addTo(overlay));
       return el("li", {}, el("div", {},
-        el("strong", {}, c.plate), el("div", { class: "meta" }, `${Math.round(c.speed_kmh)} km/h implied`),
+        el("strong", {}, c.plate),
+        el("div", { class: "meta" }, `${c.speed_kmh === null ? "both at the same time" : `${Math.round(c.speed_kmh)} km/h implied`}`
+          + ` over ${(c.distance_m / 1000).toFixed(1)} km · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
         el("div", { class: "side-by-side" },
           ...[a, b].map((s, i) => el("figure", {},
             el("img", { src: `/sightings/${s.sighting_id}/crop`, alt: `vehicle ${"AB"[i]} of ${c.plate}` }),
