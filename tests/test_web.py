@@ -137,6 +137,26 @@ def test_analytics_pages_answer_clones_co_travel_and_drawn_areas(page) -> None: 
     shot(page, "analytics-area")
 
 
+def test_a_cloned_plate_is_shown_with_both_cars(page, site, eval_dir: Path) -> None:  # noqa: ANN001
+    url, _ = site
+    cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=30)  # as the site placed them
+    # The route's car seen at cams[3] (route-1, START+70 min); its plate one minute later ~23 km away: a clone.
+    far = max(cams, key=lambda c: (c.lon - cams[3].lon) ** 2 + (c.lat - cams[3].lat) ** 2)
+    car = (eval_dir / "plates" / "full" / "0001.jpg").read_bytes() + b"\0" * 9
+    posted = httpx.post(f"{url}/frames", files={"file": ("twin.jpg", car, "image/jpeg")}, timeout=120,
+                        data={"camera_id": far.id, "captured_at": (START + timedelta(minutes=71)).isoformat()})
+    assert posted.status_code == 201, posted.text
+    page.click("nav a[data-view=analytics]")
+    page.click("#clones-form button[type=submit]")
+    page.wait_for_selector("#analytics-results li", timeout=15_000)
+    text = page.inner_text("#analytics-results")
+    assert "皖AY766D" in text and "km/h implied" in text and "confidence" in text
+    page.wait_for_function("[...document.querySelectorAll('#analytics-results img')].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=15_000)  # both cars' evidence crops
+    assert page.locator("#analytics-results img").count() == 2
+    shot(page, "analytics-clone")
+
+
 def test_errors_from_the_api_are_shown_as_messages(page) -> None:  # noqa: ANN001
     page.fill("#traj-plate", "NOSUCHPLATE")
     page.click("#trajectory-form button[type=submit]")
