@@ -1,3 +1,10 @@
+# The web app's map library comes from the npm registry (web/package-lock.json pins it).
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web ./
+
 FROM python:3.11-slim
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 && rm -rf /var/lib/apt/lists/*
@@ -11,5 +18,7 @@ COPY indexer indexer
 COPY geo geo
 COPY services services
 RUN pip install --no-cache-dir .
+COPY --from=web /web /app/web
+ENV SIGHTLINE_WEB_DIR=/app/web
 EXPOSE 8000
 CMD ["sightline", "--data", "/data", "serve", "--host", "0.0.0.0", "--port", "8000"]
