@@ -3,6 +3,7 @@ keeps everything else, survives a crash between the store and the index, and ref
 from __future__ import annotations
 
 import csv
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -113,3 +114,21 @@ def test_purge_over_http_and_its_bad_requests(settings: Settings, pipeline, eval
     with pytest.raises(InputError):
         purge(system)
     assert all(len(index) == 0 for index in system.indexes.values())
+
+
+def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, eval_dir: Path) -> None:
+    now = datetime.now(timezone.utc)
+    settings.retention_days = (now - T0).total_seconds() / 86400 / 2  # keeps the recent photo, not those at T0
+    app = create_app(settings)
+    system = app.state.system
+    system._pipeline = pipeline
+    _load(system, _photos(eval_dir, 2))  # taken at T0 and T0 + 1 h
+    photo = _photos(eval_dir, 3)[2][0]
+    recent = Ingestor(system).ingest_one(PhotoJob(photo.name, photo.read_bytes(), "gate-1", now - timedelta(minutes=1)))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+        for _ in range(100):  # the worker runs once at start, then hourly
+            if api.get("/health").json()["sightings"] == len(recent.sightings):
+                break
+            time.sleep(0.1)
+        left = api.get("/sightings", params={"limit": 1000}).json()["sightings"]
+    assert {s["id"] for s in left} == {s.id for s in recent.sightings}
