@@ -13,7 +13,7 @@ import numpy as np
 
 from geo.distance import haversine_m
 from indexer.store import RecordStore, SightingQuery
-from models.records import Camera, InputError, Sighting
+from models.records import Camera, InputError, Sighting, parse_time
 
 
 @dataclass
@@ -87,6 +87,13 @@ class Trajectory:
 def check_range(start: datetime | None, end: datetime | None) -> None:
     if start and end and end < start:
         raise InputError("the time range ends before it starts")
+
+
+def parse_range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """An optional ISO 8601 range (each end with a zone), checked for order."""
+    t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
+    check_range(t0, t1)
+    return t0, t1
 
 
 def build(plate: str, sightings: list[Sighting], cameras: dict[str, Camera], trip_gap: timedelta = timedelta(minutes=30),

@@ -5,7 +5,6 @@ which the app maps to 400; an unknown plate is an empty result, not an error.
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
@@ -14,7 +13,6 @@ from pydantic import BaseModel, Field
 from geo import areas, clones, cotravel, trajectories
 from indexer.plate_index import PlateDictionary
 from models.plate_text import normalize_plate
-from models.records import parse_time
 from services import search
 from services.system import Sightline
 
@@ -31,12 +29,6 @@ class AreasIn(BaseModel):
     limit: int = Field(default=500, ge=1, le=10_000)
 
 
-def _range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
-    t0, t1 = (parse_time(start) if start else None), (parse_time(end) if end else None)
-    trajectories.check_range(t0, t1)
-    return t0, t1
-
-
 def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
     """`plates` is the app's one in-memory plate dictionary (fuzzy routes use it)."""
     router = APIRouter(tags=["analytics"])
@@ -45,7 +37,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
     def get_trajectory(plate: str, start: str | None = None, end: str | None = None, fuzzy: bool = False) -> dict:
         """Time-ordered sightings of a plate with legs (distance, time, implied speed), trips, stay points and
         GeoJSON. With fuzzy=true, plates one reader confusion or one edit away (its misreads) join the route."""
-        t0, t1 = _range(start, end)
+        t0, t1 = trajectories.parse_range(start, end)
         text = normalize_plate(plate)
         also = [m.plate for m in plates.search(text, "fuzzy", max_distance=1.0) if m.plate != text] if fuzzy else []
         return trajectories.trajectory(system.store, text, t0, t1, also=also).to_json()
@@ -56,7 +48,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
                                      k: Annotated[int, Query(ge=1, le=2000)] = 200) -> dict:
         """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
         its nearest sightings above min_similarity (cosine), in time order."""
-        t0, t1 = _range(start, end)
+        t0, t1 = trajectories.parse_range(start, end)
         seed = system.store.get_sighting(sighting_id)
         if seed is None or seed.vector_id is None or seed.embedding_space is None:
             raise HTTPException(404, f"no sighting {sighting_id} with an appearance vector")
@@ -68,7 +60,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
     @router.get("/stays/{plate}")
     def get_stays(plate: str, start: str | None = None, end: str | None = None) -> dict:
         """Where the vehicle stops: long gaps at nearby cameras, by place, ranked by visits and dwell time."""
-        t0, t1 = _range(start, end)
+        t0, t1 = trajectories.parse_range(start, end)
         found = trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
         return {"plate": found["plate"], "stays": found["stays"]}
 
@@ -79,7 +71,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
                    min_distance_m: Annotated[float, Query(ge=0)] = 1000.0) -> dict:
         """Cloned-plate cases: consecutive reads of one plate whose implied straight-line speed is impossible,
         with the conflicting sightings, their crops, appearance evidence and which read belongs to which car."""
-        t0, t1 = _range(start, end)
+        t0, t1 = trajectories.parse_range(start, end)
         found = clones.scan(system.store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
         crops = clones.case_crops(system.store, found)
         return {"count": len(found), "cases": [c.to_json(crops) for c in found]}
@@ -90,7 +82,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
                       min_cameras: Annotated[int, Query(ge=1, le=100)] = 3) -> dict:
         """Vehicles passing the same cameras as the target within ±window_s at ≥ min_cameras distinct cameras,
         ranked by shared cameras and by how steady their lag is."""
-        t0, t1 = _range(start, end)
+        t0, t1 = trajectories.parse_range(start, end)
         text = normalize_plate(plate)
         found = cotravel.co_travellers(system.store, text, t0, t1, window_s, min_cameras)
         return {"plate": text, "companions": [c.to_json() for c in found]}
@@ -98,7 +90,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
     @router.post("/search/areas")
     def search_areas(body: AreasIn) -> dict:
         """Seen in area A during its window — and in B during its window, and so on (vehicles join by plate)."""
-        windows = [areas.AreaWindow(a.polygon, *_range(a.start, a.end)) for a in body.areas]
+        windows = [areas.AreaWindow(a.polygon, *trajectories.parse_range(a.start, a.end)) for a in body.areas]
         found = areas.seen_in_all(system.store, windows, body.kind, body.limit)
         return {"count": len(found), "results": [
             {"key": key, "plate": key if body.kind == "vehicle" else None, "sightings": [s.to_json() for s in hits]}

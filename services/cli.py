@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import sys
@@ -17,15 +16,10 @@ from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
 from services.alerts import attach_alerts
-from services.cli_geo import add_geo_commands, bench_geo, time_range
-from services.system import Settings, Sightline
+from services.cli_geo import add_geo_commands, bench_geo, print_json, time_range
+from services.system import EVAL_DIR, ROADNET, Settings, Sightline
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
-DEFAULT_EVAL = Path(__file__).resolve().parents[1].parent / "shared" / "eval"
-
-
-def _print(obj: object) -> None:
-    print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -55,7 +49,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
             cams = camera_io.from_roadnet(path, args.limit) if args.roadnet else camera_io.load_file(path)
             print(f"{system.store.upsert_cameras(cams)} cameras stored")
         else:
-            _print([c.__dict__ for c in system.store.list_cameras()])
+            print_json([c.__dict__ for c in system.store.list_cameras()])
         return 0
     finally:
         system.close()
@@ -87,7 +81,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         engine.store.close()
     finally:
         system.close()
-    _print(report.summary())
+    print_json(report.summary())
     return 2 if report.errors else 0
 
 
@@ -106,7 +100,7 @@ def _ingest_videos(args: argparse.Namespace, paths: list[Path]) -> int:
         reports = [processor.ingest_file(p, args.camera, start).summary() for p in paths]
     finally:
         system.close()
-    _print(reports)
+    print_json(reports)
     return 0
 
 
@@ -118,10 +112,10 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
     engine = attach_alerts(system, Ingestor(system))
     try:
         if args.action == "create":
-            _print(engine.create_watchlist(args.name, args.kind, args.description, args.by).__dict__)
+            print_json(engine.create_watchlist(args.name, args.kind, args.description, args.by).__dict__)
             return 0
         if args.action == "list":
-            _print([{**w.__dict__, "entries": len(engine.store.entries(w.id))} for w in engine.store.watchlists()])
+            print_json([{**w.__dict__, "entries": len(engine.store.entries(w.id))} for w in engine.store.watchlists()])
             return 0
         lists = {w.name: w for w in engine.store.watchlists()} | {w.id: w for w in engine.store.watchlists()}
         if args.name not in lists:
@@ -130,7 +124,7 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
         if args.action == "add":
             made = engine.add_entries(wid, [{"value": args.value, "match": args.match, "tolerance": args.tolerance,
                                              "reason": args.reason, "created_by": args.by}])
-            _print([e.__dict__ for e in made])
+            print_json([e.__dict__ for e in made])
         elif args.action == "import":
             made = engine.add_entries(wid, entries_from_csv(Path(args.value).read_text(encoding="utf-8-sig")))
             print(f"{len(made)} entries imported")
@@ -138,14 +132,14 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
             print(entries_to_csv([e for e, _ in engine.store.entries(wid)]), end="")
         elif args.action == "enrol":
             photos = [Path(p).read_bytes() for p in [args.value, *args.more]]
-            _print(engine.enrol_face(wid, photos, args.label, args.reason, args.by).__dict__)
+            print_json(engine.enrol_face(wid, photos, args.label, args.reason, args.by).__dict__)
         elif args.action == "rule":
             from models.watchlists import Rule
 
             rule = Rule(uuid.uuid4().hex[:12], args.rule_name or f"{args.name} ({args.kind_of_rule})",
                         kind=args.kind_of_rule, watchlist_id=wid, camera_ids=args.camera or [],
                         severity=args.severity, min_confidence=args.min_confidence)
-            _print(engine.put_rule(rule).__dict__)
+            print_json(engine.put_rule(rule).__dict__)
         return 0
     finally:
         engine.store.close()
@@ -159,7 +153,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     system = Sightline(_settings(args))
     engine = attach_alerts(system, Ingestor(system))
     try:
-        _print([alert_json(a) for a in engine.store.alerts(acked=False if args.open else None, limit=args.limit)])
+        print_json([alert_json(a) for a in engine.store.alerts(acked=False if args.open else None, limit=args.limit)])
     finally:
         engine.store.close()
         system.close()
@@ -175,15 +169,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         start, end = time_range(args)
         filters = Filters(start=start, end=end, camera_ids=args.camera)
         if args.what == "plate":
-            _print(plate_search(system, PlateDictionary(system.store), args.query, args.mode, filters, args.limit))
+            print_json(plate_search(system, PlateDictionary(system.store), args.query, args.mode, filters, args.limit))
             return 0
         data = Path(args.query).read_bytes() if Path(args.query).is_file() else None
         if data is None:
             raise InputError(f"{args.query} is not a photo file")
         if args.what == "image":
-            _print(image_search(system, data, args.kind, args.limit, filters, args.pick))
+            print_json(image_search(system, data, args.kind, args.limit, filters, args.pick))
         else:
-            _print(face_search(system, data, args.limit, filters))
+            print_json(face_search(system, data, args.limit, filters))
         return 0
     finally:
         system.close()
@@ -199,12 +193,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if args.older_than_days < 0:
             raise InputError("--older-than-days cannot be negative")
         before = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
-    system = Sightline(_settings(args))
-    try:
-        _print(purge(system, before=before, camera_ids=args.camera, ids=args.id))
-        return 0
-    finally:
-        system.close()
+    with Sightline(_settings(args)) as system:
+        print_json(purge(system, before=before, camera_ids=args.camera, ids=args.id))
+    return 0
 
 
 def cmd_sightings(args: argparse.Namespace) -> int:
@@ -214,7 +205,7 @@ def cmd_sightings(args: argparse.Namespace) -> int:
     try:
         found = system.store.query(SightingQuery(kind=args.kind, plate=args.plate, limit=args.limit,
                                                  camera_ids=[args.camera] if args.camera else None))
-        _print([s.to_json() for s in found])
+        print_json([s.to_json() for s in found])
     finally:
         system.close()
     return 0
@@ -249,7 +240,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - t0
         plates = sorted({s.attributes.plate for r in report.results for s in r.sightings
                          if s.kind == "vehicle" and getattr(s.attributes, "plate", None)})
-        _print({**report.summary(), "seconds": round(elapsed, 1), "plates_read": plates,
+        print_json({**report.summary(), "seconds": round(elapsed, 1), "plates_read": plates,
                 "data_dir": str(system.settings.data_dir)})
     finally:
         system.close()
@@ -283,7 +274,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from models.rerank import Verifier
 
         result = evaluate_reid(directory, embedder, Verifier() if args.rerank else None)
-    _print(result)
+    print_json(result)
     return 0
 
 
@@ -295,29 +286,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         settings.data_dir = work
         if args.what == "ingest":
-            _print(bench_ingest(Path(args.path), settings, DEFAULT_EVAL / "roadnet" / "shanghai_intersections.geojson"))
+            print_json(bench_ingest(Path(args.path), settings, ROADNET))
         elif args.what == "video":
-            _print(bench_video(Path(args.path), settings, args.sample_fps))
+            print_json(bench_video(Path(args.path), settings, args.sample_fps))
         elif args.what == "geo":
-            _print(bench_geo(args.sightings, Path(args.cache) if args.cache else None))
+            print_json(bench_geo(args.sightings, Path(args.cache) if args.cache else None))
         elif args.what == "search":
             from services.bench_search import bench_search
 
-            _print(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
+            print_json(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
                                 distribution=args.distribution))
         elif args.what == "plates":
             from services.bench_search import bench_plates
 
-            _print(bench_plates(args.sightings))
+            print_json(bench_plates(args.sightings))
         elif args.what == "web":
             from services.bench_web import bench_web
 
-            _print(bench_web(settings, args.cameras, args.points))
+            print_json(bench_web(settings, args.cameras, args.points))
         else:
             from services.bench_alerts import bench_alerts
 
             photos = Path(args.path) if args.path else None
-            _print(bench_alerts(settings, args.rules, args.entries, args.faces, args.sightings, photos))
+            print_json(bench_alerts(settings, args.rules, args.entries, args.faces, args.sightings, photos))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -370,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="cameras on Shanghai intersections + the eval photos ingested")
-    d.add_argument("--eval-dir", default=str(DEFAULT_EVAL))
+    d.add_argument("--eval-dir", default=str(EVAL_DIR))
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser("watchlist", help="watchlists of plates, faces and attributes, and their rules")

@@ -16,15 +16,13 @@ from pathlib import Path
 from geo import bench, clones, cotravel, trajectories
 from indexer.plate_index import PlateDictionary
 from models.plate_text import normalize_plate
-from models.records import parse_time
 from services.cameras import from_roadnet
-from services.system import Settings, Sightline
+from services.system import ROADNET, Settings, Sightline
 
-ROADNET = Path(__file__).resolve().parents[1].parent / "shared" / "eval" / "roadnet" / "shanghai_intersections.geojson"
 BENCH_FORMAT = 1  # bump when the simulator changes, so a cached city is rebuilt
 
 
-def _print(obj: object) -> None:
+def print_json(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
 
 
@@ -33,48 +31,37 @@ def _open(args: argparse.Namespace) -> Sightline:
 
 
 def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    start, end = (parse_time(args.start) if args.start else None), (parse_time(args.end) if args.end else None)
-    trajectories.check_range(start, end)
-    return start, end
+    return trajectories.parse_range(args.start, args.end)
 
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
-    system = _open(args)
-    try:
+    with _open(args) as system:
         start, end = time_range(args)
         plate = normalize_plate(args.plate)
         also = [m.plate for m in PlateDictionary(system.store).search(plate, "fuzzy", max_distance=1.0)
                 if m.plate != plate] if args.fuzzy else []
         found = trajectories.trajectory(system.store, plate, start, end, also=also).to_json()
-        _print({"plate": found["plate"], "stays": found["stays"]} if args.stays else found)
-        return 0
-    finally:
-        system.close()
+        print_json({"plate": found["plate"], "stays": found["stays"]} if args.stays else found)
+    return 0
 
 
 def cmd_clones(args: argparse.Namespace) -> int:
-    system = _open(args)
-    try:
+    with _open(args) as system:
         start, end = time_range(args)
         found = clones.scan(system.store, start, end,
                             clones.CloneSettings(args.max_speed_kmh, args.min_plate_score, args.min_distance_m))
         crops = clones.case_crops(system.store, found)
-        _print({"count": len(found), "cases": [c.to_json(crops) for c in found]})
-        return 0
-    finally:
-        system.close()
+        print_json({"count": len(found), "cases": [c.to_json(crops) for c in found]})
+    return 0
 
 
 def cmd_cotravel(args: argparse.Namespace) -> int:
-    system = _open(args)
-    try:
+    with _open(args) as system:
         start, end = time_range(args)
-        found = cotravel.co_travellers(system.store, normalize_plate(args.plate), start, end, args.window_s,
-                                       args.min_cameras)
-        _print({"plate": normalize_plate(args.plate), "companions": [c.to_json() for c in found]})
-        return 0
-    finally:
-        system.close()
+        plate = normalize_plate(args.plate)
+        found = cotravel.co_travellers(system.store, plate, start, end, args.window_s, args.min_cameras)
+        print_json({"plate": plate, "companions": [c.to_json() for c in found]})
+    return 0
 
 
 def add_geo_commands(sub: argparse._SubParsersAction) -> None:

@@ -15,14 +15,15 @@ from indexer.vectors import FaissIndex, VectorIndex
 from models.registry import default_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
+EVAL_DIR = REPO.parent / "shared" / "eval"  # the shared eval data beside the checkout
+ROADNET = EVAL_DIR / "roadnet" / "shanghai_intersections.geojson"
 
 
 def _default_roads() -> Path | None:
     configured = os.environ.get("SIGHTLINE_ROADS")
     if configured:
         return Path(configured).resolve()
-    shared = REPO.parent / "shared" / "eval" / "roadnet" / "shanghai_intersections.geojson"
-    return shared if shared.is_file() else None
+    return ROADNET if ROADNET.is_file() else None
 
 
 SPACES: dict[str, int] = {"vehicle": 1024, "person": 768, "face": 128}
@@ -96,3 +97,9 @@ class Sightline:
     def close(self) -> None:
         self.save_indexes()
         self.store.close()
+
+    def __enter__(self) -> Sightline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
