@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from dataclasses import asdict
 from datetime import datetime, timezone
+from collections import Counter
 from itertools import repeat
 from pathlib import Path
 from typing import Iterator
@@ -224,29 +225,27 @@ class SQLiteStore(RecordStore):
         where, args = (["ts_us < ?"], [to_us(before)]) if before is not None else ([], [])
         if camera_ids:
             where.append(f"camera_id IN ({','.join('?' * len(camera_ids))})"), args.extend(camera_ids)
+        select = "SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE "
         todo = list(ids or [])
         total = Purged()
         while True:
             if ids is None:
-                sql = f"SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE {' AND '.join(where)} LIMIT ?"
-                chunk_args = [*args, batch]
+                sql, chunk_args = select + " AND ".join(where) + " LIMIT ?", [*args, batch]
             else:
-                chunk, todo = todo[:batch], todo[batch:]
-                if not chunk:
+                chunk_args, todo = todo[:batch], todo[batch:]
+                if not chunk_args:
                     break
-                sql = f"SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE id IN ({','.join('?' * len(chunk))})"
-                chunk_args = chunk
+                sql = select + f"id IN ({','.join('?' * len(chunk_args))})"
             with self.lock, self._tx():
                 rows = self.conn.execute(sql, chunk_args).fetchall()
                 if rows:
                     total.merge(self._delete_rows(rows))
             if ids is None and len(rows) < batch:
                 break
-        if before is not None:  # frames that held no sighting at all
+        if before is not None:  # frames that held no sighting at all (frames have the same time and camera columns)
             with self.lock, self._tx():
-                frame_where = " AND ".join(["ts_us < ?"] + where[1:])
                 total.frames += self.conn.execute(
-                    f"DELETE FROM frames WHERE {frame_where} AND n_sightings = 0", args).rowcount
+                    f"DELETE FROM frames WHERE {' AND '.join(where)} AND n_sightings = 0", args).rowcount
         return total
 
     def _delete_rows(self, rows: list[tuple]) -> Purged:
@@ -254,15 +253,13 @@ class SQLiteStore(RecordStore):
         done = Purged(sightings=len(rows), crops=[r[1] for r in rows if r[1]])
         for space, vector_id in ((r[2], r[3]) for r in rows if r[2] and r[3] is not None):
             done.vectors.setdefault(space, []).append(int(vector_id))
-        self.conn.execute("INSERT INTO vector_watermarks SELECT space, MAX(id) FROM vectors GROUP BY space "
-                          "ON CONFLICT(space) DO UPDATE SET last_id=MAX(last_id, excluded.last_id)")
         for space, vector_ids in done.vectors.items():
+            # The space's highest id before deleting (an index lookup): add_frame never gives it again.
+            self.conn.execute("INSERT INTO vector_watermarks SELECT ?1, COALESCE(MAX(id), 0) FROM vectors WHERE space=?1 "
+                              "ON CONFLICT(space) DO UPDATE SET last_id=MAX(last_id, excluded.last_id)", (space,))
             self.conn.executemany("DELETE FROM vectors WHERE space=? AND id=?", [(space, i) for i in vector_ids])
         self.conn.executemany("DELETE FROM sightings WHERE id=?", [(r[0],) for r in rows])
-        plates: dict[str, int] = {}
-        for r in rows:
-            if r[4]:
-                plates[r[4]] = plates.get(r[4], 0) + 1
+        plates = Counter(r[4] for r in rows if r[4])
         self.conn.executemany("UPDATE plates SET sightings=sightings-? WHERE plate=?", [(n, p) for p, n in plates.items()])
         self.conn.executemany("DELETE FROM plates WHERE plate=? AND sightings <= 0", [(p,) for p in plates])
         frames = sorted({r[5] for r in rows if r[5]})
@@ -271,6 +268,10 @@ class SQLiteStore(RecordStore):
                 f"DELETE FROM frames WHERE sha256 IN ({','.join('?' * len(frames))}) "
                 "AND NOT EXISTS (SELECT 1 FROM sightings WHERE frame_sha256 = frames.sha256)", frames).rowcount
         return done
+
+    def vector_count(self, space: str) -> int:
+        with self.lock:
+            return self.conn.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
 
     def vector_ids(self, space: str) -> np.ndarray:
         with self.lock:

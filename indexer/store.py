@@ -165,6 +165,10 @@ class RecordStore(ABC):
         """Every stored vector id of a space (an index checks itself against it after a crash)."""
 
     @abstractmethod
+    def vector_count(self, space: str) -> int:
+        """How many vectors a space holds: an index opening compares it with its own size."""
+
+    @abstractmethod
     def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"
                       ) -> list[tuple[str, str | None, datetime]]:
         """(sighting id, plate, time) at one camera in [start, end] — the co-travel join."""

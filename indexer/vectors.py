@@ -56,18 +56,25 @@ def ivf_lists(n: int) -> int:
     return int(2 ** np.clip(np.round(np.log2(2 * np.sqrt(max(n, 1)))), 6, 16))
 
 
+def _held_ids(index: faiss.Index) -> np.ndarray:
+    """Every id an index holds, without copying its vectors (an IVF's in list order)."""
+    if not isinstance(index, faiss.IndexIVFFlat):
+        return faiss.vector_to_array(index.id_map)
+    lists = index.invlists
+    ids = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+           for i in range(index.nlist) if lists.list_size(i)]
+    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+
 def _ivf_contents(ivf: faiss.IndexIVFFlat) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of every vector in an IVF's inverted lists, copied out."""
-    lists, ids, vectors = ivf.invlists, [], []
+    lists, vectors = ivf.invlists, []
     for i in range(ivf.nlist):
         size = lists.list_size(i)
         if size:
-            ids.append(faiss.rev_swig_ptr(lists.get_ids(i), size).copy())
             codes = faiss.rev_swig_ptr(lists.get_codes(i), size * ivf.code_size)
             vectors.append(np.frombuffer(codes, dtype=np.float32).reshape(size, ivf.d).copy())
-    if not ids:
-        return np.zeros(0, np.int64), np.zeros((0, ivf.d), np.float32)
-    return np.concatenate(ids), np.concatenate(vectors)
+    return _held_ids(ivf), np.concatenate(vectors) if vectors else np.zeros((0, ivf.d), np.float32)
 
 
 def _id_array(ids: np.ndarray) -> faiss.IDSelectorArray:
@@ -126,9 +133,7 @@ class FaissIndex(VectorIndex):
                     # The watermark is the largest id inside the file itself, so it can never disagree with it.
                     if isinstance(index, faiss.IndexIVFFlat):
                         index.nprobe, index.parallel_mode = NPROBE, 1
-                        ids = _ivf_contents(index)[0]
-                    else:
-                        ids = faiss.vector_to_array(index.id_map)
+                    ids = _held_ids(index)
                     return index, int(ids.max()) if len(ids) else 0
             except RuntimeError:
                 pass  # a damaged cache: rebuild it from the record store below
@@ -141,11 +146,10 @@ class FaissIndex(VectorIndex):
             if vectors.shape[1] != self.dim:
                 continue  # made by an earlier model of this space: those sightings need re-embedding
             self.add(ids, vectors)
-        stored = store.vector_ids(self.space)
-        if len(stored) < len(self):
+        if store.vector_count(self.space) < len(self):
             with self.lock:
-                held = _ivf_contents(self.index)[0] if self.kind == "ivf" else faiss.vector_to_array(self.index.id_map)
-            self.remove(np.setdiff1d(held, stored))
+                held = _held_ids(self.index)
+            self.remove(np.setdiff1d(held, store.vector_ids(self.space)))
 
     @property
     def kind(self) -> str:
