@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ingestor = Ingestor(system)
     streams = StreamManager(ingestor)
     engine = attach_alerts(system, ingestor)
-    retention = RetentionWorker(system, system.settings.retention_days) if system.settings.retention_days else None
+    retention = RetentionWorker(system, system.settings.retention_days) if system.settings.retention_days is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -51,17 +51,23 @@ class RetentionWorker:
     """Applies the policy at start and then every `every_s` seconds, in a daemon thread, while the API runs."""
 
     def __init__(self, system: Sightline, days: float, every_s: float = 3600.0):
+        if days <= 0:
+            raise InputError(f"SIGHTLINE_RETENTION_DAYS must be positive, not {days}")
         self.system, self.days, self.every_s = system, days, every_s
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="retention")
         self.last: dict | None = None
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
-            self.last = apply_policy(self.system, self.days)
+            try:
+                self.last, self.last_error = apply_policy(self.system, self.days), None
+            except Exception as exc:  # noqa: BLE001 - one failed pass (a locked database) must not end retention
+                self.last_error = f"{type(exc).__name__}: {exc}"
             self.stop_event.wait(self.every_s)
 
     def stop(self) -> None:

@@ -15,7 +15,7 @@ from models.records import Camera, InputError
 from services.api import create_app
 from services.ingest import Ingestor, PhotoJob
 from services.localserver import serving
-from services.retention import purge
+from services.retention import RetentionWorker, purge
 from services.system import Settings, Sightline
 
 pytestmark = pytest.mark.models
@@ -132,3 +132,5 @@ def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, e
             time.sleep(0.1)
         left = api.get("/sightings", params={"limit": 1000}).json()["sightings"]
     assert {s["id"] for s in left} == {s.id for s in recent.sightings}
+    with pytest.raises(InputError, match="positive"):
+        RetentionWorker(system, 0)  # "keep nothing" is a mistake, not a policy
