@@ -52,10 +52,10 @@ class Seen:
     embedding_space: str | None = None
     vector_id: int | None = None
 
-    def to_json(self, crops: dict[str, str | None] | None = None) -> dict:
+    def to_json(self) -> dict:
         return {"sighting_id": self.sighting_id, "camera_id": self.camera_id, "lon": self.lon, "lat": self.lat,
                 "ts": self.ts.isoformat(), "vehicle_color": self.color, "vehicle_type": self.vehicle_type,
-                "crop": (crops or {}).get(self.sighting_id, self.crop)}
+                "crop": self.crop}
 
 
 @dataclass
@@ -102,7 +102,7 @@ class CloneCase:
     conflicts: list[Conflict] = field(default_factory=list)
     vehicles: dict[str, list[str]] = field(default_factory=dict)  # vehicle label -> sighting ids
 
-    def to_json(self, crops: dict[str, str | None] | None = None) -> dict:
+    def to_json(self) -> dict:
         speed = None if np.isinf(self.speed_kmh) else round(self.speed_kmh, 1)
         involved = {s.sighting_id: s for c in self.conflicts for s in (c.first, c.second)} or \
             {s.sighting_id: s for s in self.pair}
@@ -112,11 +112,11 @@ class CloneCase:
                     "color": self.evidence.color, "vehicle_type": self.evidence.vehicle_type,
                     "embedding_distance": None if self.evidence.embedding_distance is None
                     else round(self.evidence.embedding_distance, 3)},
-                "vehicles": self.vehicles, "sightings": [s.to_json(crops) for s in self.pair],
+                "vehicles": self.vehicles, "sightings": [s.to_json() for s in self.pair],
                 "conflicts": [{"from": c.first.sighting_id, "to": c.second.sighting_id, "distance_m": round(c.distance_m, 1),
                                "seconds": c.seconds, "speed_kmh": None if np.isinf(c.speed_kmh) else round(c.speed_kmh, 1)}
                               for c in self.conflicts],
-                "conflicting_sightings": [s.to_json(crops) for s in sorted(involved.values(), key=lambda s: s.ts)]}
+                "conflicting_sightings": [s.to_json() for s in sorted(involved.values(), key=lambda s: s.ts)]}
 
 
 def seen(s: Sighting, camera: Camera) -> Seen:
@@ -276,8 +276,3 @@ def scan(store: RecordStore, start: datetime | None = None, end: datetime | None
     names = store.plate_names(sorted(flagged))
     cases = [case for plate in sorted(names.values()) if (case := plate_case(store, plate, cameras, start, end, settings))]
     return sorted(cases, key=lambda c: (-c.confidence, -c.speed_kmh, c.plate))
-
-
-def case_crops(store: RecordStore, cases: list[CloneCase]) -> dict[str, str | None]:
-    ids = list({s.sighting_id for c in cases for s in c.pair})
-    return {s.id: s.crop for s in store.get_sightings(ids)}

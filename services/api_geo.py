@@ -73,8 +73,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         with the conflicting sightings, their crops, appearance evidence and which read belongs to which car."""
         t0, t1 = trajectories.parse_range(start, end)
         found = clones.scan(system.store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
-        crops = clones.case_crops(system.store, found)
-        return {"count": len(found), "cases": [c.to_json(crops) for c in found]}
+        return {"count": len(found), "cases": [c.to_json() for c in found]}
 
     @router.get("/co-travel/{plate}")
     def get_co_travel(plate: str, start: str | None = None, end: str | None = None,

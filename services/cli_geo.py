@@ -50,8 +50,7 @@ def cmd_clones(args: argparse.Namespace) -> int:
         start, end = time_range(args)
         found = clones.scan(system.store, start, end,
                             clones.CloneSettings(args.max_speed_kmh, args.min_plate_score, args.min_distance_m))
-        crops = clones.case_crops(system.store, found)
-        print_json({"count": len(found), "cases": [c.to_json(crops) for c in found]})
+        print_json({"count": len(found), "cases": [c.to_json() for c in found]})
     return 0
 
 
