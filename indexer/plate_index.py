@@ -18,53 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexer.store import RecordStore
-from models.plate_text import normalize_plate
-from models.records import InputError
+from models.plate_text import CONFUSIONS, PlateMatch, plate_pattern, reader_distance, wildcard_regex
 
-CONFUSIONS = ("0ODQ", "1IL", "8B", "2Z", "5S", "6G")
-_CONFUSED = {(a, b) for group in CONFUSIONS for a in group for b in group if a != b}
 # Each confusion group read as one character: a confusion then never breaks a bigram, so the q-gram bound
 # below only has to allow for the (at most two) full-cost edits.
 _CANON = str.maketrans({c: group[0] for group in CONFUSIONS for c in group[1:]})
-MODES = ("exact", "wildcard", "fuzzy", "suffix")
-_PATTERN_CHARS = re.compile(r"^[0-9A-Z\u4e00-\u9fff?*]+$")
-
-
-def reader_distance(a: str, b: str, limit: float = 2.0) -> float:
-    """Edit distance where a substitution within a confusion group (0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S) costs 0.5."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev = [float(j) for j in range(len(b) + 1)]
-    for i, ca in enumerate(a, 1):
-        cur = [float(i)]
-        for j, cb in enumerate(b, 1):
-            sub = 0.0 if ca == cb else (0.5 if (ca, cb) in _CONFUSED else 1.0)
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + sub))
-        if min(cur) > limit:
-            return limit + 1
-        prev = cur
-    return prev[-1]
-
-
-def check_pattern(query: str, mode: str) -> str:
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}")
-    text = normalize_plate(query or "")
-    if not text:
-        raise InputError("the plate query is empty")
-    if not _PATTERN_CHARS.match(text):
-        raise InputError(f"{query!r} is not a plate pattern: use letters, digits, province characters, ? and *")
-    if mode != "wildcard" and ("?" in text or "*" in text):
-        raise InputError(f"{query!r} has wildcards: use mode=wildcard")
-    if mode == "wildcard" and not text.strip("*?"):
-        raise InputError("a wildcard pattern needs at least one plate character")
-    if len(text.replace("*", "")) > 10:
-        raise InputError(f"{query!r} is longer than any plate")
-    return text
+MODES = tuple(m.value for m in PlateMatch)
 
 
 @dataclass
-class PlateMatch:
+class PlateHit:
     plate: str
     score: float  # 1.0 exact; lower with distance
     distance: float = 0.0
@@ -116,30 +79,29 @@ class PlateDictionary:
             self._text = "\n".join(self.sorted), np.concatenate([[0], np.cumsum(lengths)[:-1]])
         return self._text
 
-    def search(self, query: str, mode: str, limit: int = 50, max_distance: float = 2.0) -> list[PlateMatch]:
-        text = check_pattern(query, mode)
+    def search(self, query: str, mode: str, limit: int = 50, max_distance: float = 2.0) -> list[PlateHit]:
+        text = plate_pattern(query, mode)
         self.refresh()
         with self.lock:
             if mode == "exact":
                 i = bisect.bisect_left(self.sorted, text)
-                return [PlateMatch(text, 1.0)] if i < len(self.sorted) and self.sorted[i] == text else []
+                return [PlateHit(text, 1.0)] if i < len(self.sorted) and self.sorted[i] == text else []
             if mode == "suffix":
                 rev = text[::-1]
                 i = bisect.bisect_left(self.reversed_sorted, rev)
                 out = []
                 while i < len(self.reversed_sorted) and self.reversed_sorted[i].startswith(rev) and len(out) < limit:
-                    out.append(PlateMatch(self.reversed_sorted[i][::-1], 1.0))
+                    out.append(PlateHit(self.reversed_sorted[i][::-1], 1.0))
                     i += 1
                 return out
             if mode == "wildcard":
                 return self._wildcard(text, limit)
             return self._fuzzy(text, limit, max_distance)
 
-    def _wildcard(self, text: str, limit: int) -> list[PlateMatch]:
+    def _wildcard(self, text: str, limit: int) -> list[PlateHit]:
         """A known prefix narrows the scan to its slice of the sorted plates; the rest is one regex pass."""
         prefix = re.match(r"^[^?*]*", text).group(0)
-        rx = re.compile("^" + "".join("[^\n]" if c == "?" else "[^\n]*" if c == "*" else re.escape(c) for c in text) + "$",
-                        re.MULTILINE)
+        rx = re.compile("^" + wildcard_regex(text, "[^\n]") + "$", re.MULTILINE)
         joined, offsets = self._joined()
         lo = bisect.bisect_left(self.sorted, prefix)
         hi = bisect.bisect_left(self.sorted, prefix + "\uffff") if prefix else len(self.sorted)
@@ -148,12 +110,12 @@ class PlateDictionary:
         end = int(offsets[hi]) - 1 if hi < len(offsets) else len(joined)
         out = []
         for m in rx.finditer(joined, int(offsets[lo]), end):
-            out.append(PlateMatch(m.group(0), 1.0))
+            out.append(PlateHit(m.group(0), 1.0))
             if len(out) >= limit:
                 break
         return out
 
-    def _fuzzy(self, text: str, limit: int, max_distance: float) -> list[PlateMatch]:
+    def _fuzzy(self, text: str, limit: int, max_distance: float) -> list[PlateHit]:
         folded = text.translate(_CANON)
         grams = [folded[i:i + 2] for i in range(len(folded) - 1)]
         need = max(1, len(set(grams)) - 2 * int(max_distance))  # at most int(max_distance) full-cost edits
@@ -166,5 +128,5 @@ class PlateDictionary:
         for i in candidates.tolist():
             d = reader_distance(text, self.plates[i], max_distance)
             if d <= max_distance:
-                found.append(PlateMatch(self.plates[i], round(1.0 - d / (max_distance + 1), 3), d))
+                found.append(PlateHit(self.plates[i], round(1.0 - d / (max_distance + 1), 3), d))
         return sorted(found, key=lambda m: (m.distance, m.plate))[:limit]

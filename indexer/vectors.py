@@ -38,16 +38,20 @@ class VectorIndex(ABC):
         """The stored vector of one id (KeyError when absent)."""
 
     @abstractmethod
+    def catch_up(self) -> int:
+        """Take in what the record store holds and the index does not yet; returns how many vectors."""
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod
     def save(self) -> None: ...
 
 
-EXACT_LIMIT = int(os.environ.get("SIGHTLINE_EXACT_LIMIT", "200000"))
+EXACT_LIMIT = 200_000  # exact search up to this many vectors a space (SIGHTLINE_EXACT_LIMIT)
 # Lists scanned per query: recall@10 1.00 on clustered 1024-d data at 1M in 2.4 ms (bench search); raise it
-# to trade speed for recall on data with weak neighbourhoods.
-NPROBE = int(os.environ.get("SIGHTLINE_NPROBE", "32"))
+# to trade speed for recall on data with weak neighbourhoods (SIGHTLINE_NPROBE).
+NPROBE = 32
 TRAIN_PER_LIST = 40  # k-means sample per list: faiss's lower bound for stable centroids, and fast to train
 
 
@@ -88,7 +92,7 @@ def _flat_contents(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
     return faiss.vector_to_array(index.id_map).copy(), index.index.reconstruct_n(0, index.ntotal)
 
 
-def _train_ivf(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> faiss.IndexIVFFlat:
+def _train_ivf(ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> faiss.IndexIVFFlat:
     dim, nlist = vectors.shape[1], ivf_lists(len(vectors))
     ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.max_points_per_centroid, ivf.cp.niter, ivf.cp.seed = TRAIN_PER_LIST, 10, seed
@@ -96,7 +100,7 @@ def _train_ivf(ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> faiss.Ind
     ivf.train(vectors[np.sort(sample)])
     ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by arbitrary id
     ivf.add_with_ids(vectors, ids)
-    ivf.nprobe, ivf.parallel_mode = NPROBE, 1  # one query at a time: split its lists over the threads
+    ivf.nprobe, ivf.parallel_mode = nprobe, 1  # one query at a time: split its lists over the threads
     return ivf
 
 
@@ -115,15 +119,18 @@ class FaissIndex(VectorIndex):
     like an unfiltered query restricted to the allowed ids, probing more lists until k survive.
     """
 
-    def __init__(self, directory: Path, space: str, dim: int, store: RecordStore, exact_limit: int = EXACT_LIMIT):
-        self.directory, self.space, self.dim, self.exact_limit = directory, space, dim, exact_limit
+    def __init__(self, directory: Path, space: str, dim: int, store: RecordStore, exact_limit: int = EXACT_LIMIT,
+                 nprobe: int = NPROBE):
+        self.directory, self.space, self.dim, self.exact_limit, self.nprobe = directory, space, dim, exact_limit, nprobe
+        self.store = store
         self.path = directory / f"{space}.faiss"
         self.lock = threading.RLock()
         self.builder: threading.Thread | None = None
         self.pending: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None  # ops logged during a build
         self.index, self.last_id = self._load()
         self.trained_size = len(self) if self.kind == "ivf" else 0
-        self._catch_up(store)
+        self.catch_up()
+        self._drop_deleted()
 
     def _load(self) -> tuple[faiss.Index, int]:
         if self.path.exists():
@@ -132,24 +139,36 @@ class FaissIndex(VectorIndex):
                 if index.d == self.dim:
                     # The watermark is the largest id inside the file itself, so it can never disagree with it.
                     if isinstance(index, faiss.IndexIVFFlat):
-                        index.nprobe, index.parallel_mode = NPROBE, 1
+                        index.nprobe, index.parallel_mode = self.nprobe, 1
                     ids = _held_ids(index)
                     return index, int(ids.max()) if len(ids) else 0
             except RuntimeError:
                 pass  # a damaged cache: rebuild it from the record store below
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0
 
-    def _catch_up(self, store: RecordStore) -> None:
-        """Add what the store holds past the saved file; drop what it no longer holds (a deletion whose index
-        save a crash cut off)."""
-        for ids, vectors in store.vectors_after(self.space, self.last_id):
-            if vectors.shape[1] != self.dim:
-                continue  # made by an earlier model of this space: those sightings need re-embedding
-            self.add(ids, vectors)
-        if store.vector_count(self.space) < len(self):
+    def catch_up(self) -> int:
+        """Add every vector the store holds past this index's last id; returns how many.
+
+        The one way vectors enter the index: after ingestion commits (this process's) and before a query
+        (another process's, sharing the data folder). Ids are given in commit order under the store's write
+        lock, so "past the last id" misses nothing; costs one indexed look-up when nothing is new.
+        """
+        added = 0
+        with self.lock:
+            for ids, vectors in self.store.vectors_after(self.space, self.last_id):
+                self.last_id = max(self.last_id, int(ids.max()))
+                if vectors.shape[1] != self.dim:
+                    continue  # made by an earlier model of this space: those sightings need re-embedding
+                self.add(ids, vectors)
+                added += len(ids)
+        return added
+
+    def _drop_deleted(self) -> None:
+        """Drop what the store no longer holds (a deletion whose index save a crash cut off)."""
+        if self.store.vector_count(self.space) < len(self):
             with self.lock:
                 held = _held_ids(self.index)
-            self.remove(np.setdiff1d(held, store.vector_ids(self.space)))
+            self.remove(np.setdiff1d(held, self.store.vector_ids(self.space)))
 
     @property
     def kind(self) -> str:
@@ -190,7 +209,7 @@ class FaissIndex(VectorIndex):
                 contents = _ivf_contents if self.kind == "ivf" else _flat_contents
                 ids, vectors = contents(self.index)
                 self.pending = []  # from this snapshot on, every change is logged for the replay
-            built = _train_ivf(ids, vectors)
+            built = _train_ivf(ids, vectors, self.nprobe)
             del vectors
             with self.lock:
                 for op, op_ids, op_vectors in self.pending or []:
@@ -225,7 +244,7 @@ class FaissIndex(VectorIndex):
                 return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
             nlist = self.index.nlist
             # No larger than what NPROBE lists hold: scan every list (exact); else grow the probe until k survive.
-            nprobe = nlist if len(allowed) * nlist <= len(self) * NPROBE else NPROBE
+            nprobe = nlist if len(allowed) * nlist <= len(self) * self.nprobe else self.nprobe
             while True:
                 scores, found = self.index.search(queries, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
                 if nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
@@ -239,6 +258,6 @@ class FaissIndex(VectorIndex):
         """Write the index to a temporary file and rename it: a crash mid-save keeps the previous file."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            tmp = self.path.with_suffix(".faiss.tmp")
+            tmp = self.path.with_suffix(f".faiss.{os.getpid()}.tmp")  # processes sharing the folder never clash
             faiss.write_index(self.index, str(tmp))
             os.replace(tmp, self.path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.detectors import Detection
+from models.observations import Detection
 from models.imageops import blob, color_name
 from models.records import PersonAttributes, VehicleAttributes
 from models.runtime import OpenVinoModel

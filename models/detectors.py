@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from models.imageops import iou_matrix, letterbox, nms
+from models.observations import Detection
 from models.records import BBox
 from models.runtime import OpenVinoModel
 
@@ -21,15 +22,6 @@ COCO_KEPT: dict[int, tuple[str, str]] = {
     5: ("vehicle", "bus"),
     7: ("vehicle", "truck"),
 }
-
-
-@dataclass
-class Detection:
-    kind: str  # vehicle | person | face
-    label: str  # coco class name, or "face"
-    bbox: BBox
-    score: float
-    landmarks: list[list[float]] = field(default_factory=list)
 
 
 def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +124,11 @@ def merge_detections(primary: list[Detection], extra: list[Detection], iou_thres
         if len(same) == 0 or iou_matrix(np.array([det.bbox.as_list()], np.float32), same).max() < iou_threshold:
             kept.append(det)
     return kept
+
+
+def subject_face(faces: list[Detection]) -> Detection | None:
+    """The face a photo is about: the largest, surest one (enrolment, face search, evaluation)."""
+    return max(faces, key=lambda f: f.bbox.area * f.score) if faces else None
 
 
 class FaceDetector:

@@ -12,40 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from models.attributes import PersonAttributeClassifier, VehicleAttributeClassifier, face_quality
-from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections
+from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
 from models.plates import PlateReader, PlateReading, is_valid_plate
-from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, VehicleAttributes
+from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
 from models.registry import default_model_dir, model_path
+from models.observations import FaceProbe, ObjectDescription, Observation, StageTimes
 from models.tracking import Track
 
 
-@dataclass
-class Observation:
-    kind: str
-    bbox: BBox
-    det_score: float
-    attributes: Attributes
-    crop: np.ndarray
-    vector: np.ndarray | None = None
-    space: str | None = None
-    parent: int | None = None  # index of the person observation a face belongs to, in the same frame
-    model_versions: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent per stage, summed over calls (for `sightline bench ingest`)."""
-
-    detect: float = 0.0
-    plates: float = 0.0
-    attributes: float = 0.0
-    embed: float = 0.0
-    faces: float = 0.0
-
-
 class Pipeline:
+    """The real models, loaded once; implements models.observations.FramePipeline."""
+
     def __init__(self, model_dir: Path | None = None, faces: bool = True):
         d = model_dir or default_model_dir()
         self.detector = ObjectDetector(model_path("yolox_nano.onnx", d))
@@ -94,6 +73,29 @@ class Pipeline:
         vehicles = self.vehicle_detector.detect(frames)
         return [merge_detections(g, v) for g, v in zip(general, vehicles)]
 
+    def detect_faces(self, frame: np.ndarray) -> list[Detection]:
+        return self.face_detector.detect(frame) if self.face_detector is not None else []
+
+    def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
+        """Embed one cropped vehicle or person; a vehicle also gets its colour, type and best plate read."""
+        embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
+        described = ObjectDescription(embedder.embed([image])[0])
+        if kind == SightingKind.VEHICLE:
+            attrs = self.vehicle_attributes.classify([image])[0]
+            described.vehicle_color, described.vehicle_type = attrs.vehicle_color, attrs.vehicle_type
+            readings = [r for r in self.plate_reader.read_frames([image])[0] if r.text]
+            described.plate = max(readings, key=lambda r: r.score).text if readings else None
+        return described
+
+    def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
+        """The photo's largest, surest face with its vector (None: no face, or faces are switched off)."""
+        if self.face_detector is None or self.face_embedder is None:
+            return None
+        best = subject_face(self.face_detector.detect(frame))
+        if best is None:
+            return None
+        return FaceProbe(best.bbox, self.face_embedder.embed_faces(frame, [best.bbox])[0])
+
     def describe_tracks(self, tracks: list[Track], plate_views: int = 3) -> list[Observation]:
         """One observation per finished track, from its best frame; the plate is voted over its best views.
 
@@ -109,7 +111,7 @@ class Pipeline:
                 vector = self.face_embedder.embed_faces(best.frame, [det.bbox])[0]
                 attrs = FaceAttributes(quality=face_quality(crop(best.frame, det.bbox), det),
                                        landmarks=[[round(x, 1), round(y, 1)] for x, y in det.landmarks])
-                observations.append(Observation("face", det.bbox, det.score, attrs, crop(best.frame, det.bbox, 0.15),
+                observations.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, crop(best.frame, det.bbox, 0.15),
                                                 vector, self.face_embedder.space, None,
                                                 {"embedding": self.face_embedder.version}))
                 continue
@@ -148,7 +150,7 @@ class Pipeline:
             if owner is None:
                 # A checkpoint photo often shows only the front of the car: the plate is the evidence.
                 box = _vehicle_box_around_plate(plate.bbox, frame.shape)
-                owner = Observation("vehicle", box, plate.det_score, VehicleAttributes(coco_class=None), crop(frame, box))
+                owner = Observation(SightingKind.VEHICLE, box, plate.det_score, VehicleAttributes(coco_class=None), crop(frame, box))
                 obs.append(owner)
             self._assign_plate(owner, plate)
         return obs
@@ -183,7 +185,7 @@ class Pipeline:
             parent = _owner_index(det.bbox, obs, people)
             attrs = FaceAttributes(quality=face_quality(crop(frame, det.bbox), det), landmarks=[[round(x, 1), round(y, 1)]
                                    for x, y in det.landmarks])
-            out.append(Observation("face", det.bbox, det.score, attrs, face_crop, vec, self.face_embedder.space,
+            out.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, face_crop, vec, self.face_embedder.space,
                                    parent, {"embedding": self.face_embedder.version}))
         return out
 

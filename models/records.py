@@ -5,14 +5,28 @@ API and the analytics can pass them around without dicts-of-anything.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from enum import Enum
 from datetime import datetime, timezone
-from typing import Literal, Union
+from enum import StrEnum
+from typing import Any, Union
 
-SightingKind = Literal["vehicle", "person", "face"]
-CameraKind = Literal["checkpoint", "surveillance"]
-SIGHTING_KINDS: tuple[str, ...] = ("vehicle", "person", "face")
-CAMERA_KINDS: tuple[str, ...] = ("checkpoint", "surveillance")
+
+class SightingKind(StrEnum):
+    """What a sighting shows; each kind has its attributes and its embedding space."""
+
+    VEHICLE = "vehicle"
+    PERSON = "person"
+    FACE = "face"
+
+
+class CameraKind(StrEnum):
+    CHECKPOINT = "checkpoint"  # a fixed plate-reading camera over a lane
+    SURVEILLANCE = "surveillance"  # a wide view of a street or a place
+
+
+SIGHTING_KINDS: tuple[str, ...] = tuple(k.value for k in SightingKind)
+CAMERA_KINDS: tuple[str, ...] = tuple(k.value for k in CameraKind)
 
 
 class InputError(ValueError):
@@ -67,7 +81,7 @@ class Camera:
     lon: float
     lat: float
     heading_deg: float | None = None
-    kind: str = "checkpoint"
+    kind: CameraKind = CameraKind.CHECKPOINT
     road: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -78,6 +92,7 @@ class Camera:
             raise InputError(f"camera {self.id}: lon/lat out of range ({self.lon}, {self.lat})")
         if self.kind not in CAMERA_KINDS:
             raise InputError(f"camera {self.id}: kind must be one of {CAMERA_KINDS}, not {self.kind!r}")
+        self.kind = CameraKind(self.kind)
         if self.heading_deg is not None and not 0.0 <= float(self.heading_deg) < 360.0:
             raise InputError(f"camera {self.id}: heading_deg must be in [0, 360)")
 
@@ -120,9 +135,9 @@ class FaceAttributes:
 
 Attributes = Union[VehicleAttributes, PersonAttributes, FaceAttributes]
 ATTRIBUTE_CLASSES: dict[str, type] = {
-    "vehicle": VehicleAttributes,
-    "person": PersonAttributes,
-    "face": FaceAttributes,
+    SightingKind.VEHICLE: VehicleAttributes,
+    SightingKind.PERSON: PersonAttributes,
+    SightingKind.FACE: FaceAttributes,
 }
 
 
@@ -159,7 +174,7 @@ class Sighting:
     id: str
     camera_id: str
     ts: datetime
-    kind: str
+    kind: SightingKind
     bbox: BBox
     det_score: float
     attributes: Attributes
@@ -170,6 +185,9 @@ class Sighting:
     model_versions: dict[str, str] = field(default_factory=dict)
     track: TrackInfo | None = None  # video sightings: one per tracked object
 
+    def __post_init__(self) -> None:
+        self.kind = SightingKind(self.kind)
+
     def to_json(self) -> dict:
         """The API's shape of a sighting (times as ISO 8601 UTC)."""
         out = asdict(self)
@@ -177,3 +195,23 @@ class Sighting:
         out["bbox"] = self.bbox.as_list()
         out["track"] = self.track.to_json() if self.track else None
         return out
+
+
+def to_plain(obj: object) -> Any:
+    """Typed results as JSON-ready values: records by their own JSON shape, other dataclasses field by field,
+    enums as their values, times as ISO 8601 — for the command line's output."""
+    if hasattr(obj, "to_json") and is_dataclass(obj):
+        return obj.to_json()
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(to_plain(k)): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    return obj

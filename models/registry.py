@@ -37,7 +37,8 @@ def manifest() -> dict[str, ModelEntry]:
 
 
 def default_model_dir() -> Path:
-    return Path(os.environ.get("SIGHTLINE_MODEL_DIR", "model_store")).resolve()
+    """./model_store; the deployment names another through Settings (SIGHTLINE_MODEL_DIR, --models)."""
+    return Path("model_store").resolve()
 
 
 def sha256_of(path: Path) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from models.detectors import Detection
+from models.observations import Detection
 from models.imageops import iou_matrix
 
 

@@ -1,53 +1,67 @@
 """Watchlist, rule and alert records, and the plate patterns watchlists hold.
 
 A plate entry matches exactly, by wildcard (`?` one character, `*` any run) or
-fuzzily (edit distance up to a tolerance). Patterns are validated here so that a
-malformed one is refused when it is entered, never when a sighting arrives.
+fuzzily (edit distance up to a tolerance); its pattern is checked by
+`models.plate_text.plate_pattern` when it is entered, never when a sighting arrives.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from enum import StrEnum
+from typing import TypeVar
 
+from models.plate_text import PlateMatch
 from models.records import InputError
 
-WATCHLIST_KINDS = ("plate", "face", "attribute")
-ENTRY_MATCHES = ("exact", "wildcard", "fuzzy")
-RULE_KINDS = ("watchlist", "not_on_whitelist", "cloned_plate", "co_traveller")
-SEVERITIES = ("low", "medium", "high", "critical")
-_PLATE_CHARS = re.compile(r"^[0-9A-Z\u4e00-\u9fff?*]+$")
+E = TypeVar("E", bound=StrEnum)
 
 
-def normalise_plate_pattern(pattern: str, match: str) -> str:
-    """Upper-case, strip separators, and check the characters a plate pattern may hold."""
-    text = re.sub(r"[\s·•\-_.]", "", pattern or "").upper()
-    if not text:
-        raise InputError("the plate pattern is empty")
-    if not _PLATE_CHARS.match(text):
-        raise InputError(f"plate pattern {pattern!r} holds characters no plate has (allowed: letters, digits, "
-                         "Chinese province characters, ? and *)")
-    if match != "wildcard" and ("?" in text or "*" in text):
-        raise InputError(f"plate pattern {pattern!r} has wildcards; set match to 'wildcard'")
-    if match == "wildcard" and text.strip("*") == "":
-        raise InputError("a wildcard pattern of only '*' would match every plate")
-    if len(text.replace("*", "")) > 10:
-        raise InputError(f"plate pattern {pattern!r} is longer than any plate")
-    return text
+def choice(enum: type[E], value: object, what: str) -> E:
+    """The enum member a user's text names; anything else is an InputError listing the choices."""
+    try:
+        return enum(value)
+    except ValueError:
+        raise InputError(f"{what} must be one of {[m.value for m in enum]}, not {value!r}") from None
 
 
-def wildcard_regex(pattern: str) -> str:
-    return "".join("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in pattern)
+class WatchlistKind(StrEnum):
+    PLATE = "plate"
+    FACE = "face"
+    ATTRIBUTE = "attribute"
+
+
+class RuleKind(StrEnum):
+    WATCHLIST = "watchlist"  # a sighting matches an entry of the list
+    NOT_ON_WHITELIST = "not_on_whitelist"  # a plate that is not on the list
+    CLONED_PLATE = "cloned_plate"  # a plate seen too far away too soon
+    CO_TRAVELLER = "co_traveller"  # a vehicle that travels with the target plate
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+WATCHLIST_KINDS = tuple(k.value for k in WatchlistKind)
+ENTRY_MATCHES = (PlateMatch.EXACT.value, PlateMatch.WILDCARD.value, PlateMatch.FUZZY.value)
+RULE_KINDS = tuple(k.value for k in RuleKind)
+SEVERITIES = tuple(k.value for k in Severity)
 
 
 @dataclass
 class Watchlist:
     id: str
     name: str
-    kind: str  # plate | face | attribute
+    kind: WatchlistKind
     description: str = ""
     created_by: str = ""
     created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = choice(WatchlistKind, self.kind, "watchlist kind")
 
 
 @dataclass
@@ -59,17 +73,20 @@ class WatchEntry:
     reason: str
     created_by: str
     value: str = ""  # plate pattern, or a label for a face
-    match: str = "exact"  # exact | wildcard | fuzzy (plates)
+    match: PlateMatch = PlateMatch.EXACT  # exact | wildcard | fuzzy (plates)
     tolerance: int = 1  # fuzzy: edit distance allowed
     conditions: dict[str, object] = field(default_factory=dict)  # attribute lists: field -> wanted value
     created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.match = choice(PlateMatch, self.match, "match")
 
 
 @dataclass
 class Rule:
     id: str
     name: str
-    kind: str = "watchlist"  # watchlist | not_on_whitelist | cloned_plate | co_traveller
+    kind: RuleKind = RuleKind.WATCHLIST
     target_plate: str | None = None  # co_traveller: alert when a vehicle that travels with this plate is seen
     watchlist_id: str | None = None
     camera_ids: list[str] = field(default_factory=list)
@@ -78,9 +95,13 @@ class Rule:
     time_to: time | None = None
     tz: str = "UTC"
     min_confidence: float = 0.0
-    severity: str = "medium"
+    severity: Severity = Severity.MEDIUM
     cooldown_s: int = 300
     active: bool = True
+
+    def __post_init__(self) -> None:
+        self.kind = choice(RuleKind, self.kind, "rule kind")
+        self.severity = choice(Severity, self.severity, "severity")
 
 
 @dataclass
@@ -91,9 +112,12 @@ class Alert:
     camera_id: str
     ts: datetime  # when the sighting was made
     raised_at: datetime
-    severity: str
+    severity: Severity
     target: str  # the plate, face entry or condition that matched
     details: dict[str, object] = field(default_factory=dict)
     crop: str | None = None
     acked_by: str | None = None
     acked_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.severity = Severity(self.severity)

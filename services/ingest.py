@@ -1,10 +1,10 @@
 """Ingestion of photos: validate, decode, dedupe by sha256, run the pipeline in batches, store atomically.
 
-Order of writes per frame: evidence crops (files) → one record-store transaction
-(frame + sightings + vectors) → the in-memory vector index. A crash before the
-transaction leaves only orphan crop files; after it, the vector index catches up
-from the record store on the next start. So a rerun finishes a batch and nothing
-committed is lost or doubled.
+Order of writes per frame: evidence crops (blob store) → one record-store transaction
+(frame + sightings + vectors) → the vector indexes catch up from the store. A crash
+before the transaction leaves only orphan crops; after it, the indexes catch up on the
+next start (or the next query). So a rerun finishes a batch and nothing committed is
+lost or doubled.
 """
 from __future__ import annotations
 
@@ -17,23 +17,21 @@ from datetime import datetime
 from pathlib import Path
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
 
-from indexer.store import FrameRecord, SightingQuery, StoredVector
+from indexer.blobs import BlobStore
+from indexer.store import FrameRecord, RecordStore, SightingQuery, StoredVector
+from indexer.vectors import VectorIndex
 from models.imageops import IMAGE_SUFFIXES, decode_image
-
-from models.records import InputError, Sighting, TrackInfo, parse_time, require_utc
-from services.system import Sightline
-
-if TYPE_CHECKING:  # the models load only when a frame is processed, not when the API starts
-    from models.pipeline import Observation
+from models.observations import FramePipeline, Observation
+from models.records import FaceAttributes, InputError, Sighting, TrackInfo, parse_time, require_utc
 
 T = TypeVar("T")
-
-
+# Called after each committed frame with its sightings and their vectors (the rule engine's hook).
+Listener = Callable[[list[Sighting], dict[str, np.ndarray]], object]
 
 
 @dataclass
@@ -63,24 +61,40 @@ class BatchReport:
     def stored(self) -> int:
         return sum(len(r.sightings) for r in self.results if not r.duplicate)
 
-    def summary(self) -> dict:
-        return {"photos": len(self.results), "new": sum(not r.duplicate for r in self.results),
-                "duplicates": sum(r.duplicate for r in self.results), "sightings": self.stored,
-                "errors": self.errors}
+    def summary(self) -> IngestSummary:
+        return IngestSummary(photos=len(self.results), new=sum(not r.duplicate for r in self.results),
+                             duplicates=sum(r.duplicate for r in self.results), sightings=self.stored,
+                             errors=self.errors)
+
+
+@dataclass
+class IngestSummary:
+    photos: int
+    new: int
+    duplicates: int
+    sightings: int
+    errors: list[str]
 
 
 class Ingestor:
-    def __init__(self, system: Sightline, batch_size: int = 4, save_every: int = 200):
-        self.system = system
+    """Photos (and video tracks) in, sightings out: the one write path, whatever the entry point."""
+
+    def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], blobs: BlobStore,
+                 pipeline: Callable[[], FramePipeline], listeners: list[Listener] | None = None,
+                 batch_size: int = 4, save_every: int = 200):
+        self.store, self.indexes, self.blobs, self.get_pipeline = store, indexes, blobs, pipeline
         self.batch_size = batch_size
         self.save_every = save_every
         self._since_save = 0
-        self.lock = threading.Lock()  # one pipeline, one writer
-        # Called after each committed frame with its sightings and their vectors (the alert engine's hook).
-        self.listeners: list[Callable[[list[Sighting], dict[str, np.ndarray]], object]] = []
+        self.lock = threading.Lock()  # one pipeline, one writer per process
+        self.listeners: list[Listener] = list(listeners or [])
+
+    def save_indexes(self) -> None:
+        for index in self.indexes.values():
+            index.save()
 
     def validate(self, camera_id: str, ts: datetime) -> datetime:
-        if self.system.store.get_camera(camera_id) is None:
+        if self.store.get_camera(camera_id) is None:
             raise InputError(f"unknown camera {camera_id!r}: register it first (POST /cameras or `sightline cameras import`)")
         return require_utc(ts)
 
@@ -98,7 +112,7 @@ class Ingestor:
                 report.errors.append(f"{job.source}: {prepared}")
                 continue
             sha, frame = prepared
-            if sha in seen or self.system.store.has_frame(sha):
+            if sha in seen or self.store.has_frame(sha):
                 report.results.append(IngestResult(job.source, sha, True, self._stored_sightings(sha)))
                 continue
             seen.add(sha)
@@ -108,7 +122,7 @@ class Ingestor:
                 pending = []
         if pending:
             report.results.extend(self._process(pending))
-        self.system.save_indexes()
+        self.save_indexes()
         return report
 
     def _prepare(self, job: PhotoJob) -> tuple[str, np.ndarray] | InputError:
@@ -126,11 +140,11 @@ class Ingestor:
         return report.results[0]
 
     def _stored_sightings(self, sha: str) -> list[Sighting]:
-        return self.system.store.query(SightingQuery(frame_sha256=sha, limit=10_000))
+        return self.store.query(SightingQuery(frame_sha256=sha, limit=10_000))
 
     def _process(self, batch: list[tuple[PhotoJob, str, np.ndarray]]) -> list[IngestResult]:
         with self.lock:
-            observations = self.system.pipeline.process([frame for _, _, frame in batch])
+            observations = self.get_pipeline().process([frame for _, _, frame in batch])
             return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations)]
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
@@ -138,40 +152,36 @@ class Ingestor:
         return IngestResult(job.source, sha, False, self.commit(frame, observations))
 
     def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None) -> list[Sighting]:
-        """Store one frame's observations: crops, then one transaction, then the vector indexes."""
+        """Store one frame's observations: crops, then one transaction, then the vector indexes catch up."""
         ids = [uuid.uuid4().hex for _ in observations]
         sightings, vectors = [], []
-        for sid, ob in zip(ids, observations):
+        for sid, ob in zip(ids, observations, strict=True):
             attrs = ob.attributes
-            if ob.kind == "face" and ob.parent is not None:
-                attrs.person_sighting_id = ids[ob.parent]  # type: ignore[union-attr]
+            if isinstance(attrs, FaceAttributes) and ob.parent is not None:
+                attrs.person_sighting_id = ids[ob.parent]
             crop_key = self._save_crop(frame.ts, sid, ob.crop)
             sightings.append(Sighting(id=sid, camera_id=frame.camera_id, ts=frame.ts, kind=ob.kind, bbox=ob.bbox,
                                       det_score=round(ob.det_score, 4), attributes=attrs, crop=crop_key,
                                       frame_sha256=frame.sha256, model_versions=ob.model_versions, track=track))
             if ob.vector is not None and ob.space is not None:
                 vectors.append(StoredVector(sid, ob.space, ob.vector))
-        self.system.store.add_frame(frame, sightings, vectors)
-        by_id = {s.id: s for s in sightings}
-        for v in vectors:
-            s = by_id[v.sighting_id]
-            self.system.indexes[v.space].add(np.array([s.vector_id]), v.vector[None, :])
+        self.store.add_frame(frame, sightings, vectors)
+        for space in {v.space for v in vectors}:
+            self.indexes[space].catch_up()  # this frame's vectors, and any another process stored before them
         for listener in self.listeners:
             listener(sightings, {v.sighting_id: v.vector for v in vectors})
         self._since_save += 1
         if self._since_save >= self.save_every:
-            self.system.save_indexes()
+            self.save_indexes()
             self._since_save = 0
         return sightings
 
     def _save_crop(self, ts: datetime, sighting_id: str, image: np.ndarray) -> str:
         key = f"{ts:%Y/%m/%d}/{sighting_id}.jpg"
-        path = self.system.settings.crops_dir / key
-        path.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         if not ok:
             raise RuntimeError(f"could not encode the crop of sighting {sighting_id}")
-        path.write_bytes(buf.tobytes())
+        self.blobs.put(key, buf.tobytes())
         return key
 
 

@@ -1,6 +1,7 @@
-"""The four ways investigators search: by plate, by attributes, by photo, by face."""
+"""The four ways investigators search: by plate, by attributes, by photo, by face — typed in, typed out."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -9,16 +10,18 @@ import numpy as np
 
 from geo.areas import cameras_inside
 from geo.trajectories import check_range
-from indexer.plate_index import PlateDictionary, reader_distance
-from indexer.store import AttributeFilter, SightingQuery
+from indexer.blobs import BlobStore
+from indexer.plate_index import PlateDictionary
+from indexer.store import AttributeFilter, RecordStore, SightingQuery
+from indexer.vectors import VectorIndex
 from models.imageops import crop, decode_image
-from models.records import BBox, InputError, Sighting
+from models.observations import FramePipeline
+from models.plate_text import reader_distance
+from models.records import BBox, InputError, Sighting, SightingKind
 from models.rerank import Verifier
-from services.alerts import FACE_MATCH_COSINE
-from services.system import Sightline
+from models.spaces import FACE_MATCH_COSINE
 
 CANDIDATE_LIMIT = 100_000  # a filter that keeps up to this many sightings is searched exactly among them
-VERIFIER = Verifier()
 
 
 @dataclass
@@ -31,48 +34,47 @@ class Filters:
     area: dict | None = None  # GeoJSON polygon
     attributes: AttributeFilter = field(default_factory=AttributeFilter)
 
-    def query(self, system: Sightline, kind: str | None, limit: int, offset: int = 0,
+    def query(self, store: RecordStore, kind: str | None, limit: int, offset: int = 0,
               newest_first: bool = True) -> SightingQuery:
         check_range(self.start, self.end)
         cameras = self.camera_ids
         if self.area is not None:
-            inside = cameras_inside(system.store, self.area)
+            inside = cameras_inside(store, self.area)
             cameras = [c for c in inside if cameras is None or c in cameras] or ["\0none"]
         return SightingQuery(kind=kind, camera_ids=cameras, start=self.start, end=self.end, limit=limit,
                              offset=offset, newest_first=newest_first, attributes=self.attributes)
 
     def active(self) -> bool:
+        """Whether any condition is set (an unfiltered search may use the whole index)."""
         return any(v is not None for v in (self.start, self.end, self.camera_ids, self.area)) or bool(self.attributes.items())
 
 
-def plate_search(system: Sightline, plates: PlateDictionary, q: str, mode: str, filters: Filters,
-                 limit: int = 50, per_plate: int = 20) -> list[dict]:
-    """Matching plates ranked by closeness then by how often they were seen, each with its latest sightings."""
-    matches = plates.search(q, mode, limit=limit)
-    counts = system.store.plate_counts([m.plate for m in matches])
-    results = []
-    for m in sorted(matches, key=lambda m: (-m.score, -counts.get(m.plate, 0), m.plate)):
-        if not counts.get(m.plate):
-            continue  # every sighting of it was deleted (retention) since the dictionary learnt it
-        query = filters.query(system, "vehicle", per_plate)
-        query.plate = m.plate
-        sightings = system.store.query(query)
-        if sightings or not filters.active():
-            results.append({"plate": m.plate, "score": m.score, "distance": m.distance,
-                            "sightings_total": counts.get(m.plate, 0), "sightings": [s.to_json() for s in sightings]})
-    return results
+@dataclass
+class PlateResult:
+    """One matching plate, how close it is to the query, and its latest sightings."""
+
+    plate: str
+    score: float
+    distance: float
+    sightings_total: int
+    sightings: list[Sighting]
 
 
-def attribute_search(system: Sightline, kind: str, filters: Filters, limit: int, offset: int,
-                     newest_first: bool) -> list[Sighting]:
-    return system.store.query(filters.query(system, kind, limit, offset, newest_first))
+@dataclass
+class DetectedObject:
+    """An object of the searched kind found in the query photo (largest first)."""
+
+    index: int
+    bbox: list[float]
+    score: float
+    label: str
 
 
 @dataclass
 class Probe:
     """The object of an uploaded photo that a search looks for."""
 
-    kind: str
+    kind: SightingKind
     bbox: BBox
     vector: np.ndarray
     image: np.ndarray
@@ -81,53 +83,158 @@ class Probe:
     plate: str | None = None
 
 
-def probe_from_photo(system: Sightline, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list[dict]]:
-    """Detect the objects of `kind`; take the one picked (largest first) or the largest; embed and describe it.
+@dataclass
+class ProbeSummary:
+    """What the search took the query object to be."""
 
-    A photo with no detection of that kind is taken as a crop of the object itself.
-    """
-    if kind not in ("vehicle", "person"):
-        raise InputError("kind must be vehicle or person")
-    frame = decode_image(data)
-    pipeline = system.pipeline
-    found = sorted((d for d in pipeline.detect([frame])[0] if d.kind == kind), key=lambda d: -d.bbox.area)
-    objects = [{"index": i, "bbox": d.bbox.as_list(), "score": round(d.score, 3), "label": d.label}
-               for i, d in enumerate(found)]
-    if pick is not None and not 0 <= pick < len(found):
-        raise InputError(f"pick must be between 0 and {len(found) - 1}: the photo shows {len(found)} {kind}(s)")
-    h, w = frame.shape[:2]
-    box = found[pick or 0].bbox if found else BBox(0, 0, w, h)
-    image = crop(frame, box)
-    embedder = pipeline.vehicle_embedder if kind == "vehicle" else pipeline.person_embedder
-    probe = Probe(kind, box, embedder.embed([image])[0], image)
-    if kind == "vehicle":
-        attrs = pipeline.vehicle_attributes.classify([image])[0]
-        probe.vehicle_color, probe.vehicle_type = attrs.vehicle_color, attrs.vehicle_type
-        readings = [r for r in pipeline.plate_reader.read_frames([image])[0] if r.text]
-        probe.plate = max(readings, key=lambda r: r.score).text if readings else None
-    return probe, objects
+    kind: str
+    bbox: list[float]
+    vehicle_color: str | None
+    vehicle_type: str | None
+    plate: str | None
 
 
-def nearest(system: Sightline, space: str, vector: np.ndarray, k: int, filters: Filters, kind: str
-            ) -> list[tuple[Sighting, float]]:
-    """The k nearest sightings that pass the filters — exactly among the filtered ones when a filter is set."""
-    index = system.indexes[space]
-    if len(index) == 0:
-        return []
-    allowed = None
-    if filters.active():
-        candidates = system.store.query(filters.query(system, kind, CANDIDATE_LIMIT))
-        allowed = np.array([s.vector_id for s in candidates if s.vector_id is not None and s.embedding_space == space])
-        if len(allowed) == 0:
+@dataclass
+class Hit:
+    """A found sighting, its score, and the terms that made the score (appearance, colour, type, plate, local)."""
+
+    sighting: Sighting
+    score: float
+    why: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ImageSearchResult:
+    objects: list[DetectedObject]
+    probe: ProbeSummary
+    results: list[Hit]
+
+
+@dataclass
+class FaceSearchResult:
+    face: list[float]
+    threshold: float
+    results: list[Hit]
+
+
+class SearchService:
+    """Plate, attribute, photo and face search over the record store and the vector indexes."""
+
+    def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], plates: PlateDictionary,
+                 blobs: BlobStore, pipeline: Callable[[], FramePipeline]):
+        self.store, self.indexes, self.plates, self.blobs, self.get_pipeline = store, indexes, plates, blobs, pipeline
+        self.verifier = Verifier()
+
+    def plates_like(self, q: str, mode: str, filters: Filters, limit: int = 50, per_plate: int = 20
+                    ) -> list[PlateResult]:
+        """Matching plates ranked by closeness then by how often they were seen, each with its latest sightings."""
+        matches = self.plates.search(q, mode, limit=limit)
+        counts = self.store.plate_counts([m.plate for m in matches])
+        results = []
+        for m in sorted(matches, key=lambda m: (-m.score, -counts.get(m.plate, 0), m.plate)):
+            if not counts.get(m.plate):
+                continue  # every sighting of it was deleted (retention) since the dictionary learnt it
+            query = filters.query(self.store, SightingKind.VEHICLE, per_plate)
+            query.plate = m.plate
+            sightings = self.store.query(query)
+            if sightings or not filters.active():
+                results.append(PlateResult(m.plate, m.score, m.distance, counts.get(m.plate, 0), sightings))
+        return results
+
+    def attributes(self, kind: str, filters: Filters, limit: int, offset: int, newest_first: bool
+                   ) -> list[Sighting]:
+        return self.store.query(filters.query(self.store, kind, limit, offset, newest_first))
+
+    def probe(self, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list[DetectedObject]]:
+        """Detect the objects of `kind`; take the one picked (largest first) or the largest; embed and describe it.
+
+        A photo with no detection of that kind is taken as a crop of the object itself.
+        """
+        if kind not in (SightingKind.VEHICLE, SightingKind.PERSON):
+            raise InputError("kind must be vehicle or person")
+        frame = decode_image(data)
+        pipeline = self.get_pipeline()
+        found = sorted((d for d in pipeline.detect([frame])[0] if d.kind == kind), key=lambda d: -d.bbox.area)
+        objects = [DetectedObject(i, d.bbox.as_list(), round(d.score, 3), d.label) for i, d in enumerate(found)]
+        if pick is not None and not 0 <= pick < len(found):
+            raise InputError(f"pick must be between 0 and {len(found) - 1}: the photo shows {len(found)} {kind}(s)")
+        h, w = frame.shape[:2]
+        box = found[pick or 0].bbox if found else BBox(0, 0, w, h)
+        image = crop(frame, box)
+        described = pipeline.describe_object(image, kind)
+        return Probe(SightingKind(kind), box, described.vector, image, described.vehicle_color,
+                     described.vehicle_type, described.plate), objects
+
+    def nearest(self, space: str, vector: np.ndarray, k: int, filters: Filters, kind: str
+                ) -> list[tuple[Sighting, float]]:
+        """The k nearest sightings that pass the filters — exactly among the filtered ones when a filter is set.
+
+        The index first catches up with the store, so what another process sharing the data folder stored
+        is found too.
+        """
+        index = self.indexes[space]
+        index.catch_up()
+        if len(index) == 0:
             return []
-    scores, ids = index.search(vector[None, :], min(k, len(index)), allowed)
-    hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-    by_vector = system.store.sighting_ids_for_vectors(space, [i for i, _ in hits])
-    sightings = {s.id: s for s in system.store.get_sightings(list(by_vector.values()))}
-    return [(sightings[by_vector[i]], score) for i, score in hits if by_vector.get(i) in sightings]
+        allowed = None
+        if filters.active():
+            candidates = self.store.query(filters.query(self.store, kind, CANDIDATE_LIMIT))
+            allowed = np.array([s.vector_id for s in candidates
+                                if s.vector_id is not None and s.embedding_space == space])
+            if len(allowed) == 0:
+                return []
+        scores, ids = index.search(vector[None, :], min(k, len(index)), allowed)
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        by_vector = self.store.sighting_ids_for_vectors(space, [i for i, _ in hits])
+        sightings = {s.id: s for s in self.store.get_sightings(list(by_vector.values()))}
+        return [(sightings[by_vector[i]], score) for i, score in hits if by_vector.get(i) in sightings]
+
+    def like_sighting(self, sighting_id: str, k: int, filters: Filters, min_similarity: float) -> list[Sighting]:
+        """Sightings that look like a stored one (its own vector as the query), above a cosine similarity."""
+        seed = self.store.get_sighting(sighting_id)
+        if seed is None or seed.vector_id is None or seed.embedding_space is None:
+            raise LookupError(f"no sighting {sighting_id} with an appearance vector")
+        vector = self.store.get_vectors(seed.embedding_space, [int(seed.vector_id)]).get(int(seed.vector_id))
+        if vector is None:
+            raise LookupError(f"the appearance vector of {sighting_id} is gone")
+        hits = self.nearest(seed.embedding_space, vector, k, filters, seed.kind)
+        return [s for s, score in hits if score >= min_similarity]
+
+    def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
+        """Geometric verification of the leading candidates against their evidence crops (models/rerank.py).
+
+        Stickers, dents and ornaments matched under one homography lift the same vehicle above look-alikes;
+        a candidate without a readable crop keeps its score.
+        """
+        query = self.verifier.extract(probe.image)
+        out = []
+        for rank, hit in enumerate(ranked):
+            data = self.blobs.get(hit.sighting.crop) if rank < self.verifier.top_k and hit.sighting.crop else None
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+            if image is not None:
+                inliers = self.verifier.inliers(query, self.verifier.extract(image))
+                local = round(float(self.verifier.bonus(np.array([inliers]))[0]), 4)
+                hit = Hit(hit.sighting, hit.score + local, {**hit.why, "local_inliers": inliers, "local": local})
+            out.append(hit)
+        return sorted(out, key=lambda h: -h.score)
+
+    def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
+        probe, objects = self.probe(data, kind, pick)
+        ranked = rerank(probe, self.nearest(kind, probe.vector, max(k * 5, 50), filters, kind))
+        ranked = (self.verify(probe, ranked) if kind == SightingKind.VEHICLE else ranked)[:k]
+        summary = ProbeSummary(kind, probe.bbox.as_list(), probe.vehicle_color, probe.vehicle_type, probe.plate)
+        return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked])
+
+    def face(self, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> FaceSearchResult:
+        face = self.get_pipeline().subject_face(decode_image(data))
+        if face is None:
+            raise InputError("no face was found in the photo")
+        hits = self.nearest(SightingKind.FACE, face.vector, max(k, 100), filters, SightingKind.FACE)
+        kept = [Hit(s, round(score, 4)) for s, score in hits if score >= threshold][:k]
+        return FaceSearchResult(face.bbox.as_list(), threshold, kept)
 
 
-def rerank(probe: Probe, hits: list[tuple[Sighting, float]]) -> list[tuple[Sighting, float, dict]]:
+def rerank(probe: Probe, hits: list[tuple[Sighting, float]]) -> list[Hit]:
     """Appearance first; then the structured attributes and, where both show one, the plate decide near-ties.
 
     A hidden or fake plate does not hurt (no plate, no term); a matching plate lifts the same car above
@@ -138,59 +245,15 @@ def rerank(probe: Probe, hits: list[tuple[Sighting, float]]) -> list[tuple[Sight
         a = s.attributes
         parts = {"appearance": round(cosine, 4)}
         bonus = 0.0
-        if probe.vehicle_color and getattr(a, "vehicle_color", None):
-            parts["colour"] = 0.03 if a.vehicle_color == probe.vehicle_color else -0.03
+        color, vtype, plate = (getattr(a, name, None) for name in ("vehicle_color", "vehicle_type", "plate"))
+        if probe.vehicle_color and color:
+            parts["colour"] = 0.03 if color == probe.vehicle_color else -0.03
             bonus += parts["colour"]
-        if probe.vehicle_type and getattr(a, "vehicle_type", None):
-            parts["type"] = 0.02 if a.vehicle_type == probe.vehicle_type else -0.02
+        if probe.vehicle_type and vtype:
+            parts["type"] = 0.02 if vtype == probe.vehicle_type else -0.02
             bonus += parts["type"]
-        plate = getattr(a, "plate", None)
         if probe.plate and plate:
             parts["plate"] = round(0.15 * (1.0 - min(3.0, reader_distance(probe.plate, plate, 3.0)) / 3.0), 4)
             bonus += parts["plate"]
-        out.append((s, cosine + bonus, parts))
-    return sorted(out, key=lambda t: -t[1])
-
-
-def verify(system: Sightline, probe: Probe, ranked: list[tuple[Sighting, float, dict]]
-           ) -> list[tuple[Sighting, float, dict]]:
-    """Geometric verification of the leading candidates against their evidence crops (models/rerank.py).
-
-    Stickers, dents and ornaments matched under one homography lift the same vehicle above look-alikes;
-    a candidate without a readable crop keeps its score.
-    """
-    query = VERIFIER.extract(probe.image)
-    out = []
-    for rank, (s, score, why) in enumerate(ranked):
-        path = system.settings.crops_dir / s.crop if s.crop else None
-        image = cv2.imread(str(path)) if rank < VERIFIER.top_k and path is not None and path.is_file() else None
-        if image is not None:
-            inliers = VERIFIER.inliers(query, VERIFIER.extract(image))
-            why = {**why, "local_inliers": inliers, "local": round(float(VERIFIER.bonus(np.array([inliers]))[0]), 4)}
-            score += why["local"]
-        out.append((s, score, why))
-    return sorted(out, key=lambda t: -t[1])
-
-
-def image_search(system: Sightline, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> dict:
-    probe, objects = probe_from_photo(system, data, kind, pick)
-    hits = nearest(system, kind, probe.vector, max(k * 5, 50), filters, kind)
-    ranked = rerank(probe, hits)
-    ranked = (verify(system, probe, ranked) if kind == "vehicle" else ranked)[:k]
-    return {"objects": objects, "probe": {"kind": kind, "bbox": probe.bbox.as_list(), "vehicle_color": probe.vehicle_color,
-                                          "vehicle_type": probe.vehicle_type, "plate": probe.plate},
-            "results": [{"sighting": s.to_json(), "score": round(score, 4), "why": why} for s, score, why in ranked]}
-
-
-def face_search(system: Sightline, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> dict:
-    frame = decode_image(data)
-    pipeline = system.pipeline
-    faces = pipeline.face_detector.detect(frame) if pipeline.face_detector else []
-    if not faces:
-        raise InputError("no face was found in the photo")
-    best = max(faces, key=lambda f: f.bbox.area * f.score)
-    vector = pipeline.face_embedder.embed_faces(frame, [best.bbox])[0]
-    hits = nearest(system, "face", vector, max(k, 100), filters, "face")
-    kept = [(s, score) for s, score in hits if score >= threshold][:k]
-    return {"face": best.bbox.as_list(), "threshold": threshold,
-            "results": [{"sighting": s.to_json(), "score": round(score, 4)} for s, score in kept]}
+        out.append(Hit(s, cosine + bonus, parts))
+    return sorted(out, key=lambda h: -h.score)

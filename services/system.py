@@ -1,101 +1,112 @@
-"""Configuration and assembly: which record store, which vector indexes, where the data lives.
+"""The composition root: the one place that builds, wires and closes the whole system from Settings.
 
+The HTTP API, the CLI, benchmarks and tests all open `Sightline(settings)` and hand each adapter
+the use-cases it needs (search, ingestion, watchlists, retention...), never this object itself.
 A backend is chosen here, by name, from a table — nowhere else in the code.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+import threading
+from collections.abc import Callable
 
+import numpy as np
+
+from indexer.alert_store import AlertStore
+from indexer.blobs import BlobStore, FileBlobStore
+from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import RecordStore
 from indexer.vectors import FaissIndex, VectorIndex
-from models.registry import default_model_dir
+from models.imageops import decode_image
+from models.observations import FramePipeline
+from models.records import InputError
+from models.spaces import SPACES
+from services.alerts import RuleEngine
+from services.delivery import AlertDelivery
+from services.ingest import Ingestor
+from services.retention import Retention, RetentionWorker
+from services.search import SearchService
+from services.settings import Settings
+from services.watchlists import WatchlistService
 
-REPO = Path(__file__).resolve().parents[1]
-EVAL_DIR = REPO.parent / "shared" / "eval"  # the shared eval data beside the checkout
-ROADNET = EVAL_DIR / "roadnet" / "shanghai_intersections.geojson"
-
-
-def _default_roads() -> Path | None:
-    configured = os.environ.get("SIGHTLINE_ROADS")
-    if configured:
-        return Path(configured).resolve()
-    return ROADNET if ROADNET.is_file() else None
-
-
-SPACES: dict[str, int] = {"vehicle": 1024, "person": 768, "face": 128}
-
-STORE_BACKENDS: dict[str, Callable[["Settings"], RecordStore]] = {
+STORE_BACKENDS: dict[str, Callable[[Settings], RecordStore]] = {
     "sqlite": lambda s: SQLiteStore(s.data_dir / "sightline.db"),
+}
+VECTOR_BACKENDS: dict[str, Callable[[Settings, str, int, RecordStore], VectorIndex]] = {
+    "faiss": lambda s, space, dim, store: FaissIndex(s.index_dir, space, dim, store, s.exact_limit, s.nprobe),
 }
 
 
-@dataclass
-class Settings:
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("SIGHTLINE_DATA", "data")).resolve())
-    model_dir: Path = field(default_factory=default_model_dir)
-    store_backend: str = field(default_factory=lambda: os.environ.get("SIGHTLINE_STORE", "sqlite"))
-    max_upload_bytes: int = field(default_factory=lambda: int(os.environ.get("SIGHTLINE_MAX_UPLOAD_MB", "50")) << 20)
-    faces: bool = True
-    # Keep this many days of sightings (None: keep everything); the API applies it hourly.
-    retention_days: float | None = field(default_factory=lambda: float(os.environ["SIGHTLINE_RETENTION_DAYS"])
-                                         if os.environ.get("SIGHTLINE_RETENTION_DAYS") else None)
-    # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
-    roads_geojson: Path | None = field(default_factory=lambda: _default_roads())
-    tile_url: str | None = field(default_factory=lambda: os.environ.get("SIGHTLINE_TILE_URL") or None)
-    web_dir: Path = field(default_factory=lambda: Path(os.environ.get("SIGHTLINE_WEB_DIR", REPO / "web")).resolve())
-
-    @classmethod
-    def with_dirs(cls, data_dir: str | None, model_dir: str | None) -> Settings:
-        """The defaults, with the data and model folders a command line named (None keeps the default)."""
-        settings = cls()
-        if data_dir:
-            settings.data_dir = Path(data_dir).resolve()
-        if model_dir:
-            settings.model_dir = Path(model_dir).resolve()
-        return settings
-
-    @property
-    def crops_dir(self) -> Path:
-        return self.data_dir / "crops"
-
-    @property
-    def index_dir(self) -> Path:
-        return self.data_dir / "vectors"
+def _backend(table: dict, name: str, what: str):  # noqa: ANN202 - one of the tables above
+    if name not in table:
+        raise InputError(f"unknown {what} backend {name!r}; choose one of {sorted(table)}")
+    return table[name]
 
 
 class Sightline:
-    """The opened system: record store, one vector index per space, and (on first use) the model pipeline."""
+    """The opened system. Models load on first use, so queries never pay for them; `pipeline` may be given
+    (tests pass a fake one, benchmarks share one loaded set of models between systems)."""
 
-    def __init__(self, settings: Settings | None = None):
-        self.settings = settings or Settings()
-        if self.settings.store_backend not in STORE_BACKENDS:
-            raise ValueError(f"unknown store backend {self.settings.store_backend!r}; "
-                             f"choose one of {sorted(STORE_BACKENDS)}")
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = STORE_BACKENDS[self.settings.store_backend](self.settings)
-        self.indexes: dict[str, VectorIndex] = {
-            space: FaissIndex(self.settings.index_dir, space, dim, self.store) for space, dim in SPACES.items()
-        }
-        self._pipeline = None
+    def __init__(self, settings: Settings, pipeline: FramePipeline | None = None):
+        self.settings = settings
+        if settings.data_dir.exists() and not settings.data_dir.is_dir():
+            raise InputError(f"the data folder {settings.data_dir} is a file")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_store = _backend(STORE_BACKENDS, settings.store_backend, "record store")
+        make_index = _backend(VECTOR_BACKENDS, settings.vector_backend, "vector index")
+        self._pipeline = pipeline
+        self._pipeline_lock = threading.Lock()
+        self.store: RecordStore = make_store(settings)
+        self.indexes: dict[str, VectorIndex] = {space: make_index(settings, space, dim, self.store)
+                                                for space, dim in SPACES.items()}
+        self.blobs: BlobStore = FileBlobStore(settings.crops_dir)
+        self.alert_store = AlertStore(settings.data_dir / "alerts.db")
+        self.plates = PlateDictionary(self.store)
+        self.delivery = AlertDelivery(self.alert_store)
+        self.rules = RuleEngine(self.alert_store, self.store, self.delivery)
+        self.watchlists = WatchlistService(self.alert_store, self.rules, self._face_vector)
+        self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check])
+        self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline)
+        self.retention = Retention(self.store, self.indexes, self.blobs)
+        self._workers: list[RetentionWorker] = []
+
+    def get_pipeline(self) -> FramePipeline:
+        with self._pipeline_lock:
+            if self._pipeline is None:
+                from models.pipeline import Pipeline  # the models load only when a frame is processed
+
+                self._pipeline = Pipeline(self.settings.model_dir, faces=self.settings.faces)
+            return self._pipeline
 
     @property
-    def pipeline(self):  # noqa: ANN201 - models load lazily so that queries never pay for them
-        if self._pipeline is None:
-            from models.pipeline import Pipeline
+    def pipeline(self) -> FramePipeline:
+        return self.get_pipeline()
 
-            self._pipeline = Pipeline(self.settings.model_dir, faces=self.settings.faces)
-        return self._pipeline
+    def _face_vector(self, photo: bytes) -> np.ndarray:
+        """The face vector of an enrolment photo: its subject face; a photo without one is refused."""
+        face = self.get_pipeline().subject_face(decode_image(photo))
+        if face is None:
+            raise InputError("no face was found in the enrolment photo")
+        return face.vector
+
+    def start(self) -> None:
+        """The background work of a long-running process: webhook delivery, and the retention policy."""
+        self.delivery.start()
+        if self.settings.retention_days is not None and not self._workers:
+            worker = RetentionWorker(self.retention, self.settings.retention_days)
+            worker.start()
+            self._workers.append(worker)
 
     def save_indexes(self) -> None:
         for index in self.indexes.values():
             index.save()
 
     def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self.delivery.stop()
         self.save_indexes()
+        self.alert_store.close()
         self.store.close()
 
     def __enter__(self) -> Sightline:
@@ -103,3 +114,4 @@ class Sightline:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+

@@ -39,14 +39,27 @@ class VideoReport:
     video_seconds: float = 0.0
     seconds: float = 0.0
 
-    def summary(self) -> dict:
+    def summary(self) -> VideoSummary:
         kinds: dict[str, int] = {}
         for s in self.sightings:
             kinds[s.kind] = kinds.get(s.kind, 0) + 1
-        return {"source": self.source, "frames": self.frames, "sampled": self.sampled, "tracks": self.tracks,
-                "sightings": len(self.sightings), "by_kind": kinds, "skipped_tracks": self.skipped_tracks,
-                "video_seconds": round(self.video_seconds, 2), "seconds": round(self.seconds, 2),
-                "realtime_factor": round(self.video_seconds / self.seconds, 2) if self.seconds else None}
+        return VideoSummary(self.source, self.frames, self.sampled, self.tracks, len(self.sightings), kinds,
+                            self.skipped_tracks, round(self.video_seconds, 2), round(self.seconds, 2),
+                            round(self.video_seconds / self.seconds, 2) if self.seconds else None)
+
+
+@dataclass
+class VideoSummary:
+    source: str
+    frames: int
+    sampled: int
+    tracks: int
+    sightings: int
+    by_kind: dict[str, int]
+    skipped_tracks: int
+    video_seconds: float
+    seconds: float
+    realtime_factor: float | None
 
 
 def open_capture(source: str) -> cv2.VideoCapture:
@@ -65,7 +78,7 @@ class VideoProcessor:
         if not 0.1 <= sample_fps <= 60:
             raise InputError("sample_fps must be between 0.1 and 60")
         self.ingestor = ingestor
-        self.pipeline = ingestor.system.pipeline
+        self.pipeline = ingestor.get_pipeline()
         self.sample_fps = sample_fps
         self.batch_size = batch_size
 
@@ -119,7 +132,7 @@ class VideoProcessor:
             self._track(batch, trackers, times, camera_id, key, report)
         ended = [t for tracker in trackers.values() for t in tracker.finish()]
         self._commit(ended, times, camera_id, key, report)
-        self.ingestor.system.save_indexes()
+        self.ingestor.save_indexes()
         report.seconds += time.perf_counter() - t0
 
     def _track(self, batch: list[tuple[int, np.ndarray]], trackers: dict[str, ByteTracker],
@@ -129,7 +142,7 @@ class VideoProcessor:
         ended: list[Track] = []
         for (index, frame), dets in zip(batch, detections):
             report.sampled += 1
-            faces = self.pipeline.face_detector.detect(frame) if self.pipeline.face_detector else []
+            faces = self.pipeline.detect_faces(frame)
             for kind, tracker in trackers.items():
                 of_kind = faces if kind == "face" else [d for d in dets if d.kind == kind]
                 ended.extend(tracker.update(index, frame, of_kind))
@@ -142,7 +155,7 @@ class VideoProcessor:
         todo = []
         for track in tracks:
             sha = hashlib.sha256(f"{key}:{track.kind}:{track.id}".encode()).hexdigest()
-            if self.ingestor.system.store.has_frame(sha):
+            if self.ingestor.store.has_frame(sha):
                 report.skipped_tracks += 1
             else:
                 todo.append((track, sha))
@@ -170,9 +183,6 @@ class StreamStatus:
     sightings: int = 0
     reconnects: int = 0
     last_error: str | None = None
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__, fps=round(self.fps, 2))
 
 
 class StreamWorker(threading.Thread):

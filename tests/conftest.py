@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.system import Settings, Sightline
+from services.settings import Settings
+from services.system import Sightline
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / "shared" / "eval"
@@ -41,7 +42,6 @@ def settings(tmp_path: Path, model_dir: Path) -> Settings:
 @pytest.fixture
 def system(settings: Settings, pipeline) -> Sightline:  # noqa: ANN001
     """A fresh data directory with the session's loaded pipeline."""
-    opened = Sightline(settings)
-    opened._pipeline = pipeline
+    opened = Sightline(settings, pipeline)
     yield opened
     opened.close()

@@ -16,8 +16,8 @@ from models.records import InputError
 from models.watchlists import WatchEntry, normalise_plate_pattern
 from models.plate_text import edit_distance
 from services.alerts import PlateMatcher, deletions
-from services.api import create_app
-from services.localserver import serving
+from services.api.app import create_app
+from services.api.localserver import serving
 
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21}
 

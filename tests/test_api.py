@@ -6,8 +6,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.api import create_app
-from services.localserver import serving
+from services.api.app import create_app
+from services.api.localserver import serving
 
 pytestmark = pytest.mark.models
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "heading_deg": 90, "road": "纪翟路"}

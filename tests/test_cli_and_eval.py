@@ -70,7 +70,7 @@ def test_cli_ingest_and_bad_input(tmp_path: Path, eval_dir: Path, model_dir: Pat
 def test_eval_commands_reject_bad_folders(tmp_path: Path) -> None:
     result = sightline("eval", "faces", str(tmp_path / "missing"))
     assert result.returncode == 2 and "not a folder" in result.stderr
-    from services.evaluation import labelled_images
+    from services.bench.evaluation import labelled_images
 
     with pytest.raises(InputError, match="no <identity>/<image>"):
         labelled_images(tmp_path)

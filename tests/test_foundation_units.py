@@ -14,7 +14,7 @@ from models.detectors import yolox_decode, yolox_grid
 from models.imageops import color_name, decode_image, letterbox, nms
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes, parse_time
 from services.cameras import from_roadnet, load_file
-from services.evaluation import average_precision, roc_auc
+from services.bench.evaluation import average_precision, roc_auc
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 

@@ -20,8 +20,9 @@ from indexer.sqlite_store import SQLiteStore
 from models.records import InputError
 from services.api_geo import geo_router
 from services.cameras import from_roadnet
-from services.cli_geo import add_geo_commands, bench_geo
-from services.localserver import serving
+from services.bench.geo import bench_geo
+from services.cli.geo import add_geo_commands
+from services.api.localserver import serving
 from services.system import Settings, Sightline
 
 DAYS = 7

@@ -26,7 +26,7 @@ from models.plates import (
     pad_corners,
 )
 from models.records import InputError
-from services.eval_plates import char_accuracy, evaluate_plates, looks_like_crop
+from services.bench.eval_plates import char_accuracy, evaluate_plates, looks_like_crop
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "plates"

@@ -12,9 +12,9 @@ import pytest
 
 from indexer.store import SightingQuery
 from models.records import Camera, InputError
-from services.api import create_app
+from services.api.app import create_app
 from services.ingest import Ingestor, PhotoJob
-from services.localserver import serving
+from services.api.localserver import serving
 from services.retention import RetentionWorker, purge
 from services.system import Settings, Sightline
 

@@ -15,9 +15,9 @@ from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from indexer.vectors import FaissIndex
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
-from services.api import create_app
+from services.api.app import create_app
 from services.ingest import Ingestor, PhotoJob
-from services.localserver import serving
+from services.api.localserver import serving
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 PLATES = ["京A12345", "京A12845", "京AB2399", "京A0D5S5", "沪B88888", "沪BBBBB8", "苏E12345", "皖AY766D", "皖AYL375"]
@@ -221,7 +221,7 @@ def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_di
 
 
 def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
-    from services.bench_search import bench_plates, bench_search
+    from services.bench.search import bench_plates, bench_search
 
     vectors = bench_search(5000, 32, queries=50)
     assert {"vectors", "p50_ms", "p99_ms", "recall_at_10", "flat_p50_ms", "build_s", "memory_mb"} <= set(vectors)

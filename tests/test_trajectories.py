@@ -11,8 +11,8 @@ from geo.trajectories import build, haversine_m, trajectory
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
-from services.api import create_app
-from services.localserver import serving
+from services.api.app import create_app
+from services.api.localserver import serving
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 HOME = Camera("home", "Home gate", 121.2000, 31.2000)

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.api import create_app
+from services.api.app import create_app
 from services.cameras import from_roadnet
 from services.ingest import Ingestor, PhotoJob, image_files, jobs_from_files
-from services.localserver import serving
+from services.api.localserver import serving
 
 pytestmark = pytest.mark.models
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

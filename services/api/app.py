@@ -10,22 +10,21 @@ from typing import AsyncIterator
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from indexer.plate_index import PlateDictionary
 from indexer.store import SightingQuery
+from models.observations import FramePipeline
 from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
-from services.alerts import attach_alerts
-from services.api_alerts import alerts_router
-from services.api_geo import geo_router
-from services.api_search import search_router
-from services.ingest import Ingestor, PhotoJob
-from services.retention import RetentionWorker, purge
-from services.system import Settings, Sightline
+from services.api.alerts import alerts_router
+from services.api.geo import geo_router
+from services.api.search import search_router
+from services.ingest import PhotoJob
+from services.settings import Settings
+from services.system import Sightline
 from services.video import StreamManager
 
 
@@ -46,33 +45,25 @@ class StreamIn(BaseModel):
     sample_fps: float | None = Field(default=None, ge=0.1, le=60)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    system = Sightline(settings)
-    ingestor = Ingestor(system)
+def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> FastAPI:
+    """The HTTP adapter over one opened system; `pipeline` replaces the real models (tests)."""
+    system = Sightline(settings, pipeline)
+    store, ingestor, retention = system.store, system.ingestor, system.retention
     streams = StreamManager(ingestor)
-    engine = attach_alerts(system, ingestor)
-    retention = RetentionWorker(system, system.settings.retention_days) if system.settings.retention_days is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        engine.start()
-        if retention:
-            retention.start()
+        system.start()  # webhook delivery, retention policy
         yield
-        if retention:
-            retention.stop()
         streams.stop_all()
-        engine.stop()
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
                   description="Vehicles, people and faces from camera frames, as searchable sightings.")
     app.state.system = system
-    app.state.alerts = engine
-    app.include_router(alerts_router(engine))
-    search_plates = PlateDictionary(system.store)  # one in-memory plate dictionary for every plate query
-    app.include_router(search_router(system, search_plates))
-    app.include_router(geo_router(system, search_plates))
+    app.include_router(alerts_router(system.watchlists, system.alert_store, system.delivery))
+    app.include_router(search_router(system.search))
+    app.include_router(geo_router(store, system.search, system.plates))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -86,9 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def refuse_huge_uploads(request: Request, call_next):  # noqa: ANN001, ANN202
         """Refuse an oversize body from its Content-Length, before a byte of it is spooled to disk."""
         length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > system.settings.max_upload_bytes + 65536:
+        if request.method == "POST" and length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
             return JSONResponse(status_code=413, content={
-                "detail": f"upload of {int(length)} bytes exceeds the limit of {system.settings.max_upload_bytes} bytes"})
+                "detail": f"upload of {int(length)} bytes exceeds the limit of {settings.max_upload_bytes} bytes"})
         return await call_next(request)
 
     @app.get("/", include_in_schema=False)
@@ -98,29 +89,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/map/config", tags=["map"])
     def map_config() -> dict:
         """The base layer: offline roads (GeoJSON) by default, a tile server where one is configured."""
-        return {"tile_url": system.settings.tile_url, "roads": system.settings.roads_geojson is not None,
+        return {"tile_url": settings.tile_url, "roads": settings.roads_geojson is not None,
                 "attribution": "roads © OpenStreetMap contributors (ODbL)"}
 
     @app.get("/map/roads", tags=["map"])
     def map_roads() -> dict:
-        path = system.settings.roads_geojson
+        path = settings.roads_geojson
         if path is None or not path.is_file():
             raise HTTPException(404, "no road network is configured (SIGHTLINE_ROADS)")
         return road_lines(path)
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "sightings": system.store.count(), "cameras": len(system.store.list_cameras())}
+        return {"status": "ok", "sightings": store.count(), "cameras": len(store.list_cameras())}
 
     @app.post("/cameras", status_code=201)
     def add_cameras(cameras: CameraIn | list[CameraIn]) -> dict:
         items = cameras if isinstance(cameras, list) else [cameras]
-        stored = system.store.upsert_cameras([Camera(**c.model_dump()) for c in items])
+        stored = store.upsert_cameras([Camera(**c.model_dump()) for c in items])
+        system.watchlists.cameras_changed()
         return {"stored": stored}
 
     @app.get("/cameras")
     def list_cameras() -> list[dict]:
-        return [c.__dict__ for c in system.store.list_cameras()]
+        return [c.__dict__ for c in store.list_cameras()]
 
     @app.post("/frames", status_code=201)
     def post_frame(
@@ -128,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         camera_id: Annotated[str, Form()],
         captured_at: Annotated[str, Form(description="ISO 8601 with a zone, e.g. 2026-11-22T08:30:00+08:00")],
     ) -> dict:
-        limit = system.settings.max_upload_bytes
+        limit = settings.max_upload_bytes
         data = file.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload exceeds the limit of {limit} bytes")
@@ -152,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         t1: datetime | None = parse_time(end) if end else None
         if t0 and t1 and t1 < t0:
             raise InputError("end is before start")
-        found = system.store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
+        found = store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
                                                  plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
@@ -162,51 +154,51 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
         """Retention by hand: sightings taken before `before` (at these cameras, or all) with their vectors,
         crops and frames. Set SIGHTLINE_RETENTION_DAYS to have the server do it hourly."""
-        return purge(system, before=parse_time(before), camera_ids=camera_id)
+        return retention.purge(before=parse_time(before), camera_ids=camera_id).__dict__
 
     @app.delete("/sightings/{sighting_id}")
     def delete_sighting(sighting_id: str) -> dict:
-        if system.store.get_sighting(sighting_id) is None:
+        if store.get_sighting(sighting_id) is None:
             raise HTTPException(404, f"no sighting {sighting_id}")
-        return purge(system, ids=[sighting_id])
+        return retention.purge(ids=[sighting_id]).__dict__
 
     @app.get("/sightings/{sighting_id}")
     def get_sighting(sighting_id: str) -> dict:
-        found = system.store.get_sighting(sighting_id)
+        found = store.get_sighting(sighting_id)
         if found is None:
             raise HTTPException(404, f"no sighting {sighting_id}")
         return found.to_json()
 
     @app.get("/sightings/{sighting_id}/crop")
-    def get_crop(sighting_id: str) -> FileResponse:
-        found = system.store.get_sighting(sighting_id)
+    def get_crop(sighting_id: str) -> Response:
+        found = store.get_sighting(sighting_id)
         if found is None or not found.crop:
             raise HTTPException(404, f"no sighting {sighting_id}")
-        path = system.settings.crops_dir / found.crop
-        if not path.is_file():
+        data = system.blobs.get(found.crop)
+        if data is None:
             raise HTTPException(404, f"the evidence crop of {sighting_id} is missing")
-        return FileResponse(path, media_type="image/jpeg")
+        return Response(data, media_type="image/jpeg")
 
     @app.post("/streams", status_code=201)
     def add_stream(body: StreamIn) -> dict:
         """Start reading a live RTSP/HTTP stream: sampled, tracked, one sighting per object; reconnects on drops."""
-        return streams.add(body.url, body.camera_id, body.sample_fps).to_json()
+        return streams.add(body.url, body.camera_id, body.sample_fps).__dict__
 
     @app.get("/streams")
     def list_streams() -> list[dict]:
         """Each stream's state (starting, running, reconnecting, stopped), frame rate and counts."""
-        return [status.to_json() for status in streams.list()]
+        return [status.__dict__ for status in streams.list()]
 
     @app.delete("/streams/{stream_id}", status_code=204)
     def delete_stream(stream_id: str) -> None:
         if not streams.remove(stream_id):
             raise HTTPException(404, f"no stream {stream_id}")
 
-    vendor = system.settings.web_dir / "node_modules" / "leaflet" / "dist"
+    vendor = settings.web_dir / "node_modules" / "leaflet" / "dist"
     if vendor.is_dir():
         app.mount("/app/vendor/leaflet", StaticFiles(directory=vendor), name="leaflet")
-    if system.settings.web_dir.is_dir():
-        app.mount("/app", StaticFiles(directory=system.settings.web_dir, html=True), name="web")
+    if settings.web_dir.is_dir():
+        app.mount("/app", StaticFiles(directory=settings.web_dir, html=True), name="web")
     return app
 
 

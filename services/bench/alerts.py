@@ -12,6 +12,7 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,14 +21,15 @@ import httpx
 import numpy as np
 
 from indexer.store import FrameRecord
-from models.pipeline import Observation
+from models.observations import FramePipeline, Observation
 from models.plate_text import PROVINCES
 from models.records import BBox, Camera, FaceAttributes, Sighting, VehicleAttributes
 from models.watchlists import Rule, WatchEntry
-from services.alerts import AlertEngine
+from services.watchlists import EntrySpec, WatchlistService
 from services.ingest import Ingestor, image_files, jobs_from_files
-from services.localserver import serving
-from services.system import Settings, Sightline
+from services.settings import Settings
+from services.api.localserver import serving
+from services.system import Sightline
 
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 ALNUM = LETTERS + "0123456789"
@@ -71,50 +73,52 @@ class SyntheticFrames:
         return 2 * n / (time.perf_counter() - t0)
 
 
-def _fresh(settings: Settings, name: str) -> Sightline:
-    system = Sightline(Settings(data_dir=settings.data_dir / name, model_dir=settings.model_dir))
+def _fresh(settings: Settings, name: str, pipeline: FramePipeline | None = None) -> Sightline:
+    """A system of its own in a sub-folder: no watchlists, so no rules to check."""
+    system = Sightline(replace(settings, data_dir=settings.data_dir / name), pipeline)
     system.store.upsert_cameras([CAMERA])
     return system
 
 
-def _load_rules(engine: AlertEngine, rules: int, plates: list[str], faces: int, rng: np.random.Generator) -> None:
-    plate_list = engine.create_watchlist("bench plates", "plate", created_by="bench")
+def _load_rules(watchlists: WatchlistService, rules: int, plates: list[str], faces: int,
+                rng: np.random.Generator) -> None:
+    plate_list = watchlists.create("bench plates", "plate", created_by="bench")
     tenth = max(1, len(plates) // 10)
-    spec = ([{"value": p, "match": "exact"} for p in plates[: -2 * tenth]]
-            + [{"value": p[:4] + "*", "match": "wildcard"} for p in plates[-2 * tenth: -tenth]]
-            + [{"value": p, "match": "fuzzy", "tolerance": 1} for p in plates[-tenth:]])
-    engine.add_entries(plate_list.id, [{**e, "reason": "bench", "created_by": "bench"} for e in spec])
-    face_list = engine.create_watchlist("bench faces", "face", created_by="bench")
+    spec = ([EntrySpec("bench", "bench", p, "exact") for p in plates[: -2 * tenth]]
+            + [EntrySpec("bench", "bench", p[:4] + "*", "wildcard") for p in plates[-2 * tenth: -tenth]]
+            + [EntrySpec("bench", "bench", p, "fuzzy", 1) for p in plates[-tenth:]])
+    watchlists.add_entries(plate_list.id, spec)
+    face_list = watchlists.create("bench faces", "face", created_by="bench")
+    # Random enrolled faces go straight to the store: enrolment from photos would need as many photos.
     enrolled = [WatchEntry(uuid.uuid4().hex[:12], face_list.id, "bench", "bench", f"face-{i}") for i in range(faces)]
-    engine.store.add_entries(enrolled, [unit_vector(rng, 128) for _ in range(faces)])
+    watchlists.store.add_entries(enrolled, [unit_vector(rng, 128) for _ in range(faces)])
     for i in range(rules):
-        engine.store.put_rule(Rule(uuid.uuid4().hex[:12], f"rule-{i}", watchlist_id=(plate_list.id, face_list.id)[i % 2],
-                                   cooldown_s=0))
-    engine.reload()
+        watchlists.put_rule(Rule(uuid.uuid4().hex[:12], f"rule-{i}",
+                                 watchlist_id=(plate_list.id, face_list.id)[i % 2], cooldown_s=0))
 
 
 def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sightings: int,
                  photos_dir: Path | None) -> dict:
-    from services.api import create_app
+    from services.api.app import create_app
 
     frames = SyntheticFrames()
     plates = [random_plate(frames.rng) for _ in range(entries)]
     plain = _fresh(settings, "plain")
-    rate_plain = frames.rate(Ingestor(plain), sightings // 2)
+    rate_plain = frames.rate(plain.ingestor, sightings // 2)
     plain.close()
 
     app = create_app(settings)
-    system, engine = app.state.system, app.state.alerts
+    system = app.state.system
     system.store.upsert_cameras([CAMERA])
-    _load_rules(engine, rules, plates, faces, frames.np_rng)
-    ingestor = Ingestor(system)
+    _load_rules(system.watchlists, rules, plates, faces, frames.np_rng)
+    ingestor = system.ingestor
     stored_at: dict[str, float] = {}
 
     def record(stored: list[Sighting], _vectors: dict) -> None:  # runs right after the commit, before the rules
         now = time.perf_counter()
         stored_at.update((s.id, now) for s in stored)
 
-    ingestor.listeners += [record, engine.check]
+    ingestor.listeners.insert(0, record)
     latencies: list[float] = []
     measured = min(100, entries)
     with serving(app) as url:
@@ -139,7 +143,7 @@ def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sight
         done.wait(30)
         ingestor.listeners.remove(record)
         rate_rules = frames.rate(ingestor, sightings // 2)
-        photo_rates = _photo_rates(settings, photos_dir, engine, system) if photos_dir is not None else {}
+        photo_rates = _photo_rates(settings, photos_dir, system) if photos_dir is not None else {}
     result = {"rules": rules, "plate_entries": entries, "enrolled_faces": faces, "alerts_measured": len(latencies),
               "p50_ms": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
               "p99_ms": round(float(np.percentile(latencies, 99)), 2) if latencies else None,
@@ -148,18 +152,17 @@ def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sight
     return result
 
 
-def _photo_rates(settings: Settings, photos_dir: Path, engine: AlertEngine, loaded: Sightline) -> dict:
-    """The real models on real photos, each run into a fresh store: without, then with the rules hooked in."""
+def _photo_rates(settings: Settings, photos_dir: Path, loaded: Sightline) -> dict:
+    """The real models on real photos, each run into a fresh store: without, then with the loaded rules."""
     photos = image_files([photos_dir])
     rows = [(p, CAMERA.id, START + timedelta(seconds=i)) for i, p in enumerate(photos)]
     loaded.pipeline.process([cv2.imread(str(photos[0]))])  # warm-up
     rates = {}
     for name, hooked in (("without_rules", False), ("with_rules", True)):
-        system = _fresh(settings, f"photos-{name}")
-        system._pipeline = loaded.pipeline
-        ingestor = Ingestor(system)
+        system = _fresh(settings, f"photos-{name}", loaded.pipeline)
+        ingestor = system.ingestor
         if hooked:
-            ingestor.listeners.append(engine.check)
+            ingestor.listeners.append(loaded.rules.check)
         t0 = time.perf_counter()
         ingestor.ingest(jobs_from_files(rows))
         rates[name] = len(photos) / (time.perf_counter() - t0)

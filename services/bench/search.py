@@ -17,7 +17,7 @@ from indexer.sqlite_store import SQLiteStore
 from indexer.store import SightingQuery, VehicleColumns
 from indexer.vectors import NPROBE, FaissIndex
 from models.records import Camera
-from services.bench_alerts import random_plate
+from services.bench.alerts import random_plate
 
 
 def _rss_mb() -> float:

@@ -15,8 +15,8 @@ import numpy as np
 
 from indexer.store import FrameRecord
 from models.records import BBox, Camera, Sighting, VehicleAttributes
-from services.localserver import serving
-from services.system import Settings
+from services.api.localserver import serving
+from services.settings import Settings
 
 PLATE = "沪A12345"
 
@@ -39,7 +39,7 @@ def fill(system, cameras: int, points: int, seed: int = 3) -> None:  # noqa: ANN
 def bench_web(settings: Settings, cameras: int, points: int, runs: int = 5) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from services.api import create_app
+    from services.api.app import create_app
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     app = create_app(settings)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from geo import areas, clones, cotravel, trajectories
 from indexer.plate_index import PlateDictionary
+from indexer.store import RecordStore
 from models.plate_text import normalize_plate
-from services import search
-from services.system import Sightline
+from services.search import Filters, SearchService
 
 
 class AreaIn(BaseModel):
@@ -29,7 +29,7 @@ class AreasIn(BaseModel):
     limit: int = Field(default=500, ge=1, le=10_000)
 
 
-def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
+def geo_router(store: RecordStore, search: SearchService, plates: PlateDictionary) -> APIRouter:
     """`plates` is the app's one in-memory plate dictionary (fuzzy routes use it)."""
     router = APIRouter(tags=["analytics"])
 
@@ -40,7 +40,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         t0, t1 = trajectories.parse_range(start, end)
         text = normalize_plate(plate)
         also = [m.plate for m in plates.search(text, "fuzzy", max_distance=1.0) if m.plate != text] if fuzzy else []
-        return trajectories.trajectory(system.store, text, t0, t1, also=also).to_json()
+        return trajectories.trajectory(store, text, t0, t1, also=also).to_json()
 
     @router.get("/trajectories/by-sighting/{sighting_id}")
     def get_trajectory_by_appearance(sighting_id: str, start: str | None = None, end: str | None = None,
@@ -49,19 +49,17 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
         its nearest sightings above min_similarity (cosine), in time order."""
         t0, t1 = trajectories.parse_range(start, end)
-        seed = system.store.get_sighting(sighting_id)
-        if seed is None or seed.vector_id is None or seed.embedding_space is None:
-            raise HTTPException(404, f"no sighting {sighting_id} with an appearance vector")
-        vector = system.indexes[seed.embedding_space].vector(int(seed.vector_id))
-        hits = search.nearest(system, seed.embedding_space, vector, k, search.Filters(start=t0, end=t1), seed.kind)
-        chosen = [s for s, score in hits if score >= min_similarity]
-        return trajectories.trajectory_of_sightings(system.store, f"like {sighting_id}", chosen).to_json()
+        try:
+            chosen = search.like_sighting(sighting_id, k, Filters(start=t0, end=t1), min_similarity)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return trajectories.trajectory_of_sightings(store, f"like {sighting_id}", chosen).to_json()
 
     @router.get("/stays/{plate}")
     def get_stays(plate: str, start: str | None = None, end: str | None = None) -> dict:
         """Where the vehicle stops: long gaps at nearby cameras, by place, ranked by visits and dwell time."""
         t0, t1 = trajectories.parse_range(start, end)
-        found = trajectories.trajectory(system.store, normalize_plate(plate), t0, t1).to_json()
+        found = trajectories.trajectory(store, normalize_plate(plate), t0, t1).to_json()
         return {"plate": found["plate"], "stays": found["stays"]}
 
     @router.get("/clones")
@@ -72,7 +70,7 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         """Cloned-plate cases: consecutive reads of one plate whose implied straight-line speed is impossible,
         with the conflicting sightings, their crops, appearance evidence and which read belongs to which car."""
         t0, t1 = trajectories.parse_range(start, end)
-        found = clones.scan(system.store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
+        found = clones.scan(store, t0, t1, clones.CloneSettings(max_speed_kmh, min_plate_score, min_distance_m))
         return {"count": len(found), "cases": [c.to_json() for c in found]}
 
     @router.get("/co-travel/{plate}")
@@ -83,14 +81,14 @@ def geo_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         ranked by shared cameras and by how steady their lag is."""
         t0, t1 = trajectories.parse_range(start, end)
         text = normalize_plate(plate)
-        found = cotravel.co_travellers(system.store, text, t0, t1, window_s, min_cameras)
+        found = cotravel.co_travellers(store, text, t0, t1, window_s, min_cameras)
         return {"plate": text, "companions": [c.to_json() for c in found]}
 
     @router.post("/search/areas")
     def search_areas(body: AreasIn) -> dict:
         """Seen in area A during its window — and in B during its window, and so on (vehicles join by plate)."""
         windows = [areas.AreaWindow(a.polygon, *trajectories.parse_range(a.start, a.end)) for a in body.areas]
-        found = areas.seen_in_all(system.store, windows, body.kind, body.limit)
+        found = areas.seen_in_all(store, windows, body.kind, body.limit)
         return {"count": len(found), "results": [
             {"key": key, "plate": key if body.kind == "vehicle" else None, "sightings": [s.to_json() for s in hits]}
             for key, hits in found.items()]}

@@ -11,9 +11,12 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Upload
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from indexer.alert_store import AlertStore
 from models.records import InputError, parse_time
+from models.spaces import FACE_MATCH_RULE
 from models.watchlists import Rule
-from services.alerts import FACE_MATCH_COSINE, AlertEngine, alert_json, entries_from_csv, entries_to_csv
+from services.delivery import AlertDelivery, alert_json
+from services.watchlists import EntrySpec, WatchlistService, entries_from_csv, entries_to_csv
 
 
 class WatchlistIn(BaseModel):
@@ -57,63 +60,57 @@ class WebhookIn(BaseModel):
     url: str = Field(pattern=r"^https?://")
 
 
-def alerts_router(engine: AlertEngine) -> APIRouter:
+def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: AlertDelivery) -> APIRouter:
     router = APIRouter()
-    store = engine.store
 
-    def watchlist_or_404(watchlist_id: str):  # noqa: ANN202
+    def watchlist_or_404(watchlist_id: str) -> None:
         try:
-            return engine._watchlist(watchlist_id)
+            watchlists.get(watchlist_id)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
 
     @router.post("/watchlists", status_code=201, tags=["watchlists"])
     def create_watchlist(body: WatchlistIn) -> dict:
-        return engine.create_watchlist(body.name, body.kind, body.description, body.created_by).__dict__
+        return watchlists.create(body.name, body.kind, body.description, body.created_by).__dict__
 
     @router.get("/watchlists", tags=["watchlists"])
     def list_watchlists() -> list[dict]:
-        return [w.__dict__ for w in store.watchlists()]
+        return [w.__dict__ for w in watchlists.list()]
 
     @router.delete("/watchlists/{watchlist_id}", status_code=204, tags=["watchlists"])
     def delete_watchlist(watchlist_id: str) -> None:
-        if not store.delete_watchlist(watchlist_id):
+        if not watchlists.delete(watchlist_id):
             raise HTTPException(404, f"no watchlist {watchlist_id}")
-        engine.reload()
 
     @router.post("/watchlists/{watchlist_id}/entries", status_code=201, tags=["watchlists"])
     def add_entries(watchlist_id: str, body: EntryIn | list[EntryIn]) -> list[dict]:
         watchlist_or_404(watchlist_id)
         items = body if isinstance(body, list) else [body]
-        return [e.__dict__ for e in engine.add_entries(watchlist_id, [i.model_dump() for i in items])]
+        return [e.__dict__ for e in watchlists.add_entries(watchlist_id, [EntrySpec(**i.model_dump()) for i in items])]
 
     @router.get("/watchlists/{watchlist_id}/entries", tags=["watchlists"])
     def list_entries(watchlist_id: str) -> list[dict]:
         watchlist_or_404(watchlist_id)
-        return [e.__dict__ for e, _ in store.entries(watchlist_id)]
+        return [e.__dict__ for e in watchlists.entries(watchlist_id)]
 
     @router.delete("/watchlists/{watchlist_id}/entries/{entry_id}", status_code=204, tags=["watchlists"])
     def delete_entry(watchlist_id: str, entry_id: str) -> None:
-        if not store.delete_entry(entry_id):
+        if not watchlists.delete_entry(entry_id):
             raise HTTPException(404, f"no entry {entry_id}")
-        engine.reload()
 
     @router.post("/watchlists/{watchlist_id}/faces", status_code=201, tags=["watchlists"], description=(
         "Enrol a person from one or more photos (each must show a face; the largest is taken). A later face "
-        f"sighting alerts when its cosine similarity to the enrolled face is at least {FACE_MATCH_COSINE}: dlib's "
-        "published same-person rule (Euclidean distance below 0.6 on its raw descriptors, norm ≈1.45) expressed on "
-        "the unit vectors Sightline stores. On the project's eval faces genuine pairs scored ≥ 0.928 and impostors "
-        "≤ 0.918, so a tighter threshold trades missed alerts for fewer false ones."))
+        f"sighting alerts at {FACE_MATCH_RULE}"))
     def enrol_face(watchlist_id: str, files: Annotated[list[UploadFile], File()], reason: Annotated[str, Form()],
                    created_by: Annotated[str, Form()], label: Annotated[str, Form()] = "") -> dict:
         watchlist_or_404(watchlist_id)
         photos = [f.file.read() for f in files]
-        return engine.enrol_face(watchlist_id, photos, label, reason, created_by).__dict__
+        return watchlists.enrol_face(watchlist_id, photos, label, reason, created_by).__dict__
 
     @router.get("/watchlists/{watchlist_id}/export", response_class=PlainTextResponse, tags=["watchlists"])
     def export_csv(watchlist_id: str) -> str:
         watchlist_or_404(watchlist_id)
-        return entries_to_csv([e for e, _ in store.entries(watchlist_id)])
+        return entries_to_csv(watchlists.entries(watchlist_id))
 
     @router.post("/watchlists/{watchlist_id}/import", status_code=201, tags=["watchlists"])
     def import_csv(watchlist_id: str, file: Annotated[UploadFile, File()]) -> dict:
@@ -122,22 +119,21 @@ def alerts_router(engine: AlertEngine) -> APIRouter:
             text = file.file.read().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError("the CSV is not UTF-8 text") from exc
-        return {"imported": len(engine.add_entries(watchlist_id, entries_from_csv(text)))}
+        return {"imported": len(watchlists.add_entries(watchlist_id, entries_from_csv(text)))}
 
     @router.post("/rules", status_code=201, tags=["rules"])
     def put_rule(body: RuleIn) -> dict:
-        rule = engine.put_rule(Rule(id=uuid.uuid4().hex[:12], **body.model_dump()))
+        rule = watchlists.put_rule(Rule(id=uuid.uuid4().hex[:12], **body.model_dump()))
         return {**rule.__dict__, "time_from": body.time_from, "time_to": body.time_to}
 
     @router.get("/rules", tags=["rules"])
     def list_rules() -> list[dict]:
-        return [r.__dict__ for r in store.rules()]
+        return [r.__dict__ for r in watchlists.rules()]
 
     @router.delete("/rules/{rule_id}", status_code=204, tags=["rules"])
     def delete_rule(rule_id: str) -> None:
-        if not store.delete_rule(rule_id):
+        if not watchlists.delete_rule(rule_id):
             raise HTTPException(404, f"no rule {rule_id}")
-        engine.reload()
 
     @router.get("/alerts", tags=["alerts"])
     def list_alerts(rule_id: str | None = None, acked: bool | None = None, since: str | None = None,
@@ -157,7 +153,7 @@ def alerts_router(engine: AlertEngine) -> APIRouter:
     @router.get("/alerts/stream", tags=["alerts"])
     async def stream(request: Request) -> StreamingResponse:
         """Server-Sent Events: one `alert` event per new alert, a comment every 15 s to keep proxies open."""
-        queue = engine.broadcaster.subscribe()
+        queue = delivery.broadcaster.subscribe()
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -170,7 +166,7 @@ def alerts_router(engine: AlertEngine) -> APIRouter:
                         continue
                     yield f"event: alert\nid: {payload['id']}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
             finally:
-                engine.broadcaster.unsubscribe(queue)
+                delivery.broadcaster.unsubscribe(queue)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -187,7 +183,7 @@ def alerts_router(engine: AlertEngine) -> APIRouter:
     @router.post("/webhooks/retry-dead", tags=["alerts"])
     def retry_dead() -> dict:
         requeued = store.retry_dead()
-        engine.dispatcher.wake.set()
+        delivery.webhooks.wake.set()
         return {"requeued": requeued}
 
     return router

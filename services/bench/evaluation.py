@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.detectors import FaceDetector
+from models.detectors import FaceDetector, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder
 from models.records import InputError
 from models.rerank import Verifier
@@ -58,11 +58,10 @@ def evaluate_faces(directory: Path, detector: FaceDetector, embedder: FaceEmbedd
     start = time.perf_counter()
     for identity, path in items:
         frame = cv2.imread(str(path))
-        faces = detector.detect(frame) if frame is not None else []
-        if not faces:
+        best = subject_face(detector.detect(frame)) if frame is not None else None
+        if best is None:
             no_face.append(str(path.relative_to(directory)))
             continue
-        best = max(faces, key=lambda f: f.bbox.area * f.score)  # the subject: the largest, surest face
         vectors.append(embedder.embed_faces(frame, [best.bbox])[0])
         labels.append(identity)
     elapsed = time.perf_counter() - start

@@ -6,12 +6,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from indexer.plate_index import PlateDictionary
+from geo.trajectories import parse_range
 from indexer.store import AttributeFilter
-from models.records import parse_time
-from services.alerts import FACE_MATCH_COSINE
-from services.search import Filters, attribute_search, face_search, image_search, plate_search
-from services.system import Sightline
+from models.spaces import FACE_MATCH_RULE
+from services.search import Filters, SearchService
 
 
 class FiltersIn(BaseModel):
@@ -30,8 +28,7 @@ class FiltersIn(BaseModel):
 
     def filters(self) -> Filters:
         attributes = AttributeFilter(**self.model_dump(include=set(AttributeFilter.__dataclass_fields__)))
-        return Filters(parse_time(self.start) if self.start else None, parse_time(self.end) if self.end else None,
-                       self.camera_ids, self.area, attributes)
+        return Filters(*parse_range(self.start, self.end), self.camera_ids, self.area, attributes)
 
 
 class AttributeSearchIn(FiltersIn):
@@ -45,7 +42,7 @@ def _filters_form(filters: str | None) -> Filters:
     return FiltersIn.model_validate_json(filters).filters() if filters else Filters()
 
 
-def search_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
+def search_router(search: SearchService) -> APIRouter:
     router = APIRouter(prefix="/search", tags=["search"])
 
     @router.get("/plates")
@@ -54,12 +51,12 @@ def search_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
                         camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
         """exact; wildcard (`?` one character, `*` any run: 京A?23*); fuzzy (edit distance ≤ 2, the confusions
         0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S, 6/G costing half); suffix (a known end of the plate). A malformed pattern is a 400."""
-        filters = Filters(parse_time(start) if start else None, parse_time(end) if end else None, camera_id)
-        return {"query": q, "mode": mode, "results": plate_search(system, plates, q, mode, filters, limit)}
+        filters = Filters(*parse_range(start, end), camera_id)
+        return {"query": q, "mode": mode, "results": search.plates_like(q, mode, filters, limit)}
 
     @router.post("/attributes")
     def attributes_endpoint(body: AttributeSearchIn) -> dict:
-        found = attribute_search(system, body.kind, body.filters(), body.limit, body.offset, body.newest_first)
+        found = search.attributes(body.kind, body.filters(), body.limit, body.offset, body.newest_first)
         return {"count": len(found), "sightings": [s.to_json() for s in found]}
 
     @router.post("/image")
@@ -71,14 +68,11 @@ def search_router(system: Sightline, plates: PlateDictionary) -> APIRouter:
         Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate;
         for vehicles the leading 20 are then verified against their evidence crops with local features under one
         homography (`why.local_inliers`), which puts the same vehicle above look-alikes."""
-        return image_search(system, file.file.read(), kind, k, _filters_form(filters), pick)
+        return search.image(file.file.read(), kind, k, _filters_form(filters), pick)
 
-    @router.post("/face", description=(
-        f"Sightings of the uploaded face with cosine similarity ≥ {FACE_MATCH_COSINE}: dlib's published "
-        "same-person rule (Euclidean distance below 0.6 on its raw descriptors, norm ≈1.45) on the unit vectors "
-        "Sightline stores. On the project's eval faces, genuine pairs scored ≥ 0.928 and impostors ≤ 0.918."))
+    @router.post("/face", description=f"Sightings of the uploaded face: {FACE_MATCH_RULE}")
     def face_endpoint(file: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=200)] = 20,
                       filters: Annotated[str | None, Form()] = None) -> dict:
-        return face_search(system, file.file.read(), k, _filters_form(filters))
+        return search.face(file.file.read(), k, _filters_form(filters))
 
     return router

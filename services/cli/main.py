@@ -15,19 +15,14 @@ from models import registry
 from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
-from services.alerts import attach_alerts
-from services.cli_geo import add_geo_commands, bench_geo, print_json, time_range
-from services.system import EVAL_DIR, ROADNET, Settings, Sightline
+from services.cli.geo import add_geo_commands, open_system, print_json, settings_of, time_range
+from services.settings import EVAL_DIR, ROADNET
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.with_dirs(args.data, args.models)
-
-
 def cmd_models(args: argparse.Namespace) -> int:
-    model_dir = Path(args.models).resolve() if args.models else registry.default_model_dir()
+    model_dir = settings_of(args).model_dir
     if args.action == "pull":
         mirror = Path(args.mirror).resolve() if args.mirror else None
         if mirror is not None and not mirror.is_dir():
@@ -42,21 +37,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_cameras(args: argparse.Namespace) -> int:
-    system = Sightline(_settings(args))
-    try:
+    with open_system(args) as system:
         if args.action == "import":
             path = Path(args.file)
             cams = camera_io.from_roadnet(path, args.limit) if args.roadnet else camera_io.load_file(path)
             print(f"{system.store.upsert_cameras(cams)} cameras stored")
         else:
-            print_json([c.__dict__ for c in system.store.list_cameras()])
+            print_json(system.store.list_cameras())
         return 0
-    finally:
-        system.close()
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from services.ingest import Ingestor, image_files, jobs_from_files, read_manifest
+    from services.ingest import image_files, jobs_from_files, read_manifest
 
     paths = [Path(p) for p in args.paths]
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
@@ -70,122 +62,102 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise InputError("give --camera ID and --time ISO8601 (with a zone), or a folder with --manifest photos.csv")
         ts = parse_time(args.time)
         rows = [(p, args.camera, ts) for p in image_files(paths)]
-    system = Sightline(_settings(args))
-    try:
+    with open_system(args) as system:  # rules are checked here too; webhooks go out when `serve` runs
         for camera_id in sorted({r[1] for r in rows}):
             if system.store.get_camera(camera_id) is None:
                 raise InputError(f"unknown camera {camera_id!r}: import it first with `sightline cameras import`")
-        ingestor = Ingestor(system)
-        engine = attach_alerts(system, ingestor)  # rules are checked here too; webhooks go out when `serve` runs
-        report = ingestor.ingest(jobs_from_files(rows))
-        engine.store.close()
-    finally:
-        system.close()
+        report = system.ingestor.ingest(jobs_from_files(rows))
     print_json(report.summary())
     return 2 if report.errors else 0
 
 
 def _ingest_videos(args: argparse.Namespace, paths: list[Path]) -> int:
-    from services.ingest import Ingestor
     from services.video import VideoProcessor
 
     if not args.camera or not args.time:
         raise InputError("a video needs --camera ID and --start-time ISO8601 (the time of its first frame, with a zone)")
     start = parse_time(args.time)
-    system = Sightline(_settings(args))
-    try:
-        ingestor = Ingestor(system)
-        attach_alerts(system, ingestor)
-        processor = VideoProcessor(ingestor, sample_fps=args.sample_fps)
+    with open_system(args) as system:
+        processor = VideoProcessor(system.ingestor, sample_fps=args.sample_fps)
         reports = [processor.ingest_file(p, args.camera, start).summary() for p in paths]
-    finally:
-        system.close()
     print_json(reports)
     return 0
 
 
 def cmd_watchlist(args: argparse.Namespace) -> int:
-    from services.alerts import entries_from_csv, entries_to_csv
-    from services.ingest import Ingestor
+    from models.watchlists import Rule
+    from services.watchlists import EntrySpec, entries_from_csv, entries_to_csv
 
-    system = Sightline(_settings(args))
-    engine = attach_alerts(system, Ingestor(system))
-    try:
+    with open_system(args) as system:
+        watchlists = system.watchlists
         if args.action == "create":
-            print_json(engine.create_watchlist(args.name, args.kind, args.description, args.by).__dict__)
+            print_json(watchlists.create(args.name or "", args.kind, args.description, args.by))
             return 0
         if args.action == "list":
-            print_json([{**w.__dict__, "entries": len(engine.store.entries(w.id))} for w in engine.store.watchlists()])
+            print_json([{**w.__dict__, "entries": len(watchlists.entries(w.id))} for w in watchlists.list()])
             return 0
-        lists = {w.name: w for w in engine.store.watchlists()} | {w.id: w for w in engine.store.watchlists()}
-        if args.name not in lists:
-            raise InputError(f"no watchlist named {args.name!r} (see `sightline watchlist list`)")
-        wid = lists[args.name].id
+        wid = watchlists.find(args.name or "").id
         if args.action == "add":
-            made = engine.add_entries(wid, [{"value": args.value, "match": args.match, "tolerance": args.tolerance,
-                                             "reason": args.reason, "created_by": args.by}])
-            print_json([e.__dict__ for e in made])
+            spec = EntrySpec(args.reason, args.by, args.value or "", args.match, args.tolerance)
+            print_json(watchlists.add_entries(wid, [spec]))
         elif args.action == "import":
-            made = engine.add_entries(wid, entries_from_csv(Path(args.value).read_text(encoding="utf-8-sig")))
+            made = watchlists.add_entries(wid, entries_from_csv(_read_text(args.value)))
             print(f"{len(made)} entries imported")
         elif args.action == "export":
-            print(entries_to_csv([e for e, _ in engine.store.entries(wid)]), end="")
+            print(entries_to_csv(watchlists.entries(wid)), end="")
         elif args.action == "enrol":
-            photos = [Path(p).read_bytes() for p in [args.value, *args.more]]
-            print_json(engine.enrol_face(wid, photos, args.label, args.reason, args.by).__dict__)
+            photos = [_read_bytes(p) for p in [args.value, *args.more]]
+            print_json(watchlists.enrol_face(wid, photos, args.label, args.reason, args.by))
         elif args.action == "rule":
-            from models.watchlists import Rule
-
             rule = Rule(uuid.uuid4().hex[:12], args.rule_name or f"{args.name} ({args.kind_of_rule})",
                         kind=args.kind_of_rule, watchlist_id=wid, camera_ids=args.camera or [],
                         severity=args.severity, min_confidence=args.min_confidence)
-            print_json(engine.put_rule(rule).__dict__)
+            print_json(watchlists.put_rule(rule))
         return 0
-    finally:
-        engine.store.close()
-        system.close()
+
+
+def _read_bytes(path: str | None) -> bytes:
+    if not path or not Path(path).is_file():
+        raise InputError(f"{path or 'a file'} does not exist")
+    return Path(path).read_bytes()
+
+
+def _read_text(path: str | None) -> str:
+    try:
+        return _read_bytes(path).decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from services.alerts import alert_json
-    from services.ingest import Ingestor
+    from services.delivery import alert_json
 
-    system = Sightline(_settings(args))
-    engine = attach_alerts(system, Ingestor(system))
-    try:
-        print_json([alert_json(a) for a in engine.store.alerts(acked=False if args.open else None, limit=args.limit)])
-    finally:
-        engine.store.close()
-        system.close()
+    with open_system(args) as system:
+        print_json([alert_json(a) for a in system.alert_store.alerts(acked=False if args.open else None,
+                                                                    limit=args.limit)])
     return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from indexer.plate_index import PlateDictionary
-    from services.search import Filters, face_search, image_search, plate_search
+    from services.search import Filters
 
-    system = Sightline(_settings(args))
-    try:
-        start, end = time_range(args)
-        filters = Filters(start=start, end=end, camera_ids=args.camera)
+    start, end = time_range(args)
+    filters = Filters(start=start, end=end, camera_ids=args.camera)
+    with open_system(args) as system:
         if args.what == "plate":
-            print_json(plate_search(system, PlateDictionary(system.store), args.query, args.mode, filters, args.limit))
+            print_json(system.search.plates_like(args.query, args.mode, filters, args.limit))
             return 0
         data = Path(args.query).read_bytes() if Path(args.query).is_file() else None
         if data is None:
             raise InputError(f"{args.query} is not a photo file")
         if args.what == "image":
-            print_json(image_search(system, data, args.kind, args.limit, filters, args.pick))
+            print_json(system.search.image(data, args.kind, args.limit, filters, args.pick))
         else:
-            print_json(face_search(system, data, args.limit, filters))
+            print_json(system.search.face(data, args.limit, filters))
         return 0
-    finally:
-        system.close()
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from services.retention import purge
-
     if sum(x is not None for x in (args.before, args.older_than_days, args.id)) != 1:
         raise InputError("give one of --before, --older-than-days or --id")
     before = parse_time(args.before) if args.before else None
@@ -193,42 +165,38 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if args.older_than_days < 0:
             raise InputError("--older-than-days cannot be negative")
         before = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
-    with Sightline(_settings(args)) as system:
-        print_json(purge(system, before=before, camera_ids=args.camera, ids=args.id))
+    with open_system(args) as system:
+        print_json(system.retention.purge(before=before, camera_ids=args.camera, ids=args.id))
     return 0
 
 
 def cmd_sightings(args: argparse.Namespace) -> int:
     from indexer.store import SightingQuery
 
-    system = Sightline(_settings(args))
-    try:
+    with open_system(args) as system:
         found = system.store.query(SightingQuery(kind=args.kind, plate=args.plate, limit=args.limit,
                                                  camera_ids=[args.camera] if args.camera else None))
         print_json([s.to_json() for s in found])
-    finally:
-        system.close()
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from services.api import create_app
+    from services.api.app import create_app
 
-    uvicorn.run(create_app(_settings(args)), host=args.host, port=args.port)
+    uvicorn.run(create_app(settings_of(args)), host=args.host, port=args.port)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Cameras on real Shanghai intersections; the eval photos ingested as if those cameras took them."""
-    from services.ingest import Ingestor, image_files, jobs_from_files
+    from services.ingest import image_files, jobs_from_files
 
     eval_dir = Path(args.eval_dir)
     if not eval_dir.is_dir():
         raise InputError(f"{eval_dir} is not a folder (the shared eval data)")
-    system = Sightline(_settings(args))
-    try:
+    with open_system(args) as system:
         cams = camera_io.from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=40)
         system.store.upsert_cameras(cams)
         photos = (image_files([eval_dir / "plates" / "full"]) + image_files([eval_dir / "scenes"])
@@ -236,14 +204,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         start = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
         rows = [(p, cams[i % len(cams)].id, start + timedelta(minutes=3 * i)) for i, p in enumerate(photos)]
         t0 = time.perf_counter()
-        report = Ingestor(system).ingest(jobs_from_files(rows))
+        report = system.ingestor.ingest(jobs_from_files(rows))
         elapsed = time.perf_counter() - t0
-        plates = sorted({s.attributes.plate for r in report.results for s in r.sightings
-                         if s.kind == "vehicle" and getattr(s.attributes, "plate", None)})
-        print_json({**report.summary(), "seconds": round(elapsed, 1), "plates_read": plates,
-                "data_dir": str(system.settings.data_dir)})
-    finally:
-        system.close()
+        plates = sorted({p for r in report.results for s in r.sightings if (p := getattr(s.attributes, "plate", None))})
+        print_json({**report.summary().__dict__, "seconds": round(elapsed, 1), "plates_read": plates,
+                    "data_dir": str(system.settings.data_dir)})
     print(f"\nDemo data is in {system.settings.data_dir}. Start the API with:\n"
           f"  .venv/bin/sightline --data {system.settings.data_dir} serve --port 8000   # then open http://127.0.0.1:8000/docs")
     return 2 if report.errors else 0
@@ -253,22 +218,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     if not directory.is_dir():
         raise InputError(f"{directory} is not a folder")
-    model_dir = Path(args.models).resolve() if args.models else registry.default_model_dir()
+    model_dir = settings_of(args).model_dir
     if args.what == "plates":
         from models.plates import PlateReader
-        from services.eval_plates import evaluate_plates
+        from services.bench.eval_plates import evaluate_plates
 
         result = evaluate_plates(directory, PlateReader(model_dir))
     elif args.what == "faces":
         from models.detectors import FaceDetector
         from models.embedders import FaceEmbedder
-        from services.evaluation import evaluate_faces
+        from services.bench.evaluation import evaluate_faces
 
         result = evaluate_faces(directory, FaceDetector(registry.model_path("yunet_s_dynamic.onnx", model_dir)),
                                 FaceEmbedder())
     else:
         from models.embedders import person_embedder, vehicle_embedder
-        from services.evaluation import evaluate_reid
+        from services.bench.evaluation import evaluate_reid
 
         embedder = vehicle_embedder(model_dir) if args.kind == "vehicle" else person_embedder(model_dir)
         from models.rerank import Verifier
@@ -279,33 +244,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from services.bench import bench_ingest, bench_video
+    from dataclasses import replace
 
-    settings = _settings(args)
+    from services.bench.pipeline import bench_ingest, bench_video
+
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
+    settings = replace(settings_of(args), data_dir=work)
     try:
-        settings.data_dir = work
         if args.what == "ingest":
             print_json(bench_ingest(Path(args.path), settings, ROADNET))
         elif args.what == "video":
             print_json(bench_video(Path(args.path), settings, args.sample_fps))
         elif args.what == "geo":
+            from services.bench.geo import bench_geo
+
             print_json(bench_geo(args.sightings, Path(args.cache) if args.cache else None))
         elif args.what == "search":
-            from services.bench_search import bench_search
+            from services.bench.search import bench_search
 
             print_json(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
                                 distribution=args.distribution))
         elif args.what == "plates":
-            from services.bench_search import bench_plates
+            from services.bench.search import bench_plates
 
             print_json(bench_plates(args.sightings))
         elif args.what == "web":
-            from services.bench_web import bench_web
+            from services.bench.web import bench_web
 
             print_json(bench_web(settings, args.cameras, args.points))
         else:
-            from services.bench_alerts import bench_alerts
+            from services.bench.alerts import bench_alerts
 
             photos = Path(args.path) if args.path else None
             print_json(bench_alerts(settings, args.rules, args.entries, args.faces, args.sightings, photos))
@@ -439,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sightline: bench {args.what} needs a PATH", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        return int(args.func(args))
     except (InputError, ModelError) as exc:
         print(f"sightline: {exc}", file=sys.stderr)
         return 2

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from models.records import InputError
 from services import cameras as camera_io
-from services.ingest import Ingestor, image_files, jobs_from_files
-from services.system import Settings, Sightline
+from services.ingest import image_files, jobs_from_files
+from services.settings import Settings
+from services.system import Sightline
 
 
 def bench_ingest(directory: Path, settings: Settings, roadnet: Path) -> dict:
@@ -32,7 +33,7 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path) -> dict:
         start = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
         rows = [(p, cams[i % len(cams)].id, start + timedelta(seconds=10 * i)) for i, p in enumerate(photos)]
         t1 = time.perf_counter()
-        report = Ingestor(system).ingest(jobs_from_files(rows))
+        report = system.ingestor.ingest(jobs_from_files(rows))
         elapsed = time.perf_counter() - t1
         stages = {k: round(v / len(photos) * 1000, 2) for k, v in asdict(pipeline.times).items()}
         stages["store_and_other"] = round(elapsed / len(photos) * 1000 - sum(stages.values()), 2)
@@ -51,14 +52,14 @@ def bench_video(path: Path, settings: Settings, sample_fps: float) -> dict:
     system = Sightline(settings)
     try:
         system.store.upsert_cameras([Camera("bench", "bench", 121.3, 31.2, kind="surveillance")])
-        processor = VideoProcessor(Ingestor(system), sample_fps=sample_fps)  # loads the models, not timed
+        processor = VideoProcessor(system.ingestor, sample_fps=sample_fps)  # loads the models, not timed
         report = processor.ingest_file(path, "bench", datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
         summary = report.summary()
         return {"frames": report.frames, "sampled": report.sampled, "sample_fps": sample_fps,
                 "decoded_fps": round(report.frames / report.seconds, 1),
                 "processed_fps": round(report.sampled / report.seconds, 1), "tracks": report.tracks,
-                "sightings": len(report.sightings), "by_kind": summary["by_kind"],
-                "video_seconds": summary["video_seconds"], "seconds": summary["seconds"],
-                "realtime_factor": summary["realtime_factor"]}
+                "sightings": len(report.sightings), "by_kind": summary.by_kind,
+                "video_seconds": summary.video_seconds, "seconds": summary.seconds,
+                "realtime_factor": summary.realtime_factor}
     finally:
         system.close()

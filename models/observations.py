@@ -1,0 +1,92 @@
+"""The frame → sightings currency: detections and observations, and the pipeline interface that makes them.
+
+Light to import (no model loads): services type against `FramePipeline`, which the real
+`models.pipeline.Pipeline` implements and which tests replace with a fake one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from models.records import Attributes, BBox, SightingKind
+
+if TYPE_CHECKING:
+    from models.tracking import Track
+
+
+@dataclass
+class Detection:
+    kind: str  # vehicle | person | face
+    label: str  # coco class name, or "face"
+    bbox: BBox
+    score: float
+    landmarks: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class Observation:
+    """A sighting before it has an id, a camera and a time."""
+
+    kind: SightingKind
+    bbox: BBox
+    det_score: float
+    attributes: Attributes
+    crop: np.ndarray
+    vector: np.ndarray | None = None
+    space: str | None = None
+    parent: int | None = None  # index of the person observation a face belongs to, in the same frame
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectDescription:
+    """What a photo search knows of the object it looks for: its appearance vector and what it shows."""
+
+    vector: np.ndarray
+    vehicle_color: str | None = None
+    vehicle_type: str | None = None
+    plate: str | None = None
+
+
+@dataclass
+class FaceProbe:
+    """The subject face of a photo (its largest, surest) and its vector."""
+
+    bbox: BBox
+    vector: np.ndarray
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over calls (for `sightline bench ingest`)."""
+
+    detect: float = 0.0
+    plates: float = 0.0
+    attributes: float = 0.0
+    embed: float = 0.0
+    faces: float = 0.0
+
+
+class FramePipeline(Protocol):
+    """What ingestion, video and search need of the models; one per process, loaded once."""
+
+    times: StageTimes
+
+    def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
+        """Observations for each frame, in frame order."""
+
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        """Vehicles and people per frame (a tracker asks for weak boxes too)."""
+
+    def detect_faces(self, frame: np.ndarray) -> list[Detection]: ...
+
+    def describe_tracks(self, tracks: list[Track]) -> list[Observation]:
+        """One observation per finished video track, from its best views."""
+
+    def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
+        """The appearance vector (and for a vehicle its colour, type and plate) of one cropped object."""
+
+    def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
+        """The photo's largest, surest face with its vector."""

@@ -1,0 +1,1 @@
+"""Benchmarks and evaluations: `sightline bench ...` and `sightline eval ...`, printing JSON."""

@@ -1,0 +1,1 @@
+"""The command-line adapter: `sightline ...`, a thin layer over the use-cases."""

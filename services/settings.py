@@ -1,0 +1,87 @@
+"""The one settings object: every knob of a deployment, read from the environment once and checked.
+
+Entry points call `Settings.from_env()` (the CLI then applies --data/--models); tests build
+`Settings(...)` directly. Nothing below this module reads the environment.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from indexer.vectors import EXACT_LIMIT, NPROBE
+from models.records import InputError
+from models.registry import default_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_DIR = REPO.parent / "shared" / "eval"  # the shared eval data beside the checkout
+ROADNET = EVAL_DIR / "roadnet" / "shanghai_intersections.geojson"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path("data").resolve())
+    model_dir: Path = field(default_factory=default_model_dir)
+    store_backend: str = "sqlite"
+    vector_backend: str = "faiss"
+    max_upload_bytes: int = 50 << 20
+    faces: bool = True
+    # Keep this many days of sightings (None: keep everything); the API applies it hourly.
+    retention_days: float | None = None
+    # Vector indexes: exact search up to this many vectors a space, then IVF with this many lists probed.
+    exact_limit: int = EXACT_LIMIT
+    nprobe: int = NPROBE
+    # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
+    roads_geojson: Path | None = field(default_factory=lambda: ROADNET if ROADNET.is_file() else None)
+    tile_url: str | None = None
+    web_dir: Path = REPO / "web"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The defaults with every SIGHTLINE_* variable that is set; a bad value is an InputError naming it."""
+        env = os.environ if env is None else env
+        base = cls()
+        get = lambda name: env.get(name) or None  # noqa: E731 - an empty variable counts as unset
+        roads = get("SIGHTLINE_ROADS")
+        return replace(
+            base,
+            data_dir=Path(get("SIGHTLINE_DATA") or base.data_dir).resolve(),
+            model_dir=Path(get("SIGHTLINE_MODEL_DIR") or base.model_dir).resolve(),
+            store_backend=get("SIGHTLINE_STORE") or base.store_backend,
+            vector_backend=get("SIGHTLINE_VECTORS") or base.vector_backend,
+            max_upload_bytes=int(_number(env, "SIGHTLINE_MAX_UPLOAD_MB", 1, 10_000, base.max_upload_bytes >> 20)) << 20,
+            retention_days=_number(env, "SIGHTLINE_RETENTION_DAYS", 1e-3, 36_500, None),
+            exact_limit=int(_number(env, "SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
+            nprobe=int(_number(env, "SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
+            roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
+            tile_url=get("SIGHTLINE_TILE_URL"),
+            web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
+        )
+
+    def with_dirs(self, data_dir: str | None, model_dir: str | None) -> Settings:
+        """These settings with the data and model folders a command line named (None keeps them)."""
+        return replace(self, data_dir=Path(data_dir).resolve() if data_dir else self.data_dir,
+                       model_dir=Path(model_dir).resolve() if model_dir else self.model_dir)
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.data_dir / "crops"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "vectors"
+
+
+def _number(env: Mapping[str, str], name: str, low: float, high: float, default: float | None) -> float | None:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{name}={text!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InputError(f"{name}={text!r} must be between {low:g} and {high:g}")
+    return value
