@@ -17,7 +17,6 @@ from geo.trajectories import check_range
 from indexer.store import RecordStore, SightingQuery
 from models.records import InputError, Sighting
 
-
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)  # an open window's ends
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
 
@@ -74,11 +73,16 @@ def seen_in_all(store: RecordStore, windows: list[AreaWindow], kind: str = "vehi
         t0, t1 = w.start or EARLIEST, w.end or LATEST
         for camera in cameras_inside(store, w.polygon):
             for sid, plate, ts in store.camera_window(camera, t0, t1, kind):
-                if ts < t1 and (plate or kind != "vehicle"):
-                    found.setdefault(plate if kind == "vehicle" else sid, []).append(sid)
+                if ts >= t1:
+                    continue
+                if kind != "vehicle":
+                    found.setdefault(sid, []).append(sid)
+                elif plate:  # vehicles are joined by plate: an unread one joins nothing
+                    found.setdefault(plate, []).append(sid)
         per_area.append(found)
     common = sorted(set(per_area[0]).intersection(*per_area[1:]))[:limit]
     ids = [sid for key in common for area in per_area for sid in area[key]]
     sightings = {s.id: s for i in range(0, len(ids), 10_000) for s in store.get_sightings(ids[i:i + 10_000])}
-    return {key: sorted((sightings[sid] for area in per_area for sid in area[key] if sid in sightings), key=lambda s: s.ts)
+    return {key: sorted((sightings[sid] for area in per_area for sid in area[key] if sid in sightings),
+                        key=lambda s: s.ts)
             for key in common}

@@ -86,7 +86,10 @@ def measure(store: RecordStore, city: City, loaded: Loaded, seed: int = 11) -> d
             streamed.add(case.plate)
     stream_p, stream_r = _score(streamed, city.truth.cloned_plates)
 
-    co_ms, found, truth, short = [], set(), set(), set()
+    co_ms: list[float] = []
+    found: set[tuple[int, str, str]] = set()  # (day, target plate, companion plate)
+    truth: set[tuple[int, str, str]] = set()
+    short: set[tuple[int, str, str]] = set()
     # the quality bar is for convoys sharing >= 3 cameras; one behind a 2-camera commute is scored apart
     few_cameras = {t for t in city.truth.convoys if len(city.route_cameras(t)) < 3}
     for day in range(max(1, loaded.whole_days)):

@@ -113,8 +113,9 @@ class CloneCase:
                     "embedding_distance": None if self.evidence.embedding_distance is None
                     else round(self.evidence.embedding_distance, 3)},
                 "vehicles": self.vehicles, "sightings": [s.to_json() for s in self.pair],
-                "conflicts": [{"from": c.first.sighting_id, "to": c.second.sighting_id, "distance_m": round(c.distance_m, 1),
-                               "seconds": c.seconds, "speed_kmh": None if np.isinf(c.speed_kmh) else round(c.speed_kmh, 1)}
+                "conflicts": [{"from": c.first.sighting_id, "to": c.second.sighting_id,
+                               "distance_m": round(c.distance_m, 1), "seconds": c.seconds,
+                               "speed_kmh": None if np.isinf(c.speed_kmh) else round(c.speed_kmh, 1)}
                               for c in self.conflicts],
                 "conflicting_sightings": [s.to_json() for s in sorted(involved.values(), key=lambda s: s.ts)]}
 
@@ -187,7 +188,7 @@ class CloneMonitor:
 
 
 def _feasible(reads: list[Seen], settings: CloneSettings) -> bool:
-    return all(conflict(a, b, settings) is None for a, b in zip(reads, reads[1:]))
+    return all(conflict(a, b, settings) is None for a, b in zip(reads, reads[1:], strict=False))
 
 
 def split_vehicles(reads: list[Seen], settings: CloneSettings) -> dict[str, list[str]]:
@@ -201,7 +202,8 @@ def split_vehicles(reads: list[Seen], settings: CloneSettings) -> dict[str, list
     by_look: dict[tuple, list[Seen]] = {}
     for s in ordered:
         by_look.setdefault((s.color, s.vehicle_type), []).append(s)
-    if len(by_look) > 1 and None not in {c for c, _ in by_look} and all(_feasible(g, settings) for g in by_look.values()):
+    if (len(by_look) > 1 and None not in {c for c, _ in by_look}
+            and all(_feasible(g, settings) for g in by_look.values())):
         groups = list(by_look.values())
     else:
         groups = []
@@ -257,8 +259,9 @@ def plate_case(store: RecordStore, plate: str, cameras: dict[str, Camera], start
     found = store.query(SightingQuery(kind="vehicle", plate=plate, start=start, end=end, newest_first=False,
                                       limit=1_000_000))
     reads = [seen(s, cameras[s.camera_id]) for s in found
-             if s.camera_id in cameras and (getattr(s.attributes, "plate_score", None) or 0.0) >= settings.min_plate_score]
-    conflicts = [c for a, b in zip(reads, reads[1:]) if (c := conflict(a, b, settings))]
+             if s.camera_id in cameras
+             and (getattr(s.attributes, "plate_score", None) or 0.0) >= settings.min_plate_score]
+    conflicts = [c for a, b in zip(reads, reads[1:], strict=False) if (c := conflict(a, b, settings))]
     if not conflicts:
         return None
     return make_case(plate, conflicts, settings, store, split_vehicles(reads, settings))
@@ -274,5 +277,6 @@ def scan(store: RecordStore, start: datetime | None = None, end: datetime | None
         flagged.update(flag_plates(chunk, last, settings).tolist())
     cameras = {c.id: c for c in store.list_cameras()}
     names = store.plate_names(sorted(flagged))
-    cases = [case for plate in sorted(names.values()) if (case := plate_case(store, plate, cameras, start, end, settings))]
+    cases = [case for plate in sorted(names.values())
+             if (case := plate_case(store, plate, cameras, start, end, settings))]
     return sorted(cases, key=lambda c: (-c.confidence, -c.speed_kmh, c.plate))

@@ -30,8 +30,8 @@ class Companion:
     trips: int = 0
 
     def to_json(self) -> dict:
-        return {"plate": self.plate, "cameras": self.cameras, "trips": self.trips, "mean_lag_s": round(self.mean_lag_s, 1),
-                "lag_std_s": round(self.lag_std_s, 1), "shared": self.shared}
+        return {"plate": self.plate, "cameras": self.cameras, "trips": self.trips,
+                "mean_lag_s": round(self.mean_lag_s, 1), "lag_std_s": round(self.lag_std_s, 1), "shared": self.shared}
 
 
 def co_travellers(store: RecordStore, plate: str, start: datetime | None = None, end: datetime | None = None,
@@ -53,15 +53,17 @@ def co_travellers(store: RecordStore, plate: str, start: datetime | None = None,
         raise InputError("window_s must be positive, min_cameras at least 1 and min_coverage in [0, 1]")
     target = sorted(store.query(SightingQuery(kind="vehicle", plate=plate, start=start, end=end, limit=100_000)),
                     key=lambda s: s.ts)
-    trip_of, trip = {}, 0
-    for before, after in zip([None, *target], target):
+    trip_of: dict[str, int] = {}  # target sighting id -> its trip
+    trip = 0
+    for before, after in zip([None, *target], target, strict=False):
         if before is not None and (after.ts - before.ts) > TRIP_GAP:
             trip += 1
         trip_of[after.id] = trip
     needed_trips = min(min_trips, trip + 1)
     passes_in_trip = Counter(trip_of[t.id] for t in {(t.camera_id, trip_of[t.id]): t for t in target}.values())
     window = timedelta(seconds=window_s)
-    passes: dict[str, dict[str, tuple[float, dict]]] = {}  # plate -> camera -> (|lag|, record) keeping the closest
+    # plate -> (camera, trip) -> (|lag|, record), keeping the closest
+    passes: dict[str, dict[tuple[str, int], tuple[float, dict]]] = {}
     for t in target:
         for sid, other, ts in store.camera_window(t.camera_id, t.ts - window, t.ts + window):
             if not other or other == plate:

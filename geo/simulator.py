@@ -21,7 +21,7 @@ import numpy as np
 
 from geo.distance import haversine_m
 from indexer.store import VehicleColumns
-from models.records import BBox, Camera, Sighting, VehicleAttributes
+from models.records import BBox, Camera, Sighting, SightingKind, VehicleAttributes
 
 LOCAL = timezone(timedelta(hours=8))
 FIRST_DAY = datetime(2026, 11, 2, tzinfo=LOCAL)
@@ -70,7 +70,8 @@ def _route(a: int, b: int, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray
     off = np.abs((lon - ax) * dy - (lat - ay) * dx) / np.sqrt(length2)
     on_route = np.flatnonzero((t > 0) & (t < 1) & (off < 0.004))
     cams = np.array([a, *on_route[np.argsort(t[on_route])].tolist(), b], dtype=np.int64)
-    metres = np.concatenate([[0.0], np.cumsum(haversine_m(lon[cams[:-1]], lat[cams[:-1]], lon[cams[1:]], lat[cams[1:]]))])
+    metres = np.concatenate([[0.0],
+                             np.cumsum(haversine_m(lon[cams[:-1]], lat[cams[:-1]], lon[cams[1:]], lat[cams[1:]]))])
     return cams, metres * ROAD_FACTOR
 
 
@@ -89,18 +90,22 @@ class City:
         drivers = np.array([i for i, v in enumerate(self.vehicles) if v.leader is None], dtype=np.int64)
         speed = np.array([v.speed_kmh / 3.6 for v in self.vehicles])
         # Each driver's two trips, flattened: row -> (vehicle, camera, seconds after departure).
-        trips = []
+        trips: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for a_of, b_of in ((lambda v: v.home, lambda v: v.work), (lambda v: v.work, lambda v: v.home)):
             cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-            veh, cam, off = [], [], []
+            trip_veh: list[np.ndarray] = []
+            trip_cam: list[np.ndarray] = []
+            trip_off: list[np.ndarray] = []
             for i in drivers.tolist():
                 v = self.vehicles[i]
                 key = (a_of(v), b_of(v))
                 if key not in cache:
                     cache[key] = _route(*key, lon, lat)
                 cams, metres = cache[key]
-                veh.append(np.full(len(cams), i)), cam.append(cams), off.append(metres / speed[i])
-            trips.append((np.concatenate(veh), np.concatenate(cam), np.concatenate(off)))
+                trip_veh.append(np.full(len(cams), i))
+                trip_cam.append(cams)
+                trip_off.append(metres / speed[i])
+            trips.append((np.concatenate(trip_veh), np.concatenate(trip_cam), np.concatenate(trip_off)))
         followers = [(i, v.leader, v.lag_s) for i, v in enumerate(self.vehicles) if v.leader is not None]
         plates = np.array([v.plate for v in self.vehicles], dtype=object)
         colors = np.array([v.color for v in self.vehicles], dtype=object)
@@ -110,15 +115,20 @@ class City:
             rng = np.random.default_rng([self.seed, day])
             midnight = (first + timedelta(days=day)).timestamp()
             depart = np.zeros(len(self.vehicles))
-            veh_parts, cam_parts, ts_parts = [], [], []
-            for hour, (veh, cam, off) in zip((7, 17), trips):
+            veh_parts: list[np.ndarray] = []
+            cam_parts: list[np.ndarray] = []
+            ts_parts: list[np.ndarray] = []
+            for hour, (trip_veh_ids, trip_cams, trip_offsets) in zip((7, 17), trips, strict=True):
                 depart[drivers] = midnight + hour * 3600 + rng.uniform(0, 7200, len(drivers))
-                ts = depart[veh] + off
-                veh_parts.append(veh), cam_parts.append(cam), ts_parts.append(ts)
+                trip_ts = depart[trip_veh_ids] + trip_offsets
+                veh_parts.append(trip_veh_ids)
+                cam_parts.append(trip_cams)
+                ts_parts.append(trip_ts)
                 for i, leader, lag in followers:
-                    mine = veh == leader
-                    veh_parts.append(np.full(int(mine.sum()), i)), cam_parts.append(cam[mine])
-                    ts_parts.append(ts[mine] + np.maximum(2.0, lag + rng.normal(0, 5, int(mine.sum()))))
+                    mine = trip_veh_ids == leader
+                    veh_parts.append(np.full(int(mine.sum()), i))
+                    cam_parts.append(trip_cams[mine])
+                    ts_parts.append(trip_ts[mine] + np.maximum(2.0, lag + rng.normal(0, 5, int(mine.sum()))))
             veh, cam, ts = np.concatenate(veh_parts), np.concatenate(cam_parts), np.concatenate(ts_parts)
             order = np.argsort(ts, kind="stable")
             veh, cam, ts_us = veh[order], cam[order], np.round(ts[order] * 1e6).astype(np.int64)
@@ -130,7 +140,7 @@ class City:
                                       rng.uniform(0.3, 0.75, n)[misread])
             read = plates[veh]
             for row, pos, pick in zip(np.flatnonzero(misread).tolist(), rng.integers(2, 7, n)[misread].tolist(),
-                                      rng.integers(0, len(ALNUM) - 1, n)[misread].tolist()):
+                                      rng.integers(0, len(ALNUM) - 1, n)[misread].tolist(), strict=True):
                 plate = read[row]
                 read[row] = plate[:pos] + ALNUM.replace(plate[pos], "")[pick] + plate[pos + 1:]
             self.truth.misreads += int(misread.sum())
@@ -143,10 +153,12 @@ class City:
         for d in self.days(days, misread_rate, start):
             c = d.columns
             for sid, cam, ts, plate, score, color, vtype in zip(c.ids, c.camera_ids, c.ts_us.tolist(), c.plates,
-                                                                c.plate_scores.tolist(), c.vehicle_colors, c.vehicle_types):
-                yield Sighting(sid, cam, datetime.fromtimestamp(ts / 1e6, timezone.utc), "vehicle", BBox(0, 0, 100, 60),
-                               0.9, VehicleAttributes(plate=plate, plate_score=score, vehicle_color=color,
-                                                      vehicle_type=vtype))
+                                                                c.plate_scores.tolist(), c.vehicle_colors,
+                                                                c.vehicle_types, strict=True):
+                yield Sighting(sid, cam, datetime.fromtimestamp(ts / 1e6, timezone.utc), SightingKind.VEHICLE,
+                               BBox(0, 0, 100, 60), 0.9,
+                               VehicleAttributes(plate=plate, plate_score=score, vehicle_color=color,
+                                                 vehicle_type=vtype))
 
     def route_cameras(self, plate: str) -> set[str]:
         """The distinct cameras a (non-cloned) plate passes every day: what a convoy behind it shares."""

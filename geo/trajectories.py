@@ -96,8 +96,9 @@ def parse_range(start: str | None, end: str | None) -> tuple[datetime | None, da
     return t0, t1
 
 
-def build(plate: str, sightings: list[Sighting], cameras: dict[str, Camera], trip_gap: timedelta = timedelta(minutes=30),
-          min_stay: timedelta = timedelta(minutes=30), stay_radius_m: float = 500.0) -> Trajectory:
+def build(plate: str, sightings: list[Sighting], cameras: dict[str, Camera],
+          trip_gap: timedelta = timedelta(minutes=30), min_stay: timedelta = timedelta(minutes=30),
+          stay_radius_m: float = 500.0) -> Trajectory:
     """Order sightings in time, join camera positions, and derive legs, trips and stays."""
     ordered = sorted((s for s in sightings if s.camera_id in cameras), key=lambda s: (s.ts, s.id))
     points = [TrackPoint(s.id, s.camera_id, cameras[s.camera_id].name, cameras[s.camera_id].lon,
@@ -108,8 +109,8 @@ def build(plate: str, sightings: list[Sighting], cameras: dict[str, Camera], tri
         lon = np.array([p.lon for p in points])
         lat = np.array([p.lat for p in points])
         dist = haversine_m(lon[:-1], lat[:-1], lon[1:], lat[1:])
-        secs = np.array([(b.ts - a.ts).total_seconds() for a, b in zip(points, points[1:])])
-        for i, (d, t) in enumerate(zip(dist, secs)):
+        secs = np.array([(b.ts - a.ts).total_seconds() for a, b in zip(points, points[1:], strict=False)])
+        for i, (d, t) in enumerate(zip(dist, secs, strict=True)):
             legs.append(Leg(i, i + 1, float(d), float(t), float(d / t * 3.6) if t > 0 else None))
             if t > trip_gap.total_seconds():
                 trips.append([i + 1])

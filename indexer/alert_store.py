@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.sqlite_store import from_us, to_us
-from models.watchlists import Alert, Rule, Watchlist, WatchEntry
+from models.watchlists import Alert, Rule, WatchEntry, Watchlist
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watchlists (
@@ -92,7 +92,7 @@ class AlertStore:
     def add_entries(self, entries: list[WatchEntry], faces: list[np.ndarray | None]) -> None:
         rows = [(e.id, e.watchlist_id, e.value, e.match, e.tolerance, json.dumps(e.conditions, ensure_ascii=False),
                  e.reason, e.created_by, _now_us(), None if f is None else np.asarray(f, np.float32).tobytes())
-                for e, f in zip(entries, faces)]
+                for e, f in zip(entries, faces, strict=True)]
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -145,16 +145,20 @@ class AlertStore:
 
     def alerts(self, rule_id: str | None = None, acked: bool | None = None, since: datetime | None = None,
                limit: int = 100, offset: int = 0) -> list[Alert]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if rule_id:
-            where.append("rule_id=?"), args.append(rule_id)
+            where.append("rule_id=?")
+            args.append(rule_id)
         if acked is not None:
             where.append("acked_us IS NOT NULL" if acked else "acked_us IS NULL")
         if since:
-            where.append("raised_us>=?"), args.append(to_us(since))
+            where.append("raised_us>=?")
+            args.append(to_us(since))
         sql = "SELECT * FROM alerts" + (" WHERE " + " AND ".join(where) if where else "")
         with self.lock:
-            rows = self.conn.execute(sql + " ORDER BY raised_us DESC LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+            rows = self.conn.execute(sql + " ORDER BY raised_us DESC LIMIT ? OFFSET ?",
+                                     [*args, limit, offset]).fetchall()
         return [_alert(r) for r in rows]
 
     def get_alert(self, alert_id: str) -> Alert | None:
@@ -180,7 +184,8 @@ class AlertStore:
         """(alert_id, webhook_id, url, attempts) whose next attempt is due, oldest first."""
         with self.lock:
             return self.conn.execute(
-                "SELECT d.alert_id, d.webhook_id, w.url, d.attempts FROM deliveries d JOIN webhooks w ON w.id=d.webhook_id "
+                "SELECT d.alert_id, d.webhook_id, w.url, d.attempts "
+                "FROM deliveries d JOIN webhooks w ON w.id=d.webhook_id "
                 "WHERE d.state='pending' AND d.next_us<=? ORDER BY d.next_us LIMIT ?", (_now_us(), limit)).fetchall()
 
     def delivery_done(self, alert_id: str, webhook_id: str) -> None:
@@ -197,7 +202,7 @@ class AlertStore:
         with self.lock:
             rows = self.conn.execute("SELECT alert_id, webhook_id, state, attempts, last_error FROM deliveries"
                                      + (" WHERE state=?" if state else ""), (state,) if state else ()).fetchall()
-        return [dict(zip(("alert_id", "webhook_id", "state", "attempts", "last_error"), r)) for r in rows]
+        return [dict(zip(("alert_id", "webhook_id", "state", "attempts", "last_error"), r, strict=True)) for r in rows]
 
     def retry_dead(self) -> int:
         """Put dead-lettered deliveries back in the queue (an operator's 'resend')."""

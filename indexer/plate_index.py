@@ -89,7 +89,7 @@ class PlateDictionary:
             if mode == "suffix":
                 rev = text[::-1]
                 i = bisect.bisect_left(self.reversed_sorted, rev)
-                out = []
+                out: list[PlateHit] = []
                 while i < len(self.reversed_sorted) and self.reversed_sorted[i].startswith(rev) and len(out) < limit:
                     out.append(PlateHit(self.reversed_sorted[i][::-1], 1.0))
                     i += 1
@@ -100,7 +100,7 @@ class PlateDictionary:
 
     def _wildcard(self, text: str, limit: int) -> list[PlateHit]:
         """A known prefix narrows the scan to its slice of the sorted plates; the rest is one regex pass."""
-        prefix = re.match(r"^[^?*]*", text).group(0)
+        prefix = re.split(r"[?*]", text, maxsplit=1)[0]
         rx = re.compile("^" + wildcard_regex(text, "[^\n]") + "$", re.MULTILINE)
         joined, offsets = self._joined()
         lo = bisect.bisect_left(self.sorted, prefix)

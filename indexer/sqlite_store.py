@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
-from collections import Counter
 from itertools import repeat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS vector_watermarks (space TEXT PRIMARY KEY, last_id IN
 """
 
 _SIGHTING_COLUMNS = ("id, camera_id, ts_us, kind, bbox, det_score, crop, frame_sha256, plate, plate_score, "
-                     "plate_color, vehicle_type, vehicle_color, attributes, embedding_space, vector_id, model_versions, track")
+                     "plate_color, vehicle_type, vehicle_color, attributes, embedding_space, vector_id, "
+                     "model_versions, track")
 
 
 def to_us(ts: datetime) -> int:
@@ -113,7 +114,8 @@ class SQLiteStore(RecordStore):
                 # Past every id ever given in the space: an index may still hold a deleted one.
                 next_id = self.conn.execute(
                     "SELECT MAX(COALESCE((SELECT MAX(id) FROM vectors WHERE space=?1), 0), "
-                    "COALESCE((SELECT last_id FROM vector_watermarks WHERE space=?1), 0)) + 1", (v.space,)).fetchone()[0]
+                    "COALESCE((SELECT last_id FROM vector_watermarks WHERE space=?1), 0)) + 1",
+                    (v.space,)).fetchone()[0]
                 self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
                                   (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
                 by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
@@ -143,8 +145,9 @@ class SQLiteStore(RecordStore):
         if not plates:
             return {}
         with self.lock:
-            rows = self.conn.execute(f"SELECT plate, sightings FROM plates WHERE plate IN ({','.join('?' * len(plates))})",
-                                     plates).fetchall()
+            rows = self.conn.execute(
+                f"SELECT plate, sightings FROM plates WHERE plate IN ({','.join('?' * len(plates))})",
+                plates).fetchall()
         return dict(rows)
 
     def get_sighting(self, sighting_id: str) -> Sighting | None:
@@ -155,33 +158,44 @@ class SQLiteStore(RecordStore):
         if not ids:
             return []
         with self.lock:
-            rows = self.conn.execute(f"SELECT {_SIGHTING_COLUMNS} FROM sightings WHERE id IN ({','.join('?' * len(ids))})",
-                                     ids).fetchall()
+            rows = self.conn.execute(
+                f"SELECT {_SIGHTING_COLUMNS} FROM sightings WHERE id IN ({','.join('?' * len(ids))})",
+                ids).fetchall()
         by_id = {r[0]: _sighting(r) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
     def query(self, q: SightingQuery) -> list[Sighting]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if q.kind:
             # With a plate or cameras, their index is far more selective: the unary + keeps SQLite off the kind index.
-            where.append("+kind=?" if (q.plate or q.camera_ids or q.frame_sha256) else "kind=?"), args.append(q.kind)
+            where.append("+kind=?" if (q.plate or q.camera_ids or q.frame_sha256) else "kind=?")
+            args.append(q.kind)
         if q.camera_ids:
-            where.append(f"camera_id IN ({','.join('?' * len(q.camera_ids))})"), args.extend(q.camera_ids)
+            where.append(f"camera_id IN ({','.join('?' * len(q.camera_ids))})")
+            args.extend(q.camera_ids)
         if q.start:
-            where.append("ts_us>=?"), args.append(to_us(q.start))
+            where.append("ts_us>=?")
+            args.append(to_us(q.start))
         if q.end:
-            where.append("ts_us<?"), args.append(to_us(q.end))
+            where.append("ts_us<?")
+            args.append(to_us(q.end))
         if q.plate:
-            where.append("plate=?"), args.append(q.plate)
+            where.append("plate=?")
+            args.append(q.plate)
         if q.frame_sha256:
-            where.append("frame_sha256=?"), args.append(q.frame_sha256)
+            where.append("frame_sha256=?")
+            args.append(q.frame_sha256)
         if q.ids is not None:
-            where.append(f"id IN ({','.join('?' * len(q.ids))})" if q.ids else "0"), args.extend(q.ids)
+            where.append(f"id IN ({','.join('?' * len(q.ids))})" if q.ids else "0")
+            args.extend(q.ids)
         for name, value in q.attributes.items():
             if name in ("vehicle_type", "vehicle_color", "plate_color"):  # indexed columns
-                where.append(f"{name}=?"), args.append(value)
+                where.append(f"{name}=?")
+                args.append(value)
             else:  # person attributes live in the JSON
-                where.append(f"json_extract(attributes, '$.{name}')=?"), args.append(int(value) if isinstance(value, bool) else value)
+                where.append(f"json_extract(attributes, '$.{name}')=?")
+                args.append(int(value) if isinstance(value, bool) else value)
         sql = f"SELECT {_SIGHTING_COLUMNS} FROM sightings"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -222,12 +236,18 @@ class SQLiteStore(RecordStore):
                          ids: list[str] | None = None, batch: int = 10_000) -> Purged:
         if (before is None) == (ids is None):
             raise ValueError("delete by time (before) or by ids, one of the two")
-        where, args = (["ts_us < ?"], [to_us(before)]) if before is not None else ([], [])
+        where: list[str] = []
+        args: list[object] = []
+        if before is not None:
+            where.append("ts_us < ?")
+            args.append(to_us(before))
         if camera_ids:
-            where.append(f"camera_id IN ({','.join('?' * len(camera_ids))})"), args.extend(camera_ids)
+            where.append(f"camera_id IN ({','.join('?' * len(camera_ids))})")
+            args.extend(camera_ids)
         select = "SELECT id, crop, embedding_space, vector_id, plate, frame_sha256 FROM sightings WHERE "
         todo = list(ids or [])
         total = Purged()
+        chunk_args: Sequence[object]
         while True:
             if ids is None:
                 sql, chunk_args = select + " AND ".join(where) + " LIMIT ?", [*args, batch]
@@ -255,12 +275,14 @@ class SQLiteStore(RecordStore):
             done.vectors.setdefault(space, []).append(int(vector_id))
         for space, vector_ids in done.vectors.items():
             # The space's highest id before deleting (an index lookup): add_frame never gives it again.
-            self.conn.execute("INSERT INTO vector_watermarks SELECT ?1, COALESCE(MAX(id), 0) FROM vectors WHERE space=?1 "
+            self.conn.execute("INSERT INTO vector_watermarks SELECT ?1, COALESCE(MAX(id), 0) FROM vectors "
+                              "WHERE space=?1 "
                               "ON CONFLICT(space) DO UPDATE SET last_id=MAX(last_id, excluded.last_id)", (space,))
             self.conn.executemany("DELETE FROM vectors WHERE space=? AND id=?", [(space, i) for i in vector_ids])
         self.conn.executemany("DELETE FROM sightings WHERE id=?", [(r[0],) for r in rows])
         plates = Counter(r[4] for r in rows if r[4])
-        self.conn.executemany("UPDATE plates SET sightings=sightings-? WHERE plate=?", [(n, p) for p, n in plates.items()])
+        self.conn.executemany("UPDATE plates SET sightings=sightings-? WHERE plate=?",
+                              [(n, p) for p, n in plates.items()])
         self.conn.executemany("DELETE FROM plates WHERE plate=? AND sightings <= 0", [(p,) for p in plates])
         frames = sorted({r[5] for r in rows if r[5]})
         if frames:
@@ -282,7 +304,8 @@ class SQLiteStore(RecordStore):
                       ) -> list[tuple[str, str | None, datetime]]:
         with self.lock:
             # +kind: without it SQLite picks the (kind, ts) index and reads every camera's rows in the window.
-            rows = self.conn.execute("SELECT id, plate, ts_us FROM sightings WHERE camera_id=? AND ts_us BETWEEN ? AND ? "
+            rows = self.conn.execute("SELECT id, plate, ts_us FROM sightings "
+                                     "WHERE camera_id=? AND ts_us BETWEEN ? AND ? "
                                      "AND +kind=?", (camera_id, to_us(start), to_us(end), kind)).fetchall()
         return [(r[0], r[1], from_us(r[2])) for r in rows]
 
@@ -292,9 +315,10 @@ class SQLiteStore(RecordStore):
                  json.dumps({"plate": plate, "plate_score": score, "vehicle_type": vtype, "vehicle_color": color},
                             ensure_ascii=False), None, None, "{}", None)
                 for sid, cam, ts, plate, score, color, vtype in zip(c.ids, c.camera_ids, c.ts_us.tolist(), c.plates,
-                                                                    c.plate_scores.tolist(), c.vehicle_colors, c.vehicle_types)]
+                                                                    c.plate_scores.tolist(), c.vehicle_colors,
+                                                                    c.vehicle_types, strict=True)]
         plates: dict[str, list[int]] = {}  # the plate dictionary takes one upsert per distinct plate, not per row
-        for plate, ts in zip(c.plates, c.ts_us.tolist()):
+        for plate, ts in zip(c.plates, c.ts_us.tolist(), strict=True):
             seen = plates.get(plate)
             if seen is None:
                 plates[plate] = [1, ts, ts]
@@ -309,8 +333,10 @@ class SQLiteStore(RecordStore):
                     self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                           rows)
                     self.conn.executemany("INSERT INTO plates VALUES (?, ?, ?, ?) ON CONFLICT(plate) DO UPDATE SET "
-                                          "sightings=sightings+excluded.sightings, first_us=MIN(first_us, excluded.first_us), "
-                                          "last_us=MAX(last_us, excluded.last_us)", [(p, *v) for p, v in plates.items()])
+                                          "sightings=sightings+excluded.sightings, "
+                                          "first_us=MIN(first_us, excluded.first_us), "
+                                          "last_us=MAX(last_us, excluded.last_us)",
+                                          [(p, *v) for p, v in plates.items()])
             finally:
                 self.conn.execute(f"PRAGMA cache_size={int(cache)}")
 
@@ -324,7 +350,8 @@ class SQLiteStore(RecordStore):
         if end:
             sql += " AND ts_us < ?"
             args.append(to_us(end))
-        reader = sqlite3.connect(str(self.path), isolation_level=None)  # its own: WAL gives it a snapshot while ingestion goes on
+        # its own connection: WAL gives it a snapshot while ingestion goes on
+        reader = sqlite3.connect(str(self.path), isolation_level=None)
         try:
             reader.execute("BEGIN")  # one snapshot for the dictionaries and the reads
             # Plates and cameras are mapped with dictionaries here: a join per row costs SQLite more than
@@ -336,11 +363,12 @@ class SQLiteStore(RecordStore):
             lat = np.array([c[2] for c in cameras] + [np.nan])
             cursor = reader.execute(sql + " ORDER BY ts_us", args)
             while chunk := cursor.fetchmany(batch):
-                plates, camera_ids, ts = zip(*chunk)
+                plates, camera_ids, ts = zip(*chunk, strict=True)
                 pid = np.fromiter(map(plate_ids.get, plates, repeat(-1)), np.int64, len(chunk))
                 cam = np.fromiter(map(camera_index.get, camera_ids, repeat(-1)), np.int64, len(chunk))
                 keep = (pid >= 0) & (cam >= 0)
-                yield ReadColumns(pid[keep], lon[cam][keep], lat[cam][keep], np.fromiter(ts, np.int64, len(chunk))[keep])
+                yield ReadColumns(pid[keep], lon[cam][keep], lat[cam][keep],
+                                  np.fromiter(ts, np.int64, len(chunk))[keep])
             reader.execute("COMMIT")
         finally:
             reader.close()
@@ -350,16 +378,18 @@ class SQLiteStore(RecordStore):
         with self.lock:
             for i in range(0, len(plate_ids), 5_000):
                 part = [int(p) for p in plate_ids[i:i + 5_000]]
-                out.update(self.conn.execute(f"SELECT rowid, plate FROM plates WHERE rowid IN ({','.join('?' * len(part))})",
-                                             part).fetchall())
+                out.update(self.conn.execute(
+                    f"SELECT rowid, plate FROM plates WHERE rowid IN ({','.join('?' * len(part))})",
+                    part).fetchall())
         return out
 
     def get_vectors(self, space: str, vector_ids: list[int]) -> dict[int, np.ndarray]:
         if not vector_ids:
             return {}
         with self.lock:
-            rows = self.conn.execute(f"SELECT id, vector FROM vectors WHERE space=? AND id IN ({','.join('?' * len(vector_ids))})",
-                                     [space, *vector_ids]).fetchall()
+            rows = self.conn.execute(
+                f"SELECT id, vector FROM vectors WHERE space=? AND id IN ({','.join('?' * len(vector_ids))})",
+                [space, *vector_ids]).fetchall()
         return {int(r[0]): np.frombuffer(r[1], dtype=np.float32) for r in rows}
 
     def close(self) -> None:

@@ -60,11 +60,18 @@ def ivf_lists(n: int) -> int:
     return int(2 ** np.clip(np.round(np.log2(2 * np.sqrt(max(n, 1)))), 6, 16))
 
 
-def _held_ids(index: faiss.Index) -> np.ndarray:
+def _lists(ivf: faiss.IndexIVFFlat) -> faiss.InvertedLists:
+    lists = ivf.invlists
+    if lists is None:  # never for an index this module builds or reads: an IVFFlat owns its lists
+        raise ValueError("IVF index without inverted lists")
+    return lists
+
+
+def _held_ids(index: faiss.IndexIVFFlat | faiss.IndexIDMap2) -> np.ndarray:
     """Every id an index holds, without copying its vectors (an IVF's in list order)."""
     if not isinstance(index, faiss.IndexIVFFlat):
         return faiss.vector_to_array(index.id_map)
-    lists = index.invlists
+    lists = _lists(index)
     ids = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
            for i in range(index.nlist) if lists.list_size(i)]
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
@@ -72,7 +79,7 @@ def _held_ids(index: faiss.Index) -> np.ndarray:
 
 def _ivf_contents(ivf: faiss.IndexIVFFlat) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of every vector in an IVF's inverted lists, copied out."""
-    lists, vectors = ivf.invlists, []
+    lists, vectors = _lists(ivf), []
     for i in range(ivf.nlist):
         size = lists.list_size(i)
         if size:
@@ -82,10 +89,11 @@ def _ivf_contents(ivf: faiss.IndexIVFFlat) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _id_array(ids: np.ndarray) -> faiss.IDSelectorArray:
-    """The selector that removal accepts everywhere (an IVF's hashtable direct map takes no other)."""
-    selector = faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))
-    selector.keep_alive = ids  # the selector only points at the array
-    return selector
+    """The selector that removal accepts everywhere (an IVF's hashtable direct map takes no other).
+
+    The selector only points at the array; built from the array itself, faiss keeps a reference to it.
+    """
+    return faiss.IDSelectorArray(ids)
 
 
 def _flat_contents(index: faiss.IndexIDMap2) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +106,8 @@ def _train_ivf(ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed:
     ivf.cp.max_points_per_centroid, ivf.cp.niter, ivf.cp.seed = TRAIN_PER_LIST, 10, seed
     sample = np.random.default_rng(seed).choice(len(vectors), min(len(vectors), TRAIN_PER_LIST * nlist), replace=False)
     ivf.train(vectors[np.sort(sample)])
-    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by arbitrary id
+    # reconstruct and remove by arbitrary id (faiss's stubs lack the DirectMap enum)
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     ivf.add_with_ids(vectors, ids)
     ivf.nprobe, ivf.parallel_mode = nprobe, 1  # one query at a time: split its lists over the threads
     return ivf
@@ -132,11 +141,12 @@ class FaissIndex(VectorIndex):
         self.catch_up()
         self._drop_deleted()
 
-    def _load(self) -> tuple[faiss.Index, int]:
+    def _load(self) -> tuple[faiss.IndexIVFFlat | faiss.IndexIDMap2, int]:
         if self.path.exists():
             try:
                 index = faiss.read_index(str(self.path))
-                if index.d == self.dim:
+                # save() writes only these two kinds; anything else is not this cache's file: rebuilt below
+                if isinstance(index, (faiss.IndexIVFFlat, faiss.IndexIDMap2)) and index.d == self.dim:
                     # The watermark is the largest id inside the file itself, so it can never disagree with it.
                     if isinstance(index, faiss.IndexIVFFlat):
                         index.nprobe, index.parallel_mode = self.nprobe, 1
@@ -206,14 +216,15 @@ class FaissIndex(VectorIndex):
         """
         try:
             with self.lock:
-                contents = _ivf_contents if self.kind == "ivf" else _flat_contents
-                ids, vectors = contents(self.index)
+                index = self.index
+                ids, vectors = _ivf_contents(index) if isinstance(index, faiss.IndexIVFFlat) else _flat_contents(index)
                 self.pending = []  # from this snapshot on, every change is logged for the replay
             built = _train_ivf(ids, vectors, self.nprobe)
             del vectors
             with self.lock:
                 for op, op_ids, op_vectors in self.pending or []:
                     if op == "add":
+                        assert op_vectors is not None  # an add always logs its vectors
                         built.add_with_ids(op_vectors, op_ids)
                     else:
                         built.remove_ids(_id_array(op_ids))
@@ -230,7 +241,8 @@ class FaissIndex(VectorIndex):
     def vector(self, vector_id: int) -> np.ndarray:
         with self.lock:
             try:
-                return self.index.reconstruct(vector_id)
+                # faiss's stubs resolve reconstruct() without a buffer to its torch overload
+                return self.index.reconstruct(vector_id)  # type: ignore[return-value]
             except RuntimeError as exc:
                 raise KeyError(vector_id) from exc
 
@@ -240,13 +252,18 @@ class FaissIndex(VectorIndex):
             if allowed is None:
                 return self.index.search(queries, k)
             selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            if self.kind == "flat":
-                return self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
-            nlist = self.index.nlist
+            index = self.index
+            if not isinstance(index, faiss.IndexIVFFlat):
+                params = faiss.SearchParameters()
+                params.sel = selector  # the same as the keyword form: faiss keeps a reference either way
+                return index.search(queries, k, params=params)
+            nlist = index.nlist
             # No larger than what NPROBE lists hold: scan every list (exact); else grow the probe until k survive.
             nprobe = nlist if len(allowed) * nlist <= len(self) * self.nprobe else self.nprobe
             while True:
-                scores, found = self.index.search(queries, k, params=faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+                ivf_params = faiss.SearchParametersIVF()
+                ivf_params.sel, ivf_params.nprobe = selector, nprobe
+                scores, found = index.search(queries, k, params=ivf_params)
                 if nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
                     return scores, found
                 nprobe = min(nlist, nprobe * 4)

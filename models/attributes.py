@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.observations import Detection
 from models.imageops import blob, color_name
+from models.observations import Detection
 from models.records import PersonAttributes, VehicleAttributes
 from models.runtime import OpenVinoModel
 
@@ -29,9 +29,10 @@ class VehicleAttributeClassifier:
         out = self.model.infer(blob(crops, 72, 72))
         colors, types = out["color"].reshape(len(crops), -1), out["type"].reshape(len(crops), -1)
         result = []
-        for c, t in zip(colors, types):
+        for c, t in zip(colors, types, strict=True):
             ci, ti = int(c.argmax()), int(t.argmax())
-            result.append(VehicleAttributes(vehicle_color=VEHICLE_COLORS[ci], vehicle_color_score=round(float(c[ci]), 3),
+            result.append(VehicleAttributes(vehicle_color=VEHICLE_COLORS[ci],
+                                            vehicle_color_score=round(float(c[ci]), 3),
                                             vehicle_type=VEHICLE_TYPES[ti], vehicle_type_score=round(float(t[ti]), 3)))
         return result
 
@@ -51,10 +52,10 @@ class PersonAttributeClassifier:
         out = self.model.infer(blob(crops, 80, 160))
         flags = out[self.flags_name].reshape(len(crops), -1)
         tops, bottoms = out[self.top_name].reshape(len(crops), 2), out[self.bottom_name].reshape(len(crops), 2)
-        return [self._attributes(c, f, t, b) for c, f, t, b in zip(crops, flags, tops, bottoms)]
+        return [self._attributes(c, f, t, b) for c, f, t, b in zip(crops, flags, tops, bottoms, strict=True)]
 
     def _attributes(self, crop: np.ndarray, flags: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> PersonAttributes:
-        on = {name: bool(p >= self.threshold) for name, p in zip(PERSON_FLAGS, flags)}
+        on = {name: bool(p >= self.threshold) for name, p in zip(PERSON_FLAGS, flags, strict=True)}
         male = float(flags[0])
         return PersonAttributes(
             gender="male" if male >= 0.5 else "female",

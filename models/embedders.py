@@ -74,7 +74,8 @@ class ConcatEmbedder:
 
 def vehicle_embedder(model_dir: Path | None = None) -> CropEmbedder:
     """MobileNet v1 (1024-d): a generic appearance vector — no vehicle-specific model is to be had offline."""
-    return CropEmbedder("vehicle", 1024, "mobilenet_v1_embedding", model_path("mobilenet_v1_embedding.tflite", model_dir),
+    return CropEmbedder("vehicle", 1024, "mobilenet_v1_embedding",
+                        model_path("mobilenet_v1_embedding.tflite", model_dir),
                         CropInput(224, 224, rgb=True, nchw=False, dtype=np.uint8))
 
 

@@ -99,7 +99,7 @@ class LPRNet(nn.Module):
             if i in self.CONTEXT_TAPS:
                 taps.append(x)
         context = []
-        for pool, feat in zip(self.pools, taps):
+        for pool, feat in zip(self.pools, taps, strict=True):
             feat = pool(feat)
             # scale each map by its own mean power, per sample, so a batch reads as its plates would alone
             power = feat.pow(2).mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
@@ -131,7 +131,7 @@ def ctc_greedy(logits: np.ndarray, blank: int = BLANK) -> list[tuple[list[int], 
     best = probs.argmax(axis=1)  # (N, T)
     best_p = probs.max(axis=1)
     out = []
-    for ids, ps in zip(best, best_p):
+    for ids, ps in zip(best, best_p, strict=True):
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         run_p = np.maximum.reduceat(ps, starts)
         keep = ids[starts] != blank
@@ -152,7 +152,7 @@ class LPRNetReader:
 
     def read(self, crops: list[np.ndarray]) -> list[tuple[str, list[float]]]:
         """Text and per-character confidences for each BGR crop."""
-        out = []
+        out: list[tuple[str, list[float]]] = []
         with torch.inference_mode():
             for start in range(0, len(crops), self.CHUNK):
                 logits = self.net(preprocess(crops[start : start + self.CHUNK])).numpy()

@@ -6,7 +6,6 @@ ingest service adds those and stores it. Models are loaded once per Pipeline.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +14,10 @@ from models.attributes import PersonAttributeClassifier, VehicleAttributeClassif
 from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
-from models.plates import PlateReader, PlateReading, is_valid_plate
-from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
-from models.registry import default_model_dir, model_path
 from models.observations import FaceProbe, ObjectDescription, Observation, StageTimes
+from models.plates import PlateReader, PlateReading, is_valid_plate
+from models.records import BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
+from models.registry import default_model_dir, model_path
 from models.tracking import Track
 
 
@@ -30,8 +29,10 @@ class Pipeline:
         self.detector = ObjectDetector(model_path("yolox_nano.onnx", d))
         self.vehicle_detector = SsdVehicleDetector(model_path("vehicle-detection-0200.xml", d))
         self.plate_reader = PlateReader(d)
-        self.vehicle_attributes = VehicleAttributeClassifier(model_path("vehicle-attributes-recognition-barrier-0039.xml", d))
-        self.person_attributes = PersonAttributeClassifier(model_path("person-attributes-recognition-crossroad-0230.xml", d))
+        self.vehicle_attributes = VehicleAttributeClassifier(
+            model_path("vehicle-attributes-recognition-barrier-0039.xml", d))
+        self.person_attributes = PersonAttributeClassifier(
+            model_path("person-attributes-recognition-crossroad-0230.xml", d))
         self.vehicle_embedder = vehicle_embedder(d)
         self.person_embedder = person_embedder(d)
         self.face_detector = FaceDetector(model_path("yunet_s_dynamic.onnx", d)) if faces else None
@@ -46,7 +47,7 @@ class Pipeline:
         plates = self.plate_reader.read_frames(frames)
         t2 = time.perf_counter()
         per_frame: list[list[Observation]] = []
-        for frame, dets, frame_plates in zip(frames, detections, plates):
+        for frame, dets, frame_plates in zip(frames, detections, plates, strict=True):
             per_frame.append(self._objects(frame, dets, frame_plates))
         vehicles = [o for obs in per_frame for o in obs if o.kind == "vehicle"]
         people = [o for obs in per_frame for o in obs if o.kind == "person"]
@@ -56,7 +57,7 @@ class Pipeline:
         self._embed(people, self.person_embedder)
         t4 = time.perf_counter()
         if self.face_detector is not None:
-            for frame, obs in zip(frames, per_frame):
+            for frame, obs in zip(frames, per_frame, strict=True):
                 obs.extend(self._faces(frame, obs))
         t5 = time.perf_counter()
         times = self.times
@@ -71,7 +72,7 @@ class Pipeline:
         """People and vehicles: YOLOX-nano, plus the SSD vehicle detector for views YOLOX does not know."""
         general = self.detector.detect(frames, min_score)
         vehicles = self.vehicle_detector.detect(frames)
-        return [merge_detections(g, v) for g, v in zip(general, vehicles)]
+        return [merge_detections(g, v) for g, v in zip(general, vehicles, strict=True)]
 
     def detect_faces(self, frame: np.ndarray) -> list[Detection]:
         return self.face_detector.detect(frame) if self.face_detector is not None else []
@@ -109,14 +110,15 @@ class Pipeline:
             if track.kind == "face":
                 assert self.face_embedder is not None
                 vector = self.face_embedder.embed_faces(best.frame, [det.bbox])[0]
-                attrs = FaceAttributes(quality=face_quality(crop(best.frame, det.bbox), det),
-                                       landmarks=[[round(x, 1), round(y, 1)] for x, y in det.landmarks])
-                observations.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, crop(best.frame, det.bbox, 0.15),
+                face_attrs = FaceAttributes(quality=face_quality(crop(best.frame, det.bbox), det),
+                                            landmarks=[[round(x, 1), round(y, 1)] for x, y in det.landmarks])
+                observations.append(Observation(SightingKind.FACE, det.bbox, det.score, face_attrs,
+                                                crop(best.frame, det.bbox, 0.15),
                                                 vector, self.face_embedder.space, None,
                                                 {"embedding": self.face_embedder.version}))
                 continue
             attrs = VehicleAttributes(coco_class=det.label) if track.kind == "vehicle" else PersonAttributes()
-            ob = Observation(track.kind, det.bbox, det.score, attrs, crop(best.frame, det.bbox))
+            ob = Observation(SightingKind(track.kind), det.bbox, det.score, attrs, crop(best.frame, det.bbox))
             if track.kind == "vehicle":
                 views = [crop(c.frame, c.detection.bbox) for c in track.best(plate_views)]
                 readings = [r for found in self.plate_reader.read_frames(views) for r in found]
@@ -143,32 +145,34 @@ class Pipeline:
             attrs.plate_color, attrs.plate_layers = plate.color, plate.layers
 
     def _objects(self, frame: np.ndarray, dets: list[Detection], plates: list[PlateReading]) -> list[Observation]:
-        obs = [Observation(d.kind, d.bbox, d.score, VehicleAttributes(coco_class=d.label) if d.kind == "vehicle"
-                           else PersonAttributes(), crop(frame, d.bbox)) for d in dets]
+        obs = [Observation(SightingKind(d.kind), d.bbox, d.score,
+                           VehicleAttributes(coco_class=d.label) if d.kind == "vehicle" else PersonAttributes(),
+                           crop(frame, d.bbox)) for d in dets]
         for plate in plates:
             owner = _owner_of(plate.bbox, [o for o in obs if o.kind == "vehicle"])
             if owner is None:
                 # A checkpoint photo often shows only the front of the car: the plate is the evidence.
                 box = _vehicle_box_around_plate(plate.bbox, frame.shape)
-                owner = Observation(SightingKind.VEHICLE, box, plate.det_score, VehicleAttributes(coco_class=None), crop(frame, box))
+                owner = Observation(SightingKind.VEHICLE, box, plate.det_score, VehicleAttributes(coco_class=None),
+                                    crop(frame, box))
                 obs.append(owner)
             self._assign_plate(owner, plate)
         return obs
 
     def _classify(self, vehicles: list[Observation], people: list[Observation]) -> None:
-        for o, a in zip(vehicles, self.vehicle_attributes.classify([o.crop for o in vehicles])):
+        for o, a in zip(vehicles, self.vehicle_attributes.classify([o.crop for o in vehicles]), strict=True):
             assert isinstance(o.attributes, VehicleAttributes)
             o.attributes.vehicle_color, o.attributes.vehicle_color_score = a.vehicle_color, a.vehicle_color_score
             o.attributes.vehicle_type, o.attributes.vehicle_type_score = a.vehicle_type, a.vehicle_type_score
             if o.attributes.coco_class in ("bicycle", "motorcycle"):
                 o.attributes.vehicle_type = o.attributes.coco_class  # the 4-class model knows no two-wheelers
-        for o, a in zip(people, self.person_attributes.classify([o.crop for o in people])):
-            o.attributes = a
+        for o, p in zip(people, self.person_attributes.classify([o.crop for o in people]), strict=True):
+            o.attributes = p
 
     @staticmethod
     def _embed(observations: list[Observation], embedder: CropEmbedder | ConcatEmbedder) -> None:
         vectors = embedder.embed([o.crop for o in observations])
-        for o, v in zip(observations, vectors):
+        for o, v in zip(observations, vectors, strict=True):
             o.vector, o.space = v, embedder.space
             o.model_versions["embedding"] = embedder.version
 
@@ -180,13 +184,13 @@ class Pipeline:
         vectors = self.face_embedder.embed_faces(frame, [f.bbox for f in faces])
         people = [i for i, o in enumerate(obs) if o.kind == "person"]
         out = []
-        for det, vec in zip(faces, vectors):
+        for det, vec in zip(faces, vectors, strict=True):
             face_crop = crop(frame, det.bbox, margin=0.15)
             parent = _owner_index(det.bbox, obs, people)
-            attrs = FaceAttributes(quality=face_quality(crop(frame, det.bbox), det), landmarks=[[round(x, 1), round(y, 1)]
-                                   for x, y in det.landmarks])
-            out.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, face_crop, vec, self.face_embedder.space,
-                                   parent, {"embedding": self.face_embedder.version}))
+            attrs = FaceAttributes(quality=face_quality(crop(frame, det.bbox), det),
+                                   landmarks=[[round(x, 1), round(y, 1)] for x, y in det.landmarks])
+            out.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, face_crop, vec,
+                                   self.face_embedder.space, parent, {"embedding": self.face_embedder.version}))
         return out
 
 
@@ -224,4 +228,5 @@ def _vehicle_box_around_plate(plate: BBox, shape: tuple[int, ...]) -> BBox:
     """A plausible vehicle front around a plate: about 4 plate-widths wide and 6 plate-heights tall."""
     h, w = shape[:2]
     cx, pw, ph = (plate.x1 + plate.x2) / 2, plate.width, plate.height
-    return BBox(max(0.0, cx - 2 * pw), max(0.0, plate.y1 - 5 * ph), min(float(w), cx + 2 * pw), min(float(h), plate.y2 + 1.5 * ph))
+    return BBox(max(0.0, cx - 2 * pw), max(0.0, plate.y1 - 5 * ph),
+                min(float(w), cx + 2 * pw), min(float(h), plate.y2 + 1.5 * ph))

@@ -15,11 +15,10 @@ import cv2
 import numpy as np
 from rapidocr_onnxruntime import RapidOCR
 
-from models.lprnet import LPRNetReader, resize_to
 from models.imageops import letterbox as fit_square
 from models.imageops import nms
-from models.plate_text import (LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate,  # noqa: F401
-                               normalize_plate)
+from models.lprnet import LPRNetReader, resize_to
+from models.plate_text import LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate, normalize_plate  # noqa: F401
 from models.records import BBox
 from models.registry import model_path
 from models.runtime import OpenVinoModel
@@ -91,7 +90,7 @@ class PlateDetector:
     def detect(self, frames: list[np.ndarray]) -> list[list[PlateDetection]]:
         found = self._run(self.small, 320, frames)
         empty = [i for i, dets in enumerate(found) if not dets]
-        for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty])):
+        for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty]), strict=True):
             found[i] = dets
         return found
 
@@ -103,7 +102,7 @@ class PlateDetector:
         out = model.infer(batch)[model.output_names[0]]
         return [
             decode_detections(rows, box, f.shape[:2], self.conf, self.iou)
-            for rows, (_, box), f in zip(out, boxed, frames)
+            for rows, (_, box), f in zip(out, boxed, frames, strict=True)
         ]
 
 
@@ -127,8 +126,8 @@ def pad_corners(corners: np.ndarray, pad_x: float = PAD_X, pad_y: float = PAD_Y)
 def warp_plate(frame: np.ndarray, corners: np.ndarray) -> np.ndarray:
     """Perspective-warp a quadrilateral to an upright rectangle at its own resolution."""
     tl, tr, br, bl = corners
-    w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl), 8.0)
-    h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr), 4.0)
+    w = max(float(np.linalg.norm(tr - tl)), float(np.linalg.norm(br - bl)), 8.0)
+    h = max(float(np.linalg.norm(bl - tl)), float(np.linalg.norm(br - tr)), 4.0)
     dst = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
     m = cv2.getPerspectiveTransform(corners.astype(np.float32), dst)
     size = (int(round(w)), int(round(h)))
@@ -186,7 +185,7 @@ class RawReading:
 
 def clean_reading(reader: str, text: str, confs: list[float]) -> RawReading:
     """Normalise a reader's text, keeping each surviving character's confidence."""
-    kept = [(normalize_plate(ch), c) for ch, c in zip(text, confs)]
+    kept = [(normalize_plate(ch), c) for ch, c in zip(text, confs, strict=True)]
     kept = [(ch, c) for ch, c in kept if ch]
     return RawReading(reader, "".join(ch for ch, _ in kept), [float(c) for _, c in kept])
 
@@ -299,7 +298,7 @@ def _province_vote(readings: list[RawReading]) -> str | None:
     for r in readings:
         if r.text and r.text[0] in PROVINCES:
             votes[r.text[0]] = votes.get(r.text[0], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[0]
-    return max(votes, key=votes.get) if votes else None
+    return max(votes, key=votes.__getitem__) if votes else None
 
 
 def repair_province(reading: RawReading, province: str | None) -> RawReading:
@@ -362,7 +361,7 @@ def _choose_anchor(valid: list[RawReading], color: str | None) -> RawReading:
     by_length: dict[int, float] = {}
     for r in valid:
         by_length[len(r.text)] = by_length.get(len(r.text), 0.0) + _strength(r)
-    length = max(by_length, key=by_length.get)
+    length = max(by_length, key=by_length.__getitem__)
     return max((r for r in valid if len(r.text) == length), key=_strength)
 
 
@@ -386,11 +385,11 @@ def fuse(readings: list[RawReading], color: str | None = None) -> FusedReading:
         for pos, j in enumerate(align(anchor.text, r.text)):
             if j is not None:
                 votes[pos][r.text[j]] = votes[pos].get(r.text[j], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[j]
-    text = "".join(max(v, key=v.get) for v in votes)
+    text = "".join(max(v, key=v.__getitem__) for v in votes)
     if not is_valid_plate(text):  # a per-position mix can break the format; keep the anchor whole
         return FusedReading(anchor.text, float(np.mean(anchor.char_conf)))
     total = sum(READER_WEIGHT[r.reader] for r in fixed)
-    share = min(v[ch] for v, ch in zip(votes, text)) / total
+    share = min(v[ch] for v, ch in zip(votes, text, strict=True)) / total
     return FusedReading(text, float(np.clip(share, 0.0, 1.0)))
 
 
@@ -444,7 +443,7 @@ class PlateReader:
         crops = [rectify(frames[i], d) for i, d in owners]
         readings = self._read(crops, [d for _, d in owners], all_readers)
         out: list[list[PlateReading]] = [[] for _ in frames]
-        for (i, _), reading in zip(owners, readings):
+        for (i, _), reading in zip(owners, readings, strict=True):
             out[i].append(reading)
         return out
 
@@ -458,7 +457,7 @@ class PlateReader:
         raw = [[r] for r in first]
         unsure = [k for k, r in enumerate(first) if all_readers or not ppocr_is_sure(r, colors[k])]
         for reader in self.second_opinions:
-            for k, r in zip(unsure, reader.read([crops[k] for k in unsure])):
+            for k, r in zip(unsure, reader.read([crops[k] for k in unsure]), strict=True):
                 raw[k].append(r)
         out = []
         for k, det in enumerate(detections):

@@ -6,10 +6,9 @@ API and the analytics can pass them around without dicts-of-anything.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from enum import Enum
 from datetime import datetime, timezone
-from enum import StrEnum
-from typing import Any, Union
+from enum import Enum, StrEnum
+from typing import Any, Protocol, Union, runtime_checkable
 
 
 class SightingKind(StrEnum):
@@ -134,7 +133,7 @@ class FaceAttributes:
 
 
 Attributes = Union[VehicleAttributes, PersonAttributes, FaceAttributes]
-ATTRIBUTE_CLASSES: dict[str, type] = {
+ATTRIBUTE_CLASSES: dict[str, type[VehicleAttributes] | type[PersonAttributes] | type[FaceAttributes]] = {
     SightingKind.VEHICLE: VehicleAttributes,
     SightingKind.PERSON: PersonAttributes,
     SightingKind.FACE: FaceAttributes,
@@ -197,10 +196,17 @@ class Sighting:
         return out
 
 
+@runtime_checkable
+class _HasToJson(Protocol):
+    """A record with its own JSON shape (`isinstance` checks only that the attribute is there, like hasattr)."""
+
+    def to_json(self) -> Any: ...
+
+
 def to_plain(obj: object) -> Any:
     """Typed results as JSON-ready values: records by their own JSON shape, other dataclasses field by field,
     enums as their values, times as ISO 8601 — for the command line's output."""
-    if hasattr(obj, "to_json") and is_dataclass(obj):
+    if isinstance(obj, _HasToJson) and is_dataclass(obj):
         return obj.to_json()
     if is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}

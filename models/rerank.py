@@ -50,7 +50,7 @@ class Verifier:
         scale = self.side / max(gray.shape[:2])
         gray = cv2.resize(gray, None, fx=scale, fy=scale,
                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-        orb = cv2.ORB_create(nfeatures=self.features, edgeThreshold=15, patchSize=15)  # small patches: small crops
+        orb = cv2.ORB.create(nfeatures=self.features, edgeThreshold=15, patchSize=15)  # small patches: small crops
         keypoints, descriptors = orb.detectAndCompute(gray, None)
         points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
         return LocalFeatures(points, descriptors)
@@ -65,7 +65,8 @@ class Verifier:
             return 0
         src = a.points[[m.queryIdx for m in good]]
         dst = b.points[[m.trainIdx for m in good]]
-        _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, self.reprojection_px)  # 100× faster than RANSAC on junk pairs
+        # USAC_MAGSAC: 100× faster than RANSAC on junk pairs
+        _, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, self.reprojection_px)
         return int(mask.sum()) if mask is not None else 0
 
     def bonus(self, inliers: np.ndarray) -> np.ndarray:

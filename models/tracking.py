@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from models.observations import Detection
 from models.imageops import iou_matrix
+from models.observations import Detection
 
 
 def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (row, col) taken in order of decreasing IoU, each row and column once, IoU ≥ threshold."""
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     if iou.size == 0:
         return pairs
     rows, cols = np.unravel_index(np.argsort(-iou, axis=None), iou.shape)
-    used_r, used_c = set(), set()
-    for r, c in zip(rows.tolist(), cols.tolist()):
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
         if iou[r, c] < threshold:
             break
         if r not in used_r and c not in used_c:
@@ -117,9 +118,9 @@ class ByteTracker:
         for t_index, d_index in matched.items():
             self._extend(self.live[t_index], frame_index, frame, detections[d_index], boxes[d_index])
         used = set(matched.values())
-        for d_index in strong:
-            if int(d_index) not in used:
-                self._start(frame_index, frame, detections[int(d_index)], boxes[int(d_index)])
+        for strong_index in strong:
+            if int(strong_index) not in used:
+                self._start(frame_index, frame, detections[int(strong_index)], boxes[int(strong_index)])
         for t_index in unmatched_tracks:
             self.live[t_index].lost += 1
         ended = [t for t in self.live if t.lost > self.max_lost]

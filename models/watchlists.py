@@ -19,10 +19,12 @@ E = TypeVar("E", bound=StrEnum)
 
 def choice(enum: type[E], value: object, what: str) -> E:
     """The enum member a user's text names; anything else is an InputError listing the choices."""
-    try:
-        return enum(value)
-    except ValueError:
-        raise InputError(f"{what} must be one of {[m.value for m in enum]}, not {value!r}") from None
+    if isinstance(value, str):  # the members are strings: any other value names none of them
+        try:
+            return enum(value)
+        except ValueError:
+            pass
+    raise InputError(f"{what} must be one of {[m.value for m in enum]}, not {value!r}")
 
 
 class WatchlistKind(StrEnum):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then run the whole test suite.
+# Set up (idempotent), lint and type-check, then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,4 +9,7 @@ if ! command -v chromium >/dev/null || ! fc-list 2>/dev/null | grep -qi "wenquan
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null
 fi
+# Lint (ruff, with bugbear) and types (mypy), configured in pyproject.toml, before the tests.
+.venv/bin/ruff check .
+.venv/bin/mypy
 .venv/bin/python -m pytest -q -rs "$@"

@@ -39,7 +39,8 @@ def deletions(text: str, k: int) -> set[str]:
     """Every string made by deleting up to k characters (the symmetric-delete key set)."""
     out = {text}
     for n in range(1, min(k, len(text)) + 1):
-        out.update("".join(c for i, c in enumerate(text) if i not in drop) for drop in combinations(range(len(text)), n))
+        out.update("".join(c for i, c in enumerate(text) if i not in drop)
+                   for drop in combinations(range(len(text)), n))
     return out
 
 
@@ -83,7 +84,8 @@ class FaceMatcher:
         if not self.entries:
             return []
         scores, ids = self.index.search(vector.reshape(1, -1).astype(np.float32), min(k, len(self.entries)))
-        return [(self.entries[i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and s >= FACE_MATCH_COSINE]
+        return [(self.entries[i], float(s)) for s, i in zip(scores[0], ids[0], strict=True)
+                if i >= 0 and s >= FACE_MATCH_COSINE]
 
 
 def attribute_match(entry: WatchEntry, sighting: Sighting) -> bool:
@@ -182,8 +184,8 @@ class RuleEngine:
 
     def _matches(self, rule: Rule, s: Sighting, vectors: dict[str, np.ndarray], memo: dict[str, list]
                  ) -> list[tuple[str, Details]]:
-        plate = getattr(s.attributes, "plate", None)
-        plate_ok = plate and (getattr(s.attributes, "plate_score", 0) or 0) >= rule.min_confidence
+        plate: str = getattr(s.attributes, "plate", None) or ""
+        plate_ok = bool(plate) and (getattr(s.attributes, "plate_score", 0) or 0) >= rule.min_confidence
         wid = rule.watchlist_id or ""
         if rule.kind == RuleKind.CO_TRAVELLER:
             if plate_ok and plate in self._companions_of(rule):
@@ -209,8 +211,10 @@ class RuleEngine:
             return [(e.value, {"entry_id": e.id, "similarity": round(score, 3), "reason": e.reason})
                     for e, score in memo[wid][:1]]
         if wid in self.attributes and s.det_score >= rule.min_confidence:
-            return [(e.value or "attributes", {"entry_id": e.id, "conditions": e.conditions, "reason": e.reason})
-                    for e in self.attributes[wid] if attribute_match(e, s)][:1]
+            found: list[tuple[str, Details]] = [
+                (e.value or "attributes", {"entry_id": e.id, "conditions": e.conditions, "reason": e.reason})
+                for e in self.attributes[wid] if attribute_match(e, s)]
+            return found[:1]
         return []
 
     def _raise(self, rule: Rule, s: Sighting, target: str, details: Details) -> Alert | None:

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from models.records import Camera, InputError
+from models.records import Camera, CameraKind, InputError
 
 CSV_COLUMNS = ("id", "name", "lon", "lat")
 
@@ -20,7 +20,7 @@ def _camera(row: dict, where: str) -> Camera:
         return Camera(id=str(row["id"]).strip(), name=str(row.get("name") or row["id"]), lon=float(row["lon"]),
                       lat=float(row["lat"]),
                       heading_deg=float(heading) if heading not in (None, "") else None,
-                      kind=row.get("kind") or "checkpoint", road=row.get("road") or None, tags=list(tags))
+                      kind=CameraKind(row.get("kind") or "checkpoint"), road=row.get("road") or None, tags=list(tags))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: bad camera ({exc})") from exc
 
@@ -80,5 +80,5 @@ def from_roadnet(path: Path, limit: int | None = None) -> list[Camera]:
         lon, lat = points[group]
         road = " / ".join(roads[group][:2]) or None
         cameras.append(Camera(id=f"SH{group:04d}", name=f"{road or 'intersection'} #{group}", lon=lon, lat=lat,
-                              kind="checkpoint", road=road, tags=["shanghai", "roadnet"]))
+                              kind=CameraKind.CHECKPOINT, road=road, tags=["shanghai", "roadnet"]))
     return cameras

@@ -12,11 +12,11 @@ import csv
 import hashlib
 import threading
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
@@ -95,7 +95,8 @@ class Ingestor:
 
     def validate(self, camera_id: str, ts: datetime) -> datetime:
         if self.store.get_camera(camera_id) is None:
-            raise InputError(f"unknown camera {camera_id!r}: register it first (POST /cameras or `sightline cameras import`)")
+            raise InputError(f"unknown camera {camera_id!r}: register it first "
+                             "(POST /cameras or `sightline cameras import`)")
         return require_utc(ts)
 
     def ingest(self, jobs: Iterable[PhotoJob]) -> BatchReport:
@@ -145,13 +146,14 @@ class Ingestor:
     def _process(self, batch: list[tuple[PhotoJob, str, np.ndarray]]) -> list[IngestResult]:
         with self.lock:
             observations = self.get_pipeline().process([frame for _, _, frame in batch])
-            return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations)]
+            return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations, strict=True)]
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
         frame = FrameRecord(sha, job.camera_id, job.ts, job.source)
         return IngestResult(job.source, sha, False, self.commit(frame, observations))
 
-    def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None) -> list[Sighting]:
+    def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None
+               ) -> list[Sighting]:
         """Store one frame's observations: crops, then one transaction, then the vector indexes catch up."""
         ids = [uuid.uuid4().hex for _ in observations]
         sightings, vectors = [], []

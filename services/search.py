@@ -46,7 +46,8 @@ class Filters:
 
     def active(self) -> bool:
         """Whether any condition is set (an unfiltered search may use the whole index)."""
-        return any(v is not None for v in (self.start, self.end, self.camera_ids, self.area)) or bool(self.attributes.items())
+        places = (self.start, self.end, self.camera_ids, self.area)
+        return any(v is not None for v in places) or bool(self.attributes.items())
 
 
 @dataclass

@@ -43,7 +43,13 @@ class Settings:
         """The defaults with every SIGHTLINE_* variable that is set; a bad value is an InputError naming it."""
         env = os.environ if env is None else env
         base = cls()
-        get = lambda name: env.get(name) or None  # noqa: E731 - an empty variable counts as unset
+        def get(name: str) -> str | None:
+            return env.get(name) or None  # an empty variable counts as unset
+
+        def number(name: str, low: float, high: float, default: float) -> float:
+            value = _number(env, name, low, high, default)
+            return default if value is None else value
+
         roads = get("SIGHTLINE_ROADS")
         return replace(
             base,
@@ -51,10 +57,10 @@ class Settings:
             model_dir=Path(get("SIGHTLINE_MODEL_DIR") or base.model_dir).resolve(),
             store_backend=get("SIGHTLINE_STORE") or base.store_backend,
             vector_backend=get("SIGHTLINE_VECTORS") or base.vector_backend,
-            max_upload_bytes=int(_number(env, "SIGHTLINE_MAX_UPLOAD_MB", 1, 10_000, base.max_upload_bytes >> 20)) << 20,
+            max_upload_bytes=int(number("SIGHTLINE_MAX_UPLOAD_MB", 1, 10_000, base.max_upload_bytes >> 20)) << 20,
             retention_days=_number(env, "SIGHTLINE_RETENTION_DAYS", 1e-3, 36_500, None),
-            exact_limit=int(_number(env, "SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
-            nprobe=int(_number(env, "SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
+            exact_limit=int(number("SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
+            nprobe=int(number("SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
             roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),

@@ -140,7 +140,7 @@ class VideoProcessor:
         frames = [f for _, f in batch]
         detections = self.pipeline.detect(frames, min_score=TRACK_LOW_SCORE)
         ended: list[Track] = []
-        for (index, frame), dets in zip(batch, detections):
+        for (index, frame), dets in zip(batch, detections, strict=True):
             report.sampled += 1
             faces = self.pipeline.detect_faces(frame)
             for kind, tracker in trackers.items():
@@ -163,7 +163,7 @@ class VideoProcessor:
             return
         with self.ingestor.lock:
             observations = self.pipeline.describe_tracks([t for t, _ in todo])
-            for (track, sha), ob in zip(todo, observations):
+            for (track, sha), ob in zip(todo, observations, strict=True):
                 best = track.best(1)[0]
                 first, last = times[track.first_frame], times[track.last_frame]
                 info = TrackInfo(first, last, track.hits,

@@ -7,11 +7,11 @@ import io
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from shapely import wkt
 from shapely.errors import ShapelyError
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from indexer.alert_store import AlertStore
 from models.plate_text import PlateMatch, normalize_plate, plate_pattern
@@ -38,7 +38,7 @@ class WatchlistService:
     def __init__(self, store: AlertStore, engine: RuleEngine, face_vector: Callable[[bytes], np.ndarray]):
         self.store, self.engine, self.face_vector = store, engine, face_vector
 
-    def list(self) -> list[Watchlist]:
+    def all(self) -> list[Watchlist]:
         return self.store.watchlists()
 
     def get(self, watchlist_id: str) -> Watchlist:
@@ -163,7 +163,8 @@ class WatchlistService:
             value = plate_pattern(spec.value, spec.match)
         except InputError as exc:
             raise InputError(f"entry {n}: {exc}") from exc
-        return WatchEntry(uuid.uuid4().hex[:12], w.id, reason, created_by, value, PlateMatch(spec.match), spec.tolerance)
+        return WatchEntry(uuid.uuid4().hex[:12], w.id, reason, created_by, value, PlateMatch(spec.match),
+                          spec.tolerance)
 
 
 def _who(n: int, reason: str, created_by: str) -> tuple[str, str]:

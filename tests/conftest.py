@@ -45,3 +45,20 @@ def system(settings: Settings, pipeline) -> Sightline:  # noqa: ANN001
     opened = Sightline(settings, pipeline)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def fake_pipeline():  # noqa: ANN201
+    """A FakePipeline (tests/fakes.py): scripted observations, pixel-derived vectors, no weights."""
+    from tests.fakes import FakePipeline
+
+    return FakePipeline()
+
+
+@pytest.fixture
+def fake_system(tmp_path: Path, model_dir: Path, fake_pipeline) -> Sightline:  # noqa: ANN001
+    """A fresh data directory whose models are the fake pipeline: store, search and alert tests without weights."""
+    settings = Settings(data_dir=tmp_path / "fake-data", model_dir=model_dir, roads_geojson=None)
+    opened = Sightline(settings, fake_pipeline)
+    yield opened
+    opened.close()

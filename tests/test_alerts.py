@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.plate_text import edit_distance, plate_pattern
 from models.records import InputError
-from models.watchlists import WatchEntry, normalise_plate_pattern
-from models.plate_text import edit_distance
+from models.watchlists import WatchEntry
 from services.alerts import PlateMatcher, deletions
 from services.api.app import create_app
 from services.api.localserver import serving
@@ -45,8 +45,8 @@ def test_malformed_plate_patterns_are_refused() -> None:
     for bad, match in [("", "exact"), ("京A 12$45", "exact"), ("京A?2", "exact"), ("**", "wildcard"),
                        ("京A123456789012", "exact")]:
         with pytest.raises(InputError):
-            normalise_plate_pattern(bad, match)
-    assert normalise_plate_pattern("京a·12345", "exact") == "京A12345"
+            plate_pattern(bad, match)
+    assert plate_pattern("京a·12345", "exact") == "京A12345"
 
 
 class Receiver:
@@ -103,16 +103,17 @@ def _sse(url: str, got: list[dict], ready: threading.Event, stop: threading.Even
 @pytest.mark.models
 def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, pipeline, eval_dir: Path) -> None:
     receiver = Receiver(_free_port())
-    app = create_app(settings)
-    app.state.system._pipeline = pipeline
-    app.state.alerts.dispatcher.base = 0.2  # fast back-off for the test: 0.2, 0.4, 0.8 s ...
+    app = create_app(settings, pipeline)
+    system = app.state.system
+    system.delivery.webhooks.base = 0.2  # fast back-off for the test: 0.2, 0.4, 0.8 s ...
     photos = eval_dir / "plates" / "full"
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
         api.post("/cameras", json=CAMERA)
         wl = api.post("/watchlists", json={"name": "stolen", "kind": "plate", "created_by": "ops"}).json()
         bad = api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖A$Y", "reason": "x", "created_by": "a"})
         assert bad.status_code == 400 and "characters" in bad.json()["detail"]
-        empty = api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖AY766D", "reason": " ", "created_by": "a"})
+        empty = api.post(f"/watchlists/{wl['id']}/entries",
+                         json={"value": "皖AY766D", "reason": " ", "created_by": "a"})
         assert empty.status_code == 400 and "reason" in empty.json()["detail"]
         assert api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖AY7*", "match": "wildcard",
                                                                 "reason": "stolen 2026-10-30", "created_by": "ops"}
@@ -138,14 +139,14 @@ def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, p
         assert len(alerts) == 1 and alerts[0]["severity"] == "high" and alerts[0]["crop"]
 
         time.sleep(1.0)  # a few failed attempts while the receiver is down
-        pending = app.state.alerts.store.deliveries("pending")
+        pending = system.alert_store.deliveries("pending")
         assert len(pending) == 1 and pending[0]["attempts"] >= 1 and "Connect" in pending[0]["last_error"]
         receiver.start()
         deadline = time.time() + 20
         while not receiver.got and time.time() < deadline:
             time.sleep(0.1)
         assert [a["id"] for a in receiver.got] == [alerts[0]["id"]]
-        assert app.state.alerts.store.deliveries("delivered")[0]["alert_id"] == alerts[0]["id"]
+        assert system.alert_store.deliveries("delivered")[0]["alert_id"] == alerts[0]["id"]
 
         acked = api.post(f"/alerts/{alerts[0]['id']}/ack", json={"user": "duty officer"})
         assert acked.status_code == 200 and acked.json()["acked_by"] == "duty officer"
@@ -163,8 +164,7 @@ def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, p
 
 @pytest.mark.models
 def test_enrolled_face_alerts_on_another_photo_of_that_person_only(settings, pipeline, eval_dir: Path) -> None:
-    app = create_app(settings)
-    app.state.system._pipeline = pipeline
+    app = create_app(settings, pipeline)
     faces = eval_dir / "faces"
     obama = sorted((faces / "barack_obama").iterdir())
     with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
@@ -194,9 +194,9 @@ def test_clone_and_co_traveller_rules_raise_alerts_from_simulated_traffic(settin
     from geo.simulator import build_city
     from models.watchlists import Rule
     from services.cameras import from_roadnet
+    from services.system import Sightline
 
-    app = create_app(settings)
-    system, engine = app.state.system, app.state.alerts
+    system = Sightline(settings)
     cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson")
     system.store.upsert_cameras(cams)
     city = build_city(cams, 120, seed=3, convoys=3, clones=3)
@@ -204,12 +204,12 @@ def test_clone_and_co_traveller_rules_raise_alerts_from_simulated_traffic(settin
     history = list(city.sightings(3, start=now - timedelta(days=7)))
     system.store.add_sightings(history)
     target, followers = next(iter(city.truth.convoys.items()))
-    engine.put_rule(Rule("co", "with the target", kind="co_traveller", target_plate=target, cooldown_s=0))
-    engine.put_rule(Rule("cl", "clones", kind="cloned_plate", cooldown_s=0, severity="high"))
+    system.watchlists.put_rule(Rule("co", "with the target", kind="co_traveller", target_plate=target, cooldown_s=0))
+    system.watchlists.put_rule(Rule("cl", "clones", kind="cloned_plate", cooldown_s=0, severity="high"))
     with pytest.raises(InputError):
-        engine.put_rule(Rule("bad", "no target", kind="co_traveller"))
+        system.watchlists.put_rule(Rule("bad", "no target", kind="co_traveller"))
     recent = list(city.sightings(7, start=now - timedelta(days=7)))  # the stream of a week, as it arrives
-    raised = engine.check(recent)
+    raised = system.rules.check(recent)
     seen_with = {a.target for a in raised if a.rule_id == "co"}
     clones = {a.target for a in raised if a.rule_id == "cl"}
     assert seen_with == followers

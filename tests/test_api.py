@@ -1,6 +1,7 @@
 """The HTTP API over real HTTP (uvicorn on localhost), with the real models."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,9 +16,7 @@ CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "headin
 
 @pytest.fixture
 def api(settings, pipeline):  # noqa: ANN001, ANN201
-    settings.max_upload_bytes = 2 << 20
-    app = create_app(settings)
-    app.state.system._pipeline = pipeline
+    app = create_app(replace(settings, max_upload_bytes=2 << 20), pipeline)
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
 

@@ -1,6 +1,7 @@
 """Unit tests of pre/post-processing, records, the record store and the vector index (no models)."""
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from indexer.vectors import FaissIndex
 from models.detectors import yolox_decode, yolox_grid
 from models.imageops import color_name, decode_image, letterbox, nms
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes, parse_time
-from services.cameras import from_roadnet, load_file
 from services.bench.evaluation import average_precision, roc_auc
+from services.cameras import from_roadnet, load_file
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 
@@ -122,7 +123,7 @@ def test_store_round_trip_filters_and_atomic_frames(tmp_path: Path) -> None:
     assert got.vector_id == 2
     # A frame whose write fails half-way leaves nothing behind, and what was stored is intact.
     broken = _sighting(9, "X")
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.IntegrityError):
         store.add_frame(FrameRecord("f9", "c1", T0, "test"), [broken, broken], [])  # duplicate primary key
     assert not store.has_frame("f9") and store.count() == 5
     ids, vecs = next(store.vectors_after("vehicle", 2))

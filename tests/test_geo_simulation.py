@@ -15,15 +15,15 @@ from fastapi.responses import JSONResponse
 
 from geo import areas, clones, cotravel
 from geo.simulator import FIRST_DAY, LOCAL, build_city
-from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from models.records import InputError
-from services.api_geo import geo_router
-from services.cameras import from_roadnet
-from services.bench.geo import bench_geo
-from services.cli.geo import add_geo_commands
+from services.api.geo import geo_router
 from services.api.localserver import serving
-from services.system import Settings, Sightline
+from services.bench.geo import bench_geo
+from services.cameras import from_roadnet
+from services.cli.geo import add_geo_commands
+from services.settings import Settings
+from services.system import Sightline
 
 DAYS = 7
 
@@ -135,7 +135,8 @@ def test_area_queries_and_their_intersection(city_store) -> None:  # noqa: ANN00
     both = areas.seen_in_all(store, [at_home, at_work])
     assert v.plate in both and {s.camera_id for s in both[v.plate]} == {home.id, work.id}
     inside = areas.seen_in_area(store, at_home)
-    assert inside and all(s.camera_id == home.id for s in inside) and all(morning[0] <= s.ts < morning[1] for s in inside)
+    assert inside and all(s.camera_id == home.id for s in inside)
+    assert all(morning[0] <= s.ts < morning[1] for s in inside)
     night = areas.AreaWindow(at_work.polygon, FIRST_DAY, FIRST_DAY + timedelta(hours=5))  # nobody drives at night
     assert v.plate not in areas.seen_in_all(store, [at_home, night])
     three = areas.seen_in_all(store, [at_home, at_work, areas.AreaWindow(at_home.polygon, *evening)])
@@ -150,7 +151,7 @@ def test_area_queries_and_their_intersection(city_store) -> None:  # noqa: ANN00
 
 def _app(system: Sightline) -> FastAPI:
     app = FastAPI()
-    app.include_router(geo_router(system, PlateDictionary(system.store)))
+    app.include_router(geo_router(system.store, system.search, system.plates))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -173,7 +174,8 @@ def test_geo_router_over_http(settings, city_store) -> None:  # noqa: ANN001
             assert {c["plate"] for c in found["cases"]} <= city.truth.cloned_plates
             case = found["cases"][0]
             assert len(case["conflicting_sightings"]) >= 2 and "crop" in case["sightings"][0] and case["evidence"]
-            assert api.get("/clones", params={"start": "2026-11-05T00:00:00Z", "end": "2026-11-01T00:00:00Z"}).status_code == 400
+            inverted = {"start": "2026-11-05T00:00:00Z", "end": "2026-11-01T00:00:00Z"}
+            assert api.get("/clones", params=inverted).status_code == 400
             assert api.get("/clones", params={"start": "2026-11-05T00:00:00"}).status_code == 400  # naive time
             companions = api.get(f"/co-travel/{leader}", params=day).json()["companions"]
             assert {c["plate"] for c in companions} <= city.truth.convoys[leader]
@@ -183,13 +185,15 @@ def test_geo_router_over_http(settings, city_store) -> None:  # noqa: ANN001
             assert api.get("/trajectories/京X00000").json()["points"] == []
             assert api.get(f"/trajectories/{leader}", params={**day, "fuzzy": "true"}).status_code == 200
             assert api.get(f"/stays/{leader}").json()["plate"] == leader
-            assert api.get(f"/trajectories/{leader}", params={"start": day["end"], "end": day["start"]}).status_code == 400
+            backwards = {"start": day["end"], "end": day["start"]}
+            assert api.get(f"/trajectories/{leader}", params=backwards).status_code == 400
             assert api.get("/trajectories/by-sighting/nope").status_code == 404
             cam = store.list_cameras()[0]
             body = {"areas": [{"polygon": areas.square(cam.lon, cam.lat, 2000), **day}]}
             hits = api.post("/search/areas", json=body)
             assert hits.status_code == 200 and hits.json()["count"] >= 0
-            bad = api.post("/search/areas", json={"areas": [{"polygon": {"type": "Polygon", "coordinates": [[[0, 0]]]}}]})
+            point = {"type": "Polygon", "coordinates": [[[0, 0]]]}
+            bad = api.post("/search/areas", json={"areas": [{"polygon": point}]})
             assert bad.status_code == 400 and "polygon" in bad.json()["detail"].lower()
             inverted = api.post("/search/areas", json={"areas": [{"polygon": body["areas"][0]["polygon"],
                                                                    "start": day["end"], "end": day["start"]}]})

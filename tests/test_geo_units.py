@@ -33,7 +33,7 @@ def test_scalar_and_vector_distances_agree() -> None:
     rng = np.random.default_rng(0)
     lon, lat = rng.uniform(-180, 180, (2, 50)), rng.uniform(-89, 89, (2, 50))
     vec = haversine_m(lon[0], lat[0], lon[1], lat[1])
-    one = [haversine_one_m(*args) for args in zip(lon[0], lat[0], lon[1], lat[1])]
+    one = [haversine_one_m(*args) for args in zip(lon[0], lat[0], lon[1], lat[1], strict=True)]
     assert np.allclose(vec, one, rtol=1e-9)
     assert haversine_one_m(179.999, 0, -179.999, 0) == pytest.approx(222.4, rel=1e-2)  # across the antimeridian
 
@@ -91,7 +91,8 @@ def test_bulk_columns_round_trip_and_scan_by_range(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db.sqlite")
     store.upsert_cameras(list(CAMS.values()))
     us = [int((T0 + timedelta(minutes=m)).timestamp() * 1e6) for m in (0, 1, 120, 121)]
-    store.add_vehicle_columns(VehicleColumns(["c1", "c2", "c3", "c4"], ["a", "b", "a", "b"], np.array(us, dtype=np.int64),
+    store.add_vehicle_columns(VehicleColumns(["c1", "c2", "c3", "c4"], ["a", "b", "a", "b"],
+                                             np.array(us, dtype=np.int64),
                                              ["沪C1", "沪C1", "沪C1", "沪C1"], np.array([0.9, 0.9, 0.9, 0.5]),
                                              ["red", "blue", "red", "blue"], ["car", "van", "car", "van"]))
     got = store.query(SightingQuery(plate="沪C1", newest_first=False))

@@ -60,26 +60,25 @@ def test_ingest_manifest_is_idempotent_and_searchable(system: Sightline, eval_di
     manifest.write_text("file,camera_id,captured_at\n" + "".join(
         f"{f},gate-{1 + i % 2},{(T0 + timedelta(minutes=i)).isoformat()}\n" for i, f in enumerate(files)))
     rows = read_manifest(eval_dir / "plates" / "full", manifest)
-    first = Ingestor(system).ingest(jobs_from_files(rows))
+    first = system.ingestor.ingest(jobs_from_files(rows))
     assert not first.errors and first.stored >= len(files)
     plates = {s.attributes.plate for r in first.results for s in r.sightings if s.kind == "vehicle"}
     assert sum(labels[f] in plates for f in files) >= 5
     count = system.store.count()
-    again = Ingestor(system).ingest(jobs_from_files(rows))
+    again = system.ingestor.ingest(jobs_from_files(rows))
     assert all(r.duplicate for r in again.results) and system.store.count() == count
     plate = labels[files[0]]
     hits = system.store.query(SightingQuery(plate=plate))
     assert hits and hits[0].camera_id == "gate-1" and hits[0].ts == T0.astimezone(timezone.utc)
-    crop = system.settings.crops_dir / hits[0].crop
-    assert cv2.imread(str(crop)) is not None
+    crop = cv2.imdecode(np.frombuffer(system.blobs.get(hits[0].crop), np.uint8), cv2.IMREAD_COLOR)
+    assert crop is not None
     # The vector index finds the stored car from its own crop embedding.
-    scores, ids = system.indexes["vehicle"].search(system.pipeline.vehicle_embedder.embed([cv2.imread(str(crop))]), 1)
+    scores, ids = system.indexes["vehicle"].search(system.pipeline.vehicle_embedder.embed([crop]), 1)
     assert ids[0, 0] == hits[0].vector_id and scores[0, 0] > 0.95
 
 
 def test_a_crash_mid_batch_loses_nothing_and_the_rerun_finishes(settings, pipeline, eval_dir: Path) -> None:
-    system = Sightline(settings)
-    system._pipeline = pipeline
+    system = Sightline(settings, pipeline)
     _cameras(system)
     photos = sorted((eval_dir / "plates" / "full").glob("*.jpg"))[:6]
     rows = [(p, "gate-1", T0 + timedelta(minutes=i)) for i, p in enumerate(photos)]
@@ -94,16 +93,16 @@ def test_a_crash_mid_batch_loses_nothing_and_the_rerun_finishes(settings, pipeli
 
     system.store.add_frame = dying_add
     with pytest.raises(KeyboardInterrupt):
-        Ingestor(system, batch_size=2).ingest(jobs_from_files(rows))
+        Ingestor(system.store, system.indexes, system.blobs, system.get_pipeline, listeners=[system.rules.check],
+                 batch_size=2).ingest(jobs_from_files(rows))
     committed = system.store.count()
     assert committed > 0 and sum(system.store.has_frame(__import__("hashlib").sha256(p.read_bytes()).hexdigest())
                                  for p in photos) == 3
     system.store.close()  # no index save: the FAISS files are behind the store
 
-    reopened = Sightline(settings)
-    reopened._pipeline = pipeline
+    reopened = Sightline(settings, pipeline)
     assert len(reopened.indexes["vehicle"]) == reopened.store.count("vehicle")  # caught up from the store
-    report = Ingestor(reopened).ingest(jobs_from_files(rows))
+    report = reopened.ingestor.ingest(jobs_from_files(rows))
     assert sum(r.duplicate for r in report.results) == 3 and not report.errors
     frames = {s.frame_sha256 for s in reopened.store.query(SightingQuery(limit=1000))}
     assert len(frames) == 6 and reopened.store.count() >= committed
@@ -119,12 +118,12 @@ def test_bad_photos_are_reported_and_the_rest_is_stored(system: Sightline, eval_
             PhotoJob("nocam.jpg", good, "no-such-camera", T0),
             PhotoJob("naive.jpg", good, "gate-1", datetime(2026, 11, 2, 8, 0)),
             PhotoJob("good.jpg", good, "gate-2", T0)]
-    report = Ingestor(system).ingest(jobs)
+    report = system.ingestor.ingest(jobs)
     assert len(report.errors) == 4
     assert any("unknown camera" in e for e in report.errors) and any("time zone" in e for e in report.errors)
     assert [r.source for r in report.results] == ["good.jpg"] and system.store.count() == report.stored
     with pytest.raises(InputError, match="not a readable image"):
-        Ingestor(system).ingest_one(PhotoJob("c.jpg", b"not an image", "gate-1", T0))
+        system.ingestor.ingest_one(PhotoJob("c.jpg", b"not an image", "gate-1", T0))
 
 
 def test_manifest_with_bad_rows_ingests_nothing(tmp_path: Path, eval_dir: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from models.lprnet import BLANK, CHARS, LPRNet, ctc_greedy
+from models.plate_text import is_valid_plate, normalize_plate
 from models.plates import (
     INTEL_TOKENS,
     Letterbox,
@@ -18,11 +19,9 @@ from models.plates import (
     align,
     fuse,
     intel_tokens_to_text,
-    is_valid_plate,
     join_double_row,
     letterbox,
     nms,
-    normalize_plate,
     pad_corners,
 )
 from models.records import InputError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,10 +14,11 @@ import pytest
 from indexer.store import SightingQuery
 from models.records import Camera, InputError
 from services.api.app import create_app
-from services.ingest import Ingestor, PhotoJob
 from services.api.localserver import serving
-from services.retention import RetentionWorker, purge
-from services.system import Settings, Sightline
+from services.ingest import PhotoJob
+from services.retention import RetentionWorker
+from services.settings import Settings
+from services.system import Sightline
 
 pytestmark = pytest.mark.models
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -32,12 +34,13 @@ def _photos(eval_dir: Path, n: int) -> list[tuple[Path, str]]:
 def _load(system: Sightline, photos: list[tuple[Path, str]]) -> None:
     """Photo i at gate-1 (even) or gate-2 (odd), one hour apart."""
     system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.29, 31.21), Camera("gate-2", "Gate 2", 121.30, 31.22)])
-    report = Ingestor(system).ingest([PhotoJob(p.name, p.read_bytes(), f"gate-{1 + i % 2}", T0 + timedelta(hours=i))
+    report = system.ingestor.ingest([PhotoJob(p.name, p.read_bytes(), f"gate-{1 + i % 2}", T0 + timedelta(hours=i))
                                       for i, (p, _) in enumerate(photos)])
     assert not report.errors and report.stored >= len(photos)
 
 
-def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(system: Sightline, eval_dir: Path) -> None:
+def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(system: Sightline,
+                                                                              eval_dir: Path) -> None:
     photos = _photos(eval_dir, 6)
     _load(system, photos)
     everything = system.store.query(SightingQuery(limit=10_000))
@@ -47,14 +50,14 @@ def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(sy
     assert doomed and kept
     sizes = {space: len(index) for space, index in system.indexes.items()}
 
-    done = purge(system, before=cutoff, camera_ids=["gate-1"])
+    done = system.retention.purge(before=cutoff, camera_ids=["gate-1"])
 
-    assert done["sightings"] == len(doomed) and done["frames"] == 2
-    assert done["vectors"] == sum(s.vector_id is not None for s in doomed) and done["crops"] == len(doomed)
+    assert done.sightings == len(doomed) and done.frames == 2
+    assert done.vectors == sum(s.vector_id is not None for s in doomed) and done.crops == len(doomed)
     left = system.store.query(SightingQuery(limit=10_000))
     assert {s.id for s in left} == {s.id for s in kept}
-    assert all(not (system.settings.crops_dir / s.crop).exists() for s in doomed)
-    assert all((system.settings.crops_dir / s.crop).is_file() for s in kept if s.crop)
+    assert all(system.blobs.get(s.crop) is None for s in doomed)
+    assert all(system.blobs.get(s.crop) for s in kept if s.crop)
     for space, index in system.indexes.items():
         gone = [s.vector_id for s in doomed if s.embedding_space == space]
         assert len(index) == sizes[space] - len(gone)
@@ -65,7 +68,7 @@ def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(sy
     plate = photos[0][1]
     assert not system.store.plate_counts([plate])
     highest = max(s.vector_id for s in everything if s.embedding_space == "vehicle")
-    again = Ingestor(system).ingest_one(PhotoJob(photos[0][0].name, photos[0][0].read_bytes(), "gate-1", T0))
+    again = system.ingestor.ingest_one(PhotoJob(photos[0][0].name, photos[0][0].read_bytes(), "gate-1", T0))
     assert not again.duplicate and again.sightings
     assert min(s.vector_id for s in again.sightings if s.embedding_space == "vehicle") > highest
     assert system.store.plate_counts([plate]) == {plate: sum(s.attributes.plate == plate for s in again.sightings
@@ -74,8 +77,7 @@ def test_purge_by_time_and_camera_removes_everything_of_them_and_nothing_else(sy
 
 def test_a_crash_between_store_and_index_is_repaired_when_the_index_opens(settings: Settings, pipeline,
                                                                           eval_dir: Path) -> None:
-    system = Sightline(settings)
-    system._pipeline = pipeline
+    system = Sightline(settings, pipeline)
     _load(system, _photos(eval_dir, 2))
     system.save_indexes()
     victim = next(s for s in system.store.query(SightingQuery(kind="vehicle")) if s.vector_id is not None)
@@ -92,9 +94,8 @@ def test_a_crash_between_store_and_index_is_repaired_when_the_index_opens(settin
 
 
 def test_purge_over_http_and_its_bad_requests(settings: Settings, pipeline, eval_dir: Path) -> None:
-    app = create_app(settings)
+    app = create_app(settings, pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     _load(system, _photos(eval_dir, 2))
     one = system.store.query(SightingQuery(limit=1))[0]
     total = system.store.count()
@@ -112,19 +113,18 @@ def test_purge_over_http_and_its_bad_requests(settings: Settings, pipeline, eval
         assert everything["sightings"] == total - 1 and system.store.count() == 0
         assert api.get("/search/plates", params={"q": _photos(eval_dir, 1)[0][1]}).json()["results"] == []
     with pytest.raises(InputError):
-        purge(system)
+        system.retention.purge()
     assert all(len(index) == 0 for index in system.indexes.values())
 
 
 def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, eval_dir: Path) -> None:
     now = datetime.now(timezone.utc)
-    settings.retention_days = (now - T0).total_seconds() / 86400 / 2  # keeps the recent photo, not those at T0
-    app = create_app(settings)
+    days = (now - T0).total_seconds() / 86400 / 2  # keeps the recent photo, not those at T0
+    app = create_app(replace(settings, retention_days=days), pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     _load(system, _photos(eval_dir, 2))  # taken at T0 and T0 + 1 h
     photo = _photos(eval_dir, 3)[2][0]
-    recent = Ingestor(system).ingest_one(PhotoJob(photo.name, photo.read_bytes(), "gate-1", now - timedelta(minutes=1)))
+    recent = system.ingestor.ingest_one(PhotoJob(photo.name, photo.read_bytes(), "gate-1", now - timedelta(minutes=1)))
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
         for _ in range(100):  # the worker runs once at start, then hourly
             if api.get("/health").json()["sightings"] == len(recent.sightings):
@@ -133,4 +133,4 @@ def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, e
         left = api.get("/sightings", params={"limit": 1000}).json()["sightings"]
     assert {s["id"] for s in left} == {s.id for s in recent.sightings}
     with pytest.raises(InputError, match="positive"):
-        RetentionWorker(system, 0)  # "keep nothing" is a mistake, not a policy
+        RetentionWorker(system.retention, 0)  # "keep nothing" is a mistake, not a policy

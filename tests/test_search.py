@@ -10,14 +10,15 @@ import httpx
 import numpy as np
 import pytest
 
-from indexer.plate_index import PlateDictionary, reader_distance
+from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from indexer.vectors import FaissIndex
+from models.plate_text import reader_distance
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
 from services.api.app import create_app
-from services.ingest import Ingestor, PhotoJob
 from services.api.localserver import serving
+from services.ingest import PhotoJob
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 PLATES = ["京A12345", "京A12845", "京AB2399", "京A0D5S5", "沪B88888", "沪BBBBB8", "苏E12345", "皖AY766D", "皖AYL375"]
@@ -44,7 +45,8 @@ def test_plate_dictionary_modes(tmp_path: Path) -> None:
     assert "京A12845" in {m.plate for m in fuzzy}  # one full substitution away
     assert [m.plate for m in plates.search("京AODSS5", "fuzzy")][0] == "京A0D5S5"  # three confusions: 1.5
     assert store.plate_counts(["京A12345"]) == {"京A12345": 2}
-    store.add_sightings([Sighting("new", "c1", T0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes(plate="浙C77777"))])
+    store.add_sightings([Sighting("new", "c1", T0, "vehicle", BBox(0, 0, 1, 1), 0.9,
+                                  VehicleAttributes(plate="浙C77777"))])
     assert [m.plate for m in plates.search("浙C77777", "exact")] == ["浙C77777"]  # refreshed incrementally
     for bad, mode in [("京A$1", "exact"), ("", "fuzzy"), ("京A?1", "exact"), ("**", "wildcard"), ("京A1", "nearest")]:
         with pytest.raises(InputError):
@@ -97,7 +99,7 @@ def test_filtered_vector_search_matches_brute_force(tmp_path: Path, exact_limit:
     _, ids = index.search(probes, 10, wide)
     assert np.isin(ids, wide).all()
     truth = wide[np.argsort(-(probes @ vectors[wide - 1].T), axis=1)[:, :10]]
-    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]) >= 0.9
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist(), strict=True)]) >= 0.9
     store.close()
 
 
@@ -106,7 +108,8 @@ def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp
     vectors = _clustered(np.random.default_rng(2), 3000, 16)
     t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
     rows = [Sighting(f"s{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes()) for i in range(3000)]
-    store.add_frame(FrameRecord("f", "c", t0, "test"), rows, [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors)])
+    store.add_frame(FrameRecord("f", "c", t0, "test"), rows,
+                    [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors, strict=True)])
     index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), exact_limit=1000)
     index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the IVF is trained in the background
     index.add(np.arange(1201, 3001), vectors[1200:])  # arrives while (or after) it trains
@@ -137,14 +140,13 @@ def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp
 
 @pytest.mark.models
 def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pipeline, eval_dir: Path) -> None:
-    app = create_app(settings)
+    app = create_app(settings, pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     system.store.upsert_cameras([Camera("cam1", "Camera 1", 121.30, 31.20), Camera("cam2", "Camera 2", 121.31, 31.21)])
     folders = sorted(d for d in (eval_dir / "reid" / "vehicle").iterdir() if d.is_dir())
     jobs = [PhotoJob(str(p), p.read_bytes(), "cam1", T0 + timedelta(minutes=i))
             for i, d in enumerate(folders) for p in sorted(d.glob("cam1_*"))]
-    report = Ingestor(system).ingest(jobs)
+    report = system.ingestor.ingest(jobs)
     owner = {s.id: Path(r.source).parent.name for r in report.results for s in r.sightings}
     hits, firsts, queries = 0, 0, 0
     with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
@@ -173,14 +175,13 @@ def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pip
 
 @pytest.mark.models
 def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path) -> None:
-    app = create_app(settings)
+    app = create_app(settings, pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     system.store.upsert_cameras([Camera("gate", "Gate", 121.30, 31.20)])
     faces = eval_dir / "faces"
     obama = sorted((faces / "barack_obama").iterdir())
     others = [sorted(d.iterdir())[0] for d in sorted(faces.iterdir()) if d.name != "barack_obama"]
-    Ingestor(system).ingest([PhotoJob(str(p), p.read_bytes(), "gate", T0 + timedelta(minutes=i))
+    system.ingestor.ingest([PhotoJob(str(p), p.read_bytes(), "gate", T0 + timedelta(minutes=i))
                              for i, p in enumerate([obama[0], obama[2], *others])])
     with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
         r = api.post("/search/face", files={"file": ("q.jpg", obama[1].read_bytes(), "image/jpeg")}).json()
@@ -197,16 +198,15 @@ def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path)
 
 @pytest.mark.models
 def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_dir: Path) -> None:
-    app = create_app(settings)
+    app = create_app(settings, pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     cams = [Camera(f"c{i}", f"Camera {i}", 121.30 + 0.01 * i, 31.20) for i in range(4)]
     system.store.upsert_cameras(cams)
     car = (eval_dir / "plates" / "full" / "0001.jpg").read_bytes()
     other = (eval_dir / "plates" / "full" / "0000.jpg").read_bytes()
     jobs = [PhotoJob(f"car-{i}", car + b"\0" * i, cams[i].id, T0 + timedelta(minutes=10 * i)) for i in range(3)]
     jobs.append(PhotoJob("other", other, cams[3].id, T0 + timedelta(minutes=40)))
-    report = Ingestor(system).ingest(jobs)
+    report = system.ingestor.ingest(jobs)
     seed = next(s for s in report.results[0].sightings if s.kind == "vehicle" and s.attributes.plate)
     misread = Sighting("misread", cams[3].id, T0 + timedelta(minutes=50), "vehicle", BBox(0, 0, 1, 1), 0.9,
                        VehicleAttributes(plate=seed.attributes.plate[:-1] + "0", plate_score=0.6))

@@ -12,7 +12,6 @@ import cv2
 import pytest
 
 from models.records import Camera, InputError
-from services.ingest import Ingestor
 from services.system import Sightline
 from services.video import StreamManager, VideoProcessor
 
@@ -34,28 +33,28 @@ def video_system(system: Sightline) -> Sightline:
 
 
 def test_one_sighting_per_car_crossing_the_view(video_system: Sightline, eval_dir: Path) -> None:
-    processor = VideoProcessor(Ingestor(video_system), sample_fps=5.0)
+    processor = VideoProcessor(video_system.ingestor, sample_fps=5.0)
     report = processor.ingest_file(eval_dir / "video" / "car-detection.mp4", "cam-v", START)
     vehicles = [s for s in report.sightings if s.kind == "vehicle"]
     assert len(vehicles) == CARS_CROSSING
     for s in vehicles:
         assert s.track is not None and s.track.first_seen <= s.ts <= s.track.last_seen
         assert len(s.track.path) == s.track.frames >= 3 and s.vector_id is not None
-        assert (video_system.settings.crops_dir / s.crop).is_file()
+        assert s.crop and video_system.blobs.get(s.crop)
     assert 25 <= report.video_seconds <= 35 and report.sampled <= report.frames / 2
     again = processor.ingest_file(eval_dir / "video" / "car-detection.mp4", "cam-v", START)
     assert again.sightings == [] and again.skipped_tracks == report.tracks  # a rerun stores nothing twice
 
 
 def test_person_tracks_stay_close_to_the_people_walking_through(video_system: Sightline, eval_dir: Path) -> None:
-    report = VideoProcessor(Ingestor(video_system)).ingest_file(eval_dir / "video" / "vtest.avi", "cam-v", START)
+    report = VideoProcessor(video_system.ingestor).ingest_file(eval_dir / "video" / "vtest.avi", "cam-v", START)
     people = [s for s in report.sightings if s.kind == "person"]
     assert 0.6 * PEOPLE_PASSING <= len(people) <= 1.5 * PEOPLE_PASSING
     assert all(s.attributes.gender in ("male", "female") for s in people)
 
 
 def test_bad_video_sources_are_clear_errors(video_system: Sightline, tmp_path: Path) -> None:
-    processor = VideoProcessor(Ingestor(video_system))
+    processor = VideoProcessor(video_system.ingestor)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00\x01 not a video at all" * 100)
     with pytest.raises(InputError, match="cannot open video"):
@@ -122,7 +121,7 @@ def test_a_dropped_stream_reconnects_and_a_silent_one_does_not_disturb_it(video_
     silent = socket.socket()  # accepts connections, never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
-    manager = StreamManager(Ingestor(video_system), sample_fps=5.0)
+    manager = StreamManager(video_system.ingestor, sample_fps=5.0)
     try:
         live = manager.add(f"http://127.0.0.1:{camera.port}/stream.mjpg", "cam-v")
         dead = manager.add(f"http://127.0.0.1:{silent.getsockname()[1]}/stream", "cam-v")

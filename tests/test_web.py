@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from services.api.app import create_app
-from services.cameras import from_roadnet
-from services.ingest import Ingestor, PhotoJob, image_files, jobs_from_files
 from services.api.localserver import serving
+from services.cameras import from_roadnet
+from services.ingest import PhotoJob, image_files, jobs_from_files
+from services.settings import Settings
 
 pytestmark = pytest.mark.models
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -24,19 +25,16 @@ START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, pipeline, eval_dir: Path, model_dir: Path):  # noqa: ANN001, ANN201
     """The app with cameras on real intersections and the eval plate photos ingested along a route."""
-    from services.system import Settings
-
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
     settings = Settings(data_dir=tmp_path_factory.mktemp("web") / "data", model_dir=model_dir)
-    app = create_app(settings)
+    app = create_app(settings, pipeline)
     system = app.state.system
-    system._pipeline = pipeline
     cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=30)
     system.store.upsert_cameras(cams)
     photos = image_files([eval_dir / "plates" / "full"])
     rows = [(p, cams[i % len(cams)].id, START + timedelta(minutes=3 * i)) for i, p in enumerate(photos)]
-    ingestor = Ingestor(system)
+    ingestor = system.ingestor
     ingestor.ingest(jobs_from_files(rows))
     # The car of 0001.jpg seen again at four more cameras, ten minutes apart: a trajectory to draw. The photo
     # is the same, so a trailing byte (ignored by JPEG decoders) makes each frame's sha256 its own.
@@ -51,6 +49,8 @@ def site(tmp_path_factory, pipeline, eval_dir: Path, model_dir: Path):  # noqa: 
 def browser():  # noqa: ANN201
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).exists():  # `page` asks for the browser before the site, so skip here too
+        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -151,8 +151,8 @@ def test_a_cloned_plate_is_shown_with_both_cars(page, site, eval_dir: Path) -> N
     page.wait_for_selector("#analytics-results li", timeout=15_000)
     text = page.inner_text("#analytics-results")
     assert "皖AY766D" in text and "km/h implied" in text and "confidence" in text
-    page.wait_for_function("[...document.querySelectorAll('#analytics-results img')].every(i => i.complete && i.naturalWidth > 0)",
-                           timeout=15_000)  # both cars' evidence crops
+    page.wait_for_function("[...document.querySelectorAll('#analytics-results img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=15_000)  # both cars' evidence crops
     assert page.locator("#analytics-results img").count() == 2
     shot(page, "analytics-clone")
 

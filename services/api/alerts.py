@@ -15,8 +15,23 @@ from indexer.alert_store import AlertStore
 from models.records import InputError, parse_time
 from models.spaces import FACE_MATCH_RULE
 from models.watchlists import Rule
-from services.delivery import AlertDelivery, alert_json
+from services.api.schemas import (
+    NOT_FOUND,
+    AlertOut,
+    ErrorOut,
+    ImportOut,
+    RequeuedOut,
+    RuleOut,
+    WatchEntryOut,
+    WatchlistOut,
+    WebhookOut,
+    WebhooksOut,
+)
+from services.delivery import AlertDelivery
 from services.watchlists import EntrySpec, WatchlistService, entries_from_csv, entries_to_csv
+
+SSE_EVENTS = ("`: connected` and a `: keep-alive` comment every 15 s; per new alert an `alert` event whose `id` is "
+              "the alert's id and whose `data` is the alert as JSON (AlertOut)")
 
 
 class WatchlistIn(BaseModel):
@@ -70,67 +85,73 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
             raise HTTPException(404, str(exc)) from exc
 
     @router.post("/watchlists", status_code=201, tags=["watchlists"])
-    def create_watchlist(body: WatchlistIn) -> dict:
-        return watchlists.create(body.name, body.kind, body.description, body.created_by).__dict__
+    def create_watchlist(body: WatchlistIn) -> WatchlistOut:
+        return WatchlistOut.from_record(watchlists.create(body.name, body.kind, body.description, body.created_by))
 
     @router.get("/watchlists", tags=["watchlists"])
-    def list_watchlists() -> list[dict]:
-        return [w.__dict__ for w in watchlists.list()]
+    def list_watchlists() -> list[WatchlistOut]:
+        return [WatchlistOut.from_record(w) for w in watchlists.all()]
 
-    @router.delete("/watchlists/{watchlist_id}", status_code=204, tags=["watchlists"])
+    @router.delete("/watchlists/{watchlist_id}", status_code=204, tags=["watchlists"], responses=NOT_FOUND)
     def delete_watchlist(watchlist_id: str) -> None:
         if not watchlists.delete(watchlist_id):
             raise HTTPException(404, f"no watchlist {watchlist_id}")
 
-    @router.post("/watchlists/{watchlist_id}/entries", status_code=201, tags=["watchlists"])
-    def add_entries(watchlist_id: str, body: EntryIn | list[EntryIn]) -> list[dict]:
+    @router.post("/watchlists/{watchlist_id}/entries", status_code=201, tags=["watchlists"], responses=NOT_FOUND)
+    def add_entries(watchlist_id: str, body: EntryIn | list[EntryIn]) -> list[WatchEntryOut]:
         watchlist_or_404(watchlist_id)
         items = body if isinstance(body, list) else [body]
-        return [e.__dict__ for e in watchlists.add_entries(watchlist_id, [EntrySpec(**i.model_dump()) for i in items])]
+        added = watchlists.add_entries(watchlist_id, [EntrySpec(**i.model_dump()) for i in items])
+        return [WatchEntryOut.from_record(e) for e in added]
 
-    @router.get("/watchlists/{watchlist_id}/entries", tags=["watchlists"])
-    def list_entries(watchlist_id: str) -> list[dict]:
+    @router.get("/watchlists/{watchlist_id}/entries", tags=["watchlists"], responses=NOT_FOUND)
+    def list_entries(watchlist_id: str) -> list[WatchEntryOut]:
         watchlist_or_404(watchlist_id)
-        return [e.__dict__ for e in watchlists.entries(watchlist_id)]
+        return [WatchEntryOut.from_record(e) for e in watchlists.entries(watchlist_id)]
 
-    @router.delete("/watchlists/{watchlist_id}/entries/{entry_id}", status_code=204, tags=["watchlists"])
+    @router.delete("/watchlists/{watchlist_id}/entries/{entry_id}", status_code=204, tags=["watchlists"],
+                   responses=NOT_FOUND)
     def delete_entry(watchlist_id: str, entry_id: str) -> None:
         if not watchlists.delete_entry(entry_id):
             raise HTTPException(404, f"no entry {entry_id}")
 
-    @router.post("/watchlists/{watchlist_id}/faces", status_code=201, tags=["watchlists"], description=(
+    @router.post("/watchlists/{watchlist_id}/faces", status_code=201, tags=["watchlists"], responses=NOT_FOUND,
+                 description=(
         "Enrol a person from one or more photos (each must show a face; the largest is taken). A later face "
         f"sighting alerts at {FACE_MATCH_RULE}"))
     def enrol_face(watchlist_id: str, files: Annotated[list[UploadFile], File()], reason: Annotated[str, Form()],
-                   created_by: Annotated[str, Form()], label: Annotated[str, Form()] = "") -> dict:
+                   created_by: Annotated[str, Form()], label: Annotated[str, Form()] = "") -> WatchEntryOut:
         watchlist_or_404(watchlist_id)
         photos = [f.file.read() for f in files]
-        return watchlists.enrol_face(watchlist_id, photos, label, reason, created_by).__dict__
+        return WatchEntryOut.from_record(watchlists.enrol_face(watchlist_id, photos, label, reason, created_by))
 
-    @router.get("/watchlists/{watchlist_id}/export", response_class=PlainTextResponse, tags=["watchlists"])
+    @router.get("/watchlists/{watchlist_id}/export", response_class=PlainTextResponse, tags=["watchlists"],
+                responses={200: {"description": "the entries as CSV: value,match,tolerance,reason,created_by"},
+                           404: {"description": "no such watchlist",  # JSON, unlike the text/plain success
+                                 "content": {"application/json": {"schema": ErrorOut.model_json_schema()}}}})
     def export_csv(watchlist_id: str) -> str:
         watchlist_or_404(watchlist_id)
         return entries_to_csv(watchlists.entries(watchlist_id))
 
-    @router.post("/watchlists/{watchlist_id}/import", status_code=201, tags=["watchlists"])
-    def import_csv(watchlist_id: str, file: Annotated[UploadFile, File()]) -> dict:
+    @router.post("/watchlists/{watchlist_id}/import", status_code=201, tags=["watchlists"], responses=NOT_FOUND)
+    def import_csv(watchlist_id: str, file: Annotated[UploadFile, File()]) -> ImportOut:
         watchlist_or_404(watchlist_id)
         try:
             text = file.file.read().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError("the CSV is not UTF-8 text") from exc
-        return {"imported": len(watchlists.add_entries(watchlist_id, entries_from_csv(text)))}
+        return ImportOut(imported=len(watchlists.add_entries(watchlist_id, entries_from_csv(text))))
 
     @router.post("/rules", status_code=201, tags=["rules"])
-    def put_rule(body: RuleIn) -> dict:
+    def put_rule(body: RuleIn) -> RuleOut:
         rule = watchlists.put_rule(Rule(id=uuid.uuid4().hex[:12], **body.model_dump()))
-        return {**rule.__dict__, "time_from": body.time_from, "time_to": body.time_to}
+        return RuleOut.from_record(rule).model_copy(update={"time_from": body.time_from, "time_to": body.time_to})
 
     @router.get("/rules", tags=["rules"])
-    def list_rules() -> list[dict]:
-        return [r.__dict__ for r in watchlists.rules()]
+    def list_rules() -> list[RuleOut]:
+        return [RuleOut.from_record(r) for r in watchlists.rules()]
 
-    @router.delete("/rules/{rule_id}", status_code=204, tags=["rules"])
+    @router.delete("/rules/{rule_id}", status_code=204, tags=["rules"], responses=NOT_FOUND)
     def delete_rule(rule_id: str) -> None:
         if not watchlists.delete_rule(rule_id):
             raise HTTPException(404, f"no rule {rule_id}")
@@ -138,19 +159,24 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
     @router.get("/alerts", tags=["alerts"])
     def list_alerts(rule_id: str | None = None, acked: bool | None = None, since: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> list[dict]:
+                    offset: Annotated[int, Query(ge=0)] = 0) -> list[AlertOut]:
         found = store.alerts(rule_id, acked, parse_time(since) if since else None, limit, offset)
-        return [alert_json(a) for a in found]
+        return [AlertOut.from_record(a) for a in found]
 
-    @router.post("/alerts/{alert_id}/ack", tags=["alerts"])
-    def ack(alert_id: str, body: AckIn) -> dict:
+    @router.post("/alerts/{alert_id}/ack", tags=["alerts"], responses={
+        **NOT_FOUND, 409: {"model": ErrorOut, "description": "acknowledged already"}})
+    def ack(alert_id: str, body: AckIn) -> AlertOut:
         if store.get_alert(alert_id) is None:
             raise HTTPException(404, f"no alert {alert_id}")
         if not store.ack(alert_id, body.user):
             raise HTTPException(409, f"alert {alert_id} is acknowledged already")
-        return alert_json(store.get_alert(alert_id))
+        acked = store.get_alert(alert_id)
+        if acked is None:
+            raise HTTPException(404, f"no alert {alert_id}")
+        return AlertOut.from_record(acked)
 
-    @router.get("/alerts/stream", tags=["alerts"])
+    @router.get("/alerts/stream", tags=["alerts"], response_class=StreamingResponse, responses={
+        200: {"description": SSE_EVENTS, "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     async def stream(request: Request) -> StreamingResponse:
         """Server-Sent Events: one `alert` event per new alert, a comment every 15 s to keep proxies open."""
         queue = delivery.broadcaster.subscribe()
@@ -171,19 +197,19 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @router.post("/webhooks", status_code=201, tags=["alerts"])
-    def add_webhook(body: WebhookIn) -> dict:
+    def add_webhook(body: WebhookIn) -> WebhookOut:
         webhook_id = uuid.uuid4().hex[:12]
         store.add_webhook(webhook_id, body.url)
-        return {"id": webhook_id, "url": body.url}
+        return WebhookOut(id=webhook_id, url=body.url)
 
     @router.get("/webhooks", tags=["alerts"])
-    def list_webhooks() -> dict:
-        return {"webhooks": store.webhooks(), "dead_letters": store.deliveries("dead")}
+    def list_webhooks() -> WebhooksOut:
+        return WebhooksOut.model_validate({"webhooks": store.webhooks(), "dead_letters": store.deliveries("dead")})
 
     @router.post("/webhooks/retry-dead", tags=["alerts"])
-    def retry_dead() -> dict:
+    def retry_dead() -> RequeuedOut:
         requeued = store.retry_dead()
         delivery.webhooks.wake.set()
-        return {"requeued": requeued}
+        return RequeuedOut(requeued=requeued)
 
     return router

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from datetime import datetime
-from typing import AsyncIterator
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -21,6 +20,20 @@ from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.api.alerts import alerts_router
 from services.api.geo import geo_router
+from services.api.schemas import (
+    NOT_FOUND,
+    CameraOut,
+    ErrorOut,
+    FeatureCollectionOut,
+    HealthOut,
+    IngestOut,
+    MapConfigOut,
+    PurgeOut,
+    SightingOut,
+    SightingsOut,
+    StoredOut,
+    StreamOut,
+)
 from services.api.search import search_router
 from services.ingest import PhotoJob
 from services.settings import Settings
@@ -87,46 +100,45 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         return RedirectResponse("/app/")
 
     @app.get("/map/config", tags=["map"])
-    def map_config() -> dict:
+    def map_config() -> MapConfigOut:
         """The base layer: offline roads (GeoJSON) by default, a tile server where one is configured."""
-        return {"tile_url": settings.tile_url, "roads": settings.roads_geojson is not None,
-                "attribution": "roads © OpenStreetMap contributors (ODbL)"}
+        return MapConfigOut(tile_url=settings.tile_url, roads=settings.roads_geojson is not None,
+                            attribution="roads © OpenStreetMap contributors (ODbL)")
 
-    @app.get("/map/roads", tags=["map"])
-    def map_roads() -> dict:
+    @app.get("/map/roads", tags=["map"], responses=NOT_FOUND)
+    def map_roads() -> FeatureCollectionOut:
         path = settings.roads_geojson
         if path is None or not path.is_file():
             raise HTTPException(404, "no road network is configured (SIGHTLINE_ROADS)")
         return road_lines(path)
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "sightings": store.count(), "cameras": len(store.list_cameras())}
+    def health() -> HealthOut:
+        return HealthOut(status="ok", sightings=store.count(), cameras=len(store.list_cameras()))
 
     @app.post("/cameras", status_code=201)
-    def add_cameras(cameras: CameraIn | list[CameraIn]) -> dict:
+    def add_cameras(cameras: CameraIn | list[CameraIn]) -> StoredOut:
         items = cameras if isinstance(cameras, list) else [cameras]
         stored = store.upsert_cameras([Camera(**c.model_dump()) for c in items])
         system.watchlists.cameras_changed()
-        return {"stored": stored}
+        return StoredOut(stored=stored)
 
     @app.get("/cameras")
-    def list_cameras() -> list[dict]:
-        return [c.__dict__ for c in store.list_cameras()]
+    def list_cameras() -> list[CameraOut]:
+        return [CameraOut.from_record(c) for c in store.list_cameras()]
 
-    @app.post("/frames", status_code=201)
+    @app.post("/frames", status_code=201, responses={413: {"model": ErrorOut, "description": "too large an upload"}})
     def post_frame(
         file: Annotated[UploadFile, File(description="a JPEG or PNG camera frame")],
         camera_id: Annotated[str, Form()],
         captured_at: Annotated[str, Form(description="ISO 8601 with a zone, e.g. 2026-11-22T08:30:00+08:00")],
-    ) -> dict:
+    ) -> IngestOut:
         limit = settings.max_upload_bytes
         data = file.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload exceeds the limit of {limit} bytes")
         result = ingestor.ingest_one(PhotoJob(file.filename or "upload", data, camera_id, parse_time(captured_at)))
-        return {"frame_sha256": result.frame_sha256, "duplicate": result.duplicate,
-                "sightings": [s.to_json() for s in result.sightings]}
+        return IngestOut.from_record(result)
 
     @app.get("/sightings")
     def list_sightings(
@@ -137,7 +149,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         plate: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> dict:
+    ) -> SightingsOut:
         if kind is not None and kind not in SIGHTING_KINDS:
             raise InputError(f"kind must be one of {SIGHTING_KINDS}")
         t0: datetime | None = parse_time(start) if start else None
@@ -147,29 +159,32 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         found = store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
                                                  plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
-        return {"count": len(found), "sightings": [s.to_json() for s in found]}
+        return SightingsOut.of(found)
 
     @app.delete("/sightings")
     def delete_sightings(before: Annotated[str, Query(description="ISO 8601 with a zone: delete what is older")],
-                         camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
+                         camera_id: Annotated[list[str] | None, Query()] = None) -> PurgeOut:
         """Retention by hand: sightings taken before `before` (at these cameras, or all) with their vectors,
         crops and frames. Set SIGHTLINE_RETENTION_DAYS to have the server do it hourly."""
-        return retention.purge(before=parse_time(before), camera_ids=camera_id).__dict__
+        return PurgeOut.from_record(retention.purge(before=parse_time(before), camera_ids=camera_id))
 
-    @app.delete("/sightings/{sighting_id}")
-    def delete_sighting(sighting_id: str) -> dict:
+    @app.delete("/sightings/{sighting_id}", responses=NOT_FOUND)
+    def delete_sighting(sighting_id: str) -> PurgeOut:
         if store.get_sighting(sighting_id) is None:
             raise HTTPException(404, f"no sighting {sighting_id}")
-        return retention.purge(ids=[sighting_id]).__dict__
+        return PurgeOut.from_record(retention.purge(ids=[sighting_id]))
 
-    @app.get("/sightings/{sighting_id}")
-    def get_sighting(sighting_id: str) -> dict:
+    @app.get("/sightings/{sighting_id}", responses=NOT_FOUND)
+    def get_sighting(sighting_id: str) -> SightingOut:
         found = store.get_sighting(sighting_id)
         if found is None:
             raise HTTPException(404, f"no sighting {sighting_id}")
-        return found.to_json()
+        return SightingOut.from_record(found)
 
-    @app.get("/sightings/{sighting_id}/crop")
+    jpeg = {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}
+
+    @app.get("/sightings/{sighting_id}/crop", response_class=Response,
+             responses={200: {"description": "the evidence crop (JPEG)", "content": jpeg}, **NOT_FOUND})
     def get_crop(sighting_id: str) -> Response:
         found = store.get_sighting(sighting_id)
         if found is None or not found.crop:
@@ -180,16 +195,16 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         return Response(data, media_type="image/jpeg")
 
     @app.post("/streams", status_code=201)
-    def add_stream(body: StreamIn) -> dict:
+    def add_stream(body: StreamIn) -> StreamOut:
         """Start reading a live RTSP/HTTP stream: sampled, tracked, one sighting per object; reconnects on drops."""
-        return streams.add(body.url, body.camera_id, body.sample_fps).__dict__
+        return StreamOut.from_record(streams.add(body.url, body.camera_id, body.sample_fps))
 
     @app.get("/streams")
-    def list_streams() -> list[dict]:
+    def list_streams() -> list[StreamOut]:
         """Each stream's state (starting, running, reconnecting, stopped), frame rate and counts."""
-        return [status.__dict__ for status in streams.list()]
+        return [StreamOut.from_record(status) for status in streams.list()]
 
-    @app.delete("/streams/{stream_id}", status_code=204)
+    @app.delete("/streams/{stream_id}", status_code=204, responses=NOT_FOUND)
     def delete_stream(stream_id: str) -> None:
         if not streams.remove(stream_id):
             raise HTTPException(404, f"no stream {stream_id}")
@@ -203,8 +218,9 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
 
 
 @lru_cache(maxsize=4)
-def road_lines(path: Path) -> dict:
+def road_lines(path: Path) -> FeatureCollectionOut:
     """The LineStrings of a road GeoJSON (the points are intersections, drawn as cameras instead)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    lines = [f for f in data.get("features", []) if (f.get("geometry") or {}).get("type") in ("LineString", "MultiLineString")]
-    return {"type": "FeatureCollection", "features": lines}
+    lines = [f for f in data.get("features", [])
+             if (f.get("geometry") or {}).get("type") in ("LineString", "MultiLineString")]
+    return FeatureCollectionOut(type="FeatureCollection", features=lines)

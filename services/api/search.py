@@ -4,11 +4,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from geo.trajectories import parse_range
 from indexer.store import AttributeFilter
+from models.records import InputError
 from models.spaces import FACE_MATCH_RULE
+from services.api.schemas import FaceSearchOut, ImageSearchOut, PlateMatchOut, PlateSearchOut, SightingsOut
 from services.search import Filters, SearchService
 
 
@@ -39,7 +41,14 @@ class AttributeSearchIn(FiltersIn):
 
 
 def _filters_form(filters: str | None) -> Filters:
-    return FiltersIn.model_validate_json(filters).filters() if filters else Filters()
+    """The `filters` form field (JSON text): malformed or mistyped, it is the user's error (400), not ours."""
+    if not filters:
+        return Filters()
+    try:
+        return FiltersIn.model_validate_json(filters).filters()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'JSON'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"filters: {problems}") from exc
 
 
 def search_router(search: SearchService) -> APIRouter:
@@ -48,31 +57,32 @@ def search_router(search: SearchService) -> APIRouter:
     @router.get("/plates")
     def plates_endpoint(q: str, mode: str = "exact", limit: Annotated[int, Query(ge=1, le=500)] = 50,
                         start: str | None = None, end: str | None = None,
-                        camera_id: Annotated[list[str] | None, Query()] = None) -> dict:
+                        camera_id: Annotated[list[str] | None, Query()] = None) -> PlateSearchOut:
         """exact; wildcard (`?` one character, `*` any run: 京A?23*); fuzzy (edit distance ≤ 2, the confusions
-        0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S, 6/G costing half); suffix (a known end of the plate). A malformed pattern is a 400."""
+        0/O/D/Q, 1/I/L, 8/B, 2/Z, 5/S, 6/G costing half); suffix (a known end of the plate).
+        A malformed pattern is a 400."""
         filters = Filters(*parse_range(start, end), camera_id)
-        return {"query": q, "mode": mode, "results": search.plates_like(q, mode, filters, limit)}
+        found = search.plates_like(q, mode, filters, limit)
+        return PlateSearchOut(query=q, mode=mode, results=[PlateMatchOut.from_record(p) for p in found])
 
     @router.post("/attributes")
-    def attributes_endpoint(body: AttributeSearchIn) -> dict:
-        found = search.attributes(body.kind, body.filters(), body.limit, body.offset, body.newest_first)
-        return {"count": len(found), "sightings": [s.to_json() for s in found]}
+    def attributes_endpoint(body: AttributeSearchIn) -> SightingsOut:
+        return SightingsOut.of(search.attributes(body.kind, body.filters(), body.limit, body.offset, body.newest_first))
 
     @router.post("/image")
     def image_endpoint(file: Annotated[UploadFile, File()], kind: Annotated[str, Form()] = "vehicle",
                        k: Annotated[int, Form(ge=1, le=200)] = 20, pick: Annotated[int | None, Form()] = None,
                        filters: Annotated[str | None, Form(description="JSON of the attribute-search filters")] = None
-                       ) -> dict:
+                       ) -> ImageSearchOut:
         """The photo's objects of `kind` are listed (largest first); `pick` chooses one (default the largest).
         Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate;
         for vehicles the leading 20 are then verified against their evidence crops with local features under one
         homography (`why.local_inliers`), which puts the same vehicle above look-alikes."""
-        return search.image(file.file.read(), kind, k, _filters_form(filters), pick)
+        return ImageSearchOut.from_record(search.image(file.file.read(), kind, k, _filters_form(filters), pick))
 
     @router.post("/face", description=f"Sightings of the uploaded face: {FACE_MATCH_RULE}")
     def face_endpoint(file: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=200)] = 20,
-                      filters: Annotated[str | None, Form()] = None) -> dict:
-        return search.face(file.file.read(), k, _filters_form(filters))
+                      filters: Annotated[str | None, Form()] = None) -> FaceSearchOut:
+        return FaceSearchOut.from_record(search.face(file.file.read(), k, _filters_form(filters)))
 
     return router

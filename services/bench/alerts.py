@@ -16,20 +16,20 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import cv2
 import httpx
 import numpy as np
 
 from indexer.store import FrameRecord
+from models.imageops import decode_image
 from models.observations import FramePipeline, Observation
 from models.plate_text import PROVINCES
-from models.records import BBox, Camera, FaceAttributes, Sighting, VehicleAttributes
+from models.records import BBox, Camera, FaceAttributes, Sighting, SightingKind, VehicleAttributes
 from models.watchlists import Rule, WatchEntry
-from services.watchlists import EntrySpec, WatchlistService
+from services.api.localserver import serving
 from services.ingest import Ingestor, image_files, jobs_from_files
 from services.settings import Settings
-from services.api.localserver import serving
 from services.system import Sightline
+from services.watchlists import EntrySpec, WatchlistService
 
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 ALNUM = LETTERS + "0123456789"
@@ -57,9 +57,11 @@ class SyntheticFrames:
     def commit(self, ingestor: Ingestor, plate: str | None = None) -> None:
         box = BBox(0, 0, 64, 64)
         observations = [
-            Observation("vehicle", box, 0.9, VehicleAttributes(plate=plate or random_plate(self.rng), plate_score=0.95),
-                        self.image, unit_vector(self.np_rng, 1024), "vehicle"),
-            Observation("face", box, 0.9, FaceAttributes(quality=0.9), self.image, unit_vector(self.np_rng, 128), "face"),
+            Observation(SightingKind.VEHICLE, box, 0.9,
+                        VehicleAttributes(plate=plate or random_plate(self.rng), plate_score=0.95), self.image,
+                        unit_vector(self.np_rng, 1024), "vehicle"),
+            Observation(SightingKind.FACE, box, 0.9, FaceAttributes(quality=0.9), self.image,
+                        unit_vector(self.np_rng, 128), "face"),
         ]
         self.count += 1
         frame = FrameRecord(uuid.uuid4().hex, CAMERA.id, START + timedelta(seconds=self.count), "bench")
@@ -156,7 +158,7 @@ def _photo_rates(settings: Settings, photos_dir: Path, loaded: Sightline) -> dic
     """The real models on real photos, each run into a fresh store: without, then with the loaded rules."""
     photos = image_files([photos_dir])
     rows = [(p, CAMERA.id, START + timedelta(seconds=i)) for i, p in enumerate(photos)]
-    loaded.pipeline.process([cv2.imread(str(photos[0]))])  # warm-up
+    loaded.pipeline.process([decode_image(photos[0].read_bytes())])  # warm-up
     rates = {}
     for name, hooked in (("without_rules", False), ("with_rules", True)):
         system = _fresh(settings, f"photos-{name}", loaded.pipeline)

@@ -54,15 +54,15 @@ def read_one_per_image(
     out: list[PlateReading | None] = [None] * len(images)
     crops = [i for i, img in enumerate(images) if looks_like_crop(img)]
     photos = [i for i, img in enumerate(images) if not looks_like_crop(img)]
-    for i, reading in zip(crops, reader.read_crops([images[i] for i in crops], all_readers)):
+    for i, reading in zip(crops, reader.read_crops([images[i] for i in crops], all_readers), strict=True):
         out[i] = reading
     undetected = []
-    for i, plates in zip(photos, reader.read_frames([images[i] for i in photos], all_readers)):
+    for i, plates in zip(photos, reader.read_frames([images[i] for i in photos], all_readers), strict=True):
         if plates:
             out[i] = max(plates, key=lambda p: (p.text is not None, p.det_score))
         else:
             undetected.append(i)
-    for i, reading in zip(undetected, reader.read_crops([images[i] for i in undetected], all_readers)):
+    for i, reading in zip(undetected, reader.read_crops([images[i] for i in undetected], all_readers), strict=True):
         out[i] = reading
     return out
 
@@ -81,8 +81,9 @@ def read_all(
     elapsed = 0.0
     for start in range(0, len(pairs), BATCH):
         chunk = pairs[start : start + BATCH]
-        images = [cv2.imread(str(directory / f)) for f, _ in chunk]
-        unreadable = [f for (f, _), img in zip(chunk, images) if img is None]
+        read = [cv2.imread(str(directory / f)) for f, _ in chunk]
+        unreadable = [f for (f, _), img in zip(chunk, read, strict=True) if img is None]
+        images = [img for img in read if img is not None]
         if unreadable:
             raise InputError(f"cannot decode image(s) {', '.join(unreadable[:3])} in {directory}")
         t0 = time.perf_counter()
@@ -115,20 +116,22 @@ def evaluate_plates(directory: Path, reader: PlateReader) -> dict:
     texts = [(r.text or "") if r else "" for r in readings]
     every, elapsed_all = read_all(directory, pairs, reader, all_readers=True)
     readers_exact = {
-        name: float(np.mean([bool(r) and r.readers.get(name) == label for r, label in zip(every, labels)]))
+        name: float(np.mean([r is not None and r.readers.get(name) == label
+                             for r, label in zip(every, labels, strict=True)]))
         for name in READERS
     }
-    readers_exact["fused"] = float(np.mean([bool(r) and r.text == label for r, label in zip(every, labels)]))
+    fused = [r is not None and r.text == label for r, label in zip(every, labels, strict=True)]
+    readers_exact["fused"] = float(np.mean(fused))
     return {
         "images": len(pairs),
-        "exact": float(np.mean([t == label for t, label in zip(texts, labels)])),
-        "char_accuracy": float(np.mean([char_accuracy(label, t) for label, t in zip(labels, texts)])),
+        "exact": float(np.mean([t == label for t, label in zip(texts, labels, strict=True)])),
+        "char_accuracy": float(np.mean([char_accuracy(label, t) for label, t in zip(labels, texts, strict=True)])),
         "ms_per_image": 1000.0 * elapsed / len(pairs),
         "ms_per_image_all_readers": 1000.0 * elapsed_all / len(pairs),
         "readers_exact": readers_exact,
         "misses": [
             {"file": f, "label": label, "read": t, "readers": r.readers if r else {}}
-            for (f, label), t, r in zip(pairs, texts, readings)
+            for (f, label), t, r in zip(pairs, texts, readings, strict=True)
             if t != label
         ],
     }

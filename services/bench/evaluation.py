@@ -16,9 +16,9 @@ import numpy as np
 
 from models.detectors import FaceDetector, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder
+from models.imageops import IMAGE_SUFFIXES
 from models.records import InputError
 from models.rerank import Verifier
-from models.imageops import IMAGE_SUFFIXES
 
 
 def labelled_images(directory: Path) -> list[tuple[str, Path]]:
@@ -59,7 +59,7 @@ def evaluate_faces(directory: Path, detector: FaceDetector, embedder: FaceEmbedd
     for identity, path in items:
         frame = cv2.imread(str(path))
         best = subject_face(detector.detect(frame)) if frame is not None else None
-        if best is None:
+        if frame is None or best is None:
             no_face.append(str(path.relative_to(directory)))
             continue
         vectors.append(embedder.embed_faces(frame, [best.bbox])[0])
@@ -78,7 +78,7 @@ def evaluate_faces(directory: Path, detector: FaceDetector, embedder: FaceEmbedd
             "rank1": round(float(hits.mean()), 4) if len(queries) else None,
             "auc": round(roc_auc(pair_sims[pair_same], pair_sims[~pair_same]), 4),
             "ms_per_image": round(1000 * elapsed / len(items), 1), "no_face_files": no_face,
-            "misses": [labels[q] for q, h in zip(queries, hits) if not h]}
+            "misses": [labels[q] for q, h in zip(queries, hits, strict=True) if not h]}
 
 
 def reid_metrics(sims: np.ndarray, labels: np.ndarray, cameras: np.ndarray) -> tuple[float, float, int]:
@@ -101,8 +101,9 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
     """Each image queries the other cameras' images. With a verifier, the leading candidates are re-ranked by
     local features (models/rerank.py) and `rank1_plain` / `mAP_plain` keep the embedding-only figures."""
     items = labelled_images(directory)
-    images = [cv2.imread(str(p)) for _, p in items]
-    if any(im is None for im in images):
+    read = [cv2.imread(str(p)) for _, p in items]
+    images = [im for im in read if im is not None]
+    if len(images) < len(read):
         raise InputError(f"{directory}: some images cannot be read")
     start = time.perf_counter()
     vectors = np.concatenate([embedder.embed(images[i:i + 32]) for i in range(0, len(images), 32)])
@@ -113,8 +114,9 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
     result = {"identities": int(len(set(labels))), "images": len(items), "queries": queries, "rank1": rank1,
               "mAP": mean_ap, "space": embedder.space, "model": embedder.version}
     if verifier is not None:
-        reranked = verifier.rerank(sims, images.__getitem__, images.__getitem__, cameras[:, None] != cameras[None, :])
+        reranked = verifier.rerank(sims, lambda i: images[i], lambda i: images[i], cameras[:, None] != cameras[None, :])
         result["rank1"], result["mAP"], _ = reid_metrics(reranked, labels, cameras)
-        result.update(rank1_plain=rank1, mAP_plain=mean_ap, model=f"{embedder.version}+orb-homography-top{verifier.top_k}")
+        result.update(rank1_plain=rank1, mAP_plain=mean_ap,
+                      model=f"{embedder.version}+orb-homography-top{verifier.top_k}")
     result["ms_per_image"] = round(1000 * (time.perf_counter() - start) / len(items), 2)
     return result

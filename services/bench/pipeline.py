@@ -46,12 +46,12 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path) -> dict:
 
 def bench_video(path: Path, settings: Settings, sample_fps: float) -> dict:
     """Process one video file into a fresh data directory: decode rate, processing rate, realtime factor."""
-    from models.records import Camera
+    from models.records import Camera, CameraKind
     from services.video import VideoProcessor
 
     system = Sightline(settings)
     try:
-        system.store.upsert_cameras([Camera("bench", "bench", 121.3, 31.2, kind="surveillance")])
+        system.store.upsert_cameras([Camera("bench", "bench", 121.3, 31.2, kind=CameraKind.SURVEILLANCE)])
         processor = VideoProcessor(system.ingestor, sample_fps=sample_fps)  # loads the models, not timed
         report = processor.ingest_file(path, "bench", datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
         summary = report.summary()

@@ -92,7 +92,7 @@ def bench_search(vectors: int, dim: int, real_dir: Path | None = None, queries: 
         index.wait_for_build()
         build_s = time.perf_counter() - t
         ann_ms, recall = [], []
-        for q, want in zip(probes, truth):
+        for q, want in zip(probes, truth, strict=True):
             t = time.perf_counter()
             _, found = index.search(q[None, :], 10)
             ann_ms.append((time.perf_counter() - t) * 1000)
@@ -138,7 +138,8 @@ def bench_plates(sightings: int, distinct: int | None = None, queries: int = 100
         for plate in rng.sample(plates, min(queries, len(plates))):
             noisy = plate[:4] + ("Z" if plate[4] != "Z" else "2") + plate[5:]  # one reader confusion
             noisy = noisy[:6] + ("7" if noisy[6] != "7" else "1")  # and one plain substitution
-            for mode, q, kind in (("exact", plate, "exact"), ("wildcard", plate[:2] + "?" + plate[3:5] + "*", "wildcard"),
+            for mode, q, kind in (("exact", plate, "exact"),
+                                  ("wildcard", plate[:2] + "?" + plate[3:5] + "*", "wildcard"),
                                   ("wildcard_noprefix", "*" + plate[3:6] + "?", "wildcard"), ("fuzzy", noisy, "fuzzy"),
                                   ("suffix", plate[-4:], "suffix")):
                 t = time.perf_counter()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from indexer.store import FrameRecord
-from models.records import BBox, Camera, Sighting, VehicleAttributes
+from models.records import BBox, Camera, Sighting, SightingKind, VehicleAttributes
 from services.api.localserver import serving
 from services.settings import Settings
 
@@ -25,15 +25,17 @@ def fill(system, cameras: int, points: int, seed: int = 3) -> None:  # noqa: ANN
     rng = np.random.default_rng(seed)
     lons = 121.15 + rng.random(cameras) * 0.3
     lats = 31.10 + rng.random(cameras) * 0.25
-    cams = [Camera(f"B{i:05d}", f"bench camera {i}", float(lon), float(lat)) for i, (lon, lat) in enumerate(zip(lons, lats))]
+    cams = [Camera(f"B{i:05d}", f"bench camera {i}", float(lon), float(lat))
+            for i, (lon, lat) in enumerate(zip(lons, lats, strict=True))]
     system.store.upsert_cameras(cams)
     start = datetime(2026, 11, 2, tzinfo=timezone.utc)
     for i in range(points):
         ts = start + timedelta(minutes=5 * i)
         cam = cams[int(rng.integers(cameras))]
-        s = Sighting(uuid.uuid4().hex, cam.id, ts, "vehicle", BBox(0, 0, 10, 10), 0.9,
-                     VehicleAttributes(plate=PLATE, plate_score=0.95), frame_sha256=uuid.uuid4().hex)
-        system.store.add_frame(FrameRecord(s.frame_sha256, cam.id, ts, "bench"), [s], [])
+        frame = uuid.uuid4().hex
+        s = Sighting(uuid.uuid4().hex, cam.id, ts, SightingKind.VEHICLE, BBox(0, 0, 10, 10), 0.9,
+                     VehicleAttributes(plate=PLATE, plate_score=0.95), frame_sha256=frame)
+        system.store.add_frame(FrameRecord(frame, cam.id, ts, "bench"), [s], [])
 
 
 def bench_web(settings: Settings, cameras: int, points: int, runs: int = 5) -> dict:
@@ -53,9 +55,10 @@ def bench_web(settings: Settings, cameras: int, points: int, runs: int = 5) -> d
             page.goto(f"{url}/app/#map?plate={PLATE}")
             page.wait_for_selector("body[data-trajectory]", timeout=30_000)
             drawn = page.evaluate("new Promise(r => requestAnimationFrame(() => r(performance.now())))")
-            painted = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
-            timings.append((drawn, painted, int(page.get_attribute("body", "data-trajectory")),
-                            int(page.get_attribute("body", "data-cameras"))))
+            painted = page.evaluate(
+                "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
+            timings.append((drawn, painted, int(page.get_attribute("body", "data-trajectory") or 0),
+                            int(page.get_attribute("body", "data-cameras") or 0)))
             page.close()
         browser.close()
     measured = timings[1:]

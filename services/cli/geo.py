@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from pathlib import Path
 
 from geo import clones, cotravel, trajectories
 from models.plate_text import normalize_plate
 from models.records import to_plain
 from services.settings import Settings
 from services.system import Sightline
+
 
 def print_json(obj: object) -> None:
     """Typed results (dataclasses, enums, times) as indented JSON."""

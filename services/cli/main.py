@@ -59,7 +59,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         rows = read_manifest(paths[0], Path(args.manifest))
     else:
         if not args.camera or not args.time:
-            raise InputError("give --camera ID and --time ISO8601 (with a zone), or a folder with --manifest photos.csv")
+            raise InputError("give --camera ID and --time ISO8601 (with a zone), "
+                             "or a folder with --manifest photos.csv")
         ts = parse_time(args.time)
         rows = [(p, args.camera, ts) for p in image_files(paths)]
     with open_system(args) as system:  # rules are checked here too; webhooks go out when `serve` runs
@@ -75,7 +76,8 @@ def _ingest_videos(args: argparse.Namespace, paths: list[Path]) -> int:
     from services.video import VideoProcessor
 
     if not args.camera or not args.time:
-        raise InputError("a video needs --camera ID and --start-time ISO8601 (the time of its first frame, with a zone)")
+        raise InputError("a video needs --camera ID and --start-time ISO8601 "
+                         "(the time of its first frame, with a zone)")
     start = parse_time(args.time)
     with open_system(args) as system:
         processor = VideoProcessor(system.ingestor, sample_fps=args.sample_fps)
@@ -94,7 +96,7 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
             print_json(watchlists.create(args.name or "", args.kind, args.description, args.by))
             return 0
         if args.action == "list":
-            print_json([{**w.__dict__, "entries": len(watchlists.entries(w.id))} for w in watchlists.list()])
+            print_json([{**w.__dict__, "entries": len(watchlists.entries(w.id))} for w in watchlists.all()])
             return 0
         wid = watchlists.find(args.name or "").id
         if args.action == "add":
@@ -383,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dim", type=int, default=1024, help="search: their dimension")
     b.add_argument("--real", help="search: a folder of photos whose real embeddings join the random ones")
     b.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered",
-                   help="search: vectors shaped like a sighting store (groups, objects, sightings), or i.i.d. on the sphere")
+                   help="search: vectors shaped like a sighting store (groups, objects, sightings), "
+                        "or i.i.d. on the sphere")
     b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
     b.add_argument("--rules", type=int, default=100)
     b.add_argument("--entries", type=int, default=10_000)
     b.add_argument("--faces", type=int, default=1_000)
-    b.add_argument("--sightings", type=int, default=4_000, help="alerts: synthetic sightings per run; geo: in the simulated city; plates: in the store")
+    b.add_argument("--sightings", type=int, default=4_000,
+                   help="alerts: synthetic sightings per run; geo: in the simulated city; plates: in the store")
     b.add_argument("--cameras", type=int, default=1_000, help="web: cameras on the map")
     b.add_argument("--points", type=int, default=500, help="web: points in the drawn trajectory")
     b.add_argument("--cache", help="geo: keep the loaded city in this folder and reuse it (a 10M load takes minutes)")
