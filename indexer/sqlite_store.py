@@ -18,7 +18,16 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.store import FrameRecord, Purged, ReadColumns, RecordStore, SightingQuery, StoredVector, VehicleColumns
+from indexer.store import (
+    DuplicateFrame,
+    FrameRecord,
+    Purged,
+    ReadColumns,
+    RecordStore,
+    SightingQuery,
+    StoredVector,
+    VehicleColumns,
+)
 from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
 SCHEMA = """
@@ -108,8 +117,11 @@ class SQLiteStore(RecordStore):
     def add_frame(self, frame: FrameRecord, sightings: list[Sighting], vectors: list[StoredVector]) -> None:
         by_id = {s.id: s for s in sightings}
         with self.lock, self._tx():
-            self.conn.execute("INSERT INTO frames VALUES (?,?,?,?,?)",
-                              (frame.sha256, frame.camera_id, to_us(frame.ts), frame.source, len(sightings)))
+            try:
+                self.conn.execute("INSERT INTO frames VALUES (?,?,?,?,?)",
+                                  (frame.sha256, frame.camera_id, to_us(frame.ts), frame.source, len(sightings)))
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateFrame(frame.sha256) from exc
             for v in vectors:
                 # Past every id ever given in the space: an index may still hold a deleted one.
                 next_id = self.conn.execute(

@@ -86,6 +86,10 @@ class ReadColumns:
     ts_us: np.ndarray  # int64
 
 
+class DuplicateFrame(Exception):
+    """The frame is stored already: another writer (a thread, or a process sharing the folder) was first."""
+
+
 @dataclass
 class Purged:
     """What a deletion removed from the record store; the vector indexes and the crop files follow from it."""
@@ -121,6 +125,7 @@ class RecordStore(ABC):
         """Store a frame with all its sightings and vectors in one transaction (all or nothing).
 
         Assigns each vector an id (per space) and writes it back to its sighting's `vector_id`.
+        A frame whose sha256 is stored already raises DuplicateFrame and stores nothing.
         """
 
     @abstractmethod

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from indexer.blobs import BlobStore
-from indexer.store import FrameRecord, RecordStore, SightingQuery, StoredVector
+from indexer.store import DuplicateFrame, FrameRecord, RecordStore, SightingQuery, StoredVector
 from indexer.vectors import VectorIndex
 from models.imageops import IMAGE_SUFFIXES, decode_image
 from models.observations import FramePipeline, Observation
@@ -150,7 +150,10 @@ class Ingestor:
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
         frame = FrameRecord(sha, job.camera_id, job.ts, job.source)
-        return IngestResult(job.source, sha, False, self.commit(frame, observations))
+        try:
+            return IngestResult(job.source, sha, False, self.commit(frame, observations))
+        except DuplicateFrame:  # the same photo committed meanwhile by another upload or process
+            return IngestResult(job.source, sha, True, self._stored_sightings(sha))
 
     def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None
                ) -> list[Sighting]:
@@ -167,7 +170,13 @@ class Ingestor:
                                       frame_sha256=frame.sha256, model_versions=ob.model_versions, track=track))
             if ob.vector is not None and ob.space is not None:
                 vectors.append(StoredVector(sid, ob.space, ob.vector))
-        self.store.add_frame(frame, sightings, vectors)
+        try:
+            self.store.add_frame(frame, sightings, vectors)
+        except DuplicateFrame:
+            for s in sightings:  # its crops were written first: take them back
+                if s.crop:
+                    self.blobs.delete(s.crop)
+            raise
         for space in {v.space for v in vectors}:
             self.indexes[space].catch_up()  # this frame's vectors, and any another process stored before them
         for listener in self.listeners:

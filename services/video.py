@@ -18,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from indexer.store import FrameRecord
+from indexer.store import DuplicateFrame, FrameRecord
 from models.records import InputError, Sighting, TrackInfo
 from models.registry import sha256_of
 from models.tracking import ByteTracker, Track
@@ -169,7 +169,10 @@ class VideoProcessor:
                 info = TrackInfo(first, last, track.hits,
                                  [[round((times[i] - first).total_seconds(), 2), x, y] for i, x, y in track.path])
                 frame = FrameRecord(sha, camera_id, times[best.frame_index], f"{report.source}#{track.kind}-{track.id}")
-                report.sightings.extend(self.ingestor.commit(frame, [ob], info))
+                try:
+                    report.sightings.extend(self.ingestor.commit(frame, [ob], info))
+                except DuplicateFrame:  # another run over the same video stored this track first
+                    report.skipped_tracks += 1
 
 
 @dataclass

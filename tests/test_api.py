@@ -63,7 +63,7 @@ def test_bad_input_gets_clear_4xx_and_the_store_stays_intact(api: httpx.Client, 
         "huge": (_post_frame(api, b"\xff" * (3 << 20)), 413, "exceeds the limit"),
         "bad kind": (api.get("/sightings", params={"kind": "boat"}), 400, "kind must be"),
         "inverted range": (api.get("/sightings", params={"start": "2026-11-03T00:00:00Z",
-                                                         "end": "2026-11-02T00:00:00Z"}), 400, "before start"),
+                                                         "end": "2026-11-02T00:00:00Z"}), 400, "ends before it starts"),
         "missing sighting": (api.get("/sightings/does-not-exist"), 404, "no sighting"),
         "bad camera": (api.post("/cameras", json={**CAMERA, "lat": 123}), 422, "lat"),
     }

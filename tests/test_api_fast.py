@@ -7,6 +7,7 @@ real models on real photos).
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -224,6 +225,21 @@ def test_watchlists_and_rules_raise_alerts_on_ingest(api: httpx.Client, fake_pip
     assert [(a["sighting_id"], a["target"]) for a in raised] == [(seen["id"], "Li Wei")]
 
 
+def test_the_same_photo_uploaded_at_once_is_stored_once(api: httpx.Client, tmp_path: Path) -> None:
+    """Simultaneous uploads of one frame race to commit it: one stores it, the others answer `duplicate`,
+    none answers 500, and no crop is left behind by the losers."""
+    photo = jpeg(7)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: post_frame(api, photo), range(4)))
+    assert [r.status_code for r in answers] == [201] * 4, [r.text for r in answers]
+    bodies = [r.json() for r in answers]
+    assert sum(not b["duplicate"] for b in bodies) == 1
+    kept = {s["id"] for b in bodies for s in b["sightings"]}
+    assert len(kept) == 1 and api.get("/health").json()["sightings"] == 1
+    crops = [p for p in (tmp_path / "data" / "crops").rglob("*.jpg")]
+    assert len(crops) == 1
+
+
 def test_bad_input_gets_a_clear_4xx_and_stores_nothing(api: httpx.Client) -> None:
     photo = jpeg(40)
     stored(api, photo)
@@ -240,7 +256,7 @@ def test_bad_input_gets_a_clear_4xx_and_stores_nothing(api: httpx.Client) -> Non
         "naive time": (lambda: post_frame(api, jpeg(41), captured_at="2026-11-02T08:00:00"), 400, "time zone"),
         "not a time": (lambda: post_frame(api, jpeg(41), captured_at="yesterday"), 400, "ISO 8601"),
         "bad kind": (lambda: api.get("/sightings", params={"kind": "boat"}), 400, "kind must be"),
-        "inverted range": (lambda: api.get("/sightings", params=inverted), 400, "before start"),
+        "inverted range": (lambda: api.get("/sightings", params=inverted), 400, "ends before it starts"),
         "inverted search range": (lambda: api.get("/search/plates", params={"q": "京A12345", **inverted}), 400,
                                   "before"),
         "bad plate pattern": (lambda: api.get("/search/plates", params={"q": "京A$1"}), 400, "not a plate pattern"),

@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.store import AttributeFilter, FrameRecord, Purged, RecordStore, SightingQuery, StoredVector, VehicleColumns
+from indexer.store import (
+    AttributeFilter,
+    DuplicateFrame,
+    FrameRecord,
+    Purged,
+    RecordStore,
+    SightingQuery,
+    StoredVector,
+    VehicleColumns,
+)
 from models.records import BBox, Camera, FaceAttributes, PersonAttributes, Sighting, TrackInfo, VehicleAttributes
 from services.settings import Settings
 from services.system import STORE_BACKENDS
@@ -164,6 +173,14 @@ def test_a_failing_frame_leaves_nothing_behind(store: RecordStore, loaded: dict[
     good = car("good", "c1", 9, "京A00001")
     add(store, "f-broken", "c1", 9, [good])
     assert store.has_frame("f-broken") and good.vector_id > max(before[2])
+
+
+def test_a_frame_stored_twice_is_refused_as_a_duplicate(store: RecordStore, loaded: dict[str, Sighting]) -> None:
+    """Two writers with the same photo: the second learns it lost the race, and stores nothing of it."""
+    before = (store.count(), store.vector_count("vehicle"))
+    with pytest.raises(DuplicateFrame):
+        add(store, "f2", "c1", 9, [car("again", "c1", 9, "京A00002")])
+    assert (store.count(), store.vector_count("vehicle")) == before and store.get_sighting("again") is None
 
 
 def test_bulk_sightings_without_frames_or_vectors(store: RecordStore) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, AsyncIterator
@@ -13,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from geo.trajectories import parse_range
 from indexer.store import SightingQuery
 from models.observations import FramePipeline
 from models.plate_text import normalize_plate
@@ -152,10 +152,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     ) -> SightingsOut:
         if kind is not None and kind not in SIGHTING_KINDS:
             raise InputError(f"kind must be one of {SIGHTING_KINDS}")
-        t0: datetime | None = parse_time(start) if start else None
-        t1: datetime | None = parse_time(end) if end else None
-        if t0 and t1 and t1 < t0:
-            raise InputError("end is before start")
+        t0, t1 = parse_range(start, end)
         found = store.query(SightingQuery(kind=kind, camera_ids=camera_id, start=t0, end=t1,
                                                  plate=normalize_plate(plate) if plate else None,
                                                  limit=limit, offset=offset))
