@@ -83,10 +83,10 @@ class PlateDictionary:
         text = plate_pattern(query, mode)
         self.refresh()
         with self.lock:
-            if mode == "exact":
+            if mode == PlateMatch.EXACT:
                 i = bisect.bisect_left(self.sorted, text)
                 return [PlateHit(text, 1.0)] if i < len(self.sorted) and self.sorted[i] == text else []
-            if mode == "suffix":
+            if mode == PlateMatch.SUFFIX:
                 rev = text[::-1]
                 i = bisect.bisect_left(self.reversed_sorted, rev)
                 out: list[PlateHit] = []
@@ -94,7 +94,7 @@ class PlateDictionary:
                     out.append(PlateHit(self.reversed_sorted[i][::-1], 1.0))
                     i += 1
                 return out
-            if mode == "wildcard":
+            if mode == PlateMatch.WILDCARD:
                 return self._wildcard(text, limit)
             return self._fuzzy(text, limit, max_distance)
 

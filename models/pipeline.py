@@ -49,8 +49,8 @@ class Pipeline:
         per_frame: list[list[Observation]] = []
         for frame, dets, frame_plates in zip(frames, detections, plates, strict=True):
             per_frame.append(self._objects(frame, dets, frame_plates))
-        vehicles = [o for obs in per_frame for o in obs if o.kind == "vehicle"]
-        people = [o for obs in per_frame for o in obs if o.kind == "person"]
+        vehicles = [o for obs in per_frame for o in obs if o.kind == SightingKind.VEHICLE]
+        people = [o for obs in per_frame for o in obs if o.kind == SightingKind.PERSON]
         self._classify(vehicles, people)
         t3 = time.perf_counter()
         self._embed(vehicles, self.vehicle_embedder)
@@ -107,7 +107,7 @@ class Pipeline:
         for track in tracks:
             best = track.best(1)[0]
             det = best.detection
-            if track.kind == "face":
+            if track.kind == SightingKind.FACE:
                 assert self.face_embedder is not None
                 vector = self.face_embedder.embed_faces(best.frame, [det.bbox])[0]
                 face_attrs = FaceAttributes(quality=face_quality(crop(best.frame, det.bbox), det),
@@ -117,15 +117,16 @@ class Pipeline:
                                                 vector, self.face_embedder.space, None,
                                                 {"embedding": self.face_embedder.version}))
                 continue
-            attrs = VehicleAttributes(coco_class=det.label) if track.kind == "vehicle" else PersonAttributes()
-            ob = Observation(SightingKind(track.kind), det.bbox, det.score, attrs, crop(best.frame, det.bbox))
-            if track.kind == "vehicle":
+            kind = SightingKind(track.kind)
+            attrs = VehicleAttributes(coco_class=det.label) if kind == SightingKind.VEHICLE else PersonAttributes()
+            ob = Observation(kind, det.bbox, det.score, attrs, crop(best.frame, det.bbox))
+            if track.kind == SightingKind.VEHICLE:
                 views = [crop(c.frame, c.detection.bbox) for c in track.best(plate_views)]
                 readings = [r for found in self.plate_reader.read_frames(views) for r in found]
                 self._assign_plate(ob, vote_plate(readings))
             observations.append(ob)
-        vehicles = [o for o in observations if o.kind == "vehicle"]
-        people = [o for o in observations if o.kind == "person"]
+        vehicles = [o for o in observations if o.kind == SightingKind.VEHICLE]
+        people = [o for o in observations if o.kind == SightingKind.PERSON]
         self._classify(vehicles, people)
         self._embed(vehicles, self.vehicle_embedder)
         self._embed(people, self.person_embedder)
@@ -146,10 +147,10 @@ class Pipeline:
 
     def _objects(self, frame: np.ndarray, dets: list[Detection], plates: list[PlateReading]) -> list[Observation]:
         obs = [Observation(SightingKind(d.kind), d.bbox, d.score,
-                           VehicleAttributes(coco_class=d.label) if d.kind == "vehicle" else PersonAttributes(),
-                           crop(frame, d.bbox)) for d in dets]
+                           VehicleAttributes(coco_class=d.label) if d.kind == SightingKind.VEHICLE
+                           else PersonAttributes(), crop(frame, d.bbox)) for d in dets]
         for plate in plates:
-            owner = _owner_of(plate.bbox, [o for o in obs if o.kind == "vehicle"])
+            owner = _owner_of(plate.bbox, [o for o in obs if o.kind == SightingKind.VEHICLE])
             if owner is None:
                 # A checkpoint photo often shows only the front of the car: the plate is the evidence.
                 box = _vehicle_box_around_plate(plate.bbox, frame.shape)
@@ -182,7 +183,7 @@ class Pipeline:
         if not faces:
             return []
         vectors = self.face_embedder.embed_faces(frame, [f.bbox for f in faces])
-        people = [i for i, o in enumerate(obs) if o.kind == "person"]
+        people = [i for i, o in enumerate(obs) if o.kind == SightingKind.PERSON]
         out = []
         for det, vec in zip(faces, vectors, strict=True):
             face_crop = crop(frame, det.bbox, margin=0.15)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from indexer.store import DuplicateFrame, FrameRecord
-from models.records import InputError, Sighting, TrackInfo
+from models.records import InputError, Sighting, SightingKind, TrackInfo
 from models.registry import sha256_of
 from models.tracking import ByteTracker, Track
 from services.ingest import Ingestor
@@ -107,8 +107,9 @@ class VideoProcessor:
         t0 = time.perf_counter()
         interval = 1.0 / self.sample_fps  # sample on the clock, so 12.5 fps at 5 fps keeps 5 frames a second
         next_sample = 0.0
-        trackers = {"vehicle": ByteTracker(low=TRACK_LOW_SCORE), "person": ByteTracker(low=TRACK_LOW_SCORE),
-                    "face": ByteTracker(high=0.8, low=0.8)}
+        trackers = {SightingKind.VEHICLE: ByteTracker(low=TRACK_LOW_SCORE),
+                    SightingKind.PERSON: ByteTracker(low=TRACK_LOW_SCORE),
+                    SightingKind.FACE: ByteTracker(high=0.8, low=0.8)}
         times: dict[int, datetime] = {}
         batch: list[tuple[int, np.ndarray]] = []
         index = 0
@@ -135,7 +136,7 @@ class VideoProcessor:
         self.ingestor.save_indexes()
         report.seconds += time.perf_counter() - t0
 
-    def _track(self, batch: list[tuple[int, np.ndarray]], trackers: dict[str, ByteTracker],
+    def _track(self, batch: list[tuple[int, np.ndarray]], trackers: dict[SightingKind, ByteTracker],
                times: dict[int, datetime], camera_id: str, key: str, report: VideoReport) -> None:
         frames = [f for _, f in batch]
         detections = self.pipeline.detect(frames, min_score=TRACK_LOW_SCORE)
@@ -144,7 +145,7 @@ class VideoProcessor:
             report.sampled += 1
             faces = self.pipeline.detect_faces(frame)
             for kind, tracker in trackers.items():
-                of_kind = faces if kind == "face" else [d for d in dets if d.kind == kind]
+                of_kind = faces if kind == SightingKind.FACE else [d for d in dets if d.kind == kind]
                 ended.extend(tracker.update(index, frame, of_kind))
         self._commit(ended, times, camera_id, key, report)
 
