@@ -37,6 +37,10 @@ class Settings:
     roads_geojson: Path | None = field(default_factory=lambda: ROADNET if ROADNET.is_file() else None)
     tile_url: str | None = None
     web_dir: Path = REPO / "web"
+    # Outbound requests (webhooks, streams) may reach loopback, private or link-local addresses only when
+    # named here: host names, IP addresses or networks (CIDR). Public addresses need no entry.
+    outbound_allow: tuple[str, ...] = ()
+    secure_cookies: bool = False  # set behind TLS: session cookies then travel over HTTPS only
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +68,8 @@ class Settings:
             roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
+            secure_cookies=(get("SIGHTLINE_SECURE_COOKIES") or "0").lower() in ("1", "true", "yes"),
+            outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
         )
 
     def with_dirs(self, data_dir: str | None, model_dir: str | None) -> Settings:

@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from indexer.accounts_store import AccountStore
 from indexer.alert_store import AlertStore
+from indexer.audit_store import AuditStore
 from indexer.blobs import BlobStore, FileBlobStore
 from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
@@ -21,7 +23,9 @@ from models.imageops import decode_image
 from models.observations import FramePipeline
 from models.records import InputError
 from models.spaces import SPACES
+from services.accounts import Accounts
 from services.alerts import RuleEngine
+from services.audit import AuditLog
 from services.delivery import AlertDelivery
 from services.ingest import Ingestor
 from services.retention import Retention, RetentionWorker
@@ -68,6 +72,8 @@ class Sightline:
         self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check])
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline)
         self.retention = Retention(self.store, self.indexes, self.blobs)
+        self.accounts = Accounts(AccountStore(settings.data_dir / "accounts.db"))
+        self.audit = AuditLog(AuditStore(settings.data_dir / "audit.db"))  # never purged with sightings
         self._workers: list[RetentionWorker] = []
 
     def get_pipeline(self) -> FramePipeline:
@@ -107,6 +113,8 @@ class Sightline:
         self.delivery.stop()
         self.save_indexes()
         self.alert_store.close()
+        self.accounts.store.close()
+        self.audit.store.close()
         self.store.close()
 
     def __enter__(self) -> Sightline:

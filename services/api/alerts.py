@@ -206,6 +206,12 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
     def list_webhooks() -> WebhooksOut:
         return WebhooksOut.model_validate({"webhooks": store.webhooks(), "dead_letters": store.deliveries("dead")})
 
+    @router.delete("/webhooks/{webhook_id}", status_code=204, tags=["alerts"], responses=NOT_FOUND)
+    def delete_webhook(webhook_id: str) -> None:
+        """Stop delivering to a receiver; its pending deliveries are dropped."""
+        if not store.delete_webhook(webhook_id):
+            raise HTTPException(404, f"no webhook {webhook_id}")
+
     @router.post("/webhooks/retry-dead", tags=["alerts"])
     def retry_dead() -> RequeuedOut:
         requeued = store.retry_dead()

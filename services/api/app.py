@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, AsyncIterator
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -19,6 +19,7 @@ from models.plate_text import normalize_plate
 from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.api.alerts import alerts_router
+from services.api.auth import auth_router
 from services.api.geo import geo_router
 from services.api.schemas import (
     NOT_FOUND,
@@ -35,6 +36,7 @@ from services.api.schemas import (
     StreamOut,
 )
 from services.api.search import search_router
+from services.api.security import AuditMiddleware, authorizer, check_table
 from services.ingest import PhotoJob
 from services.settings import Settings
 from services.system import Sightline
@@ -72,8 +74,10 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(authorizer(system.accounts))],
                   description="Vehicles, people and faces from camera frames, as searchable sightings.")
     app.state.system = system
+    app.include_router(auth_router(system.accounts, system.audit, settings.secure_cookies))
     app.include_router(alerts_router(system.watchlists, system.alert_store, system.delivery))
     app.include_router(search_router(system.search))
     app.include_router(geo_router(store, system.search, system.plates))
@@ -211,6 +215,8 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         app.mount("/app/vendor/leaflet", StaticFiles(directory=vendor), name="leaflet")
     if settings.web_dir.is_dir():
         app.mount("/app", StaticFiles(directory=settings.web_dir, html=True), name="web")
+    check_table(app)  # every route has its role, case binding and audit declared
+    app.add_middleware(AuditMiddleware, audit=system.audit)
     return app
 
 

@@ -1,4 +1,4 @@
-"""`sightline trajectory|clones|cotravel ...`: the geo analytics from the command line, and the shared helpers.
+"""`sightline trajectory|clones|cotravel ...`: the geo analytics from the command line, case-bound and audited.
 
 Every command prints JSON; bad input (a naive or inverted time range, a bad setting)
 raises InputError, which `sightline` turns into a message and exit code 2.
@@ -6,59 +6,49 @@ raises InputError, which `sightline` turns into a message and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import datetime
 
 from geo import clones, cotravel, trajectories
 from models.plate_text import normalize_plate
-from models.records import to_plain
-from services.settings import Settings
-from services.system import Sightline
+from services.cli.accounts import case_args, record, require_case
+from services.cli.common import open_system, print_json, time_range
 
 
-def print_json(obj: object) -> None:
-    """Typed results (dataclasses, enums, times) as indented JSON."""
-    print(json.dumps(to_plain(obj), ensure_ascii=False, indent=2, default=str))
-
-
-def settings_of(args: argparse.Namespace) -> Settings:
-    """The environment's settings (read once) with the command line's --data and --models."""
-    return Settings.from_env().with_dirs(args.data, args.models)
-
-
-def open_system(args: argparse.Namespace) -> Sightline:
-    return Sightline(settings_of(args))
-
-
-def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    return trajectories.parse_range(args.start, args.end)
+def _params(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    return {name: getattr(args, name) for name in ("start", "end", *names)}
 
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
+    case = require_case(args)
     with open_system(args) as system:
         start, end = time_range(args)
         plate = normalize_plate(args.plate)
         also = [m.plate for m in system.plates.search(plate, "fuzzy", max_distance=1.0)
                 if m.plate != plate] if args.fuzzy else []
         found = trajectories.trajectory(system.store, plate, start, end, also=also).to_json()
+        record(system, "trajectory", _params(args, "plate", "fuzzy", "stays"), case, len(found["points"]))
         print_json({"plate": found["plate"], "stays": found["stays"]} if args.stays else found)
     return 0
 
 
 def cmd_clones(args: argparse.Namespace) -> int:
+    case = require_case(args)
     with open_system(args) as system:
         start, end = time_range(args)
         found = clones.scan(system.store, start, end,
                             clones.CloneSettings(args.max_speed_kmh, args.min_plate_score, args.min_distance_m))
+        record(system, "clones", _params(args, "max_speed_kmh", "min_plate_score", "min_distance_m"), case,
+               len(found))
         print_json({"count": len(found), "cases": [c.to_json() for c in found]})
     return 0
 
 
 def cmd_cotravel(args: argparse.Namespace) -> int:
+    case = require_case(args)
     with open_system(args) as system:
         start, end = time_range(args)
         plate = normalize_plate(args.plate)
         found = cotravel.co_travellers(system.store, plate, start, end, args.window_s, args.min_cameras)
+        record(system, "cotravel", _params(args, "plate", "window_s", "min_cameras"), case, len(found))
         print_json({"plate": plate, "companions": [c.to_json() for c in found]})
     return 0
 
@@ -79,4 +69,5 @@ def add_geo_commands(sub: argparse._SubParsersAction) -> None:
     for parser, func in ((t, cmd_trajectory), (c, cmd_clones), (v, cmd_cotravel)):
         parser.add_argument("--start", help="ISO 8601 with a time zone")
         parser.add_argument("--end", help="ISO 8601 with a time zone")
+        case_args(parser)
         parser.set_defaults(func=func)

@@ -15,7 +15,9 @@ from models import registry
 from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
-from services.cli.geo import add_geo_commands, open_system, print_json, settings_of, time_range
+from services.cli.accounts import add_account_commands, case_args, record, require_case
+from services.cli.common import open_system, print_json, settings_of, time_range
+from services.cli.geo import add_geo_commands
 from services.settings import EVAL_DIR, ROADNET
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
@@ -143,19 +145,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from services.search import Filters
 
+    case = require_case(args)
     start, end = time_range(args)
     filters = Filters(start=start, end=end, camera_ids=args.camera)
+    params: dict[str, object] = {"what": args.what, "query": args.query, "mode": args.mode, "camera": args.camera,
+                                 "start": args.start, "end": args.end}
     with open_system(args) as system:
         if args.what == "plate":
-            print_json(system.search.plates_like(args.query, args.mode, filters, args.limit))
+            plates = system.search.plates_like(args.query, args.mode, filters, args.limit)
+            record(system, "search plate", params, case, len(plates))
+            print_json(plates)
             return 0
         data = Path(args.query).read_bytes() if Path(args.query).is_file() else None
         if data is None:
             raise InputError(f"{args.query} is not a photo file")
-        if args.what == "image":
-            print_json(system.search.image(data, args.kind, args.limit, filters, args.pick))
-        else:
-            print_json(system.search.face(data, args.limit, filters))
+        found = (system.search.image(data, args.kind, args.limit, filters, args.pick) if args.what == "image"
+                 else system.search.face(data, args.limit, filters))
+        record(system, f"search {args.what}", params, case, len(found.results))
+        print_json(found)
         return 0
 
 
@@ -168,16 +175,20 @@ def cmd_purge(args: argparse.Namespace) -> int:
             raise InputError("--older-than-days cannot be negative")
         before = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
     with open_system(args) as system:
-        print_json(system.retention.purge(before=before, camera_ids=args.camera, ids=args.id))
+        done = system.retention.purge(before=before, camera_ids=args.camera, ids=args.id)
+        record(system, "purge", {"before": before, "camera": args.camera, "id": args.id}, None, done.sightings)
+        print_json(done)
     return 0
 
 
 def cmd_sightings(args: argparse.Namespace) -> int:
     from indexer.store import SightingQuery
 
+    case = require_case(args)
     with open_system(args) as system:
         found = system.store.query(SightingQuery(kind=args.kind, plate=args.plate, limit=args.limit,
                                                  camera_ids=[args.camera] if args.camera else None))
+        record(system, "sightings", {"kind": args.kind, "plate": args.plate, "camera": args.camera}, case, len(found))
         print_json([s.to_json() for s in found])
     return 0
 
@@ -187,8 +198,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from services.api.app import create_app
 
-    uvicorn.run(create_app(settings_of(args)), host=args.host, port=args.port)
+    settings = settings_of(args)
+    if not _loopback(args.host):
+        with open_system(args) as system:
+            if not system.accounts.has_admin():
+                raise InputError(f"refusing to listen on {args.host} while no admin exists: create one first with "
+                                 "`sightline users add NAME --role admin` (or serve on 127.0.0.1)")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
     return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plate")
     s.add_argument("--camera")
     s.add_argument("--limit", type=int, default=20)
+    case_args(s)
     s.set_defaults(func=cmd_sightings)
 
     r = sub.add_parser("purge", help="delete sightings (retention) with their vectors, crops and frames")
@@ -368,9 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--start")
     q.add_argument("--end")
     q.add_argument("--limit", type=int, default=20)
+    case_args(q)
     q.set_defaults(func=cmd_search)
 
     add_geo_commands(sub)
+    add_account_commands(sub)
 
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
     e.add_argument("what", choices=["plates", "faces", "reid"])
