@@ -6,11 +6,14 @@ loses no alert and re-sends every delivery that was not confirmed.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import sqlite3
 import threading
 from dataclasses import asdict
 from datetime import datetime, time, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_raised ON alerts(raised_us);
 CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule_id, raised_us);
-CREATE TABLE IF NOT EXISTS webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE);
+-- secret: the key each delivery's body is signed with (HMAC-SHA256), shown to the caller once
+CREATE TABLE IF NOT EXISTS webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE, secret TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     alert_id TEXT NOT NULL, webhook_id TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
     next_us INTEGER NOT NULL, last_error TEXT, PRIMARY KEY (alert_id, webhook_id)
@@ -70,6 +74,25 @@ class AlertStore:
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database from an earlier version up to SCHEMA."""
+        def has_secret() -> bool:
+            return "secret" in {r[1] for r in self.conn.execute("PRAGMA table_info(webhooks)")}
+
+        if has_secret():
+            return
+        self.conn.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file: ask again inside
+        try:
+            if not has_secret():  # webhooks from before signed deliveries: each gets its own new key
+                self.conn.execute("ALTER TABLE webhooks ADD COLUMN secret TEXT NOT NULL DEFAULT ''")
+                for (webhook_id,) in self.conn.execute("SELECT id FROM webhooks").fetchall():
+                    self.conn.execute("UPDATE webhooks SET secret=? WHERE id=?", (new_secret(), webhook_id))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def _write(self, sql: str, args: tuple | list = ()) -> int:
         with self.lock:
@@ -170,27 +193,78 @@ class AlertStore:
         return self._write("UPDATE alerts SET acked_by=?, acked_us=? WHERE id=? AND acked_us IS NULL",
                            (user, _now_us(), alert_id)) > 0
 
-    def add_webhook(self, webhook_id: str, url: str) -> None:
-        self._write("INSERT INTO webhooks VALUES (?,?)", (webhook_id, url))
+    def named_sightings(self) -> set[str]:
+        """Every sighting id an alert names: its own sighting, and a cloned plate's other read (retention's check)."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT sighting_id FROM alerts UNION "
+                "SELECT json_extract(details, '$.other_sighting_id') FROM alerts "
+                "WHERE json_valid(details) AND json_extract(details, '$.other_sighting_id') IS NOT NULL").fetchall()
+        return {str(r[0]) for r in rows}
+
+    def delete_for_sightings(self, sighting_ids: list[str], batch: int = 500) -> int:
+        """Delete the alerts that name any of these sightings (as theirs, or as a cloned plate's other read) with
+        their deliveries, pending or dead: retention leaves no plate, camera, time or crop of a purged sighting."""
+        deleted = 0
+        for i in range(0, len(sighting_ids), batch):
+            chunk = list(sighting_ids[i:i + batch])
+            marks = ",".join("?" * len(chunk))
+            named = (f"SELECT id FROM alerts WHERE sighting_id IN ({marks}) OR (json_valid(details) AND "
+                     f"json_extract(details, '$.other_sighting_id') IN ({marks}))")
+            with self.lock:
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self.conn.execute(f"DELETE FROM deliveries WHERE alert_id IN ({named})", chunk + chunk)
+                    deleted += self.conn.execute(f"DELETE FROM alerts WHERE id IN ({named})", chunk + chunk).rowcount
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+        return deleted
+
+    def add_webhook(self, webhook_id: str, url: str, secret: str) -> bool:
+        """Register a receiver (False: one with this URL exists already)."""
+        try:
+            self._write("INSERT INTO webhooks (id, url, secret) VALUES (?,?,?)", (webhook_id, url, secret))
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
     def webhooks(self) -> dict[str, str]:
+        """id -> URL, for showing: never the secret, never credentials or control characters (from older data)."""
         with self.lock:
-            return dict(self.conn.execute("SELECT id, url FROM webhooks").fetchall())
+            rows = self.conn.execute("SELECT id, url FROM webhooks ORDER BY id").fetchall()
+        return {webhook_id: shown_url(url) for webhook_id, url in rows}
 
     def delete_webhook(self, webhook_id: str) -> bool:
-        return self._write("DELETE FROM webhooks WHERE id=?", (webhook_id,)) > 0
+        """Stop delivering to a receiver: it and its deliveries (pending or dead) are gone."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("DELETE FROM deliveries WHERE webhook_id=?", (webhook_id,))
+                deleted = self.conn.execute("DELETE FROM webhooks WHERE id=?", (webhook_id,)).rowcount
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return deleted > 0
 
-    def due_deliveries(self, limit: int = 100) -> list[tuple[str, str, str, int]]:
-        """(alert_id, webhook_id, url, attempts) whose next attempt is due, oldest first."""
+    def due_deliveries(self, limit: int = 100) -> list[tuple[str, str, str, str, int]]:
+        """(alert_id, webhook_id, url, secret, attempts) whose next attempt is due, oldest first."""
         with self.lock:
             return self.conn.execute(
-                "SELECT d.alert_id, d.webhook_id, w.url, d.attempts "
+                "SELECT d.alert_id, d.webhook_id, w.url, w.secret, d.attempts "
                 "FROM deliveries d JOIN webhooks w ON w.id=d.webhook_id "
                 "WHERE d.state='pending' AND d.next_us<=? ORDER BY d.next_us LIMIT ?", (_now_us(), limit)).fetchall()
 
     def delivery_done(self, alert_id: str, webhook_id: str) -> None:
         self._write("UPDATE deliveries SET state='delivered', attempts=attempts+1 WHERE alert_id=? AND webhook_id=?",
                     (alert_id, webhook_id))
+
+    def defer_webhook(self, webhook_id: str, until: datetime) -> None:
+        """Hold a failing receiver's other pending deliveries until its next retry (their attempts unchanged)."""
+        self._write("UPDATE deliveries SET next_us=MAX(next_us, ?) WHERE webhook_id=? AND state='pending'",
+                    (to_us(until), webhook_id))
 
     def delivery_failed(self, alert_id: str, webhook_id: str, error: str, retry_at: datetime | None) -> None:
         """Schedule the next attempt, or park the delivery as dead (dead letter) when retries are spent."""
@@ -211,6 +285,20 @@ class AlertStore:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def new_secret() -> str:
+    """A webhook's signing key: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def shown_url(url: str) -> str:
+    """A stored URL fit to show: any user:password@ dropped, whitespace and control characters percent-encoded."""
+    url = _USERINFO.sub(r"\1", url)
+    return "".join(c if c.isprintable() and not c.isspace() else quote(c, safe="") for c in url)
 
 
 def _alert(r: tuple) -> Alert:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 
@@ -18,6 +20,11 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> bool:
         """Remove a blob; False when there was none."""
+
+    @abstractmethod
+    def keys(self, modified_before: datetime | None = None) -> Iterator[str]:
+        """Every stored key (written before `modified_before`, when given), a crashed write's leftover
+        included, so that retention can find and remove the blobs nothing refers to."""
 
 
 class FileBlobStore(BlobStore):
@@ -51,3 +58,18 @@ class FileBlobStore(BlobStore):
             return True
         except (FileNotFoundError, KeyError):
             return False
+
+    def keys(self, modified_before: datetime | None = None) -> Iterator[str]:
+        """Relative paths of the files under the folder (the `.name.pid.tmp` of a write that crashed included)."""
+        cutoff = modified_before.timestamp() if modified_before is not None else None
+        if not self.directory.is_dir():
+            return
+        for folder, _, files in os.walk(self.directory):
+            for name in sorted(files):
+                path = Path(folder) / name
+                try:
+                    if cutoff is not None and path.stat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+                yield path.relative_to(self.directory).as_posix()

@@ -1,18 +1,54 @@
 """Small, vectorised image helpers shared by detectors and classifiers: decode, letterbox, NMS, crops, colour names."""
 from __future__ import annotations
 
+import io
+import threading
+import warnings
+
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from models.records import BBox, InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# The most pixels a decoded photo may have: 40 MP is past any camera frame (8K is 33 MP) and costs 120 MB as BGR.
+# A small file can claim far more (a 1.8 MB PNG of 25000×25000 takes ~3.6 GB to decode): the header is read first.
+MAX_PIXELS = 40_000_000
+_PILLOW_LIMIT = threading.Lock()  # Pillow's own bomb limit is a global: lifted under this lock only
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG/... bytes into a BGR frame; anything else is an InputError."""
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding its pixels; an unreadable header is an InputError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+                return int(image.width), int(image.height)
+    except Image.DecompressionBombError:
+        # Pillow's own guard (over twice its 89 MP default) refuses before it tells the size: read it without it.
+        with _PILLOW_LIMIT:
+            limit = Image.MAX_IMAGE_PIXELS
+            try:
+                Image.MAX_IMAGE_PIXELS = None
+                with Image.open(io.BytesIO(data)) as image:
+                    return int(image.width), int(image.height)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                raise InputError("the file is not a readable image (corrupt or unsupported format)") from exc
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError("the file is not a readable image (corrupt or unsupported format)") from exc
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG/... bytes into a BGR frame; anything else is an InputError, and so is an image of more than
+    `max_pixels` pixels — checked from its header, before a byte of pixels is decoded."""
     if not data:
         raise InputError("the image is empty")
+    width, height = image_size(data)
+    if width * height > max_pixels:
+        raise InputError(f"the image is {width}×{height} pixels, over the limit of {max_pixels:,} pixels")
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise InputError("the file is not a readable image (corrupt or unsupported format)")

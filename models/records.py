@@ -33,17 +33,21 @@ class InputError(ValueError):
 
 
 def require_utc(ts: datetime) -> datetime:
-    """Times inside Sightline are timezone-aware UTC; a naive time is refused, not guessed."""
+    """Times inside Sightline are timezone-aware UTC; a naive time is refused, not guessed, and so is one whose
+    UTC value falls outside the years 1–9999 (0001-01-01T00:00:00+14:00 is in year 0 in UTC)."""
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise InputError(f"timestamp {ts.isoformat()} has no time zone; give an offset such as +08:00 or Z")
-    return ts.astimezone(timezone.utc)
+    try:
+        return ts.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise InputError(f"timestamp {ts.isoformat()} is outside the years 1–9999 in UTC") from None
 
 
 def parse_time(text: str) -> datetime:
     """Parse an ISO 8601 timestamp that must carry a zone; return it in UTC."""
     try:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise InputError(f"not an ISO 8601 timestamp: {text!r}") from exc
     return require_utc(ts)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -25,28 +26,53 @@ def _camera(row: dict, where: str) -> Camera:
         raise InputError(f"{where}: bad camera ({exc})") from exc
 
 
+def _text(path: Path) -> str:
+    """A file's UTF-8 text (a BOM is dropped); a missing, unreadable or non-UTF-8 file is an InputError."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror or exc})") from None
+
+
+def _json_features(path: Path) -> list:
+    """The `features` of a GeoJSON FeatureCollection; anything else is an InputError."""
+    try:
+        data = json.loads(_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    features = data.get("features") if isinstance(data, dict) else None
+    if not isinstance(features, list):
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection (no list of features)")
+    return features
+
+
 def load_csv(path: Path) -> list[Camera]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(CSV_COLUMNS) - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(f"{path}: missing column(s) {sorted(missing)}; need {CSV_COLUMNS}")
-        return [_camera(row, f"{path} line {n}") for n, row in enumerate(reader, start=2)]
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    missing = set(CSV_COLUMNS) - set(reader.fieldnames or [])
+    if missing:
+        raise InputError(f"{path}: missing column(s) {sorted(missing)}; need {CSV_COLUMNS}")
+    return [_camera(row, f"{path} line {n}") for n, row in enumerate(rows, start=2)]
 
 
 def load_geojson(path: Path) -> list[Camera]:
     """Point features whose properties hold id, name, heading_deg, kind, road, tags."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
     cameras = []
-    for n, feature in enumerate(data.get("features", [])):
-        geometry = feature.get("geometry") or {}
-        if geometry.get("type") != "Point":
-            continue
-        lon, lat = geometry["coordinates"][:2]
-        cameras.append(_camera({**feature.get("properties", {}), "lon": lon, "lat": lat}, f"{path} feature {n}"))
+    for n, feature in enumerate(_json_features(path)):
+        try:
+            geometry = feature.get("geometry") or {}
+            if geometry.get("type") != "Point":
+                continue
+            lon, lat = geometry["coordinates"][:2]
+            properties = {**(feature.get("properties") or {}), "lon": lon, "lat": lat}
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path} feature {n}: not a GeoJSON Point feature ({exc!r})") from None
+        cameras.append(_camera(properties, f"{path} feature {n}"))
     if not cameras:
         raise InputError(f"{path}: no Point features with camera properties")
     return cameras
@@ -63,22 +89,33 @@ def load_file(path: Path) -> list[Camera]:
 
 def from_roadnet(path: Path, limit: int | None = None) -> list[Camera]:
     """One checkpoint camera per signalised intersection of the OSM road network, named after its roads."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, not {limit}")
     points: dict[int, tuple[float, float]] = {}
     roads: dict[int, list[str]] = defaultdict(list)
-    for feature in data["features"]:
-        props = feature["properties"]
-        group = props.get("group_id")
-        if props.get("type") == "signal" and group not in points:
-            points[group] = tuple(feature["geometry"]["coordinates"][:2])
-        elif props.get("type") == "way":
-            name = props.get("tags", {}).get("name")
-            if name and name not in roads[group]:
-                roads[group].append(name)
+    for n, feature in enumerate(_json_features(path)):
+        try:
+            props = feature["properties"]
+            group = props.get("group_id")
+            if props.get("type") == "signal" and group not in points:
+                if not isinstance(group, int):
+                    raise TypeError(f"group_id {group!r} is not a whole number")
+                lon, lat = feature["geometry"]["coordinates"][:2]
+                points[group] = (float(lon), float(lat))
+            elif props.get("type") == "way":
+                name = props.get("tags", {}).get("name")
+                if name and name not in roads[group]:
+                    roads[group].append(name)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path} feature {n}: not an OSM intersection feature ({exc!r})") from None
     cameras = []
     for group in sorted(points)[:limit]:
         lon, lat = points[group]
         road = " / ".join(roads[group][:2]) or None
         cameras.append(Camera(id=f"SH{group:04d}", name=f"{road or 'intersection'} #{group}", lon=lon, lat=lat,
                               kind=CameraKind.CHECKPOINT, road=road, tags=["shanghai", "roadnet"]))
+    if not cameras:
+        raise InputError(f"{path}: no signalised intersections (features with type=signal and a group_id)")
     return cameras

@@ -3,18 +3,34 @@
 Delivery never blocks ingestion: an alert is stored with its pending webhook deliveries in
 one transaction (by the rule engine), pushed to live subscribers, and sent by a worker thread
 that retries with exponential back-off and parks what keeps failing as dead letters.
+
+Each webhook body is signed: `X-Sightline-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with
+the webhook's secret>`, beside `X-Sightline-Timestamp` (Unix seconds) and `Idempotency-Key` (the alert id).
+A receiver recomputes the HMAC over the bytes it received and compares in constant time. Every URL, the
+registered one and each redirect, passes the outbound policy (services/outbound.py) before it is sent to.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import logging
 import threading
+import time
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import httpx
 
 from indexer.alert_store import AlertStore
+from models.records import InputError
 from models.watchlists import Alert
+from services.outbound import WEBHOOK_SCHEMES, OutboundPolicy, Unresolvable, http_client
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER, TIMESTAMP_HEADER = "X-Sightline-Signature", "X-Sightline-Timestamp"
+REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class AlertBroadcaster:
@@ -56,39 +72,106 @@ def alert_json(alert: Alert) -> dict:
     return out
 
 
-class WebhookDispatcher(threading.Thread):
-    """Sends pending deliveries; a failure is retried after base·2^attempts seconds, dead after max_attempts."""
+def sign(secret: str, body: bytes) -> str:
+    """The X-Sightline-Signature value of a body: sha256=<hex HMAC-SHA256 keyed with the webhook's secret>."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
-    def __init__(self, store: AlertStore, base_delay_s: float = 1.0, max_delay_s: float = 300.0,
-                 max_attempts: int = 12, timeout_s: float = 5.0):
+
+class Refused(Exception):
+    """A delivery that cannot succeed by retrying: the URL (or where it redirects) is refused by the policy."""
+
+
+class WebhookDispatcher(threading.Thread):
+    """Sends pending deliveries; a failure is retried after base·2^attempts seconds, dead after max_attempts.
+
+    A receiver that fails, redirects somewhere refused, or whose stored URL cannot even be parsed only fails
+    its own delivery: every error is caught and recorded on that delivery, and the thread goes on.
+    """
+
+    def __init__(self, store: AlertStore, policy: OutboundPolicy | None = None, base_delay_s: float = 1.0,
+                 max_delay_s: float = 300.0, max_attempts: int = 12, timeout_s: float = 5.0, max_redirects: int = 3):
         super().__init__(daemon=True, name="webhooks")
         self.store, self.base, self.max_delay, self.max_attempts = store, base_delay_s, max_delay_s, max_attempts
-        self.client = httpx.Client(timeout=timeout_s)
+        self.policy = policy or OutboundPolicy()
+        self.max_redirects = max_redirects
+        self.client = http_client(self.policy, timeout_s)
         self.wake, self.stopping = threading.Event(), threading.Event()
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for alert_id, webhook_id, url, attempts in self.store.due_deliveries():
-                self._send(alert_id, webhook_id, url, attempts)
+            try:
+                self.deliver_due()
+            except Exception:  # noqa: BLE001 - e.g. the store is busy: try again on the next round
+                log.exception("webhook delivery round failed")
             self.wake.wait(0.25)
             self.wake.clear()
 
-    def _send(self, alert_id: str, webhook_id: str, url: str, attempts: int) -> None:
+    def deliver_due(self) -> None:
+        """One round: every due delivery, each on its own (a failing receiver is skipped for the rest of the round)."""
+        failing: set[str] = set()
+        for alert_id, webhook_id, url, secret, attempts in self.store.due_deliveries():
+            if self.stopping.is_set():
+                return
+            if webhook_id in failing:
+                continue
+            try:
+                if not self._send(alert_id, webhook_id, url, secret, attempts):
+                    failing.add(webhook_id)
+            except Exception:  # noqa: BLE001 - recording the outcome failed; the delivery stays due
+                log.exception("webhook delivery %s -> %s failed", alert_id, webhook_id)
+                failing.add(webhook_id)
+
+    def _send(self, alert_id: str, webhook_id: str, url: str, secret: str, attempts: int) -> bool:
+        """Try one delivery and record how it went; True when it was delivered (or has nothing left to send)."""
         alert = self.store.get_alert(alert_id)
         if alert is None:
-            return
+            return True
+        permanent = False
         try:
-            response = self.client.post(url, json=alert_json(alert), headers={"Idempotency-Key": alert_id})
-            if 200 <= response.status_code < 300:
-                self.store.delivery_done(alert_id, webhook_id)
-                return
-            error = f"HTTP {response.status_code}"
+            self.post(url, json.dumps(alert_json(alert), ensure_ascii=False).encode(), secret, alert_id)
+            self.store.delivery_done(alert_id, webhook_id)
+            return True
+        except Refused as exc:
+            error, permanent = str(exc), True
+        except Unresolvable as exc:  # DNS may answer later
+            error = str(exc)
+        except InputError as exc:  # refused by the policy, or a stored URL that cannot be parsed
+            error, permanent = str(exc), True
+        except httpx.HTTPStatusError as exc:  # the receiver answered, but not with 2xx
+            error = str(exc)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - whatever one receiver does, the others still get theirs
+            error = f"{type(exc).__name__}: {exc}"
         retry_at = None
-        if attempts + 1 < self.max_attempts:
+        if not permanent and attempts + 1 < self.max_attempts:
             retry_at = datetime.now(timezone.utc) + timedelta(seconds=min(self.max_delay, self.base * 2 ** attempts))
         self.store.delivery_failed(alert_id, webhook_id, error, retry_at)
+        if retry_at is not None:
+            self.store.defer_webhook(webhook_id, retry_at)
+        return False
+
+    def post(self, url: str, body: bytes, secret: str, idempotency_key: str) -> None:
+        """POST the signed body to `url`; raise unless 2xx. A redirect (301/302/303/307/308) is followed only to
+        a URL the policy allows, at most `max_redirects` times, re-sending the same signed body."""
+        target = self.policy.check(url, WEBHOOK_SCHEMES, "webhook").url
+        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
+                   SIGNATURE_HEADER: sign(secret, body), "User-Agent": "sightline-webhooks"}
+        for _ in range(self.max_redirects + 1):
+            headers[TIMESTAMP_HEADER] = str(int(time.time()))
+            with self.client.stream("POST", target, content=body, headers=headers) as response:
+                status, location = response.status_code, response.headers.get("location")
+            if 200 <= status < 300:
+                return
+            if status not in REDIRECTS or not location:
+                raise httpx.HTTPStatusError(f"HTTP {status}", request=response.request, response=response)
+            try:
+                target = self.policy.check(str(httpx.URL(target).join(location)), WEBHOOK_SCHEMES, "webhook").url
+            except Unresolvable:
+                raise
+            except (InputError, httpx.InvalidURL) as exc:
+                raise Refused(f"HTTP {status} redirect not followed: {exc}") from None
+        raise Refused(f"more than {self.max_redirects} redirects")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -100,9 +183,10 @@ class WebhookDispatcher(threading.Thread):
 class AlertDelivery:
     """Both ways out for raised alerts; started and stopped by the composition root."""
 
-    def __init__(self, store: AlertStore):
+    def __init__(self, store: AlertStore, policy: OutboundPolicy | None = None):
         self.broadcaster = AlertBroadcaster()
-        self.webhooks = WebhookDispatcher(store)
+        self.webhooks = WebhookDispatcher(store, policy)
+        self.policy = self.webhooks.policy  # what a webhook URL must pass to be registered
 
     def deliver(self, alerts: list[Alert]) -> None:
         for alert in alerts:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import threading
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -30,6 +31,9 @@ from models.observations import FramePipeline, Observation
 from models.records import FaceAttributes, InputError, Sighting, TrackInfo, parse_time, require_utc
 
 T = TypeVar("T")
+# How far ahead of this machine's clock a capture time may be (camera clocks drift): a later one is refused, as a
+# sighting stored in the future would outlive every retention cut-off.
+FUTURE_TOLERANCE = timedelta(minutes=5)
 # Called after each committed frame with its sightings and their vectors (the rule engine's hook).
 Listener = Callable[[list[Sighting], dict[str, np.ndarray]], object]
 
@@ -97,7 +101,7 @@ class Ingestor:
         if self.store.get_camera(camera_id) is None:
             raise InputError(f"unknown camera {camera_id!r}: register it first "
                              "(POST /cameras or `sightline cameras import`)")
-        return require_utc(ts)
+        return not_in_future(require_utc(ts))
 
     def ingest(self, jobs: Iterable[PhotoJob]) -> BatchReport:
         """Ingest photos in batches; a photo that cannot be decoded is reported and skipped.
@@ -215,22 +219,41 @@ def read_manifest(directory: Path, manifest: Path) -> list[tuple[Path, str, date
     if not manifest.exists():
         raise InputError(f"manifest {manifest} does not exist")
     rows, problems = [], []
-    with manifest.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"file", "camera_id", "captured_at"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputError(f"manifest {manifest} lacks the column(s) {sorted(missing)}")
-        for line, row in enumerate(reader, start=2):
+    try:
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"manifest {manifest} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"manifest {manifest} cannot be read ({exc.strerror or exc})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        table = list(reader)
+    except csv.Error as exc:
+        raise InputError(f"manifest {manifest} is not a readable CSV ({exc})") from None
+    missing = {"file", "camera_id", "captured_at"} - set(reader.fieldnames or [])
+    if missing:
+        raise InputError(f"manifest {manifest} lacks the column(s) {sorted(missing)}")
+    for line, row in enumerate(table, start=2):
+        try:
+            if any(row.get(column) is None for column in ("file", "camera_id", "captured_at")):
+                raise InputError("the row has fewer columns than the header")
             path = directory / row["file"]
-            try:
-                if not path.is_file():
-                    raise InputError(f"file {path} does not exist")
-                rows.append((path, row["camera_id"].strip(), parse_time(row["captured_at"])))
-            except InputError as exc:
-                problems.append(f"line {line}: {exc}")
+            if not path.is_file():
+                raise InputError(f"file {path} does not exist")
+            rows.append((path, row["camera_id"].strip(), not_in_future(parse_time(row["captured_at"]))))
+        except InputError as exc:
+            problems.append(f"line {line}: {exc}")
     if problems:
         raise InputError("the manifest has bad rows, nothing was ingested:\n  " + "\n  ".join(problems))
     return rows
+
+
+def not_in_future(ts: datetime) -> datetime:
+    """A capture time no later than FUTURE_TOLERANCE past now (UTC); a later one is an InputError."""
+    if ts > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+        raise InputError(f"capture time {ts.isoformat()} is in the future (more than "
+                         f"{int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes ahead of this server's clock)")
+    return ts
 
 
 def image_files(paths: list[Path]) -> list[Path]:

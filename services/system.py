@@ -28,6 +28,7 @@ from services.alerts import RuleEngine
 from services.audit import AuditLog
 from services.delivery import AlertDelivery
 from services.ingest import Ingestor
+from services.outbound import OutboundPolicy
 from services.retention import Retention, RetentionWorker
 from services.search import SearchService
 from services.settings import Settings
@@ -66,12 +67,13 @@ class Sightline:
         self.blobs: BlobStore = FileBlobStore(settings.crops_dir)
         self.alert_store = AlertStore(settings.data_dir / "alerts.db")
         self.plates = PlateDictionary(self.store)
-        self.delivery = AlertDelivery(self.alert_store)
+        self.outbound = OutboundPolicy(settings.outbound_allow)  # where webhooks and streams may connect
+        self.delivery = AlertDelivery(self.alert_store, self.outbound)
         self.rules = RuleEngine(self.alert_store, self.store, self.delivery)
         self.watchlists = WatchlistService(self.alert_store, self.rules, self._face_vector)
         self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check])
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline)
-        self.retention = Retention(self.store, self.indexes, self.blobs)
+        self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
         self.accounts = Accounts(AccountStore(settings.data_dir / "accounts.db"))
         self.audit = AuditLog(AuditStore(settings.data_dir / "audit.db"))  # never purged with sightings
         self._workers: list[RetentionWorker] = []

@@ -23,6 +23,7 @@ from models.records import InputError, Sighting, SightingKind, TrackInfo
 from models.registry import sha256_of
 from models.tracking import ByteTracker, Track
 from services.ingest import Ingestor
+from services.outbound import STREAM_SCHEMES, OutboundPolicy
 
 OPEN_TIMEOUT_MS = 5000
 TRACK_LOW_SCORE = 0.2  # weak detections only extend existing tracks (ByteTrack's second association)
@@ -190,11 +191,15 @@ class StreamStatus:
 
 
 class StreamWorker(threading.Thread):
-    """One live source: reads, processes, and reconnects with exponential back-off when the stream drops."""
+    """One live source: reads, processes, and reconnects with exponential back-off when the stream drops.
 
-    def __init__(self, processor: VideoProcessor, url: str, camera_id: str, max_backoff_s: float = 30.0):
+    The URL passes the outbound policy again before every (re)connection: DNS may have changed since."""
+
+    def __init__(self, processor: VideoProcessor, url: str, camera_id: str, max_backoff_s: float = 30.0,
+                 policy: OutboundPolicy | None = None):
         super().__init__(daemon=True, name=f"stream-{camera_id}")
         self.processor, self.max_backoff_s = processor, max_backoff_s
+        self.policy = policy or OutboundPolicy()
         self.status = StreamStatus(uuid.uuid4().hex[:12], url, camera_id)
         self.stop_event = threading.Event()
         self._frame_times: list[float] = []
@@ -203,6 +208,7 @@ class StreamWorker(threading.Thread):
         backoff = 0.5
         while not self.stop_event.is_set():
             try:
+                self.policy.check(self.status.url, STREAM_SCHEMES, "stream")
                 capture = open_capture(self.status.url)
             except InputError as exc:
                 self._wait(backoff, str(exc))
@@ -239,10 +245,15 @@ class StreamWorker(threading.Thread):
 
 
 class StreamManager:
-    """The service's live streams, each in its own thread."""
+    """The service's live streams, each in its own thread.
 
-    def __init__(self, ingestor: Ingestor, sample_fps: float = 5.0):
+    A stream is an rtsp://, rtsps://, http:// or https:// URL that passes `policy` (services/outbound.py; the
+    default allows public addresses only): never a local path or file:// — local videos are ingested with the
+    CLI (VideoProcessor.ingest_file)."""
+
+    def __init__(self, ingestor: Ingestor, sample_fps: float = 5.0, policy: OutboundPolicy | None = None):
         self.ingestor, self.sample_fps = ingestor, sample_fps
+        self.policy = policy or OutboundPolicy()
         self.workers: dict[str, StreamWorker] = {}
         self.lock = threading.Lock()
 
@@ -250,7 +261,9 @@ class StreamManager:
         if not url.strip():
             raise InputError("the stream URL is empty")
         self.ingestor.validate(camera_id, datetime.now(timezone.utc))
-        worker = StreamWorker(VideoProcessor(self.ingestor, sample_fps or self.sample_fps), url, camera_id)
+        url = self.policy.check(url, STREAM_SCHEMES, "stream").url
+        worker = StreamWorker(VideoProcessor(self.ingestor, sample_fps or self.sample_fps), url, camera_id,
+                              policy=self.policy)
         with self.lock:
             self.workers[worker.status.id] = worker
         worker.start()

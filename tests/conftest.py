@@ -1,9 +1,11 @@
-"""Shared fixtures: the eval data, the model directory, one loaded pipeline per test session."""
+"""Shared fixtures: the eval data, the model directory, one loaded pipeline per test session, and signing in
+to the API (a user of each role, Bearer headers with a test case and reason)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.settings import Settings
@@ -62,3 +64,36 @@ def fake_system(tmp_path: Path, model_dir: Path, fake_pipeline) -> Sightline:  #
     opened = Sightline(settings, fake_pipeline)
     yield opened
     opened.close()
+
+
+# Signing in -----------------------------------------------------------------------------------------------------
+# The API refuses anonymous callers (services/api/security.py): tests sign in with a Bearer token of a user made
+# for them, and send a case reference and reason, which case-bound routes (searches, trajectories...) require.
+
+ROLES = ("viewer", "investigator", "supervisor", "admin")  # lowest first, as models.accounts.Role orders them
+CASE = {"X-Case": "TEST-1", "X-Reason": "automated test"}
+
+
+def tokens(app) -> dict[str, str]:  # noqa: ANN001 - a FastAPI app from services.api.app.create_app
+    """One user of each role in the app's accounts (made once per app): role -> its Bearer token."""
+    made = getattr(app.state, "test_tokens", None)
+    if made is None:
+        accounts = app.state.system.accounts
+        made = {}
+        for role in ROLES:
+            name = f"test-{role}"
+            exists = any(u.name == name for u in accounts.all())  # a data folder reopened by a restarted app
+            made[role] = (accounts.rotate(name) if exists else accounts.add(name, role))[1]
+        app.state.test_tokens = made
+    return made
+
+
+def auth_headers(app, role: str = "admin", case: bool = True) -> dict[str, str]:  # noqa: ANN001
+    """Headers that sign in as the app's test user of `role`, with the test case and reason (`case`)."""
+    return {"Authorization": f"Bearer {tokens(app)[role]}", **(CASE if case else {})}
+
+
+def client(app, url: str, role: str = "admin", timeout: float = 60, case: bool = True) -> httpx.Client:  # noqa: ANN001
+    """An httpx.Client on a served app's URL, signed in as `role` with the case headers by default."""
+    return httpx.Client(base_url=url, timeout=timeout, headers=auth_headers(app, role, case))
+

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from models.watchlists import WatchEntry
 from services.alerts import PlateMatcher, deletions
 from services.api.app import create_app
 from services.api.localserver import serving
+from tests.conftest import auth_headers, client
 
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21}
 
@@ -90,8 +92,8 @@ def _frame(client: httpx.Client, path: Path, when: str = "2026-11-02T08:00:00+08
     return r.json()
 
 
-def _sse(url: str, got: list[dict], ready: threading.Event, stop: threading.Event) -> None:
-    with httpx.stream("GET", url + "/alerts/stream", timeout=60) as response:
+def _sse(url: str, headers: dict[str, str], got: list[dict], ready: threading.Event, stop: threading.Event) -> None:
+    with httpx.stream("GET", url + "/alerts/stream", headers=headers, timeout=60) as response:
         for line in response.iter_lines():
             ready.set()
             if line.startswith("data: "):
@@ -103,11 +105,11 @@ def _sse(url: str, got: list[dict], ready: threading.Event, stop: threading.Even
 @pytest.mark.models
 def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, pipeline, eval_dir: Path) -> None:
     receiver = Receiver(_free_port())
-    app = create_app(settings, pipeline)
+    app = create_app(replace(settings, outbound_allow=("127.0.0.1",)), pipeline)  # the receiver is on loopback
     system = app.state.system
     system.delivery.webhooks.base = 0.2  # fast back-off for the test: 0.2, 0.4, 0.8 s ...
     photos = eval_dir / "plates" / "full"
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with serving(app) as url, client(app, url) as api:
         api.post("/cameras", json=CAMERA)
         wl = api.post("/watchlists", json={"name": "stolen", "kind": "plate", "created_by": "ops"}).json()
         bad = api.post(f"/watchlists/{wl['id']}/entries", json={"value": "皖A$Y", "reason": "x", "created_by": "a"})
@@ -123,11 +125,13 @@ def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, p
                         ).status_code == 400
         rule = api.post("/rules", json={"name": "stolen cars", "watchlist_id": wl["id"], "severity": "high",
                                         "min_confidence": 0.5}).json()
-        api.post("/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/hook"})  # nobody listens yet
+        hook = api.post("/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/hook"})  # nobody listens yet
+        assert hook.status_code == 201, hook.text
 
         streamed: list[dict] = []
         ready, stop = threading.Event(), threading.Event()
-        listener = threading.Thread(target=_sse, args=(url, streamed, ready, stop), daemon=True)
+        viewer = auth_headers(app, "viewer")  # the live alerts are for every role
+        listener = threading.Thread(target=_sse, args=(url, viewer, streamed, ready, stop), daemon=True)
         listener.start()
         assert ready.wait(10)
         _frame(api, photos / "0000.jpg")  # 皖AYL375: not on the list
@@ -156,7 +160,7 @@ def test_plate_alert_is_streamed_and_reaches_a_webhook_that_was_down(settings, p
     receiver.stop()
 
     restarted = create_app(settings)  # a restart loses no stored alert
-    with serving(restarted) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with serving(restarted) as url, client(restarted, url) as api:
         kept = api.get("/alerts").json()
         assert [a["id"] for a in kept] == [alerts[0]["id"]] and kept[0]["acked_by"] == "duty officer"
         assert api.get("/rules").json()[0]["name"] == "stolen cars"
@@ -167,7 +171,7 @@ def test_enrolled_face_alerts_on_another_photo_of_that_person_only(settings, pip
     app = create_app(settings, pipeline)
     faces = eval_dir / "faces"
     obama = sorted((faces / "barack_obama").iterdir())
-    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+    with serving(app) as url, client(app, url, timeout=120) as api:
         api.post("/cameras", json=CAMERA)
         wl = api.post("/watchlists", json={"name": "persons of interest", "kind": "face"}).json()
         no_face = api.post(f"/watchlists/{wl['id']}/faces",

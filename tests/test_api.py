@@ -9,6 +9,7 @@ import pytest
 
 from services.api.app import create_app
 from services.api.localserver import serving
+from tests.conftest import client
 
 pytestmark = pytest.mark.models
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "heading_deg": 90, "road": "纪翟路"}
@@ -16,9 +17,10 @@ CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "headin
 
 @pytest.fixture
 def api(settings, pipeline):  # noqa: ANN001, ANN201
-    app = create_app(replace(settings, max_upload_bytes=2 << 20), pipeline)
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as client:
-        yield client
+    # the stream test's rtsp://127.0.0.1 is a loopback address, refused unless the operator allows it
+    app = create_app(replace(settings, max_upload_bytes=2 << 20, outbound_allow=("127.0.0.1",)), pipeline)
+    with serving(app) as url, client(app, url) as api:  # signed in as an admin, with a case
+        yield api
 
 
 def _post_frame(client: httpx.Client, data: bytes, camera: str = "gate-1",

@@ -24,6 +24,7 @@ from services.api.localserver import serving
 from services.ingest import PhotoJob
 from services.search import Filters
 from services.settings import Settings
+from tests.conftest import client
 from tests.fakes import FakePipeline, face, jpeg, person, unit, vehicle
 
 CAMERAS = [{"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21, "heading_deg": 90, "road": "纪翟路"},
@@ -35,9 +36,9 @@ MORNING = "2026-11-02T08:00:00+08:00"
 def api(tmp_path: Path, model_dir: Path, fake_pipeline: FakePipeline):  # noqa: ANN201
     settings = Settings(data_dir=tmp_path / "data", model_dir=model_dir, roads_geojson=None, max_upload_bytes=2 << 20)
     app = create_app(settings, fake_pipeline)
-    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        assert client.post("/cameras", json=CAMERAS).json() == {"stored": 2}
-        yield client
+    with serving(app) as url, client(app, url, timeout=30) as api:  # signed in as an admin, with a case
+        assert api.post("/cameras", json=CAMERAS).json() == {"stored": 2}
+        yield api
 
 
 def near(vector: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -13,6 +13,7 @@ from models import registry
 from models.records import InputError
 
 REPO = Path(__file__).resolve().parents[1]
+CASE = ("--case", "TEST-1", "--reason", "automated test")  # searches say which case they serve, and why
 
 
 def sightline(*args: str, data: Path | None = None, models: Path | None = None) -> subprocess.CompletedProcess:
@@ -63,7 +64,7 @@ def test_cli_ingest_and_bad_input(tmp_path: Path, eval_dir: Path, model_dir: Pat
                    data=data, models=model_dir)
     summary = json.loads(ok.stdout)
     assert ok.returncode == 2 and summary["new"] == 1 and "corrupt.jpg" in summary["errors"][0]
-    listed = json.loads(sightline("sightings", "--plate", "皖AY766D", data=data).stdout)
+    listed = json.loads(sightline("sightings", "--plate", "皖AY766D", *CASE, data=data).stdout)
     assert len(listed) == 1 and listed[0]["camera_id"] == "gate-1"
 
 
@@ -135,13 +136,14 @@ def test_watchlist_commands(tmp_path: Path) -> None:
 
 def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    bad = sightline("search", "plate", "京A$1", data=data)
+    bad = sightline("search", "plate", "京A$1", *CASE, data=data)
     assert bad.returncode == 2 and "not a plate pattern" in bad.stderr
-    assert json.loads(sightline("search", "plate", "京A*", "--mode", "wildcard", data=data).stdout) == []
-    inverted = sightline("clones", "--start", "2026-11-03T00:00:00Z", "--end", "2026-11-02T00:00:00Z", data=data)
+    assert json.loads(sightline("search", "plate", "京A*", "--mode", "wildcard", *CASE, data=data).stdout) == []
+    inverted = sightline("clones", "--start", "2026-11-03T00:00:00Z", "--end", "2026-11-02T00:00:00Z", *CASE,
+                         data=data)
     assert inverted.returncode == 2 and "ends before" in inverted.stderr
-    assert json.loads(sightline("trajectory", "京X00000", data=data).stdout)["points"] == []
-    assert sightline("search", "image", str(tmp_path / "missing.jpg"), data=data).returncode == 2
+    assert json.loads(sightline("trajectory", "京X00000", *CASE, data=data).stdout)["points"] == []
+    assert sightline("search", "image", str(tmp_path / "missing.jpg"), *CASE, data=data).returncode == 2
     neither = sightline("purge", data=data)
     assert neither.returncode == 2 and "--before" in neither.stderr
     assert sightline("purge", "--before", "2026-11-02T08:00:00", data=data).returncode == 2  # naive time

@@ -202,12 +202,14 @@ def test_geo_router_over_http(settings, city_store) -> None:  # noqa: ANN001
         system.close()
 
 
-def _run(argv: list[str], data: Path, capsys) -> tuple[int, object]:  # noqa: ANN001
+def _run(argv: list[str], data: Path, capsys, case: bool = True) -> tuple[int, object]:  # noqa: ANN001
+    """A geo command, with the case and reason every search must give (unless `case` is False)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--data")
     parser.add_argument("--models")
     add_geo_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["--data", str(data), *argv])
+    args = parser.parse_args(["--data", str(data), *argv, *(("--case", "TEST-1", "--reason", "automated test")
+                                                            if case else ())])
     code = args.func(args)
     return code, json.loads(capsys.readouterr().out)
 
@@ -230,6 +232,8 @@ def test_cli_commands_print_json(tmp_path: Path, city_store, capsys) -> None:  #
     assert code == 0 and {c["plate"] for c in out["companions"]} <= city.truth.convoys[leader]
     with pytest.raises(InputError):
         _run(["clones", "--start", "2026-11-03T00:00:00Z", "--end", "2026-11-02T00:00:00Z"], tmp_path, capsys)
+    with pytest.raises(InputError, match="--case"):  # no case, no search
+        _run(["trajectory", leader], tmp_path, capsys, case=False)
 
 
 def test_bench_geo_reports_quality_and_latency(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
 from indexer.store import SightingQuery
@@ -19,6 +18,7 @@ from services.ingest import PhotoJob
 from services.retention import RetentionWorker
 from services.settings import Settings
 from services.system import Sightline
+from tests.conftest import client
 
 pytestmark = pytest.mark.models
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -99,7 +99,7 @@ def test_purge_over_http_and_its_bad_requests(settings: Settings, pipeline, eval
     _load(system, _photos(eval_dir, 2))
     one = system.store.query(SightingQuery(limit=1))[0]
     total = system.store.count()
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with serving(app) as url, client(app, url) as api:
         assert api.delete("/sightings", params={"before": "2026-11-02T08:00:00"}).status_code == 400  # naive time
         assert api.delete("/sightings", params={"before": "2999-01-01T00:00:00Z"}).status_code == 400  # the future
         unknown = api.delete("/sightings", params={"before": "2026-11-03T00:00:00Z", "camera_id": "nope"})
@@ -125,7 +125,7 @@ def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, e
     _load(system, _photos(eval_dir, 2))  # taken at T0 and T0 + 1 h
     photo = _photos(eval_dir, 3)[2][0]
     recent = system.ingestor.ingest_one(PhotoJob(photo.name, photo.read_bytes(), "gate-1", now - timedelta(minutes=1)))
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with serving(app) as url, client(app, url) as api:
         for _ in range(100):  # the worker runs once at start, then hourly
             if api.get("/health").json()["sightings"] == len(recent.sightings):
                 break

@@ -6,7 +6,6 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -19,6 +18,7 @@ from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
 from services.api.app import create_app
 from services.api.localserver import serving
 from services.ingest import PhotoJob
+from tests.conftest import client
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 PLATES = ["京A12345", "京A12845", "京AB2399", "京A0D5S5", "沪B88888", "沪BBBBB8", "苏E12345", "皖AY766D", "皖AYL375"]
@@ -149,7 +149,7 @@ def test_image_search_finds_the_same_vehicle_from_the_other_camera(settings, pip
     report = system.ingestor.ingest(jobs)
     owner = {s.id: Path(r.source).parent.name for r in report.results for s in r.sightings}
     hits, firsts, queries = 0, 0, 0
-    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+    with serving(app) as url, client(app, url, timeout=120) as api:
         for d in folders:
             for probe in sorted(d.glob("cam2_*"))[:1]:
                 r = api.post("/search/image", files={"file": (probe.name, probe.read_bytes(), "image/jpeg")},
@@ -183,7 +183,7 @@ def test_face_and_attribute_search_over_http(settings, pipeline, eval_dir: Path)
     others = [sorted(d.iterdir())[0] for d in sorted(faces.iterdir()) if d.name != "barack_obama"]
     system.ingestor.ingest([PhotoJob(str(p), p.read_bytes(), "gate", T0 + timedelta(minutes=i))
                              for i, p in enumerate([obama[0], obama[2], *others])])
-    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+    with serving(app) as url, client(app, url, timeout=120) as api:
         r = api.post("/search/face", files={"file": ("q.jpg", obama[1].read_bytes(), "image/jpeg")}).json()
         found = {x["sighting"]["id"] for x in r["results"]}
         stored_obama = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (obama[0], obama[2])}
@@ -211,7 +211,7 @@ def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_di
     misread = Sighting("misread", cams[3].id, T0 + timedelta(minutes=50), "vehicle", BBox(0, 0, 1, 1), 0.9,
                        VehicleAttributes(plate=seed.attributes.plate[:-1] + "0", plate_score=0.6))
     system.store.add_sightings([misread])
-    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as api:
+    with serving(app) as url, client(app, url) as api:
         by_look = api.get(f"/trajectories/by-sighting/{seed.id}").json()
         assert [p["camera_id"] for p in by_look["points"]] == ["c0", "c1", "c2"]  # not the other car at c3
         exact = api.get(f"/trajectories/{seed.attributes.plate}").json()

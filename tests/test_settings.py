@@ -32,7 +32,7 @@ def test_a_bad_value_is_an_error_that_names_the_variable(name: str, value: str) 
 def test_the_cli_says_which_setting_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("SIGHTLINE_MAX_UPLOAD_MB", "-5")
-    assert main(["--data", str(tmp_path), "sightings"]) == 2
+    assert main(["--data", str(tmp_path), "cameras", "list"]) == 2
     assert "SIGHTLINE_MAX_UPLOAD_MB" in capsys.readouterr().err
 
 

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.api.app import create_app
 from services.api.localserver import serving
+from tests.conftest import client
 
 pytestmark = pytest.mark.models
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def test_a_photo_ingested_by_the_cli_is_found_by_the_running_server(settings, pi
                                                                     eval_dir: Path) -> None:
     photo = eval_dir / "plates" / "full" / PHOTO
     app = create_app(settings, pipeline)
-    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+    with serving(app) as url, client(app, url, timeout=120) as api:
         assert api.post("/cameras", json=CAMERA).status_code == 201
         # The server has searched once already (its indexes are loaded and empty) before the other process writes.
         assert api.get("/search/plates", params={"q": PLATE}).json()["results"] == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
 from geo.trajectories import build, haversine_m, trajectory
@@ -13,6 +12,7 @@ from indexer.store import FrameRecord
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
 from services.api.app import create_app
 from services.api.localserver import serving
+from tests.conftest import client
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 HOME = Camera("home", "Home gate", 121.2000, 31.2000)
@@ -83,7 +83,7 @@ def test_trajectory_api(settings) -> None:  # noqa: ANN001
     store.upsert_cameras([HOME, WORK])
     for s in (_s(1, HOME, T0), _s(2, WORK, T0 + timedelta(minutes=30))):
         store.add_frame(FrameRecord(s.frame_sha256, s.camera_id, s.ts, "t"), [s], [])
-    with serving(app) as url, httpx.Client(base_url=url) as api:
+    with serving(app) as url, client(app, url) as api:
         body = api.get("/trajectories/沪A12345").json()
         assert [p["camera_id"] for p in body["points"]] == ["home", "work"] and body["legs"][0]["speed_kmh"] > 0
         assert api.get("/trajectories/沪A·12345").json()["points"]  # separators are ignored

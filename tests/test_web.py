@@ -1,9 +1,11 @@
 """The web app in a real browser: Debian's headless Chromium driven by Playwright, against the app served on
-localhost with real ingested eval photos. Screenshots of each page go to artifacts/screenshots/."""
+localhost with real ingested eval photos. Each page signs in with a token through the login form and sets a
+case and reason in the case bar, as an investigator would. Screenshots of each page go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,6 +22,7 @@ pytestmark = pytest.mark.models
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+CASE, REASON = "2026/0412", "stolen car enquiry"
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,39 @@ def site(tmp_path_factory, pipeline, eval_dir: Path, model_dir: Path):  # noqa: 
 
 
 @pytest.fixture(scope="module")
+def tokens(site) -> dict[str, str]:  # noqa: ANN001
+    """One user per role the tests sign in as: a supervisor (searches, watchlists, rules) and a viewer."""
+    _, app = site
+    accounts = app.state.system.accounts
+    return {role: accounts.add(f"web-{role}", role)[1] for role in ("supervisor", "viewer")}
+
+
+def bearer(tokens: dict[str, str]) -> dict[str, str]:
+    """Headers for a camera's own upload (POST /frames) outside the browser."""
+    return {"Authorization": f"Bearer {tokens['supervisor']}"}
+
+
+def sign_in(page, token: str, case: tuple[str, str] | None = (CASE, REASON)) -> None:  # noqa: ANN001
+    """Through the login form (the page is on the sign-in view), then the case bar."""
+    page.wait_for_selector("#login-form", state="visible", timeout=30_000)
+    page.fill("#login-token", token)
+    page.click("#login-submit")
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    if case:
+        page.fill("#case-ref", case[0])
+        page.fill("#case-reason", case[1])
+
+
+def open_app(browser, url: str, token: str, view: str = "map", viewport: tuple[int, int] = (1280, 800),  # noqa: ANN001, ANN201
+             case: tuple[str, str] | None = (CASE, REASON)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    opened = context.new_page()
+    opened.goto(f"{url}/app/#{view}")
+    sign_in(opened, token, case)
+    return context, opened
+
+
+@pytest.fixture(scope="module")
 def browser():  # noqa: ANN201
     from playwright.sync_api import sync_playwright
 
@@ -59,12 +95,9 @@ def browser():  # noqa: ANN201
 
 
 @pytest.fixture
-def page(browser, site):  # noqa: ANN001, ANN201
+def page(browser, site, tokens):  # noqa: ANN001, ANN201
     url, _ = site
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    opened = context.new_page()
-    opened.goto(url + "/app/#map")
-    opened.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    context, opened = open_app(browser, url, tokens["supervisor"])
     yield opened
     context.close()
 
@@ -137,13 +170,14 @@ def test_analytics_pages_answer_clones_co_travel_and_drawn_areas(page) -> None: 
     shot(page, "analytics-area")
 
 
-def test_a_cloned_plate_is_shown_with_both_cars(page, site, eval_dir: Path) -> None:  # noqa: ANN001
+def test_a_cloned_plate_is_shown_with_both_cars(page, site, tokens, eval_dir: Path) -> None:  # noqa: ANN001
     url, _ = site
     cams = from_roadnet(eval_dir / "roadnet" / "shanghai_intersections.geojson", limit=30)  # as the site placed them
     # The route's car seen at cams[3] (route-1, START+70 min); its plate one minute later ~23 km away: a clone.
     far = max(cams, key=lambda c: (c.lon - cams[3].lon) ** 2 + (c.lat - cams[3].lat) ** 2)
     car = (eval_dir / "plates" / "full" / "0001.jpg").read_bytes() + b"\0" * 9
     posted = httpx.post(f"{url}/frames", files={"file": ("twin.jpg", car, "image/jpeg")}, timeout=120,
+                        headers=bearer(tokens),
                         data={"camera_id": far.id, "captured_at": (START + timedelta(minutes=71)).isoformat()})
     assert posted.status_code == 201, posted.text
     page.click("nav a[data-view=analytics]")
@@ -164,7 +198,7 @@ def test_errors_from_the_api_are_shown_as_messages(page) -> None:  # noqa: ANN00
     assert page.inner_text("#message")
 
 
-def test_a_live_alert_arrives_as_a_toast_and_can_be_acknowledged(page, site, eval_dir: Path) -> None:  # noqa: ANN001
+def test_a_live_alert_arrives_as_a_toast_and_can_be_acknowledged(page, site, tokens, eval_dir: Path) -> None:  # noqa: ANN001
     url, app = site
     page.click("nav a[data-view=alerts]")
     page.wait_for_selector("body[data-stream=open]", timeout=15_000)
@@ -183,24 +217,32 @@ def test_a_live_alert_arrives_as_a_toast_and_can_be_acknowledged(page, site, eva
 
     def upload() -> None:  # a camera posts a frame from elsewhere, while the page is open
         httpx.post(url + "/frames", files={"file": ("0000-again.jpg", photo + b"\0", "image/jpeg")},
-                   data={"camera_id": camera, "captured_at": "2026-11-02T12:00:00+08:00"}, timeout=60)
+                   headers=bearer(tokens), data={"camera_id": camera, "captured_at": "2026-11-02T12:00:00+08:00"},
+                   timeout=60)
 
     threading.Thread(target=upload).start()
     page.wait_for_selector(".toast", timeout=30_000)
     assert "皖AYL375" in page.inner_text(".toast")
     item = page.locator("#alert-list li").first
-    page.once("dialog", lambda dialog: dialog.accept("duty officer"))
-    item.locator("button").click()
-    page.wait_for_selector("#alert-list li button:has-text('acknowledged by duty officer')", timeout=10_000)
+    item.locator("button").click()  # acknowledged in the signed-in user's name
+    page.wait_for_selector("#alert-list li button:has-text('acknowledged by web-supervisor')", timeout=10_000)
     shot(page, "alerts")
 
 
-def test_pages_fit_a_laptop_and_forms_work_from_the_keyboard(browser, site) -> None:  # noqa: ANN001
+def test_pages_fit_a_laptop_and_forms_work_from_the_keyboard(browser, site, tokens) -> None:  # noqa: ANN001
     url, _ = site
     context = browser.new_context(viewport={"width": 1024, "height": 700})
     page = context.new_page()
     page.goto(url + "/app/#search")
+    page.wait_for_selector("#login-token:focus", timeout=30_000)  # the sign-in form takes the keyboard at once
+    page.keyboard.type(tokens["supervisor"])
+    page.keyboard.press("Enter")
     page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    page.focus("#case-ref")
+    page.keyboard.type(CASE)
+    page.keyboard.press("Tab")
+    page.keyboard.type(REASON)
+    assert page.evaluate("document.activeElement.id") == "case-reason"
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.focus("#plate-q")
     page.keyboard.type("皖AY766D")
@@ -211,4 +253,87 @@ def test_pages_fit_a_laptop_and_forms_work_from_the_keyboard(browser, site) -> N
         page.goto(url + f"/app/#{view}")
         page.wait_for_selector(f"#view-{view}:not([hidden])")
         shot(page, view)
+    context.close()
+
+
+def test_an_anonymous_visitor_gets_the_sign_in_page_and_a_bad_token_is_refused(browser, site, tokens) -> None:  # noqa: ANN001
+    url, app = site
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    calls: list[str] = []
+    page.on("request", lambda r: calls.append(r.url))
+    page.goto(url + "/app/#search")
+    page.wait_for_selector("#login-form", state="visible", timeout=30_000)
+    for hidden in ("nav", "#case-bar", "#map", "#panel", "#sign-out"):
+        assert not page.is_visible(hidden), hidden
+    assert page.evaluate("document.activeElement.id") == "login-token"
+    assert not [c for c in calls if "/cameras" in c or "/alerts" in c or "/search" in c]  # nothing asked before sign-in
+    shot(page, "login")
+    page.fill("#login-token", "sl_not-a-token")
+    page.click("#login-submit")
+    page.wait_for_selector("#login-error:not([hidden])", timeout=10_000)
+    assert "not valid" in page.inner_text("#login-error")
+    assert page.is_visible("#login-form") and not page.is_visible("#map")
+    assert page.context.cookies() == [] or all(c["name"] != "sightline_session" for c in page.context.cookies())
+    assert any(e.action == "login failed" for e in app.state.system.audit.entries(limit=50))
+    # The right token signs in; the header names the user and role; signing out returns to the sign-in page.
+    sign_in(page, tokens["supervisor"])
+    assert page.inner_text("#who-name") == "web-supervisor" and page.inner_text("#who-role") == "supervisor"
+    page.click("#sign-out")
+    page.wait_for_selector("#login-form", state="visible", timeout=10_000)
+    assert all(c["name"] != "sightline_session" for c in page.context.cookies())
+    assert page.input_value("#case-ref") == ""  # the case is forgotten with the session
+    context.close()
+
+
+def test_a_viewer_sees_the_map_and_alerts_but_not_searches(browser, site, tokens) -> None:  # noqa: ANN001
+    url, app = site
+    context, page = open_app(browser, url, tokens["viewer"], case=None)
+    assert page.inner_text("#who-role") == "viewer"
+    assert page.get_attribute("body", "data-cameras") == str(len(app.state.system.store.list_cameras()))
+    page.click("nav a[data-view=alerts]")
+    page.wait_for_selector("body[data-stream=open]", timeout=15_000)  # the live feed, through the session cookie
+    assert not page.is_visible("#watchlist-form") and not page.is_visible("#entry-form")  # a supervisor's forms
+    assert "investigator role" in page.inner_text("#case-note")
+    page.click("nav a[data-view=search]")
+    page.fill("#plate-q", "皖AY766D")
+    page.click("#plate-search-form button[type=submit]")
+    page.wait_for_selector("#message:not([hidden])", timeout=15_000)
+    text = page.inner_text("#message")
+    assert "403" in text and "needs the investigator role" in text, text
+    assert page.locator("#search-results li").count() == 0
+    context.close()
+
+
+def test_a_search_without_a_case_is_not_sent_and_the_case_bar_says_why(browser, site, tokens) -> None:  # noqa: ANN001
+    url, app = site
+    context, page = open_app(browser, url, tokens["supervisor"], case=None)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url))
+    page.fill("#traj-plate", "皖AY766D")
+    page.click("#trajectory-form button[type=submit]")
+    page.wait_for_selector("#case-note.missing", timeout=5_000)
+    assert "case reference" in page.inner_text("#case-note")
+    assert page.evaluate("document.activeElement.id") == "case-ref"  # the first empty field takes the focus
+    page.fill("#case-ref", CASE)
+    page.click("#trajectory-form button[type=submit]")
+    page.wait_for_function("document.getElementById('case-note').innerText.includes('reason')", timeout=5_000)
+    assert not [u for u in sent if "/trajectories/" in u or "/search/" in u]
+    page.fill("#case-reason", REASON)
+    page.click("#trajectory-form button[type=submit]")
+    page.wait_for_selector("body[data-trajectory]", timeout=15_000)
+    assert "recorded under this case" in page.inner_text("#case-note")
+    deadline = time.time() + 5  # the audit entry is appended once the response has gone out
+
+    def audited() -> bool:
+        found = app.state.system.audit.entries(actor="web-supervisor", case_ref=CASE, limit=50)
+        return any(e.reason == REASON and e.action.startswith("GET /trajectories/") for e in found)
+
+    while not audited() and time.time() < deadline:
+        time.sleep(0.05)
+    assert audited()
+    # The case bar is remembered for this tab: a reload keeps it.
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+    assert page.input_value("#case-ref") == CASE and page.input_value("#case-reason") == REASON
     context.close()

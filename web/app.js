@@ -1,14 +1,70 @@
 /* Sightline's browser app: map, trajectories, search, analytics and live alerts over the HTTP API. */
 "use strict";
 
+/* ---------- the one door to the API: session cookie, CSRF token, case headers ---------- */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+const CASE_KEY = "sightline-case", REASON_KEY = "sightline-reason";
+// Routes the server binds to a case (services/api/security.py ROUTES, case=True): searches, trajectories,
+// analytics, sightings listings and exports. The crop of one sighting (/sightings/{id}/crop) is not among them.
+const CASE_BOUND = /^\/(search\/|trajectories\/|stays\/|clones(\?|$)|co-travel\/|sightings(\/[^/?]+)?(\?|$)|watchlists\/[^/]+\/export)/;
+const HEADER_TEXT = /^[\x20-\x7e\xa0-\xff]*$/;  // what an HTTP header can carry (ISO-8859-1, no control characters)
+const CASE_REF = /^[\p{L}\p{N}_./:# -]{1,64}$/u;  // as the server checks it (Python's \w)
+
+class CaseMissing extends Error {}
+class SignedOut extends Error {}
+
+const cookie = (name) => {
+  const found = document.cookie.split("; ").find((c) => c.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : null;
+};
+
+function currentCase() {
+  return { ref: (sessionStorage.getItem(CASE_KEY) || "").trim(), reason: (sessionStorage.getItem(REASON_KEY) || "").trim() };
+}
+
+/* Why the case bar cannot be sent as it is, or "" when it can. */
+function caseProblem() {
+  const { ref, reason } = currentCase();
+  if (!ref && !reason) return "Enter a case reference and a reason first: every search is recorded under them.";
+  if (!ref) return "Enter the case reference these searches serve.";
+  if (!reason) return "Enter the reason for these searches.";
+  if (!CASE_REF.test(ref) || !HEADER_TEXT.test(ref)) return "A case reference is 1–64 Latin letters, digits, spaces or . / : # _ -";
+  if (!HEADER_TEXT.test(reason)) return "Write the reason in Latin characters (accented letters are fine).";
+  return "";
+}
+
 const api = async (path, options = {}) => {
-  const response = await fetch(path, options);
+  const method = (options.method || "GET").toUpperCase();
+  const headers = new Headers(options.headers || {});
+  const problem = caseProblem();
+  // A viewer's search goes out as it is: the server's 403 says which role it needs.
+  if (CASE_BOUND.test(path) && problem && (!me || hasRole("investigator"))) {
+    noteCase(problem, true);
+    throw new CaseMissing(problem);
+  }
+  if (!problem) {
+    const { ref, reason } = currentCase();
+    headers.set("X-Case", ref);
+    headers.set("X-Reason", reason);
+  }
+  if (!SAFE_METHODS.has(method)) {
+    const csrf = cookie("sightline_csrf");
+    if (csrf) headers.set("X-CSRF-Token", csrf);
+  }
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
   const text = await response.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
   if (!response.ok) {
     const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : text;
-    throw new Error(`${response.status}: ${detail || response.statusText}`);
+    if (response.status === 401 && path !== "/auth/login") {
+      showLogin(me ? "Your session has ended: sign in again." : "");
+      throw new SignedOut(detail || "sign in");
+    }
+    const status = response.status === 403 ? "403 (not allowed)" : response.status;
+    const error = new Error(`${status}: ${detail || response.statusText}`);
+    error.status = response.status;
+    throw error;
   }
   return body;
 };
@@ -35,7 +91,10 @@ function showMessage(text, kind = "error") {
 
 async function guarded(fn) {
   showMessage("");
-  try { await fn(); } catch (err) { showMessage(err.message || String(err)); }
+  try { await fn(); } catch (err) {
+    if (err instanceof CaseMissing || err instanceof SignedOut) return;  // said next to the case bar / on the sign-in page
+    showMessage(err.message || String(err));
+  }
 }
 
 /* ---------- map ---------- */
@@ -190,7 +249,7 @@ let suggestTimer = null;
 $("traj-plate").addEventListener("input", (e) => {
   clearTimeout(suggestTimer);
   const q = e.target.value.trim().toUpperCase();
-  if (q.length < 3) return;
+  if (q.length < 3 || caseProblem() || !hasRole("investigator")) return;  // suggestions are searches too: only under a case
   suggestTimer = setTimeout(async () => {
     try {
       const found = await api(`/search/plates?q=${encodeURIComponent(q)}&mode=fuzzy&limit=10`);
@@ -360,11 +419,8 @@ function alertItem(alert) {
   const ack = el("button", { type: "button", class: "secondary" }, alert.acked_by ? `acknowledged by ${alert.acked_by}` : "Acknowledge");
   if (alert.acked_by) ack.disabled = true;
   ack.addEventListener("click", () => guarded(async () => {
-    const user = localStorage.getItem("sightline-user") || prompt("Your name (recorded with the acknowledgement)") || "";
-    if (!user) return;
-    localStorage.setItem("sightline-user", user);
     const done = await api(`/alerts/${alert.id}/ack`, { method: "POST", headers: { "Content-Type": "application/json" },
-                                                        body: JSON.stringify({ user }) });
+                                                        body: JSON.stringify({ user: me.name }) });
     ack.textContent = `acknowledged by ${done.acked_by}`;
     ack.disabled = true;
   }));
@@ -379,10 +435,19 @@ async function loadAlerts() {
   $("alert-list").replaceChildren(...alerts.map(alertItem));
 }
 
+let stream = null;
 function connectStream() {
-  const source = new EventSource("/alerts/stream");
+  if (stream) stream.close();
+  const source = new EventSource("/alerts/stream");  // same origin: the session cookie goes with it
+  stream = source;
   source.onopen = () => { $("stream-state").textContent = "live"; document.body.dataset.stream = "open"; };
-  source.onerror = () => { $("stream-state").textContent = "reconnecting…"; };
+  source.onerror = () => {
+    $("stream-state").textContent = "reconnecting…";
+    if (source.readyState !== EventSource.CLOSED || stream !== source) return;  // the browser retries by itself
+    // Refused (the session ended?): /auth/me shows the sign-in page if so, else try again shortly.
+    stream = null;
+    api("/auth/me").then(() => setTimeout(() => { if (!stream && me) connectStream(); }, 3000)).catch(() => {});
+  };
   source.addEventListener("alert", (e) => {
     const alert = JSON.parse(e.data);
     $("alert-list").prepend(alertItem(alert));
@@ -396,6 +461,7 @@ function connectStream() {
 }
 
 async function loadWatchlists() {
+  if (!hasRole("investigator")) return;
   const lists = await api("/watchlists");
   $("entry-list").replaceChildren(...lists.filter((w) => w.kind === "plate").map((w) => el("option", { value: w.id }, w.name)));
   $("watchlists").replaceChildren(...lists.map((w) => el("li", {}, `${w.name} (${w.kind})`)));
@@ -438,14 +504,123 @@ function route() {
 }
 window.addEventListener("hashchange", route);
 
-(async () => {
+/* ---------- case bar ---------- */
+function noteCase(text, missing = false) {
+  const note = $("case-note");
+  note.textContent = text;
+  note.classList.toggle("missing", missing);
+  const { ref, reason } = currentCase();
+  $("case-ref").setAttribute("aria-invalid", String(missing && (!ref || !CASE_REF.test(ref))));
+  $("case-reason").setAttribute("aria-invalid", String(missing && (!reason || !HEADER_TEXT.test(reason))));
+  if (missing) {
+    const empty = !ref ? $("case-ref") : !reason ? $("case-reason") : null;
+    if (empty && document.activeElement !== empty) empty.focus();
+  }
+}
+
+function caseIdle() {
+  if (!caseProblem()) noteCase("Searches are recorded under this case and reason.");
+  else if (me && !hasRole("investigator")) noteCase(`As a ${me.role} you see the map and live alerts; searches need the investigator role.`);
+  else noteCase("Searches need a case reference and a reason.");
+}
+
+for (const [id, key] of [["case-ref", CASE_KEY], ["case-reason", REASON_KEY]]) {
+  $(id).value = sessionStorage.getItem(key) || "";
+  $(id).addEventListener("input", (e) => {
+    sessionStorage.setItem(key, e.target.value);
+    const problem = caseProblem();
+    if ($("case-note").classList.contains("missing") && problem) noteCase(problem, true);
+    else caseIdle();
+  });
+}
+
+/* ---------- signing in ---------- */
+const ROLES = ["viewer", "investigator", "supervisor", "admin"];
+let me = null;  // {name, role} of the signed-in user
+let loaded = false;
+const hasRole = (role) => !!me && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
+
+function showLogin(note = "", kind = "info") {
+  if (stream) { stream.close(); stream = null; }
+  document.body.dataset.auth = "out";
+  const box = $("login-error");
+  box.textContent = note;
+  box.className = kind === "info" ? "info" : "";
+  box.hidden = !note;
+  $("login-submit").disabled = false;
+  $("login-token").focus();
+}
+
+async function signedIn(who) {
+  if (me && me.name !== who.name) {  // someone else at this tab: start from a clean page
+    for (const key of [CASE_KEY, REASON_KEY]) sessionStorage.removeItem(key);
+    location.reload();
+    return;
+  }
+  me = { name: who.name, role: who.role };
+  document.body.dataset.auth = "in";
+  document.body.dataset.role = me.role;
+  $("who-name").textContent = me.name;
+  $("who-role").textContent = me.role;
+  for (const node of document.querySelectorAll("[data-min-role]")) node.hidden = !hasRole(node.dataset.minRole);
+  for (const id of ["wl-by", "entry-by"]) if (!$(id).value) $(id).defaultValue = me.name;  // a form reset keeps it
+  caseIdle();
   route();
+  if (!loaded) await loadApp();
+  else if (!stream) connectStream();
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = $("login-error");
+  box.hidden = true;
+  $("login-submit").disabled = true;
+  try {
+    const who = await api("/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+                                             body: JSON.stringify({ token: $("login-token").value.trim() }) });
+    $("login-token").value = "";
+    await signedIn(who);
+  } catch (err) {
+    box.textContent = err.status === 401 ? "Sign-in failed: that token is not valid (or its user is disabled)."
+      : err.status === 422 ? "Sign-in failed: paste the whole token." : `Sign-in failed: ${err.message || err}`;
+    box.className = "";
+    box.hidden = false;
+    $("login-token").select();
+  } finally {
+    $("login-submit").disabled = false;
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  try { await api("/auth/logout", { method: "POST" }); } catch (_) { /* signed out either way */ }
+  for (const key of [CASE_KEY, REASON_KEY]) sessionStorage.removeItem(key);
+  history.replaceState(null, "", location.pathname);
+  location.reload();  // a fresh page: nothing of this session's results stays on screen
+});
+
+async function loadApp() {
+  setTimeout(() => map.invalidateSize(), 0);
+  map.invalidateSize();  // the map was laid out while hidden behind the sign-in page
   await guarded(async () => {
     const linked = new URLSearchParams(location.hash.split("?")[1] || "").get("plate");  // #map?plate=... deep links
     const prefetched = linked ? trajectoryOf(linked) : null;  // fetched while the base layers load
+    if (prefetched) prefetched.catch(() => {});  // reported where it is awaited
     await Promise.all([loadBase(), loadCameras(), loadAlerts(), loadWatchlists()]);
     connectStream();
+    loaded = true;
     document.body.dataset.ready = "true";
     if (linked) await showTrajectory(linked, null, null, prefetched);
   });
+}
+
+(async () => {
+  route();
+  let who;
+  try {
+    who = await api("/auth/me");
+  } catch (err) {
+    if (!(err instanceof SignedOut)) showLogin(`The server did not answer: ${err.message || err}`, "error");
+    return;
+  }
+  await signedIn(who);
 })();

@@ -11,7 +11,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Upload
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from indexer.alert_store import AlertStore
+from indexer.alert_store import AlertStore, new_secret
 from models.records import InputError, parse_time
 from models.spaces import FACE_MATCH_RULE
 from models.watchlists import Rule
@@ -28,6 +28,7 @@ from services.api.schemas import (
     WebhooksOut,
 )
 from services.delivery import AlertDelivery
+from services.outbound import WEBHOOK_SCHEMES
 from services.watchlists import EntrySpec, WatchlistService, entries_from_csv, entries_to_csv
 
 SSE_EVENTS = ("`: connected` and a `: keep-alive` comment every 15 s; per new alert an `alert` event whose `id` is "
@@ -68,11 +69,13 @@ class RuleIn(BaseModel):
 
 
 class AckIn(BaseModel):
-    user: str = Field(min_length=1)
+    user: str = Field(min_length=1, max_length=200)
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(max_length=2048, description=(
+        "http:// or https:// without credentials; loopback, private, link-local and metadata addresses only where "
+        "the operator allows them (SIGHTLINE_OUTBOUND_ALLOW)"))
 
 
 def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: AlertDelivery) -> APIRouter:
@@ -159,7 +162,7 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
     @router.get("/alerts", tags=["alerts"])
     def list_alerts(rule_id: str | None = None, acked: bool | None = None, since: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> list[AlertOut]:
+                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[AlertOut]:
         found = store.alerts(rule_id, acked, parse_time(since) if since else None, limit, offset)
         return [AlertOut.from_record(a) for a in found]
 
@@ -196,11 +199,16 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    @router.post("/webhooks", status_code=201, tags=["alerts"])
+    @router.post("/webhooks", status_code=201, tags=["alerts"], responses={
+        409: {"model": ErrorOut, "description": "a webhook with this URL exists already"}})
     def add_webhook(body: WebhookIn) -> WebhookOut:
-        webhook_id = uuid.uuid4().hex[:12]
-        store.add_webhook(webhook_id, body.url)
-        return WebhookOut(id=webhook_id, url=body.url)
+        """Register a receiver. The answer holds its signing secret, shown this once: every delivery carries
+        `X-Sightline-Signature: sha256=<hex HMAC-SHA256 of the raw body>` keyed with it."""
+        url = delivery.policy.check(body.url, WEBHOOK_SCHEMES, "webhook").url
+        webhook_id, secret = uuid.uuid4().hex[:12], new_secret()
+        if not store.add_webhook(webhook_id, url, secret):
+            raise HTTPException(409, "a webhook with this URL exists already")
+        return WebhookOut(id=webhook_id, url=url, secret=secret)
 
     @router.get("/webhooks", tags=["alerts"])
     def list_webhooks() -> WebhooksOut:

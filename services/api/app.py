@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, AsyncIterator
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo.trajectories import parse_range
 from indexer.store import SightingQuery
@@ -42,8 +46,12 @@ from services.settings import Settings
 from services.system import Sightline
 from services.video import StreamManager
 
+MAX_OFFSET = 10**9  # past any page a client can mean; SQLite's OFFSET overflows at 2^63
+
 
 class CameraIn(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # JSON's NaN and Infinity are a 422, not a 500
+
     id: str = Field(min_length=1, max_length=128)
     name: str = Field(min_length=1)
     lon: float = Field(ge=-180, le=180)
@@ -55,6 +63,8 @@ class CameraIn(BaseModel):
 
 
 class StreamIn(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     url: str = Field(min_length=1, description="rtsp://, http:// or a file path OpenCV/FFmpeg can open")
     camera_id: str = Field(min_length=1)
     sample_fps: float | None = Field(default=None, ge=0.1, le=60)
@@ -90,14 +100,10 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     async def model_error(_: Request, exc: ModelError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
-    @app.middleware("http")
-    async def refuse_huge_uploads(request: Request, call_next):  # noqa: ANN001, ANN202
-        """Refuse an oversize body from its Content-Length, before a byte of it is spooled to disk."""
-        length = request.headers.get("content-length")
-        if request.method == "POST" and length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
-            return JSONResponse(status_code=413, content={
-                "detail": f"upload of {int(length)} bytes exceeds the limit of {settings.max_upload_bytes} bytes"})
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with the offending input shown even where JSON cannot hold it (NaN, Infinity)."""
+        return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
@@ -152,7 +158,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         end: str | None = None,
         plate: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> SightingsOut:
         if kind is not None and kind not in SIGHTING_KINDS:
             raise InputError(f"kind must be one of {SIGHTING_KINDS}")
@@ -216,8 +222,99 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     if settings.web_dir.is_dir():
         app.mount("/app", StaticFiles(directory=settings.web_dir, html=True), name="web")
     check_table(app)  # every route has its role, case binding and audit declared
-    app.add_middleware(AuditMiddleware, audit=system.audit)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(AuditMiddleware, audit=system.audit)  # outermost: it sees the 413 too
     return app
+
+
+MULTIPART_SLACK = 65536  # form fields and multipart headers beside an upload of the largest allowed size
+
+
+class BodyLimit:
+    """Refuse a request body past `limit` bytes with a 413, counting the bytes as they arrive — with a
+    Content-Length or chunked (Transfer-Encoding: chunked has none) — and reading nothing past the limit.
+
+    A declared Content-Length over the limit is refused before a byte is read. Otherwise the app reads
+    through a counting `receive`; the moment the count passes the limit it gets no more of the body
+    (its parser fails, whatever it makes of that), and whatever it answers is replaced by the 413,
+    which closes the connection so the rest of the body is never taken in.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            await self._refuse(send, f"upload of {declared} bytes")
+            return
+        received = 0
+        over = False
+        started = False
+
+        async def counting() -> Message:
+            nonlocal received, over
+            if over:
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to a body it could not finish reading: the 413 replaces it
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting, sending)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await self._refuse(send, "upload")
+
+    async def _refuse(self, send: Send, what: str) -> None:
+        detail = f"{what} exceeds the limit of {self.limit - MULTIPART_SLACK} bytes"
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app's body reader when the body passes the limit."""
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def json_safe(value: object) -> object:
+    """A value fit for strict JSON: NaN and the infinities (which JSON's numbers cannot be) as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @lru_cache(maxsize=4)

@@ -47,7 +47,7 @@ def geo_router(store: RecordStore, search: SearchService, plates: PlateDictionar
     @router.get("/trajectories/by-sighting/{sighting_id}", responses={
         404: {"model": ErrorOut, "description": "no such sighting, or it has no appearance vector"}})
     def get_trajectory_by_appearance(sighting_id: str, start: str | None = None, end: str | None = None,
-                                     min_similarity: Annotated[float, Query(ge=0.5, le=1.0)] = 0.9,
+                                     min_similarity: Annotated[float, Query(ge=0.5, le=1.0, allow_inf_nan=False)] = 0.9,
                                      k: Annotated[int, Query(ge=1, le=2000)] = 200) -> TrajectoryOut:
         """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
         its nearest sightings above min_similarity (cosine), in time order."""
@@ -66,9 +66,10 @@ def geo_router(store: RecordStore, search: SearchService, plates: PlateDictionar
 
     @router.get("/clones")
     def get_clones(start: str | None = None, end: str | None = None,
-                   max_speed_kmh: Annotated[float, Query(gt=0, le=2000)] = 150.0,
-                   min_plate_score: Annotated[float, Query(ge=0, le=1)] = 0.8,
-                   min_distance_m: Annotated[float, Query(ge=0)] = 1000.0) -> ClonesOut:
+                   max_speed_kmh: Annotated[float, Query(gt=0, le=2000, allow_inf_nan=False)] = 150.0,
+                   min_plate_score: Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)] = 0.8,
+                   min_distance_m: Annotated[float, Query(ge=0, le=50_000_000, allow_inf_nan=False)] = 1000.0
+                   ) -> ClonesOut:
         """Cloned-plate cases: consecutive reads of one plate whose implied straight-line speed is impossible,
         with the conflicting sightings, their crops, appearance evidence and which read belongs to which car."""
         t0, t1 = trajectories.parse_range(start, end)
@@ -77,7 +78,7 @@ def geo_router(store: RecordStore, search: SearchService, plates: PlateDictionar
 
     @router.get("/co-travel/{plate}")
     def get_co_travel(plate: str, start: str | None = None, end: str | None = None,
-                      window_s: Annotated[float, Query(gt=0, le=3600)] = 60.0,
+                      window_s: Annotated[float, Query(gt=0, le=3600, allow_inf_nan=False)] = 60.0,
                       min_cameras: Annotated[int, Query(ge=1, le=100)] = 3) -> CoTravelOut:
         """Vehicles passing the same cameras as the target within ±window_s at ≥ min_cameras distinct cameras,
         ranked by shared cameras and by how steady their lag is."""

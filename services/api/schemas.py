@@ -572,10 +572,12 @@ class AlertOut(Out):
 
 
 class WebhookOut(Out):
-    """A registered webhook."""
+    """A webhook just registered, with the secret its deliveries are signed with (shown only here, once)."""
 
     id: str
     url: str
+    secret: str = Field(description="HMAC-SHA256 key: each delivery's X-Sightline-Signature is "
+                                    "sha256=<hex HMAC of the raw body>; keep it, it is never shown again")
 
 
 class DeliveryOut(Out):

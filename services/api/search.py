@@ -36,7 +36,7 @@ class FiltersIn(BaseModel):
 class AttributeSearchIn(FiltersIn):
     kind: str = Field(default="vehicle", pattern="^(vehicle|person|face)$")
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=10**9)  # SQLite's OFFSET overflows at 2^63
     newest_first: bool = True
 
 
@@ -71,7 +71,8 @@ def search_router(search: SearchService) -> APIRouter:
 
     @router.post("/image")
     def image_endpoint(file: Annotated[UploadFile, File()], kind: Annotated[str, Form()] = "vehicle",
-                       k: Annotated[int, Form(ge=1, le=200)] = 20, pick: Annotated[int | None, Form()] = None,
+                       k: Annotated[int, Form(ge=1, le=200)] = 20,
+                       pick: Annotated[int | None, Form(ge=0, le=1000)] = None,
                        filters: Annotated[str | None, Form(description="JSON of the attribute-search filters")] = None
                        ) -> ImageSearchOut:
         """The photo's objects of `kind` are listed (largest first); `pick` chooses one (default the largest).

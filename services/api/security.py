@@ -186,6 +186,8 @@ def result_count(body: Any) -> int | None:  # noqa: ANN401 - any JSON body
         for key in ("results", "sightings", "cases", "companions", "points", "stays", "entries"):
             if isinstance(body.get(key), list):
                 return len(body[key])
+        if type(body.get("sightings")) is int:  # a purge: how many sightings it deleted
+            return int(body["sightings"])
     return None
 
 
@@ -195,7 +197,8 @@ MAX_AUDITED_BODY = 4096
 
 
 class AuditMiddleware:
-    """Appends an audit entry for each request the table marks audited, once its response has been sent."""
+    """Appends an audit entry for each request the table marks audited, just before the last of its response is
+    sent (so a caller holding the answer can find its entry), or when it failed without one (a 500)."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], audit: AuditLog):
         self.app, self.audit = app, audit
@@ -209,6 +212,17 @@ class AuditMiddleware:
         chunks: list[bytes] = []
         body_seen: list[bytes] = []
         json_response = [False]
+        recorded = [False]
+        sent: list[int] = [0]  # the response's bytes so far
+        expected: list[int | None] = [None]  # its Content-Length
+
+        def finish(status_code: int) -> None:
+            if recorded[0]:
+                return
+            recorded[0] = True
+            caller = (scope.get("state") or {}).get("caller")
+            if isinstance(caller, Caller) and caller.access.audit:
+                self._record(scope, caller, status_code, b"".join(chunks), b"".join(body_seen))
 
         async def receiving() -> Message:
             message = await receive()
@@ -221,19 +235,28 @@ class AuditMiddleware:
                 status[0] = message["status"]
                 headers = dict(message.get("headers") or [])
                 json_response[0] = headers.get(b"content-type", b"").startswith(b"application/json")
-            elif message["type"] == "http.response.body" and json_response[0]:
-                chunks.append(message.get("body", b""))
+                length = headers.get(b"content-length", b"")
+                expected[0] = int(length) if length.isdigit() else None
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if json_response[0]:
+                    chunks.append(body)
+                sent[0] += len(body)
+                if not message.get("more_body", False) or (expected[0] is not None and sent[0] >= expected[0]):
+                    finish(status[0])  # written before the caller has the whole answer
             await send(message)
 
-        await self.app(scope, receiving, sending)
-        caller = (scope.get("state") or {}).get("caller")
-        if isinstance(caller, Caller) and caller.access.audit:
-            self._record(scope, caller, status[0], b"".join(chunks), b"".join(body_seen))
+        try:
+            await self.app(scope, receiving, sending)
+        finally:  # a request that failed with an unhandled error (a 500) was still made: it is recorded too
+            finish(status[0] or 500)
 
     def _record(self, scope: Scope, caller: Caller, status: int, response: bytes, request_body: bytes) -> None:
         route = scope.get("route")
         params: dict[str, object] = {"path": scope.get("path", "")}
-        params.update(dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))))
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            before = params.get(key)  # a repeated parameter (camera_id=a&camera_id=b) keeps every value
+            params[key] = value if key not in params else [*(before if isinstance(before, list) else [before]), value]
         headers = dict(scope.get("headers") or [])
         if headers.get(b"content-type", b"").startswith(b"application/json") and request_body:
             try:

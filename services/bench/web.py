@@ -4,13 +4,21 @@ The store is filled with synthetic cameras around the real Shanghai intersection
 and one plate seen M times; the page is opened at `#map?plate=...` and timed from
 navigation start to the moment the trajectory is drawn (the app sets
 `data-trajectory` after Leaflet has added every layer), plus one animation frame.
+
+The API needs a signed-in user and, for the trajectory, a case: an investigator is
+added to the bench's own data folder and signed in once over HTTP; its session cookie
+goes into the browser context, and the case bar's case and reason into each tab's
+sessionStorage, so every run times what an investigator's opened link does (the app
+asks /auth/me before it loads).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import numpy as np
 
 from indexer.store import FrameRecord
@@ -19,6 +27,7 @@ from services.api.localserver import serving
 from services.settings import Settings
 
 PLATE = "沪A12345"
+CASE, REASON = "BENCH-1", "web benchmark"
 
 
 def fill(system, cameras: int, points: int, seed: int = 3) -> None:  # noqa: ANN001 - services.system.Sightline
@@ -46,12 +55,19 @@ def bench_web(settings: Settings, cameras: int, points: int, runs: int = 5) -> d
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     app = create_app(settings)
     fill(app.state.system, cameras, points)
+    _, token = app.state.system.accounts.add("bench-investigator", "investigator")
     timings = []
     with serving(app) as url, sync_playwright() as p:
+        signed = httpx.post(f"{url}/auth/login", json={"token": token}, timeout=30)
+        signed.raise_for_status()
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.add_cookies([{"name": name, "value": value, "url": url} for name, value in signed.cookies.items()])
+        context.add_init_script(f"sessionStorage.setItem('sightline-case', {json.dumps(CASE)});"
+                                f"sessionStorage.setItem('sightline-reason', {json.dumps(REASON)});")
         for _ in range(runs + 1):  # the first run warms the server and the browser's caches
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
             page.goto(f"{url}/app/#map?plate={PLATE}")
             page.wait_for_selector("body[data-trajectory]", timeout=30_000)
             drawn = page.evaluate("new Promise(r => requestAnimationFrame(() => r(performance.now())))")
@@ -60,6 +76,7 @@ def bench_web(settings: Settings, cameras: int, points: int, runs: int = 5) -> d
             timings.append((drawn, painted, int(page.get_attribute("body", "data-trajectory") or 0),
                             int(page.get_attribute("body", "data-cameras") or 0)))
             page.close()
+        context.close()
         browser.close()
     measured = timings[1:]
     drawn_ms = [t[0] for t in measured]

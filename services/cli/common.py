@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 
 from geo import trajectories
-from models.records import to_plain
+from models.records import InputError, to_plain
 from services.settings import Settings
 from services.system import Sightline
 
@@ -22,7 +22,17 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def open_system(args: argparse.Namespace) -> Sightline:
-    return Sightline(settings_of(args))
+    settings = settings_of(args)
+    for folder in (settings.data_dir, *settings.data_dir.parents):  # the nearest part of --data that exists
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"the data folder {settings.data_dir} is a file" if folder == settings.data_dir
+                                 else f"the data folder {settings.data_dir} cannot be made: {folder} is a file")
+            break
+    try:
+        return Sightline(settings)
+    except OSError as exc:  # a folder that cannot be made or opened (permissions, a read-only disk)
+        raise InputError(f"the data folder {settings.data_dir} cannot be opened ({exc.strerror or exc})") from None
 
 
 def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import signal
 import sys
@@ -50,7 +51,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from services.ingest import image_files, jobs_from_files, read_manifest
+    from services.ingest import image_files, jobs_from_files, not_in_future, read_manifest
 
     paths = [Path(p) for p in args.paths]
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
@@ -63,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not args.camera or not args.time:
             raise InputError("give --camera ID and --time ISO8601 (with a zone), "
                              "or a folder with --manifest photos.csv")
-        ts = parse_time(args.time)
+        ts = not_in_future(parse_time(args.time))
         rows = [(p, args.camera, ts) for p in image_files(paths)]
     with open_system(args) as system:  # rules are checked here too; webhooks go out when `serve` runs
         for camera_id in sorted({r[1] for r in rows}):
@@ -123,7 +124,10 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
 def _read_bytes(path: str | None) -> bytes:
     if not path or not Path(path).is_file():
         raise InputError(f"{path or 'a file'} does not exist")
-    return Path(path).read_bytes()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror or exc})") from None
 
 
 def _read_text(path: str | None) -> str:
@@ -167,17 +171,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    if sum(x is not None for x in (args.before, args.older_than_days, args.id)) != 1:
-        raise InputError("give one of --before, --older-than-days or --id")
+    chosen = sum(x is not None for x in (args.before, args.older_than_days, args.id))
+    if chosen > 1 or (chosen == 0 and not args.sweep):
+        raise InputError("give one of --before, --older-than-days or --id (and --sweep to remove orphans too)")
+    if args.camera and not chosen:
+        raise InputError("--camera goes with --before or --older-than-days (a sweep is over all cameras)")
     before = parse_time(args.before) if args.before else None
     if args.older_than_days is not None:
-        if args.older_than_days < 0:
-            raise InputError("--older-than-days cannot be negative")
-        before = datetime.now(timezone.utc) - timedelta(days=args.older_than_days)
+        days = args.older_than_days
+        if not math.isfinite(days) or days < 0:
+            raise InputError(f"--older-than-days must be a number of days, zero or more, not {days}")
+        try:
+            before = datetime.now(timezone.utc) - timedelta(days=days)
+        except OverflowError:
+            raise InputError(f"--older-than-days {days:g} reaches back past the year 1") from None
     with open_system(args) as system:
-        done = system.retention.purge(before=before, camera_ids=args.camera, ids=args.id)
-        record(system, "purge", {"before": before, "camera": args.camera, "id": args.id}, None, done.sightings)
-        print_json(done)
+        done = system.retention.purge(before=before, camera_ids=args.camera, ids=args.id) if chosen else None
+        swept = system.retention.sweep_orphans() if args.sweep else None
+        record(system, "purge", {"before": before, "camera": args.camera, "id": args.id, "sweep": args.sweep}, None,
+               done.sightings if done else 0)
+        print_json({"purged": done, "swept": swept} if args.sweep else done)
     return 0
 
 
@@ -352,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--older-than-days", type=float, help="delete what is older than this many days")
     r.add_argument("--id", action="append", help="delete this sighting (repeatable)")
     r.add_argument("--camera", action="append", help="only at these cameras (repeatable; with a time)")
+    r.add_argument("--sweep", action="store_true",
+                   help="also remove orphans: crop files no sighting refers to, alerts naming sightings that are gone")
     r.set_defaults(func=cmd_purge)
 
     v = sub.add_parser("serve", help="run the HTTP API")
@@ -442,10 +457,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sightline: bench {args.what} needs a PATH", file=sys.stderr)
         return 2
     try:
+        check_numbers(args)
         return int(args.func(args))
     except (InputError, ModelError) as exc:
         print(f"sightline: {exc}", file=sys.stderr)
         return 2
+
+
+MAX_LIMIT = 1_000_000  # --limit: past any page a terminal can show; SQLite's LIMIT overflows at 2^63
+MAX_INT = 1_000_000_000  # any other whole-number option (ports, counts, sizes)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every number on the command line in range before anything runs: a --limit from 1 to MAX_LIMIT
+    (SQLite reads -1 as "no limit"), other whole numbers within ±MAX_INT, and no NaN or infinity."""
+    for name, value in sorted(vars(args).items()):
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{option} must be a finite number, not {value}")
+        if name == "limit" and not 1 <= value <= MAX_LIMIT:
+            raise InputError(f"--limit must be between 1 and {MAX_LIMIT}, not {value}")
+        if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+            raise InputError(f"{option} is out of range: {value}")
 
 
 if __name__ == "__main__":
