@@ -255,3 +255,18 @@ def test_audit_verify_finds_an_altered_entry_and_a_removed_one(data: Path, capsy
         db.execute("DELETE FROM audit WHERE seq=2")
     code, _, err = cli(capsys, honest, "audit", "verify")
     assert code != 0 and "entry 3" in err and "missing" in err
+
+
+def test_a_reason_in_any_script_arrives_percent_encoded(officers: Officers) -> None:
+    """Headers carry Latin-1 only: the web app percent-encodes the reason as UTF-8 and the log keeps the text."""
+    reason = "车辆被盗调查 (50% sure)"
+    from urllib.parse import quote
+
+    headers = {"X-Case": "CASE-%", "X-Reason": "x"}  # a case reference stays plain: it is matched and filtered on
+    assert officers["alice"].get("/search/plates", params={"q": STOLEN}, headers=headers).status_code == 400
+
+    answer = officers["alice"].get("/search/plates", params={"q": STOLEN},
+                                   headers={"X-Case": "CASE-11", "X-Reason": quote(reason)})
+    assert answer.status_code == 200, answer.text
+    found = officers["root"].get("/audit", params={"case": "CASE-11"}).json()
+    assert [e["reason"] for e in found] == [reason]

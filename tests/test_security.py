@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import time
 import zlib
@@ -217,8 +218,13 @@ def test_nan_and_infinity_in_json_or_queries_are_a_422(served) -> None:  # noqa:
 # B. The command line ------------------------------------------------------------------------------------------
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `sightline ARGS` in this process: (exit code, stdout, stderr)."""
-    code = main(list(args))
+    """Run `sightline ARGS` in this process: (exit code, stdout, stderr). `main` lets SIGPIPE end the process (as
+    a Unix tool should); pytest gets its own handling back, or a later write to a closed socket would end it."""
+    before = signal.getsignal(signal.SIGPIPE)
+    try:
+        code = main(list(args))
+    finally:
+        signal.signal(signal.SIGPIPE, before)
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -12,6 +12,7 @@ import cv2
 import pytest
 
 from models.records import Camera, InputError
+from services.outbound import OutboundPolicy
 from services.system import Sightline
 from services.video import StreamManager, VideoProcessor
 
@@ -121,7 +122,7 @@ def test_a_dropped_stream_reconnects_and_a_silent_one_does_not_disturb_it(video_
     silent = socket.socket()  # accepts connections, never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
-    manager = StreamManager(video_system.ingestor, sample_fps=5.0)
+    manager = StreamManager(video_system.ingestor, sample_fps=5.0, policy=OutboundPolicy(["127.0.0.1"]))
     try:
         live = manager.add(f"http://127.0.0.1:{camera.port}/stream.mjpg", "cam-v")
         dead = manager.add(f"http://127.0.0.1:{silent.getsockname()[1]}/stream", "cam-v")

@@ -29,7 +29,6 @@ function caseProblem() {
   if (!ref) return "Enter the case reference these searches serve.";
   if (!reason) return "Enter the reason for these searches.";
   if (!CASE_REF.test(ref) || !HEADER_TEXT.test(ref)) return "A case reference is 1–64 Latin letters, digits, spaces or . / : # _ -";
-  if (!HEADER_TEXT.test(reason)) return "Write the reason in Latin characters (accented letters are fine).";
   return "";
 }
 
@@ -45,7 +44,7 @@ const api = async (path, options = {}) => {
   if (!problem) {
     const { ref, reason } = currentCase();
     headers.set("X-Case", ref);
-    headers.set("X-Reason", reason);
+    headers.set("X-Reason", encodeURIComponent(reason));  // any script: the server decodes UTF-8
   }
   if (!SAFE_METHODS.has(method)) {
     const csrf = cookie("sightline_csrf");
@@ -511,7 +510,7 @@ function noteCase(text, missing = false) {
   note.classList.toggle("missing", missing);
   const { ref, reason } = currentCase();
   $("case-ref").setAttribute("aria-invalid", String(missing && (!ref || !CASE_REF.test(ref))));
-  $("case-reason").setAttribute("aria-invalid", String(missing && (!reason || !HEADER_TEXT.test(reason))));
+  $("case-reason").setAttribute("aria-invalid", String(missing && !reason));
   if (missing) {
     const empty = !ref ? $("case-ref") : !reason ? $("case-reason") : null;
     if (empty && document.activeElement !== empty) empty.focus();

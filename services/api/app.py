@@ -65,7 +65,8 @@ class CameraIn(BaseModel):
 class StreamIn(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
-    url: str = Field(min_length=1, description="rtsp://, http:// or a file path OpenCV/FFmpeg can open")
+    url: str = Field(min_length=1, max_length=2048,
+                     description="rtsp(s):// or http(s):// (local files are ingested with the CLI, not the API)")
     camera_id: str = Field(min_length=1)
     sample_fps: float | None = Field(default=None, ge=0.1, le=60)
 
@@ -74,7 +75,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     """The HTTP adapter over one opened system; `pipeline` replaces the real models (tests)."""
     system = Sightline(settings, pipeline)
     store, ingestor, retention = system.store, system.ingestor, system.retention
-    streams = StreamManager(ingestor)
+    streams = StreamManager(ingestor, policy=system.outbound)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

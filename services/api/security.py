@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
@@ -165,7 +165,8 @@ def caller_of(request: Request, accounts: Accounts) -> User | None:
 
 def case_of(request: Request) -> tuple[str, str]:
     case_ref = (request.headers.get(CASE_HEADER) or "").strip()
-    reason = (request.headers.get(REASON_HEADER) or "").strip()
+    # Headers carry Latin-1 only: a reason in another script comes percent-encoded as UTF-8 (the web app's way).
+    reason = unquote((request.headers.get(REASON_HEADER) or "").strip(), errors="replace")
     if not case_ref or not reason:
         raise HTTPException(400, f"this query must say which case it serves and why: send the headers "
                                  f"{CASE_HEADER} (a case reference) and {REASON_HEADER} (the reason)")

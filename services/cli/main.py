@@ -252,8 +252,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         plates = sorted({p for r in report.results for s in r.sightings if (p := getattr(s.attributes, "plate", None))})
         print_json({**report.summary().__dict__, "seconds": round(elapsed, 1), "plates_read": plates,
                     "data_dir": str(system.settings.data_dir)})
-    print(f"\nDemo data is in {system.settings.data_dir}. Start the API with:\n"
-          f"  .venv/bin/sightline --data {system.settings.data_dir} serve --port 8000   # then open http://127.0.0.1:8000/docs")
+    data = system.settings.data_dir
+    print(f"\nDemo data is in {data}. Make yourself a user (it prints your token once), then start the API:\n"
+          f"  .venv/bin/sightline --data {data} users add you --role admin\n"
+          f"  .venv/bin/sightline --data {data} serve --port 8000   # then sign in at http://127.0.0.1:8000/")
     return 2 if report.errors else 0
 
 
@@ -448,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `sightline ... | head` ends quietly, like any Unix tool
+    if argv is None:  # run as the command (not called in-process): `sightline ... | head` ends quietly
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     if args.command == "cameras" and args.action == "import" and not args.file:
         print("sightline: cameras import needs a FILE", file=sys.stderr)
