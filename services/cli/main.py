@@ -276,6 +276,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         result = evaluate_faces(directory, FaceDetector(registry.model_path("yunet_s_dynamic.onnx", model_dir)),
                                 FaceEmbedder())
+    elif args.what == "attributes":
+        from models.pipeline import Pipeline
+        from services.bench.eval_attributes import evaluate_attributes
+
+        labels = Path(args.labels) if args.labels else directory / "attributes" / f"{args.kind}_attributes.tsv"
+        result = evaluate_attributes(directory, labels, args.kind, Pipeline(model_dir))
     else:
         from models.embedders import person_embedder, vehicle_embedder
         from services.bench.evaluation import evaluate_reid
@@ -421,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_account_commands(sub)
 
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
-    e.add_argument("what", choices=["plates", "faces", "reid"])
-    e.add_argument("dir")
+    e.add_argument("what", choices=["plates", "faces", "reid", "attributes"])
+    e.add_argument("dir", help="attributes: the eval folder the label file's paths are relative to")
+    e.add_argument("--labels", help="attributes: the label TSV (default DIR/attributes/KIND_attributes.tsv)")
     e.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
     e.add_argument("--rerank", action="store_true", help="reid: verify the leading candidates by local features")
     e.set_defaults(func=cmd_eval)
