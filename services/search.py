@@ -15,7 +15,7 @@ from indexer.plate_index import PlateDictionary
 from indexer.store import AttributeFilter, RecordStore, SightingQuery
 from indexer.vectors import VectorIndex
 from models.imageops import crop, decode_image
-from models.observations import FramePipeline
+from models.observations import FramePipeline, ObjectDescription
 from models.plate_text import reader_distance
 from models.records import BBox, InputError, Sighting, SightingKind
 from models.rerank import Verifier
@@ -77,11 +77,8 @@ class Probe:
 
     kind: SightingKind
     bbox: BBox
-    vector: np.ndarray
     image: np.ndarray
-    vehicle_color: str | None = None
-    vehicle_type: str | None = None
-    plate: str | None = None
+    described: ObjectDescription  # its appearance vector, and for a vehicle its colour, type and plate
 
 
 @dataclass
@@ -162,9 +159,7 @@ class SearchService:
         h, w = frame.shape[:2]
         box = found[pick or 0].bbox if found else BBox(0, 0, w, h)
         image = crop(frame, box)
-        described = pipeline.describe_object(image, kind)
-        return Probe(SightingKind(kind), box, described.vector, image, described.vehicle_color,
-                     described.vehicle_type, described.plate), objects
+        return Probe(SightingKind(kind), box, image, pipeline.describe_object(image, kind)), objects
 
     def nearest(self, space: str, vector: np.ndarray, k: int, filters: Filters, kind: str
                 ) -> list[tuple[Sighting, float]]:
@@ -221,9 +216,10 @@ class SearchService:
 
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)
-        ranked = rerank(probe, self.nearest(kind, probe.vector, max(k * 5, 50), filters, kind))
+        ranked = rerank(probe.described, self.nearest(kind, probe.described.vector, max(k * 5, 50), filters, kind))
         ranked = (self.verify(probe, ranked) if kind == SightingKind.VEHICLE else ranked)[:k]
-        summary = ProbeSummary(kind, probe.bbox.as_list(), probe.vehicle_color, probe.vehicle_type, probe.plate)
+        seen = probe.described
+        summary = ProbeSummary(kind, probe.bbox.as_list(), seen.vehicle_color, seen.vehicle_type, seen.plate)
         return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked])
 
     def face(self, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> FaceSearchResult:
@@ -235,7 +231,7 @@ class SearchService:
         return FaceSearchResult(face.bbox.as_list(), threshold, kept)
 
 
-def rerank(probe: Probe, hits: list[tuple[Sighting, float]]) -> list[Hit]:
+def rerank(probe: ObjectDescription, hits: list[tuple[Sighting, float]]) -> list[Hit]:
     """Appearance first; then the structured attributes and, where both show one, the plate decide near-ties.
 
     A hidden or fake plate does not hurt (no plate, no term); a matching plate lifts the same car above

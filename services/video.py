@@ -241,7 +241,7 @@ class StreamWorker(threading.Thread):
         self.status.frames += 1
         self._frame_times = [t for t in self._frame_times if now - t < 5.0] + [now]
         span = self._frame_times[-1] - self._frame_times[0]
-        self.status.fps = (len(self._frame_times) - 1) / span if span > 0 else 0.0
+        self.status.fps = round((len(self._frame_times) - 1) / span, 2) if span > 0 else 0.0
 
 
 class StreamManager:

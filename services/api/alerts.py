@@ -68,11 +68,6 @@ class RuleIn(BaseModel):
     active: bool = True
 
 
-class AckIn(BaseModel):
-    user: str | None = Field(default=None, max_length=200,
-                             description="ignored: the alert is acknowledged by the signed-in user")
-
-
 class WebhookIn(BaseModel):
     url: str = Field(max_length=2048, description=(
         "http:// or https:// without credentials; loopback, private, link-local and metadata addresses only where "
@@ -169,7 +164,7 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
 
     @router.post("/alerts/{alert_id}/ack", tags=["alerts"], responses={
         **NOT_FOUND, 409: {"model": ErrorOut, "description": "acknowledged already"}})
-    def ack(alert_id: str, request: Request, body: AckIn | None = None) -> AlertOut:
+    def ack(alert_id: str, request: Request) -> AlertOut:
         """Acknowledged by whoever is signed in (a name in the body cannot stand in for them)."""
         if store.get_alert(alert_id) is None:
             raise HTTPException(404, f"no alert {alert_id}")
