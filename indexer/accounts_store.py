@@ -2,11 +2,11 @@
 they are 256-bit random strings, so a fast hash is enough and a stolen file reveals no usable token."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from indexer.sqlite_conn import open_sqlite
 from models.accounts import Role, User
 
 SCHEMA = """
@@ -27,9 +27,7 @@ def _us(ts: datetime) -> int:
 
 class AccountStore:
     def __init__(self, path: Path):
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = open_sqlite(path, "foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.Lock()
 

@@ -1,7 +1,9 @@
-"""Persistence of watchlists, entries, rules, alerts and webhook deliveries (SQLite, beside the sightings).
+"""The watchlist/rule/alert store's interface, and its SQLite backend (`alerts.db`, beside the sightings).
 
-Alerts and their pending deliveries are written in one transaction, so a restart
-loses no alert and re-sends every delivery that was not confirmed.
+It holds watchlists, their entries, rules, alerts, webhooks and webhook deliveries. An alert and its pending
+deliveries are written together, so a restart loses no alert and re-sends every delivery not confirmed. Several
+processes (API replicas) may share one store: `claim_delivery` lets exactly one of them send each delivery.
+Backends: SQLite here (embedded), Elasticsearch (indexer/es_alerts.py) for several machines.
 """
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import re
 import secrets
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import asdict
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
+from indexer.sqlite_conn import open_sqlite
 from indexer.sqlite_store import from_us, to_us
 from models.watchlists import Alert, Rule, WatchEntry, Watchlist
+
+DELIVERY_FIELDS = ("alert_id", "webhook_id", "state", "attempts", "last_error")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watchlists (
@@ -53,25 +59,144 @@ def _now_us() -> int:
     return to_us(datetime.now(timezone.utc))
 
 
-def _rule_json(rule: Rule) -> str:
+def rule_json(rule: Rule) -> str:
     body = asdict(rule)
     body["time_from"] = rule.time_from.isoformat() if rule.time_from else None
     body["time_to"] = rule.time_to.isoformat() if rule.time_to else None
     return json.dumps(body, ensure_ascii=False)
 
 
-def _rule(body: str) -> Rule:
+def rule_from_json(body: str) -> Rule:
     data = json.loads(body)
     for key in ("time_from", "time_to"):
         data[key] = time.fromisoformat(data[key]) if data[key] else None
     return Rule(**data)
 
 
-class AlertStore:
+class AlertStore(ABC):
+    """Watchlists, entries, rules, alerts, webhooks and their deliveries, for the rule engine, the watchlist service,
+    webhook delivery and retention. Every write is visible to the next read of any process when it returns."""
+
+    # watchlists and entries
+    @abstractmethod
+    def add_watchlist(self, w: Watchlist) -> None: ...
+
+    @abstractmethod
+    def watchlists(self) -> list[Watchlist]:
+        """By name."""
+
+    @abstractmethod
+    def delete_watchlist(self, watchlist_id: str) -> bool:
+        """The list and its entries; False when there was none."""
+
+    @abstractmethod
+    def add_entries(self, entries: list[WatchEntry], faces: list[np.ndarray | None]) -> None:
+        """All or none; `faces` gives each entry's enrolled face vector (None for plates and attributes)."""
+
+    @abstractmethod
+    def entries(self, watchlist_id: str | None = None) -> list[tuple[WatchEntry, np.ndarray | None]]:
+        """One list's entries in the order they were added, or every entry; each with its face vector."""
+
+    @abstractmethod
+    def delete_entry(self, entry_id: str) -> bool: ...
+
+    # rules
+    @abstractmethod
+    def put_rule(self, rule: Rule) -> None:
+        """Add the rule, or replace the one with its id."""
+
+    @abstractmethod
+    def rules(self) -> list[Rule]: ...
+
+    @abstractmethod
+    def delete_rule(self, rule_id: str) -> bool: ...
+
+    # alerts
+    @abstractmethod
+    def add_alert(self, a: Alert) -> None:
+        """The alert and one pending delivery per registered webhook, together."""
+
+    @abstractmethod
+    def alerts(self, rule_id: str | None = None, acked: bool | None = None, since: datetime | None = None,
+               limit: int = 100, offset: int = 0) -> list[Alert]:
+        """Newest raised first."""
+
+    @abstractmethod
+    def get_alert(self, alert_id: str) -> Alert | None: ...
+
+    @abstractmethod
+    def ack(self, alert_id: str, user: str) -> bool:
+        """Acknowledge once: False when there is no such alert or it was acknowledged already (by anyone)."""
+
+    @abstractmethod
+    def named_sightings(self) -> set[str]:
+        """Every sighting id an alert names: its own sighting, and a cloned plate's other read (retention's check)."""
+
+    @abstractmethod
+    def delete_for_sightings(self, sighting_ids: list[str], batch: int = 500) -> int:
+        """Delete the alerts that name any of these sightings (as theirs, or as a cloned plate's other read) with
+        their deliveries, pending or dead: retention leaves no plate, camera, time or crop of a purged sighting.
+        Returns how many alerts went."""
+
+    @abstractmethod
+    def alert_count(self) -> int: ...
+
+    # webhooks and deliveries
+    @abstractmethod
+    def add_webhook(self, webhook_id: str, url: str, secret: str) -> bool:
+        """Register a receiver (False: one with this URL exists already)."""
+
+    @abstractmethod
+    def webhooks(self) -> dict[str, str]:
+        """id -> URL, for showing: never the secret, never credentials or control characters (from older data)."""
+
+    @abstractmethod
+    def delete_webhook(self, webhook_id: str) -> bool:
+        """Stop delivering to a receiver: it and its deliveries (pending or dead) are gone."""
+
+    @abstractmethod
+    def due_deliveries(self, limit: int = 100) -> list[tuple[str, str, str, str, int]]:
+        """(alert_id, webhook_id, url, secret, attempts) whose next attempt is due, oldest first. Only a hint of
+        what to send: a sender must `claim_delivery` each before sending it."""
+
+    @abstractmethod
+    def claim_delivery(self, alert_id: str, webhook_id: str, lease_s: float) -> bool:
+        """Take one due delivery for `lease_s` seconds (it is due again after that, should the sender die); False
+        when it is not pending and due any more, e.g. another process claimed it first. Of several processes that
+        claim the same delivery at once, exactly one gets True."""
+
+    @abstractmethod
+    def delivery_done(self, alert_id: str, webhook_id: str) -> None: ...
+
+    @abstractmethod
+    def defer_webhook(self, webhook_id: str, until: datetime) -> None:
+        """Hold a failing receiver's other pending deliveries until its next retry (their attempts unchanged)."""
+
+    @abstractmethod
+    def delivery_failed(self, alert_id: str, webhook_id: str, error: str, retry_at: datetime | None) -> None:
+        """Schedule the next attempt, or park the delivery as dead (dead letter) when retries are spent."""
+
+    @abstractmethod
+    def deliveries(self, state: str | None = None) -> list[dict]:
+        """Each delivery (in one state, or all) as {alert_id, webhook_id, state, attempts, last_error}."""
+
+    @abstractmethod
+    def delivery_counts(self) -> dict[str, int]:
+        """How many deliveries are in each state (pending, delivered, dead)."""
+
+    @abstractmethod
+    def retry_dead(self) -> int:
+        """Put dead-lettered deliveries back in the queue (an operator's 'resend'); returns how many."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteAlertStore(AlertStore):
+    """One SQLite file that every process on the machine opens; multi-row writes are one transaction each."""
+
     def __init__(self, path: Path):
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = open_sqlite(path, "foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.RLock()
         self._migrate()
@@ -140,11 +265,11 @@ class AlertStore:
     # rules ------------------------------------------------------------------------------------
     def put_rule(self, rule: Rule) -> None:
         self._write("INSERT INTO rules VALUES (?,?) ON CONFLICT(id) DO UPDATE SET body=excluded.body",
-                    (rule.id, _rule_json(rule)))
+                    (rule.id, rule_json(rule)))
 
     def rules(self) -> list[Rule]:
         with self.lock:
-            return [_rule(r[0]) for r in self.conn.execute("SELECT body FROM rules")]
+            return [rule_from_json(r[0]) for r in self.conn.execute("SELECT body FROM rules")]
 
     def delete_rule(self, rule_id: str) -> bool:
         return self._write("DELETE FROM rules WHERE id=?", (rule_id,)) > 0
@@ -222,6 +347,10 @@ class AlertStore:
                     raise
         return deleted
 
+    def alert_count(self) -> int:
+        with self.lock:
+            return int(self.conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+
     def add_webhook(self, webhook_id: str, url: str, secret: str) -> bool:
         """Register a receiver (False: one with this URL exists already)."""
         try:
@@ -257,6 +386,14 @@ class AlertStore:
                 "FROM deliveries d JOIN webhooks w ON w.id=d.webhook_id "
                 "WHERE d.state='pending' AND d.next_us<=? ORDER BY d.next_us LIMIT ?", (_now_us(), limit)).fetchall()
 
+    def claim_delivery(self, alert_id: str, webhook_id: str, lease_s: float) -> bool:
+        """One conditional UPDATE (still pending, still due -> due again only after the lease), which SQLite runs
+        under its write lock: of the processes that read the delivery as due, exactly one updates it."""
+        now = datetime.now(timezone.utc)
+        return self._write(
+            "UPDATE deliveries SET next_us=? WHERE alert_id=? AND webhook_id=? AND state='pending' AND next_us<=?",
+            (to_us(now + timedelta(seconds=lease_s)), alert_id, webhook_id, to_us(now))) == 1
+
     def delivery_done(self, alert_id: str, webhook_id: str) -> None:
         self._write("UPDATE deliveries SET state='delivered', attempts=attempts+1 WHERE alert_id=? AND webhook_id=?",
                     (alert_id, webhook_id))
@@ -276,7 +413,11 @@ class AlertStore:
         with self.lock:
             rows = self.conn.execute("SELECT alert_id, webhook_id, state, attempts, last_error FROM deliveries"
                                      + (" WHERE state=?" if state else ""), (state,) if state else ()).fetchall()
-        return [dict(zip(("alert_id", "webhook_id", "state", "attempts", "last_error"), r, strict=True)) for r in rows]
+        return [dict(zip(DELIVERY_FIELDS, r, strict=True)) for r in rows]
+
+    def delivery_counts(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.conn.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
 
     def retry_dead(self) -> int:
         """Put dead-lettered deliveries back in the queue (an operator's 'resend')."""

@@ -1,4 +1,4 @@
-"""The audit log (SQLite, `audit.db` beside the data): append-only and hash-chained.
+"""The audit log's interface and its SQLite backend (`audit.db` beside the data): append-only and hash-chained.
 
 Each entry's hash is sha256 over the previous entry's hash and the entry's own fields in a
 canonical JSON form; `verify` recomputes the chain and names the first entry that does not
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from indexer.sqlite_conn import open_sqlite
 from models.accounts import AuditEntry
 
 SCHEMA = """
@@ -40,11 +41,31 @@ def entry_hash(e: AuditEntry) -> str:
     return hashlib.sha256((e.prev_hash + text).encode()).hexdigest()
 
 
-class AuditStore:
+class AuditStore(ABC):
+    """Where the audit log lives: append-only, one writer sequence (seq 1, 2, ...), each entry chained by hash to
+    the one before it. Backends: SQLite here (embedded), Elasticsearch (indexer/es_audit.py) for several machines."""
+
+    @abstractmethod
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        """Give the entry the next seq and the previous entry's hash, hash it and store it; returns it chained."""
+
+    @abstractmethod
+    def entries(self, actor: str | None = None, case_ref: str | None = None, action: str | None = None,
+                start: datetime | None = None, end: datetime | None = None, limit: int = 1000, offset: int = 0,
+                about: str | None = None) -> list[AuditEntry]:
+        """Newest first; `about` keeps the entries whose parameters mention it (a plate, a sighting id)."""
+
+    @abstractmethod
+    def walk(self, batch: int = 10_000) -> list[AuditEntry]:
+        """Every entry in chain order (for verification)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteAuditStore(AuditStore):
     def __init__(self, path: Path):
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # an acknowledged audit entry survives a power cut
+        self.conn = open_sqlite(path, "synchronous=FULL")  # an acknowledged audit entry survives a power cut
         self.conn.executescript(SCHEMA)
         self.lock = threading.Lock()
 

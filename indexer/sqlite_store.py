@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from indexer.sqlite_conn import open_sqlite
 from indexer.store import (
     DuplicateFrame,
     FrameRecord,
@@ -77,10 +78,7 @@ class SQLiteStore(RecordStore):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = open_sqlite(path, "synchronous=NORMAL", "foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.RLock()
         if (self.conn.execute("SELECT 1 FROM plates LIMIT 1").fetchone() is None
@@ -202,12 +200,15 @@ class SQLiteStore(RecordStore):
             where.append(f"id IN ({','.join('?' * len(q.ids))})" if q.ids else "0")
             args.extend(q.ids)
         for name, value in q.attributes.items():
-            if name in ("vehicle_type", "vehicle_color", "plate_color"):  # indexed columns
-                where.append(f"{name}=?")
-                args.append(value)
-            else:  # person attributes live in the JSON
-                where.append(f"json_extract(attributes, '$.{name}')=?")
-                args.append(int(value) if isinstance(value, bool) else value)
+            # vehicle columns are indexed; person attributes live in the JSON
+            column = name if name in ("vehicle_type", "vehicle_color", "plate_color") else \
+                f"json_extract(attributes, '$.{name}')"
+            values = list(value) if isinstance(value, tuple) else [int(value) if isinstance(value, bool) else value]
+            where.append(f"{column} IN ({','.join('?' * len(values))})" if values else "0")
+            args.extend(values)
+        for score in q.attributes.scored():
+            where.append(f"json_extract(attributes, '$.{score}')>=?")
+            args.append(q.attributes.min_confidence)
         sql = f"SELECT {_SIGHTING_COLUMNS} FROM sightings"
         if where:
             sql += " WHERE " + " AND ".join(where)

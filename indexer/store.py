@@ -10,23 +10,42 @@ import numpy as np
 
 from models.records import Camera, Sighting
 
+# The confidence each searchable attribute carries on the record: `min_confidence` applies to these.
+SCORE_FIELDS = {"vehicle_type": "vehicle_type_score", "vehicle_color": "vehicle_color_score",
+                "gender": "gender_score", "upper_color": "upper_color_score", "lower_color": "lower_color_score"}
+
 
 @dataclass
 class AttributeFilter:
-    """Attribute conditions of a search (None = any): vehicle columns and person attributes."""
+    """Attribute conditions of a search (None = any): vehicle columns and person attributes.
+
+    A colour may be one name or a tuple of names meaning any of them (near colours: silver, gray, white).
+    `min_confidence` keeps only sightings whose every filtered, scored attribute was classified at least this
+    sure: an attribute with no score then does not match.
+    """
 
     vehicle_type: str | None = None
-    vehicle_color: str | None = None
+    vehicle_color: str | tuple[str, ...] | None = None
     plate_color: str | None = None
     gender: str | None = None
-    upper_color: str | None = None
-    lower_color: str | None = None
+    upper_color: str | tuple[str, ...] | None = None
+    lower_color: str | tuple[str, ...] | None = None
     bag: bool | None = None
+    backpack: bool | None = None
     hat: bool | None = None
+    long_sleeves: bool | None = None
+    long_pants: bool | None = None
+    min_confidence: float | None = None
 
     def items(self) -> list[tuple[str, object]]:
-        """The conditions that are set."""
-        return [(k, v) for k, v in self.__dict__.items() if v is not None]
+        """The conditions that are set, each value a str, a bool or a tuple of str (any of)."""
+        return [(k, v) for k, v in self.__dict__.items() if v is not None and k != "min_confidence"]
+
+    def scored(self) -> list[str]:
+        """The score fields `min_confidence` applies to: those of the conditions that are set."""
+        if self.min_confidence is None:
+            return []
+        return [SCORE_FIELDS[k] for k, _ in self.items() if k in SCORE_FIELDS]
 
 
 @dataclass

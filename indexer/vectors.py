@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from indexer.store import RecordStore
+from models.records import InputError
 
 
 class VectorIndex(ABC):
@@ -278,3 +279,32 @@ class FaissIndex(VectorIndex):
             tmp = self.path.with_suffix(f".faiss.{os.getpid()}.tmp")  # processes sharing the folder never clash
             faiss.write_index(self.index, str(tmp))
             os.replace(tmp, self.path)
+
+
+class StoreOnlyIndex(VectorIndex):
+    """No index at all, for processes that only write (queue workers): the record store keeps every vector and
+    the processes that search catch up from it, so a worker neither holds the vectors nor writes index files."""
+
+    def __init__(self, space: str):
+        self.space = space
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        pass
+
+    def remove(self, ids: np.ndarray) -> int:
+        return 0
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise InputError("this process keeps no vector index (SIGHTLINE_VECTORS=store-only): search through the API")
+
+    def vector(self, vector_id: int) -> np.ndarray:
+        raise KeyError(vector_id)
+
+    def catch_up(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def save(self) -> None:
+        pass

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.attributes import PersonAttributeClassifier, VehicleAttributeClassifier, face_quality
+from models.attributes import (
+    PersonAttributeClassifier,
+    VehicleAttributeClassifier,
+    describe_person,
+    describe_vehicle,
+    face_quality,
+)
+from models.colors import UNKNOWN, scene_lab, scene_lightness
 from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
 from models.imageops import crop
@@ -19,6 +26,7 @@ from models.plates import PlateReader, PlateReading, is_valid_plate
 from models.records import BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
 from models.registry import default_model_dir, model_path
 from models.tracking import Track
+from models.vehicle_type import two_wheeler_in_frame
 
 
 class Pipeline:
@@ -51,7 +59,7 @@ class Pipeline:
             per_frame.append(self._objects(frame, dets, frame_plates))
         vehicles = [o for obs in per_frame for o in obs if o.kind == SightingKind.VEHICLE]
         people = [o for obs in per_frame for o in obs if o.kind == SightingKind.PERSON]
-        self._classify(vehicles, people)
+        self._classify(frames, per_frame, plates)
         t3 = time.perf_counter()
         self._embed(vehicles, self.vehicle_embedder)
         self._embed(people, self.person_embedder)
@@ -82,8 +90,14 @@ class Pipeline:
         embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
         described = ObjectDescription(embedder.embed([image])[0])
         if kind == SightingKind.VEHICLE:
-            attrs = self.vehicle_attributes.classify([image])[0]
-            described.vehicle_color, described.vehicle_type = attrs.vehicle_color, attrs.vehicle_type
+            # The photo is the vehicle: no detector class, the photo's own edges are the scene.
+            attrs = VehicleAttributes()
+            h, w = image.shape[:2]
+            describe_vehicle(attrs, self.vehicle_attributes.votes([image])[0], image,
+                             scene_lightness(scene_lab(image), image.shape, BBox(0, 0, w, h)), None)
+            # "unknown" is no evidence: a photo search must not count it against the sightings it ranks.
+            described.vehicle_color = attrs.vehicle_color if attrs.vehicle_color != UNKNOWN else None
+            described.vehicle_type = attrs.vehicle_type
             readings = [r for r in self.plate_reader.read_frames([image])[0] if r.text]
             described.plate = max(readings, key=lambda r: r.score).text if readings else None
         return described
@@ -104,6 +118,7 @@ class Pipeline:
         run on a track's best crops only, not on every frame it was seen in.
         """
         observations: list[Observation] = []
+        frames: list[np.ndarray] = []  # the best frame of each vehicle or person observation, in order
         for track in tracks:
             best = track.best(1)[0]
             det = best.detection
@@ -120,6 +135,7 @@ class Pipeline:
             kind = SightingKind(track.kind)
             attrs = VehicleAttributes(coco_class=det.label) if kind == SightingKind.VEHICLE else PersonAttributes()
             ob = Observation(kind, det.bbox, det.score, attrs, crop(best.frame, det.bbox))
+            frames.append(best.frame)
             if track.kind == SightingKind.VEHICLE:
                 views = [crop(c.frame, c.detection.bbox) for c in track.best(plate_views)]
                 readings = [r for found in self.plate_reader.read_frames(views) for r in found]
@@ -127,7 +143,8 @@ class Pipeline:
             observations.append(ob)
         vehicles = [o for o in observations if o.kind == SightingKind.VEHICLE]
         people = [o for o in observations if o.kind == SightingKind.PERSON]
-        self._classify(vehicles, people)
+        # Each track's observation is classified against its own best frame (its boxes are of that frame alone).
+        self._classify(frames, [[o] for o in observations if o.kind != SightingKind.FACE])
         self._embed(vehicles, self.vehicle_embedder)
         self._embed(people, self.person_embedder)
         return observations
@@ -160,14 +177,31 @@ class Pipeline:
             self._assign_plate(owner, plate)
         return obs
 
-    def _classify(self, vehicles: list[Observation], people: list[Observation]) -> None:
-        for o, a in zip(vehicles, self.vehicle_attributes.classify([o.crop for o in vehicles]), strict=True):
+    def _classify(self, frames: list[np.ndarray], per_frame: list[list[Observation]],
+                  plates: list[list[PlateReading]] | None = None) -> None:
+        """Attributes of every vehicle and person, each model once for the whole batch.
+
+        A vehicle's type hears its detector class, the attribute model, the other boxes of its frame
+        (a rider, a YOLOX two-wheeler box) and its plate's width; colours are judged against the
+        lightness of the scene around.
+        """
+        vehicles: list[tuple[Observation, float, str | None, float | None]] = []
+        people: list[tuple[Observation, float]] = []
+        for i, (frame, obs) in enumerate(zip(frames, per_frame, strict=True)):
+            scene = scene_lab(frame)
+            for o in obs:
+                light = scene_lightness(scene, frame.shape, o.bbox)
+                if o.kind == SightingKind.VEHICLE:
+                    widths = _width_in_plates(o, plates[i]) if plates is not None else None
+                    vehicles.append((o, light, two_wheeler_in_frame(o, obs), widths))
+                elif o.kind == SightingKind.PERSON:
+                    people.append((o, light))
+        votes = self.vehicle_attributes.votes([v[0].crop for v in vehicles])
+        for (o, light, two_wheeler, widths), vote in zip(vehicles, votes, strict=True):
             assert isinstance(o.attributes, VehicleAttributes)
-            o.attributes.vehicle_color, o.attributes.vehicle_color_score = a.vehicle_color, a.vehicle_color_score
-            o.attributes.vehicle_type, o.attributes.vehicle_type_score = a.vehicle_type, a.vehicle_type_score
-            if o.attributes.coco_class in ("bicycle", "motorcycle"):
-                o.attributes.vehicle_type = o.attributes.coco_class  # the 4-class model knows no two-wheelers
-        for o, p in zip(people, self.person_attributes.classify([o.crop for o in people]), strict=True):
+            describe_vehicle(o.attributes, vote, o.crop, light, two_wheeler, widths)
+        for (o, light), p in zip(people, self.person_attributes.classify([o.crop for o, _ in people]), strict=True):
+            describe_person(p, o.crop, light)
             o.attributes = p
 
     @staticmethod
@@ -207,6 +241,16 @@ def vote_plate(readings: list[PlateReading]) -> PlateReading | None:
     best = max((r for r in valid if r.text == winner), key=lambda r: r.score)
     best.score = min(1.0, totals[winner] / len(valid))  # agreement across views is the confidence
     return best
+
+
+def _width_in_plates(vehicle: Observation, plates: list[PlateReading]) -> float | None:
+    """The vehicle box's width in widths of the plate it owns (the one its plate text came from)."""
+    attrs = vehicle.attributes
+    text = getattr(attrs, "plate", None)
+    if not text or getattr(attrs, "coco_class", None) is None:  # a box drawn around a plate says nothing of size
+        return None
+    own = [p for p in plates if p.text == text and p.layers == 1 and _centre_inside(p.bbox, vehicle.bbox)]
+    return vehicle.bbox.width / own[0].bbox.width if own and own[0].bbox.width > 0 else None
 
 
 def _centre_inside(inner: BBox, outer: BBox) -> bool:

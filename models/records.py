@@ -100,6 +100,15 @@ class Camera:
             raise InputError(f"camera {self.id}: heading_deg must be in [0, 360)")
 
 
+# The vocabularies attributes are written in (models/attributes.py writes them; search, its form and the
+# free-text parser read them): kept here, light to import, beside the records that carry them.
+VEHICLE_COLORS = ("white", "silver", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange", "purple",
+                  "pink")
+PERSON_COLORS = ("white", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange", "purple", "pink")
+VEHICLE_TYPES = ("car", "van", "truck", "bus", "motorcycle", "bicycle")
+UNKNOWN = "unknown"  # a colour looked at and not told: never matches a colour query
+
+
 @dataclass
 class VehicleAttributes:
     plate: str | None = None
@@ -126,7 +135,9 @@ class PersonAttributes:
     long_hair: bool | None = None
     coat_jacket: bool | None = None
     upper_color: str | None = None
+    upper_color_score: float | None = None
     lower_color: str | None = None
+    lower_color_score: float | None = None
 
 
 @dataclass

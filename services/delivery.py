@@ -8,6 +8,14 @@ Each webhook body is signed: `X-Sightline-Signature: sha256=<hex HMAC-SHA256 of 
 the webhook's secret>`, beside `X-Sightline-Timestamp` (Unix seconds) and `Idempotency-Key` (the alert id).
 A receiver recomputes the HMAC over the bytes it received and compares in constant time. Every URL, the
 registered one and each redirect, passes the outbound policy (services/outbound.py) before it is sent to.
+
+Several processes (API replicas) may share one alert store, each with its own sender thread. Each delivery is
+sent once, by one of them: a sender first claims it (`AlertStore.claim_delivery`: still pending, still due →
+due again only after a lease, done atomically by the store — a conditional UPDATE in SQLite, a conditional
+scripted update in Elasticsearch), so exactly one process wins; the others skip it. The lease outlives any
+attempt (its timeouts and redirects); should the winner die mid-attempt, the delivery is due again when the
+lease ends (at least once; the Idempotency-Key lets a receiver drop a repeat).
+Alerts raised in other processes (queue workers) arrive through `relayed` (services/queue.py AlertRelay).
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
@@ -95,6 +104,7 @@ class WebhookDispatcher(threading.Thread):
         self.policy = policy or OutboundPolicy()
         self.max_redirects = max_redirects
         self.client = http_client(self.policy, timeout_s)
+        self.lease_s = timeout_s * (max_redirects + 1) * 2 + 30  # longer than any one attempt can take
         self.wake, self.stopping = threading.Event(), threading.Event()
 
     def run(self) -> None:
@@ -121,8 +131,14 @@ class WebhookDispatcher(threading.Thread):
                 log.exception("webhook delivery %s -> %s failed", alert_id, webhook_id)
                 failing.add(webhook_id)
 
+    def claim(self, alert_id: str, webhook_id: str) -> bool:
+        """Take one due delivery for this sender until the lease ends; False when another process took it first."""
+        return self.store.claim_delivery(alert_id, webhook_id, self.lease_s)
+
     def _send(self, alert_id: str, webhook_id: str, url: str, secret: str, attempts: int) -> bool:
         """Try one delivery and record how it went; True when it was delivered (or has nothing left to send)."""
+        if not self.claim(alert_id, webhook_id):
+            return True  # another process is sending it
         alert = self.store.get_alert(alert_id)
         if alert is None:
             return True
@@ -187,12 +203,25 @@ class AlertDelivery:
         self.broadcaster = AlertBroadcaster()
         self.webhooks = WebhookDispatcher(store, policy)
         self.policy = self.webhooks.policy  # what a webhook URL must pass to be registered
+        # where this process's alerts also go: other processes (the queue's AlertRelay.publish)
+        self.relays: list[Callable[[dict], None]] = []
 
     def deliver(self, alerts: list[Alert]) -> None:
         for alert in alerts:
-            self.broadcaster.publish(alert_json(alert))
+            payload = alert_json(alert)
+            self.broadcaster.publish(payload)
+            for relay in self.relays:
+                try:
+                    relay(payload)
+                except Exception:  # noqa: BLE001 - the alert is stored; only the other replicas' live view misses it
+                    log.warning("alert %s not relayed to the other processes", alert.id, exc_info=True)
         if alerts:
             self.webhooks.wake.set()
+
+    def relayed(self, payload: dict) -> None:
+        """An alert raised in another process: to this process's live subscribers, and its webhooks are due."""
+        self.broadcaster.publish(payload)
+        self.webhooks.wake.set()
 
     def start(self) -> None:
         if not self.webhooks.is_alive():

@@ -28,7 +28,8 @@ from indexer.store import DuplicateFrame, FrameRecord, RecordStore, SightingQuer
 from indexer.vectors import VectorIndex
 from models.imageops import IMAGE_SUFFIXES, decode_image
 from models.observations import FramePipeline, Observation
-from models.records import FaceAttributes, InputError, Sighting, TrackInfo, parse_time, require_utc
+from models.records import FaceAttributes, InputError, Sighting, SightingKind, TrackInfo, parse_time, require_utc
+from models.rerank import Verifier, features_key
 
 T = TypeVar("T")
 # How far ahead of this machine's clock a capture time may be (camera clocks drift): a later one is refused, as a
@@ -36,6 +37,9 @@ T = TypeVar("T")
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # Called after each committed frame with its sightings and their vectors (the rule engine's hook).
 Listener = Callable[[list[Sighting], dict[str, np.ndarray]], object]
+# Each vehicle's local features (models/rerank.py), extracted once here and stored beside its crop, so that a photo
+# search matches its candidates' stored features instead of decoding and extracting 20 crops per query.
+LOCAL_FEATURES = Verifier()
 
 
 @dataclass
@@ -169,6 +173,8 @@ class Ingestor:
             if isinstance(attrs, FaceAttributes) and ob.parent is not None:
                 attrs.person_sighting_id = ids[ob.parent]
             crop_key = self._save_crop(frame.ts, sid, ob.crop)
+            if ob.kind == SightingKind.VEHICLE and ob.crop.size:  # photo search verifies vehicles by these
+                self.blobs.put(features_key(crop_key), LOCAL_FEATURES.encode(ob.crop))
             sightings.append(Sighting(id=sid, camera_id=frame.camera_id, ts=frame.ts, kind=ob.kind, bbox=ob.bbox,
                                       det_score=round(ob.det_score, 4), attributes=attrs, crop=crop_key,
                                       frame_sha256=frame.sha256, model_versions=ob.model_versions, track=track))
@@ -180,6 +186,7 @@ class Ingestor:
             for s in sightings:  # its crops were written first: take them back
                 if s.crop:
                     self.blobs.delete(s.crop)
+                    self.blobs.delete(features_key(s.crop))
             raise
         for space in {v.space for v in vectors}:
             self.indexes[space].catch_up()  # this frame's vectors, and any another process stored before them

@@ -11,14 +11,15 @@ import numpy as np
 from geo.areas import cameras_inside
 from geo.trajectories import check_range
 from indexer.blobs import BlobStore
+from indexer.hamming import faiss_two_nearest
 from indexer.plate_index import PlateDictionary
 from indexer.store import AttributeFilter, RecordStore, SightingQuery
 from indexer.vectors import VectorIndex
 from models.imageops import crop, decode_image
 from models.observations import FramePipeline, ObjectDescription
 from models.plate_text import reader_distance
-from models.records import BBox, InputError, Sighting, SightingKind
-from models.rerank import Verifier
+from models.records import UNKNOWN, BBox, InputError, Sighting, SightingKind
+from models.rerank import LocalFeatures, Verifier, features_key
 from models.spaces import FACE_MATCH_COSINE
 
 CANDIDATE_LIMIT = 100_000  # a filter that keeps up to this many sightings is searched exactly among them
@@ -121,7 +122,7 @@ class SearchService:
     def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], plates: PlateDictionary,
                  blobs: BlobStore, pipeline: Callable[[], FramePipeline]):
         self.store, self.indexes, self.plates, self.blobs, self.get_pipeline = store, indexes, plates, blobs, pipeline
-        self.verifier = Verifier()
+        self.verifier = Verifier(two_nearest=faiss_two_nearest)
 
     def plates_like(self, q: str, mode: str, filters: Filters, limit: int = 50, per_plate: int = 20
                     ) -> list[PlateResult]:
@@ -197,22 +198,36 @@ class SearchService:
         return [s for s, score in hits if score >= min_similarity]
 
     def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
-        """Geometric verification of the leading candidates against their evidence crops (models/rerank.py).
+        """Geometric verification of the leading candidates against their local features (models/rerank.py).
 
         Stickers, dents and ornaments matched under one homography lift the same vehicle above look-alikes;
-        a candidate without a readable crop keeps its score.
+        a candidate with neither stored features nor a readable crop keeps its score. `why` says how many
+        inliers, the bonus, and whether the candidate's features were stored at ingest (1) or re-extracted (0).
         """
         query = self.verifier.extract(probe.image)
         out = []
         for rank, hit in enumerate(ranked):
-            data = self.blobs.get(hit.sighting.crop) if rank < self.verifier.top_k and hit.sighting.crop else None
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-            if image is not None:
-                inliers = self.verifier.inliers(query, self.verifier.extract(image))
+            features, stored = self.local_features(hit.sighting) if rank < self.verifier.top_k else (None, False)
+            if features is not None:
+                inliers = self.verifier.inliers(query, features)
                 local = round(float(self.verifier.bonus(np.array([inliers]))[0]), 4)
-                hit = Hit(hit.sighting, hit.score + local, {**hit.why, "local_inliers": inliers, "local": local})
+                why = {**hit.why, "local_inliers": inliers, "local": local, "local_stored": float(stored)}
+                hit = Hit(hit.sighting, hit.score + local, why)
             out.append(hit)
         return sorted(out, key=lambda h: -h.score)
+
+    def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
+        """A sighting's local features and whether they were stored at ingest; sightings stored before features
+        were (or whose blob is of another format) fall back to extracting them from their crop."""
+        if not sighting.crop:
+            return None, False
+        blob = self.blobs.get(features_key(sighting.crop))
+        stored = self.verifier.decode(blob) if blob else None
+        if stored is not None:
+            return stored, True
+        data = self.blobs.get(sighting.crop)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        return (self.verifier.extract(image) if image is not None else None), False
 
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)
@@ -243,7 +258,7 @@ def rerank(probe: ObjectDescription, hits: list[tuple[Sighting, float]]) -> list
         parts = {"appearance": round(cosine, 4)}
         bonus = 0.0
         color, vtype, plate = (getattr(a, name, None) for name in ("vehicle_color", "vehicle_type", "plate"))
-        if probe.vehicle_color and color:
+        if probe.vehicle_color and color and UNKNOWN not in (color, probe.vehicle_color):  # unknown says nothing
             parts["colour"] = 0.03 if color == probe.vehicle_color else -0.03
             bonus += parts["colour"]
         if probe.vehicle_type and vtype:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,22 @@ class Settings:
     # named here: host names, IP addresses or networks (CIDR). Public addresses need no entry.
     outbound_allow: tuple[str, ...] = ()
     secure_cookies: bool = False  # set behind TLS: session cookies then travel over HTTPS only
+    # Scale-out: the Redis URL (redis://HOST:PORT/DB) of the frame queue that `sightline worker`s consume; the API
+    # then reports the queue on /health and /metrics and shows alerts raised by the workers on its SSE stream.
+    queue: str | None = None
+    # Elasticsearch (SIGHTLINE_STORE=elasticsearch and/or SIGHTLINE_VECTORS=elasticsearch): the cluster's URL, how
+    # to sign in (an API key, or a user and password; kept out of repr so they never reach a log), the CA file that
+    # signed its TLS certificate, and the prefix of every index name (several deployments can share a cluster).
+    es_url: str | None = None
+    es_api_key: str | None = field(default=None, repr=False)
+    es_user: str | None = None
+    es_password: str | None = field(default=None, repr=False)
+    es_ca_certs: Path | None = None
+    es_prefix: str = "sightline"
+    # An ingest that someone waits on returns only when its sightings are searchable; queue workers skip the wait.
+    es_visible_on_commit: bool = True
+    # Crops and frames in a folder that several machines mount (SIGHTLINE_BLOBS); None: <data>/crops, one machine.
+    blobs_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +87,14 @@ class Settings:
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
             secure_cookies=(get("SIGHTLINE_SECURE_COOKIES") or "0").lower() in ("1", "true", "yes"),
             outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
+            queue=get("SIGHTLINE_QUEUE"),
+            es_url=get("SIGHTLINE_ES_URL"),
+            es_api_key=get("SIGHTLINE_ES_API_KEY"),
+            es_user=get("SIGHTLINE_ES_USER"),
+            es_password=get("SIGHTLINE_ES_PASSWORD"),
+            es_ca_certs=Path(ca).resolve() if (ca := get("SIGHTLINE_ES_CA_CERTS")) else None,
+            es_prefix=_es_prefix(get("SIGHTLINE_ES_PREFIX") or base.es_prefix),
+            blobs_dir=Path(blobs).resolve() if (blobs := get("SIGHTLINE_BLOBS")) else None,
         )
 
     def with_dirs(self, data_dir: str | None, model_dir: str | None) -> Settings:
@@ -84,6 +109,13 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "vectors"
+
+
+def _es_prefix(text: str) -> str:
+    """Index names must be lowercase, without spaces or the characters Elasticsearch reserves."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,99}", text):
+        raise InputError(f"SIGHTLINE_ES_PREFIX={text!r}: use lowercase letters, digits, '-', '_' or '.'")
+    return text
 
 
 def _number(env: Mapping[str, str], name: str, low: float, high: float, default: float | None) -> float | None:

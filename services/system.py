@@ -12,13 +12,19 @@ from collections.abc import Callable
 import numpy as np
 
 from indexer.accounts_store import AccountStore
-from indexer.alert_store import AlertStore
-from indexer.audit_store import AuditStore
-from indexer.blobs import BlobStore, FileBlobStore
+from indexer.alert_store import AlertStore, SQLiteAlertStore
+from indexer.audit_store import AuditStore, SQLiteAuditStore
+from indexer.blobs import BlobStore, FileBlobStore, SharedFolderBlobStore
+from indexer.case_store import SQLiteCaseStore
+from indexer.es_alerts import ElasticsearchAlertStore
+from indexer.es_audit import ElasticsearchAuditStore
+from indexer.es_common import ESConnection
+from indexer.es_store import ElasticsearchStore
+from indexer.es_vectors import ElasticsearchVectorIndex
 from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import RecordStore
-from indexer.vectors import FaissIndex, VectorIndex
+from indexer.vectors import FaissIndex, StoreOnlyIndex, VectorIndex
 from models.imageops import decode_image
 from models.observations import FramePipeline
 from models.records import InputError
@@ -26,9 +32,12 @@ from models.spaces import SPACES
 from services.accounts import Accounts
 from services.alerts import RuleEngine
 from services.audit import AuditLog
+from services.cases import CaseService
 from services.delivery import AlertDelivery
+from services.evidence import EvidencePackager
 from services.ingest import Ingestor
 from services.outbound import OutboundPolicy
+from services.queue import AlertRelay, RedisFrameQueue
 from services.retention import Retention, RetentionWorker
 from services.search import SearchService
 from services.settings import Settings
@@ -36,10 +45,40 @@ from services.watchlists import WatchlistService
 
 STORE_BACKENDS: dict[str, Callable[[Settings], RecordStore]] = {
     "sqlite": lambda s: SQLiteStore(s.data_dir / "sightline.db"),
+    "elasticsearch": lambda s: ElasticsearchStore(_es(s).client(), s.es_prefix,
+                                                  visible_on_commit=s.es_visible_on_commit),
 }
 VECTOR_BACKENDS: dict[str, Callable[[Settings, str, int, RecordStore], VectorIndex]] = {
     "faiss": lambda s, space, dim, store: FaissIndex(s.index_dir, space, dim, store, s.exact_limit, s.nprobe),
+    "store-only": lambda s, space, dim, store: StoreOnlyIndex(space),  # writers only: it answers no search
+    "elasticsearch": lambda s, space, dim, store: ElasticsearchVectorIndex(_es(s).client(), s.es_prefix, space, dim,
+                                                                           store, s.exact_limit),
 }
+
+
+WRITE_ONLY_VECTOR_BACKENDS = {"store-only"}  # outside the vector contract: they keep nothing to search
+
+AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = {  # by the record store's name
+    "sqlite": lambda s: SQLiteAuditStore(s.data_dir / "audit.db"),
+    "elasticsearch": lambda s: ElasticsearchAuditStore(_es(s).client(), s.es_prefix),
+}
+ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = {  # by the record store's name, like the audit log
+    "sqlite": lambda s: SQLiteAlertStore(s.data_dir / "alerts.db"),
+    "elasticsearch": lambda s: ElasticsearchAlertStore(_es(s).client(), s.es_prefix),
+}
+
+
+def _es(settings: Settings) -> ESConnection:
+    """The cluster the Elasticsearch backends use; naming one without SIGHTLINE_ES_URL is a configuration error."""
+    if not settings.es_url:
+        raise InputError("the elasticsearch backend needs SIGHTLINE_ES_URL (e.g. https://es01:9200)")
+    return ESConnection(settings.es_url, settings.es_api_key, settings.es_user, settings.es_password,
+                        str(settings.es_ca_certs) if settings.es_ca_certs else None)
+
+
+def _blobs(settings: Settings) -> BlobStore:
+    """Crops in a folder several machines share (SIGHTLINE_BLOBS), else under this machine's data folder."""
+    return SharedFolderBlobStore(settings.blobs_dir) if settings.blobs_dir else FileBlobStore(settings.crops_dir)
 
 
 def _backend(table: dict, name: str, what: str):  # noqa: ANN202 - one of the tables above
@@ -64,8 +103,9 @@ class Sightline:
         self.store: RecordStore = make_store(settings)
         self.indexes: dict[str, VectorIndex] = {space: make_index(settings, space, dim, self.store)
                                                 for space, dim in SPACES.items()}
-        self.blobs: BlobStore = FileBlobStore(settings.crops_dir)
-        self.alert_store = AlertStore(settings.data_dir / "alerts.db")
+        self.blobs: BlobStore = _blobs(settings)
+        # watchlists, rules, alerts and deliveries: shared by every replica and worker with Elasticsearch
+        self.alert_store: AlertStore = ALERT_BACKENDS.get(settings.store_backend, ALERT_BACKENDS["sqlite"])(settings)
         self.plates = PlateDictionary(self.store)
         self.outbound = OutboundPolicy(settings.outbound_allow)  # where webhooks and streams may connect
         self.delivery = AlertDelivery(self.alert_store, self.outbound)
@@ -75,8 +115,18 @@ class Sightline:
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
         self.accounts = Accounts(AccountStore(settings.data_dir / "accounts.db"))
-        self.audit = AuditLog(AuditStore(settings.data_dir / "audit.db"))  # never purged with sightings
+        # never purged with sightings; kept where the records are (one log for every machine with Elasticsearch)
+        self.audit = AuditLog(AUDIT_BACKENDS.get(settings.store_backend, AUDIT_BACKENDS["sqlite"])(settings))
+        self.cases = CaseService(SQLiteCaseStore(settings.data_dir / "cases.db"), self.store)  # kept past retention
+        self.evidence = EvidencePackager(self.cases, self.store, self.blobs, settings.roads_geojson)
         self._workers: list[RetentionWorker] = []
+        # Scale-out (SIGHTLINE_QUEUE): the frame queue, and alerts relayed between this process and the others.
+        self.queue: RedisFrameQueue | None = None
+        self.relay: AlertRelay | None = None
+        if settings.queue:
+            self.queue = RedisFrameQueue(settings.queue, settings.max_upload_bytes)
+            self.relay = AlertRelay(self.queue)
+            self.delivery.relays.append(self.relay.publish)
 
     def get_pipeline(self) -> FramePipeline:
         with self._pipeline_lock:
@@ -100,6 +150,8 @@ class Sightline:
     def start(self) -> None:
         """The background work of a long-running process: webhook delivery, and the retention policy."""
         self.delivery.start()
+        if self.relay is not None:
+            self.relay.listen(self.delivery.relayed)  # alerts raised by the queue's workers reach our SSE clients
         if self.settings.retention_days is not None and not self._workers:
             worker = RetentionWorker(self.retention, self.settings.retention_days)
             worker.start()
@@ -113,10 +165,15 @@ class Sightline:
         for worker in self._workers:
             worker.stop()
         self.delivery.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        if self.queue is not None:
+            self.queue.close()
         self.save_indexes()
         self.alert_store.close()
         self.accounts.store.close()
         self.audit.store.close()
+        self.cases.store.close()
         self.store.close()
 
     def __enter__(self) -> Sightline:

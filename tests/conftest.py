@@ -3,6 +3,7 @@ to the API (a user of each role, Bearer headers with a test case and reason)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,19 @@ def client(app, url: str, role: str = "admin", timeout: float = 60, case: bool =
     """An httpx.Client on a served app's URL, signed in as `role` with the case headers by default."""
     return httpx.Client(base_url=url, timeout=timeout, headers=auth_headers(app, role, case))
 
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's, installed by scripts/test.sh
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    """Headless Chromium for the browser tests, driven by Playwright; the tests skip where it is missing."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield launched
+        launched.close()

@@ -139,6 +139,50 @@ def test_frames_become_sightings_found_by_plate_and_attributes(api: httpx.Client
     assert [s["attributes"]["plate"] for s in window["sightings"]] == ["沪B88888"]
 
 
+def test_attribute_search_honours_confidence_and_near_colours(api: httpx.Client, fake_pipeline: FakePipeline
+                                                              ) -> None:
+    photo = jpeg(3)
+    fake_pipeline.script(photo, [
+        vehicle(BBox(0, 0, 40, 96), plate="京A11111", vehicle_color="silver", vehicle_color_score=0.9),
+        vehicle(BBox(40, 0, 80, 96), plate="京A22222", vehicle_color="white", vehicle_color_score=0.35),
+        person(BBox(80, 0, 128, 96), upper_color="black", upper_color_score=0.8, lower_color="gray")])
+    stored(api, photo)
+
+    def plates(**body: object) -> list[str]:
+        found = api.post("/search/attributes", json={"kind": "vehicle", **body})
+        assert found.status_code == 200, found.text
+        return sorted(s["attributes"]["plate"] for s in found.json()["sightings"])
+
+    assert plates(vehicle_color="white") == ["京A22222"]
+    assert plates(vehicle_color="white", near_colors=True) == ["京A11111", "京A22222"]  # silver ≈ white
+    assert plates(vehicle_color="white", near_colors=True, min_confidence=0.5) == ["京A11111"]
+    assert plates(vehicle_color="white", min_confidence=0.5) == []
+    people = api.post("/search/attributes", json={"kind": "person", "upper_color": "black", "min_confidence": 0.7})
+    assert people.json()["count"] == 1
+    unsure = api.post("/search/attributes", json={"kind": "person", "lower_color": "gray", "min_confidence": 0.1})
+    assert unsure.json()["count"] == 0  # no score recorded: not sure enough for a query that asks for sureness
+    refused = api.post("/search/attributes", json={"kind": "vehicle", "min_confidence": 1.5})
+    assert refused.status_code in (400, 422) and "min_confidence" in refused.text
+    words = api.get("/search/vocabulary").json()
+    assert "silver" in words["vehicle_colors"] and "white" in words["near_colors"]["silver"]
+
+
+def test_free_text_is_parsed_into_filters_that_find_the_sighting(api: httpx.Client, fake_pipeline: FakePipeline
+                                                                   ) -> None:
+    photo = jpeg(4)
+    fake_pipeline.script(photo, [vehicle(plate="皖AY766D", vehicle_color="white", vehicle_type="car")])
+    stored(api, photo, "gate-1", "2026-11-02T09:00:00+08:00")
+    parsed = api.get("/search/parse", params={"q": "white SUV on Jidi Road", "tz": "Asia/Shanghai"})
+    assert parsed.status_code == 200, parsed.text
+    body = parsed.json()
+    assert body["kind"] == "vehicle" and body["filters"]["camera_ids"] == ["gate-1"]  # 纪翟路 read as pinyin
+    assert {c["field"] for c in body["chips"]} == {"vehicle_color", "vehicle_type", "place"}
+    found = api.post("/search/attributes", json={"kind": body["kind"], **body["filters"]}).json()
+    assert [s["attributes"]["plate"] for s in found["sightings"]] == ["皖AY766D"]
+    assert api.get("/search/parse", params={"q": "car", "tz": "Nowhere/Land"}).status_code == 400
+    assert api.get("/search/parse", params={"q": "x" * 301}).status_code in (400, 422)
+
+
 def test_image_search_finds_the_same_photo_first(api: httpx.Client) -> None:
     photos = [jpeg(10 + i) for i in range(6)]
     ids = [stored(api, p, captured_at=f"2026-11-02T08:0{i}:00+08:00")[0]["id"] for i, p in enumerate(photos)]

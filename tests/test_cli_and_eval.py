@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,38 @@ def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
     assert inverted.returncode == 2 and "ends before" in inverted.stderr
     assert json.loads(sightline("trajectory", "京X00000", *CASE, data=data).stdout)["points"] == []
     assert sightline("search", "image", str(tmp_path / "missing.jpg"), *CASE, data=data).returncode == 2
+    text = json.loads(sightline("search", "text", "白色SUV 皖A 昨天", "--tz", "Asia/Shanghai", *CASE, data=data).stdout)
+    assert text["parsed"]["plate"] == {"q": "皖A*", "mode": "wildcard"} and text["results"] == []
+    assert text["parsed"]["filters"]["vehicle_color"] == "white"
+    nowhere = sightline("search", "text", "white car", "--tz", "Mars/Olympus", *CASE, data=data)
+    assert nowhere.returncode == 2 and "time zone" in nowhere.stderr
     neither = sightline("purge", data=data)
     assert neither.returncode == 2 and "--before" in neither.stderr
     assert sightline("purge", "--before", "2026-11-02T08:00:00", data=data).returncode == 2  # naive time
     assert json.loads(sightline("purge", "--older-than-days", "30", data=data).stdout)["sightings"] == 0
+
+
+def test_case_commands_open_export_and_close_a_case(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    opened = sightline("cases", "open", "2026-118", "--title", "白色SUV 盗窃", "--reason", "stolen car report",
+                       data=data)
+    assert opened.returncode == 0, opened.stderr
+    assert json.loads(opened.stdout)["ref"] == "2026-118"
+    again = sightline("cases", "open", "2026-118", "--title", "x", "--reason", "y", data=data)
+    assert again.returncode == 2 and "2026-118" in again.stderr
+    assert [c["ref"] for c in json.loads(sightline("cases", "list", "--status", "open", data=data).stdout)] == [
+        "2026-118"]
+    search = ("search", "plate", "京A12345", "--case", "2026-118", "--reason", "owner asked")
+    assert sightline(*search, data=data).returncode == 0  # an open case takes searches
+    out = tmp_path / "case.zip"
+    exported = sightline("cases", "export", "2026-118", "--out", str(out), data=data)
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(out) as package:
+        assert {"report.pdf", "manifest.json", "SHA256SUMS"} <= set(package.namelist())
+    assert sightline("cases", "export", "2026-118", "--out", str(out), data=data).returncode == 2  # never overwrites
+    assert sightline("cases", "close", "2026-118", data=data).returncode == 0
+    refused = sightline(*search, data=data)
+    assert refused.returncode == 2 and "closed" in refused.stderr  # a closed file takes no more searching
+    assert sightline("cases", "show", "2026-999", data=data).returncode == 2
+    actions = [e["action"] for e in json.loads(sightline("audit", "list", "--case", "2026-118", data=data).stdout)]
+    assert {"cases open", "search plate", "cases export", "cases close"} <= set(actions)

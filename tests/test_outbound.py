@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from indexer.alert_store import AlertStore
+from indexer.alert_store import SQLiteAlertStore
 from models.records import InputError
 from services.api.app import create_app
 from services.api.localserver import serving
@@ -318,7 +318,7 @@ def test_connections_go_only_to_checked_addresses(tmp_path: Path) -> None:
         return answers.pop(0) if host == "rebind.example" and answers else fake_resolver(host, port)
 
     with receivers({}) as (receiver,):
-        store = AlertStore(tmp_path / "alerts.db")
+        store = SQLiteAlertStore(tmp_path / "alerts.db")
         dispatcher = WebhookDispatcher(store, OutboundPolicy((), rebinding), timeout_s=2)
         port = receiver.url.rsplit(":", 1)[1]
         with pytest.raises(InputError, match="loopback"):
@@ -338,10 +338,10 @@ def test_webhooks_from_an_older_database_get_a_secret(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE webhooks (id TEXT PRIMARY KEY, url TEXT NOT NULL UNIQUE)")
         db.execute("INSERT INTO webhooks VALUES ('old', 'http://8.8.8.8/hook')")
-    store = AlertStore(path)
+    store = SQLiteAlertStore(path)
     secret = store.conn.execute("SELECT secret FROM webhooks WHERE id='old'").fetchone()[0]
     assert len(secret) >= 32 and store.webhooks() == {"old": "http://8.8.8.8/hook"}
     store.close()
-    reopened = AlertStore(path)  # migrating twice changes nothing
+    reopened = SQLiteAlertStore(path)  # migrating twice changes nothing
     assert reopened.conn.execute("SELECT secret FROM webhooks").fetchone()[0] == secret
     reopened.close()

@@ -243,3 +243,6 @@ def test_full_photo_accuracy(reader):
     assert result["exact"] >= 0.94, result["misses"]
     green_short = [m for m in result["misses"] if len(m["label"]) == 8 and len(m["read"]) < 8]
     assert not green_short
+    green = result["by_type"]["new_energy_8"]  # the green plates, reported apart
+    assert green["images"] == 3 and green["exact"] == 1.0 and green["colour_read"].get("green") == 3
+    assert sum(t["images"] for t in result["by_type"].values()) == result["images"]

@@ -13,11 +13,13 @@ from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from indexer.vectors import FaissIndex
+from models.observations import ObjectDescription
 from models.plate_text import reader_distance
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes
 from services.api.app import create_app
 from services.api.localserver import serving
 from services.ingest import PhotoJob
+from services.search import rerank
 from tests.conftest import client
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
@@ -228,3 +230,17 @@ def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
     assert vectors["index"] == "ivf" and vectors["vectors"] == 5000 and vectors["recall_at_10"] >= 0.9
     plates = bench_plates(20_000, queries=20)
     assert {"exact_p50_ms", "wildcard_p50_ms", "fuzzy_p50_ms"} <= set(plates) and plates["sightings"] == 20_000
+
+
+def test_an_unknown_colour_neither_helps_nor_hurts_a_photo_match() -> None:
+    """A colour classifier that could not tell says "unknown": it must not count as a colour that differs."""
+    probe = ObjectDescription(np.ones(4, np.float32), vehicle_color="white", vehicle_type="car")
+
+    def hit(color: str) -> tuple[Sighting, float]:
+        return Sighting(f"s-{color}", "c1", datetime(2026, 11, 2, tzinfo=timezone.utc), "vehicle", BBox(0, 0, 1, 1),
+                        0.9, VehicleAttributes(vehicle_color=color, vehicle_type="car")), 0.8
+
+    ranked = {h.sighting.id: h for h in rerank(probe, [hit("white"), hit("unknown"), hit("red")])}
+    assert ranked["s-white"].why["colour"] == 0.03 and ranked["s-red"].why["colour"] == -0.03
+    assert "colour" not in ranked["s-unknown"].why and ranked["s-unknown"].score == ranked["s-unknown"].why[
+        "appearance"] + ranked["s-unknown"].why["type"]

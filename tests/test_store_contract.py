@@ -6,6 +6,7 @@ answer can be read off the data below.
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from indexer.store import (
 from models.records import BBox, Camera, FaceAttributes, PersonAttributes, Sighting, TrackInfo, VehicleAttributes
 from services.settings import Settings
 from services.system import STORE_BACKENDS
+from tests.es_cluster import on_cluster
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 CAMERAS = [Camera("c1", "North gate", 121.30, 31.20, 90.0, "checkpoint", "纪翟路", ["gate"]),
@@ -42,10 +44,12 @@ def unit(seed: int, dim: int) -> np.ndarray:
 
 
 def car(sid: str, camera: str, minutes: float, plate: str | None = None, color: str | None = None,
-        vtype: str | None = None, plate_color: str | None = None, frame: str | None = None) -> Sighting:
+        vtype: str | None = None, plate_color: str | None = None, frame: str | None = None,
+        color_score: float | None = None) -> Sighting:
     return Sighting(sid, camera, at(minutes), "vehicle", BBox(10.0, 20.5, 110.0, 90.0), 0.91,
                     VehicleAttributes(plate=plate, plate_score=0.9 if plate else None, plate_color=plate_color,
-                                      vehicle_type=vtype, vehicle_color=color), crop=f"crops/{sid}.jpg",
+                                      vehicle_type=vtype, vehicle_color=color, vehicle_color_score=color_score),
+                    crop=f"crops/{sid}.jpg",
                     frame_sha256=frame, model_versions={"embedding": "test-1"})
 
 
@@ -59,16 +63,19 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     """Opens the backend on this test's data folder (closing the one opened before); the last is closed at the end."""
     settings = Settings(data_dir=tmp_path, roads_geojson=None)
     current: list[RecordStore] = []
+    with ExitStack() as cluster:
+        if request.param == "elasticsearch":  # a real cluster, a fresh index prefix (skips without SIGHTLINE_ES_URL)
+            settings = cluster.enter_context(on_cluster(settings))
 
-    def open_store() -> RecordStore:
+        def open_store() -> RecordStore:
+            if current:
+                current.pop().close()
+            current.append(STORE_BACKENDS[request.param](settings))
+            return current[0]
+
+        yield open_store
         if current:
             current.pop().close()
-        current.append(STORE_BACKENDS[request.param](settings))
-        return current[0]
-
-    yield open_store
-    if current:
-        current.pop().close()
 
 
 @pytest.fixture
@@ -89,9 +96,9 @@ def loaded(store: RecordStore) -> dict[str, Sighting]:
     """Seven sightings on five frames at three cameras, at distinct minutes 0–6."""
     store.upsert_cameras(CAMERAS)
     s = {
-        "v0": car("v0", "c1", 0, "京A12345", "red", "car", "blue", "f0"),
-        "v1": car("v1", "c1", 1, "沪B88888", "white", "suv", "yellow", "f1"),
-        "v2": car("v2", "c2", 2, "京A12345", "red", "truck", "blue", "f2"),
+        "v0": car("v0", "c1", 0, "京A12345", "red", "car", "blue", "f0", color_score=0.9),
+        "v1": car("v1", "c1", 1, "沪B88888", "white", "suv", "yellow", "f1", color_score=0.8),
+        "v2": car("v2", "c2", 2, "京A12345", "red", "truck", "blue", "f2", color_score=0.4),
         "v3": car("v3", "c2", 3, None, "black", "car", None, "f2"),
         "p0": walker("p0", "c1", 4, "f3", gender="male", upper_color="red", bag=True, hat=False),
         "p1": walker("p1", "c3", 5, "f4", gender="female", upper_color="blue", bag=False, hat=True),
@@ -212,9 +219,20 @@ QUERIES = {
     "vehicle colour": (SightingQuery(attributes=AttributeFilter(vehicle_color="red")), ["v2", "v0"]),
     "vehicle type": (SightingQuery(kind="vehicle", attributes=AttributeFilter(vehicle_type="car")), ["v3", "v0"]),
     "plate colour": (SightingQuery(attributes=AttributeFilter(plate_color="yellow")), ["v1"]),
+    "any of two colours": (SightingQuery(attributes=AttributeFilter(vehicle_color=("white", "black"))), ["v3", "v1"]),
+    "any of no colour": (SightingQuery(attributes=AttributeFilter(vehicle_color=())), []),
+    "colour, sure enough": (SightingQuery(attributes=AttributeFilter(vehicle_color="red", min_confidence=0.5)),
+                            ["v0"]),
+    "colours, sure enough": (SightingQuery(attributes=AttributeFilter(vehicle_color=("red", "white", "black"),
+                                                                      min_confidence=0.8)), ["v1", "v0"]),
+    "confidence alone filters nothing": (SightingQuery(kind="vehicle", attributes=AttributeFilter(min_confidence=0.99)),
+                                         ["v3", "v2", "v1", "v0"]),
     "two attributes": (SightingQuery(attributes=AttributeFilter(vehicle_color="red", vehicle_type="truck")), ["v2"]),
     "gender": (SightingQuery(kind="person", attributes=AttributeFilter(gender="female")), ["p1"]),
     "upper colour": (SightingQuery(attributes=AttributeFilter(upper_color="red")), ["p0"]),
+    "upper colour, any of": (SightingQuery(attributes=AttributeFilter(upper_color=("blue", "red"))), ["p1", "p0"]),
+    "unscored colour, a confidence asked": (SightingQuery(attributes=AttributeFilter(upper_color="red",
+                                                                                     min_confidence=0.1)), []),
     "bag true": (SightingQuery(attributes=AttributeFilter(bag=True)), ["p0"]),
     "bag false": (SightingQuery(attributes=AttributeFilter(bag=False)), ["p1"]),
     "hat": (SightingQuery(attributes=AttributeFilter(hat=True)), ["p1"]),

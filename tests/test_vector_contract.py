@@ -6,6 +6,7 @@ index (on open, or by catch_up). Answers are checked against brute force over th
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,9 +16,10 @@ import pytest
 
 from indexer.store import FrameRecord, RecordStore, StoredVector
 from indexer.vectors import VectorIndex
-from models.records import BBox, Sighting, VehicleAttributes
+from models.records import BBox, InputError, Sighting, VehicleAttributes
 from services.settings import Settings
-from services.system import STORE_BACKENDS, VECTOR_BACKENDS
+from services.system import STORE_BACKENDS, VECTOR_BACKENDS, WRITE_ONLY_VECTOR_BACKENDS
+from tests.es_cluster import on_cluster
 
 DIM, N, K = 32, 2000, 10
 SPACE = "vehicle"
@@ -60,14 +62,20 @@ def clustered(rng: np.random.Generator, n: int) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(params=[(b, c) for b in sorted(VECTOR_BACKENDS) for c in CONFIGS],
-                ids=[f"{b}-{c}" for b in sorted(VECTOR_BACKENDS) for c in CONFIGS])
+SEARCHABLE = sorted(set(VECTOR_BACKENDS) - WRITE_ONLY_VECTOR_BACKENDS)
+
+
+@pytest.fixture(params=[(b, c) for b in SEARCHABLE for c in CONFIGS],
+                ids=[f"{b}-{c}" for b in SEARCHABLE for c in CONFIGS])
 def bench(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     backend, config = request.param
     settings = Settings(data_dir=tmp_path, roads_geojson=None, exact_limit=CONFIGS[config])
-    store = STORE_BACKENDS[settings.store_backend](settings)
-    yield Bench(settings, backend, store, exact=N <= CONFIGS[config])
-    store.close()
+    with ExitStack() as cluster:
+        if backend == "elasticsearch":  # a real cluster, a fresh index prefix (skips without SIGHTLINE_ES_URL)
+            settings = cluster.enter_context(on_cluster(settings))
+        store = STORE_BACKENDS[settings.store_backend](settings)
+        yield Bench(settings, backend, store, exact=N <= CONFIGS[config])
+        store.close()
 
 
 @pytest.fixture
@@ -202,6 +210,11 @@ def test_save_and_reopen_keeps_the_contents(filled) -> None:  # noqa: ANN001
 
 def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_store(filled) -> None:  # noqa: ANN001
     bench, index, ids, vectors = filled
+    if bench.backend == "elasticsearch":  # the index lives in the cluster, not in files: it is lost there
+        index.client.indices.delete(index=index.name)
+        rebuilt = bench.open()
+        assert len(rebuilt) == N and (rebuilt.search(vectors[:5], 1)[1][:, 0] == ids[:5]).all()
+        return
     index.save()
     files = [p for p in bench.settings.index_dir.rglob("*") if p.is_file()]
     assert files, "save() should write under settings.index_dir"
@@ -214,3 +227,18 @@ def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_store(filled) -> None:
     for p in files:
         p.unlink()
     assert len(bench.open()) == N
+
+
+@pytest.mark.parametrize("backend", sorted(WRITE_ONLY_VECTOR_BACKENDS))
+def test_a_write_only_backend_says_where_to_search(tmp_path: Path, backend: str) -> None:
+    """A queue worker's index keeps nothing; asked to search, it says so instead of answering empty."""
+    settings = Settings(data_dir=tmp_path, roads_geojson=None)
+    store = STORE_BACKENDS["sqlite"](settings)
+    try:
+        index = VECTOR_BACKENDS[backend](settings, SPACE, DIM, store)
+        index.add(np.array([1]), np.ones((1, DIM), np.float32))
+        assert len(index) == 0 and index.catch_up() == 0
+        with pytest.raises(InputError, match="search through the API"):
+            index.search(np.ones((1, DIM), np.float32), 5)
+    finally:
+        store.close()

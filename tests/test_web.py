@@ -3,7 +3,6 @@ localhost with real ingested eval photos. Each page signs in with a token throug
 case and reason in the case bar, as an investigator would. Screenshots of each page go to artifacts/screenshots/."""
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -17,9 +16,9 @@ from services.api.localserver import serving
 from services.cameras import from_roadnet
 from services.ingest import PhotoJob, image_files, jobs_from_files
 from services.settings import Settings
+from tests.conftest import CHROMIUM
 
 pytestmark = pytest.mark.models
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
 CASE, REASON = "2026/0412", "stolen car enquiry"
@@ -79,19 +78,6 @@ def open_app(browser, url: str, token: str, view: str = "map", viewport: tuple[i
     opened.goto(f"{url}/app/#{view}")
     sign_in(opened, token, case)
     return context, opened
-
-
-@pytest.fixture(scope="module")
-def browser():  # noqa: ANN201
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():  # `page` asks for the browser before the site, so skip here too
-        pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 const CASE_KEY = "sightline-case", REASON_KEY = "sightline-reason";
 // Routes the server binds to a case (services/api/security.py ROUTES, case=True): searches, trajectories,
 // analytics, sightings listings and exports. The crop of one sighting (/sightings/{id}/crop) is not among them.
-const CASE_BOUND = /^\/(search\/|trajectories\/|stays\/|clones(\?|$)|co-travel\/|sightings(\/[^/?]+)?(\?|$)|watchlists\/[^/]+\/export)/;
+// The search form's vocabulary and the free-text parser read no sightings: they need no case.
+const CASE_BOUND = /^\/(search\/(?!vocabulary|parse\?)|trajectories\/|stays\/|clones(\?|$)|co-travel\/|sightings(\/[^/?]+)?(\?|$)|watchlists\/[^/]+\/export)/;
 const HEADER_TEXT = /^[\x20-\x7e\xa0-\xff]*$/;  // what an HTTP header can carry (ISO-8859-1, no control characters)
 const CASE_REF = /^[\p{L}\p{N}_./:# -]{1,64}$/u;  // as the server checks it (Python's \w)
 
@@ -78,29 +79,102 @@ const el = (tag, attrs = {}, ...children) => {
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
 };
-const fmtTime = (iso) => new Date(iso).toLocaleString();
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";  // the browser's zone: times are shown in it
+const fmtTime = (iso) => new Date(iso).toLocaleString(undefined, { timeZoneName: "short" });
 const toIso = (local) => (local ? new Date(local).toISOString() : null);
 
-function showMessage(text, kind = "error") {
-  const box = $("message");
+/* The one message box is shown beside the control whose action it answers (never at the foot of the panel). */
+let messageAnchor = null;
+const messageBox = document.getElementById("message");  // kept: a result list it sat in may be replaced
+
+function showMessage(text, kind = "error", anchor = messageAnchor) {
+  const box = messageBox;
+  if (anchor && anchor.isConnected && !anchor.closest("[hidden]")) {
+    const busy = anchor.nextElementSibling && anchor.nextElementSibling.classList.contains("busy") ? anchor.nextElementSibling : anchor;
+    const row = busy.closest(".actions") || busy;
+    if (row.nextElementSibling !== box) row.after(box);
+  } else if (text && (!box.isConnected || box.closest("[hidden]"))) {
+    const heading = document.querySelector(".view:not([hidden]) h2");  // no action to stand beside: the page's top
+    if (heading) heading.after(box);
+  }
   box.textContent = text;
   box.className = kind === "info" ? "info" : "";
   box.hidden = !text;
+  if (text) box.scrollIntoView({ block: "nearest" });
 }
 
-async function guarded(fn) {
+async function guarded(fn, anchor = null) {
+  messageAnchor = anchor;
   showMessage("");
   try { await fn(); } catch (err) {
-    if (err instanceof CaseMissing || err instanceof SignedOut) return;  // said next to the case bar / on the sign-in page
+    if (err instanceof SignedOut) return;  // said on the sign-in page
+    if (err instanceof CaseMissing) { showMessage(`${err.message} (case bar, above)`); return; }
     showMessage(err.message || String(err));
   }
 }
 
+/* An action that may take a while: its button is disabled, and past half a second a spinner and a Cancel
+   button show beside it. `work` gets an AbortSignal; a cancelled action says so where it was started. */
+async function runAction(button, work) {
+  const controller = new AbortController();
+  const busy = busyBox(button);
+  const cancel = () => controller.abort();
+  busy.querySelector("button").onclick = cancel;
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  const timer = setTimeout(() => { busy.hidden = false; }, 500);
+  try {
+    await guarded(async () => {
+      try { await work(controller.signal); } catch (err) {
+        if (controller.signal.aborted) { showMessage("Cancelled.", "info"); return; }
+        throw err;
+      }
+    }, button);
+  } finally {
+    clearTimeout(timer);
+    busy.hidden = true;
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+function busyBox(button) {
+  const next = button.nextElementSibling;
+  if (next && next.classList.contains("busy")) return next;
+  const box = el("span", { class: "busy", role: "status", hidden: "" }, el("span", { class: "spinner", "aria-hidden": "true" }),
+                 " working… ", el("button", { type: "button", class: "secondary inline cancel" }, "Cancel"));
+  button.after(box);
+  return box;
+}
+
+/* A form's submit runs as an action of its submit button. */
+function onSubmitAction(form, work) {
+  $(form).addEventListener("submit", (e) => {
+    e.preventDefault();
+    const button = e.submitter || e.target.querySelector("button[type=submit]");
+    runAction(button, (signal) => work(signal, e.target));
+  });
+}
+
 /* ---------- map ---------- */
+// Leaflet puts a string tooltip in as HTML: data goes in as text, made when the tooltip first opens.
+const asText = (text) => () => el("span", {}, text);
 const map = L.map("map", { preferCanvas: true, zoomControl: true }).setView([31.25, 121.3], 12);
 const cameraLayer = L.layerGroup().addTo(map);
-const overlay = L.layerGroup().addTo(map);
+// What a page draws stays with that page: only the shown page's layer is on the map.
+const trajectoryLayer = L.layerGroup();
+const analyticsLayer = L.layerGroup(), areaLayer = L.layerGroup();
+const searchLayer = L.layerGroup(), heatHolder = L.layerGroup();
+const viewLayers = { map: L.layerGroup([trajectoryLayer]), search: L.layerGroup([searchLayer, heatHolder]), analytics: L.layerGroup([analyticsLayer, areaLayer]),
+                     alerts: L.layerGroup() };
 const cameras = new Map();
+
+function showViewLayer(view) {
+  for (const [name, layer] of Object.entries(viewLayers)) {
+    if (name === view) layer.addTo(map); else layer.remove();
+  }
+  if (view !== "map") stopReplay();
+}
 
 async function loadBase() {
   const config = await api("/map/config");
@@ -120,16 +194,69 @@ async function loadCameras() {
   for (const c of list) {
     cameras.set(c.id, c);
     L.circleMarker([c.lat, c.lon], { radius: 4, color: "#2563a8", weight: 1, fillOpacity: 0.8 })
-      .bindTooltip(`${c.name} (${c.id})`).addTo(cameraLayer);
+      .bindTooltip(asText(`${c.name} (${c.id})`)).on("click", (e) => cameraClicked(c, e)).addTo(cameraLayer);
     bounds.push([c.lat, c.lon]);
   }
   if (bounds.length) map.fitBounds(bounds, { padding: [20, 20] });
   document.body.dataset.cameras = String(list.length);
 }
 
+/* ---------- a camera's recent sightings (a click on it) ---------- */
+const CAMERA_RECENT = 10;
+
+function cameraClicked(camera, event) {
+  if (location.hash.startsWith("#analytics")) return;  // there a click draws the area
+  const body = el("div", { class: "camera-popup", "data-camera": camera.id }, el("strong", {}, camera.name),
+                  el("div", { class: "meta" }, `${camera.id}${camera.road ? ` · ${camera.road}` : ""}`),
+                  el("div", { class: "meta state" }, "loading recent sightings…"));
+  L.popup({ maxWidth: 280, minWidth: 200 }).setLatLng(event.latlng).setContent(body).openOn(map);
+  recentSightings(camera, body);
+}
+
+async function recentSightings(camera, body) {
+  const state = body.querySelector(".state");
+  try {
+    const found = await api(`/sightings?camera_id=${encodeURIComponent(camera.id)}&limit=${CAMERA_RECENT}`);
+    const list = el("ol", { class: "results compact" }, ...found.sightings.map((s) => el("li", { "data-sighting": s.id },
+      el("img", { src: `/sightings/${s.id}/crop`, alt: `evidence crop of ${s.kind} ${s.id}`, loading: "lazy" }),
+      el("div", {}, sightingLabel(s), el("div", { class: "meta" }, fmtTime(s.ts))))));
+    state.textContent = found.sightings.length ? `latest ${found.sightings.length} sighting(s)` : "no sightings at this camera";
+    body.append(list);
+  } catch (err) {
+    state.textContent = err instanceof CaseMissing ? `${err.message} (case bar, above)` : (err.message || String(err));
+    state.classList.add("inline-error");
+  }
+  body.dataset.loaded = "true";
+}
+
+function sightingLabel(s) {
+  const a = s.attributes || {};
+  if (a.plate) return a.plate;
+  const parts = s.kind === "person" ? [a.gender, a.upper_color && `${a.upper_color} top`, a.lower_color && `${a.lower_color} bottom`,
+                                       a.backpack && "backpack", a.bag && "bag", a.hat && "hat"]
+    : [a.vehicle_color, a.vehicle_type];
+  return [s.kind, ...parts.filter(Boolean)].join(" · ");
+}
+
+/* Sightings plotted at their cameras (numbered as in the list), on the given page's layer. */
+function plotSightings(layer, sightings, color = "#0f766e") {
+  layer.clearLayers();
+  const points = [];
+  sightings.forEach((s, i) => {
+    const cam = cameras.get(s.camera_id);
+    if (!cam) return;
+    points.push([cam.lat, cam.lon]);
+    L.circleMarker([cam.lat, cam.lon], { radius: 8, color, weight: 2, fillOpacity: 0.25 })
+      .bindTooltip(asText(`${i + 1}. ${sightingLabel(s)} · ${cam.name} · ${fmtTime(s.ts)}`)).addTo(layer);
+  });
+  if (points.length) map.fitBounds(points, { padding: [40, 40], maxZoom: 15 });
+  return points.length;
+}
+
 /* ---------- trajectory ---------- */
 let replayPoints = [];
 let replayMarker = null;
+let replayTimer = null;
 
 function sightingItem(s, index) {
   const cam = cameras.get(s.camera_id);
@@ -140,70 +267,118 @@ function sightingItem(s, index) {
       el("div", {}, (s.attributes && s.attributes.plate) || s.kind, s.score !== undefined ? ` · score ${Number(s.score).toFixed(3)}` : ""),
       el("div", { class: "meta" }, `${cam ? cam.name : s.camera_id} · ${fmtTime(s.ts)}`)));
   const plate = s.attributes && s.attributes.plate;
+  const actions = el("div", { class: "actions" });
   if (plate) {
-    item.append(el("button", { type: "button", class: "secondary", onclick: () => showTrajectory(plate) }, "Trajectory"));
+    actions.append(el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(plate), e.currentTarget) }, "Trajectory"));
   }
+  const query = s.query || lastQuery;
+  actions.append(el("button", { type: "button", class: "secondary add-to-case", onclick: (e) => addToCase(
+    { kind: "sighting", sighting_ids: [s.id], query: query || null }, e.currentTarget) }, "Add to case"));
+  item.append(actions);
   return item;
 }
 
-async function trajectoryOf(plate, start, end) {
+async function trajectoryOf(plate, start, end, signal) {
   const params = new URLSearchParams();
   if (start) params.set("start", start);
   if (end) params.set("end", end);
-  return api(`/trajectories/${encodeURIComponent(plate)}?${params}`);
+  return api(`/trajectories/${encodeURIComponent(plate)}?${params}`, { signal });
 }
 
-async function showTrajectory(plate, start, end, prefetched) {
+let shownTrajectory = null;  // {plate, start, end} of the trajectory on the map
+
+function clearTrajectory() {
+  stopReplay();
+  trajectoryLayer.clearLayers();
+  replayMarker = null;
+  replayPoints = [];
+  $("trajectory-list").replaceChildren();
+  $("replay").hidden = true;
+  $("replay-slider").max = "0";
+  $("replay-slider").value = "0";
+  $("replay-time").textContent = "";
+  delete document.body.dataset.trajectory;
+}
+
+async function showTrajectory(plate, start, end, prefetched, signal) {
   if (!location.hash.startsWith("#map")) location.hash = "#map";
+  shownTrajectory = { plate, start: start || null, end: end || null };
+  lastQuery = `trajectory of ${plate}` + (start || end ? ` from ${start || "the first sighting"} to ${end || "the last"}` : "");
   $("traj-plate").value = plate;
-  overlay.clearLayers();
-  const list = $("trajectory-list");
-  list.replaceChildren();
-  const traj = await (prefetched || trajectoryOf(plate, start, end));
+  clearTrajectory();  // a new search starts from an empty map: nothing stale stays if it fails
+  const traj = await (prefetched || trajectoryOf(plate, start, end, signal));
   const points = traj.points;
   if (!points.length) {
     showMessage(`No sightings of ${plate} in that time range.`, "info");
     document.body.dataset.trajectory = "0";
     return;
   }
-  const latlngs = points.map((p) => [p.lat, p.lon]);
-  L.polyline(latlngs, { color: "#d33", weight: 3 }).addTo(overlay);
-  // Every stop is numbered; past 100 stops only every k-th number is a DOM label (they would overlap anyway),
-  // the others are canvas circles that show their number on hover.
-  const every = Math.ceil(points.length / 100);
-  points.forEach((p, i) => {
-    const popup = `${i + 1}. ${p.camera_name || p.camera_id}<br>${fmtTime(p.ts)}`;
-    const labelled = i % every === 0 || i === points.length - 1;
-    (labelled ? L.marker([p.lat, p.lon], { icon: L.divIcon({ className: "stop-label", html: String(i + 1), iconSize: null }) })
-      : L.circleMarker([p.lat, p.lon], { radius: 5, color: "#2563a8", fillOpacity: 1 }).bindTooltip(String(i + 1)))
-      .bindPopup(popup).addTo(overlay);
-  });
-  listStops(plate, traj, 0);
-  // Speeds: permanent labels while they stay readable, else on hover (a canvas path per leg, no DOM per label).
-  const labelled = (traj.legs || []).length <= 60;
-  for (const leg of traj.legs || []) {
-    if (leg.speed_kmh === null || leg.speed_kmh === undefined) continue;
-    const text = `${Math.round(leg.speed_kmh)} km/h`;
-    const segment = L.polyline([[leg.from.lat, leg.from.lon], [leg.to.lat, leg.to.lon]], { opacity: 0, weight: 10 })
-      .bindTooltip(text, { sticky: true }).addTo(overlay);
-    if (labelled) {
-      const mid = [(leg.from.lat + leg.to.lat) / 2, (leg.from.lon + leg.to.lon) / 2];
-      L.marker(mid, { icon: L.divIcon({ className: "leg-speed", html: text, iconSize: null }), interactive: false }).addTo(overlay);
-    }
-    segment.bringToBack();
-  }
+  drawTrips(traj);
+  drawStops(points);
+  drawLegs(traj);
   for (const stay of traj.stays || []) {
     L.marker([stay.lat, stay.lon], { icon: L.divIcon({ className: "stay-label", html: "stay", iconSize: null }) })
-      .bindPopup(`Stay: ${stay.visits} visit(s), ${Math.round(stay.dwell_s / 60)} min`).addTo(overlay);
+      .bindPopup(`Stay: ${stay.visits} visit(s), ${Math.round(stay.dwell_s / 60)} min`).addTo(trajectoryLayer);
   }
-  map.fitBounds(latlngs, { padding: [40, 40], maxZoom: 15 });
+  listStops(plate, traj, 0);
+  map.fitBounds(points.map((p) => [p.lat, p.lon]), { padding: [40, 40], maxZoom: 15 });
   replayPoints = points;
   const slider = $("replay-slider");
   slider.max = String(points.length - 1);
   slider.value = "0";
   $("replay").hidden = false;
-  replayTo(0);
+  replayTo(0, false);  // the list starts at its top anyway: no layout forced before the first paint
   document.body.dataset.trajectory = String(points.length);
+}
+
+/* Index of the first point of every trip after the first: the leg into it is a gap, not a drive. */
+function tripStarts(traj) {
+  return new Set((traj.trips || []).slice(1).map((trip) => trip[0]));
+}
+
+function drawTrips(traj) {
+  const trips = traj.trips && traj.trips.length ? traj.trips : [traj.points.map((_, i) => i)];
+  trips.forEach((trip, n) => {
+    L.polyline(trip.map((i) => [traj.points[i].lat, traj.points[i].lon]), { color: n % 2 ? "#b91c1c" : "#d33", weight: 3 })
+      .bindTooltip(`trip ${n + 1} of ${trips.length}`, { sticky: true }).addTo(trajectoryLayer);
+  });
+  document.body.dataset.trips = String(trips.length);
+}
+
+/* Every stop is numbered; past 100 stops only every k-th number is a DOM label (they would overlap anyway),
+   the others are canvas circles that show their number on hover. A camera passed again shows all its visits. */
+function drawStops(points) {
+  const every = Math.ceil(points.length / 100);
+  const visits = new Map();
+  points.forEach((p, i) => visits.set(p.camera_id, [...(visits.get(p.camera_id) || []), i + 1]));
+  points.forEach((p, i) => {
+    const again = visits.get(p.camera_id);
+    const popup = () => el("div", {}, el("strong", {}, `${i + 1}. ${p.camera_name || p.camera_id}`), el("div", {}, fmtTime(p.ts)),
+                           again.length > 1 ? el("div", { class: "meta" }, `passes here: ${again.join(", ")}`) : "");  // made on opening
+    const labelled = (i % every === 0 || i === points.length - 1) && again[0] === i + 1;  // one label per camera
+    const text = again.length > 1 ? `${again.slice(0, 3).join(",")}${again.length > 3 ? "…" : ""}` : String(i + 1);
+    (labelled ? L.marker([p.lat, p.lon], { icon: L.divIcon({ className: "stop-label", html: text, iconSize: null }) })
+      : L.circleMarker([p.lat, p.lon], { radius: 5, color: "#2563a8", fillOpacity: 1 }).bindTooltip(String(i + 1)))
+      .bindPopup(popup).on("click", () => replayTo(i)).addTo(trajectoryLayer);
+  });
+}
+
+/* Speeds: permanent labels while they stay readable, else on hover (a canvas path per leg, no DOM per label).
+   The leg into a new trip is the time between trips, not a drive: it gets no speed. */
+function drawLegs(traj) {
+  const gaps = tripStarts(traj);
+  const legs = (traj.legs || []).filter((leg, i) => !gaps.has(i + 1) && leg.speed_kmh !== null && leg.speed_kmh !== undefined);
+  const labelled = legs.length <= 60;
+  for (const leg of legs) {
+    const text = `${Math.round(leg.speed_kmh)} km/h`;
+    const segment = L.polyline([[leg.from.lat, leg.from.lon], [leg.to.lat, leg.to.lon]], { opacity: 0, weight: 10 })
+      .bindTooltip(text, { sticky: true }).addTo(trajectoryLayer);
+    if (labelled) {
+      const mid = [(leg.from.lat + leg.to.lat) / 2, (leg.from.lon + leg.to.lon) / 2];
+      L.marker(mid, { icon: L.divIcon({ className: "leg-speed", html: text, iconSize: null }), interactive: false }).addTo(trajectoryLayer);
+    }
+    segment.bringToBack();
+  }
 }
 
 const LIST_PAGE = 100;  // the sightings list grows a page at a time: a long trajectory paints at once
@@ -212,13 +387,16 @@ function listStops(plate, traj, from) {
   const list = $("trajectory-list");
   const more = list.querySelector("li.more");
   if (more) more.remove();
+  const gaps = tripStarts(traj);
   const items = document.createDocumentFragment();
   traj.points.slice(from, from + LIST_PAGE).forEach((p, k) => {
     const i = from + k;
     const leg = i > 0 ? traj.legs[i - 1] : null;
     const item = sightingItem({ id: p.sighting_id, kind: "vehicle", camera_id: p.camera_id, ts: p.ts,
                                 attributes: { plate } }, i);
-    if (leg && leg.speed_kmh !== null) item.querySelector(".meta").append(` · ${Math.round(leg.speed_kmh)} km/h from ${i}`);
+    if (gaps.has(i)) item.prepend(el("div", { class: "trip-gap" }, `new trip, after ${gapText(leg ? leg.seconds : 0)} unseen`));
+    item.dataset.stop = String(i);
+    if (leg && !gaps.has(i) && leg.speed_kmh !== null) item.querySelector(".meta").append(` · ${Math.round(leg.speed_kmh)} km/h from ${i}`);
     items.append(item);
   });
   if (from + LIST_PAGE < traj.points.length) {
@@ -228,79 +406,409 @@ function listStops(plate, traj, from) {
   list.append(items);
 }
 
-function replayTo(i) {
-  const p = replayPoints[i];
-  if (!p) return;
-  if (replayMarker) overlay.removeLayer(replayMarker);
-  replayMarker = L.circleMarker([p.lat, p.lon], { radius: 9, color: "#f5a623", weight: 3 }).addTo(overlay);
-  $("replay-time").textContent = `${i + 1}/${replayPoints.length} · ${fmtTime(p.ts)}`;
+function gapText(seconds) {
+  const hours = seconds / 3600;
+  return hours >= 1 ? `${hours.toFixed(1)} h` : `${Math.round(seconds / 60)} min`;
 }
 
-$("replay-slider").addEventListener("input", (e) => replayTo(Number(e.target.value)));
+function replayTo(i, follow = true) {
+  const p = replayPoints[i];
+  if (!p) return;
+  if (replayMarker) trajectoryLayer.removeLayer(replayMarker);
+  replayMarker = L.circleMarker([p.lat, p.lon], { radius: 9, color: "#f5a623", weight: 3 }).addTo(trajectoryLayer);
+  $("replay-slider").value = String(i);
+  $("replay-time").textContent = `${i + 1}/${replayPoints.length} · ${p.camera_name || p.camera_id} · ${fmtTime(p.ts)}`;
+  for (const row of document.querySelectorAll("#trajectory-list li.current")) row.classList.remove("current");
+  const row = document.querySelector(`#trajectory-list li[data-stop="${i}"]`);
+  if (row) row.classList.add("current");
+  if (row && follow) row.scrollIntoView({ block: "nearest" });
+  document.body.dataset.replay = String(i);
+}
 
-$("trajectory-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const plate = $("traj-plate").value.trim().toUpperCase();
-  guarded(() => showTrajectory(plate, toIso($("traj-start").value), toIso($("traj-end").value)));
+const REPLAY_STEP_MS = 700;
+
+function startReplay() {
+  if (!replayPoints.length) return;
+  if (Number($("replay-slider").value) >= replayPoints.length - 1) replayTo(0);
+  $("replay-play").textContent = "❚❚ Pause";
+  $("replay-play").setAttribute("aria-pressed", "true");
+  replayTimer = setInterval(() => {
+    const next = Number($("replay-slider").value) + 1;
+    if (next >= replayPoints.length) { stopReplay(); return; }
+    replayTo(next);
+  }, REPLAY_STEP_MS);
+}
+
+function stopReplay() {
+  clearInterval(replayTimer);
+  replayTimer = null;
+  $("replay-play").textContent = "▶ Play";
+  $("replay-play").setAttribute("aria-pressed", "false");
+}
+
+$("replay-play").addEventListener("click", () => (replayTimer ? stopReplay() : startReplay()));
+$("replay-slider").addEventListener("input", (e) => { stopReplay(); replayTo(Number(e.target.value)); });
+$("traj-add").addEventListener("click", (e) => {
+  if (shownTrajectory) addToCase({ kind: "trajectory", ...shownTrajectory }, e.currentTarget);
 });
 
+onSubmitAction("trajectory-form", async (signal) => {
+  const plate = $("traj-plate").value.trim().toUpperCase();
+  await showTrajectory(plate, toIso($("traj-start").value), toIso($("traj-end").value), null, signal);
+});
+
+/* Suggestions: plates that start with what is typed (wildcard prefix), then close misreadings (fuzzy). */
 let suggestTimer = null;
 $("traj-plate").addEventListener("input", (e) => {
   clearTimeout(suggestTimer);
-  const q = e.target.value.trim().toUpperCase();
-  if (q.length < 3 || caseProblem() || !hasRole("investigator")) return;  // suggestions are searches too: only under a case
+  const q = e.target.value.trim().toUpperCase().replace(/[?*]/g, "");
+  if (q.length < 2 || caseProblem() || !hasRole("investigator")) return;  // suggestions are searches too: only under a case
   suggestTimer = setTimeout(async () => {
     try {
-      const found = await api(`/search/plates?q=${encodeURIComponent(q)}&mode=fuzzy&limit=10`);
-      $("plate-suggestions").replaceChildren(...found.results.map((r) => el("option", { value: r.plate })));
+      const [prefix, fuzzy] = await Promise.all([
+        api(`/search/plates?q=${encodeURIComponent(`${q}*`)}&mode=wildcard&limit=10`),
+        q.length >= 5 ? api(`/search/plates?q=${encodeURIComponent(q)}&mode=fuzzy&limit=5`) : { results: [] }]);
+      const plates = [...new Set([...prefix.results, ...fuzzy.results].map((r) => r.plate))].slice(0, 12);
+      $("plate-suggestions").replaceChildren(...plates.map((plate) => el("option", { value: plate })));
     } catch (_) { /* suggestions are a convenience; the search itself reports errors */ }
   }, 250);
 });
 
 /* ---------- search ---------- */
-function showResults(target, sightings, emptyText) {
-  const list = $(target);
-  list.replaceChildren(...sightings.map((s) => sightingItem(s)));
+const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json" } };
+// Photo search, vehicles: a result whose crop shares at least this many local features with the query under one
+// homography is taken as the same vehicle. Two photos of one car share tens of such matches, look-alikes a handful
+// (models/rerank.py; the verifier caps the count at 60).
+const SAME_VEHICLE_INLIERS = 20;
+
+/* The attribute form's words come from the server (GET /search/vocabulary): one vocabulary for form and parser. */
+const FALLBACK_VOCABULARY = { vehicle_colors: ["white", "silver", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange"],
+  person_colors: ["white", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange", "purple", "pink"],
+  vehicle_types: ["car", "van", "truck", "bus", "motorcycle", "tricycle", "bicycle"], genders: ["male", "female"] };
+
+async function loadVocabulary() {
+  let words = FALLBACK_VOCABULARY;
+  if (hasRole("investigator")) {
+    try { words = await api("/search/vocabulary"); } catch (_) { /* the form still works with the built-in words */ }
+  }
+  for (const select of document.querySelectorAll("select[data-vocabulary]")) {
+    select.replaceChildren(el("option", { value: "" }, "any"), ...(words[select.dataset.vocabulary] || []).map((w) => el("option", { value: w }, w)));
+  }
+  document.body.dataset.vocabulary = "loaded";
+}
+
+function fillCameraSelect() {
+  fillCameraOptions($("attr-cameras"));
+}
+
+function fillCameraOptions(select) {
+  if (select.options.length === cameras.size) return;
+  const chosen = new Set([...select.selectedOptions].map((o) => o.value));
+  const byName = new Intl.Collator().compare;
+  select.replaceChildren(...[...cameras.values()].sort((a, b) => byName(a.name, b.name))
+    .map((c) => el("option", chosen.has(c.id) ? { value: c.id, selected: "" } : { value: c.id }, `${c.name} (${c.id})`)));
+}
+
+function showKindFields() {
+  const kind = $("attr-kind").value;
+  for (const field of document.querySelectorAll("#attr-search-form [data-kind]")) field.hidden = field.dataset.kind !== kind;
+}
+$("attr-kind").addEventListener("change", showKindFields);
+showKindFields();
+
+function showConfidence() {
+  const value = Number($("attr-confidence").value);
+  $("attr-confidence-value").textContent = value > 0 ? `${Math.round(value * 100)}%` : "any";
+}
+$("attr-confidence").addEventListener("input", showConfidence);
+
+function resetAttributeForm() {
+  $("attr-search-form").reset();
+  for (const option of $("attr-cameras").options) option.selected = false;
+  showKindFields();
+  showConfidence();
+}
+$("attr-reset").addEventListener("click", resetAttributeForm);
+
+/* Time range and cameras of the form: shared by attribute, plate and activity searches. */
+function formScope() {
+  const scope = {};
+  const start = toIso($("attr-start").value), end = toIso($("attr-end").value);
+  if (start) scope.start = start;
+  if (end) scope.end = end;
+  const ids = [...$("attr-cameras").selectedOptions].map((o) => o.value);
+  if (ids.length) scope.camera_ids = ids;
+  return scope;
+}
+
+/* The body of POST /search/attributes from the form: only the fields of the chosen kind, only those set. */
+function attributeBody() {
+  const kind = $("attr-kind").value;
+  const body = { kind, ...formScope() };
+  for (const field of document.querySelectorAll(`#attr-search-form [data-kind="${kind}"] select`)) {
+    if (!field.value) continue;
+    body[field.name] = field.hasAttribute("data-flag") ? field.value === "true" : field.value;
+  }
+  const confidence = Number($("attr-confidence").value);
+  if (confidence > 0) body.min_confidence = confidence;
+  if ($("attr-near").checked) body.near_colors = true;
+  return body;
+}
+
+/* A new search starts from an empty list and map: nothing stale stays on screen if it fails. */
+function clearSearchResults() {
+  $("search-results").replaceChildren();
+  $("photo-query").hidden = true;
+  searchLayer.clearLayers();
+  delete document.body.dataset.results;
+}
+
+function showResults(sightings, emptyText, itemOf = (s) => sightingItem(s)) {
+  const list = $("search-results");
+  list.replaceChildren(...sightings.map(itemOf));
+  plotSightings(searchLayer, sightings);
   if (!sightings.length) showMessage(emptyText, "info");
-  else list.scrollIntoView({ block: "start" });
   document.body.dataset.results = String(sightings.length);
 }
 
-$("plate-search-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const q = $("plate-q").value.trim();
-    const found = await api(`/search/plates?q=${encodeURIComponent(q)}&mode=${$("plate-mode").value}`);
-    const sightings = found.results.flatMap((r) => r.sightings.map((s) => ({ ...s, score: r.score })));
-    showResults("search-results", sightings, "No plate matches.");
-  });
-});
+function plateSightings(found) {
+  return found.results.flatMap((r) => r.sightings.map((s) => ({ ...s, score: r.score })));
+}
 
-$("attr-search-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const form = new FormData(e.target);
-    const body = {};
-    for (const [k, v] of form.entries()) if (v) body[k] = v;
-    const found = await api("/search/attributes", { method: "POST", headers: { "Content-Type": "application/json" },
-                                                     body: JSON.stringify(body) });
-    showResults("search-results", found.sightings, "Nothing matches those attributes.");
-  });
-});
+/* A plate search; a wildcard typed in exact mode is searched as a wildcard (and says so); an exact search that
+   finds nothing offers the fuzzy one. `keep` narrows the sightings (free text: colour and type). */
+async function plateSearch(q, mode, signal, { keep = null, note = "" } = {}) {
+  clearSearchResults();
+  const switched = mode === "exact" && /[?*]/.test(q);
+  const used = switched ? "wildcard" : mode;
+  if (switched) $("plate-mode").value = "wildcard";
+  const params = new URLSearchParams({ q, mode: used });
+  const scope = formScope();
+  if (scope.start) params.set("start", scope.start);
+  if (scope.end) params.set("end", scope.end);
+  for (const id of scope.camera_ids || []) params.append("camera_id", id);
+  searched(`plate search "${q}" (${used})${note}`);
+  const found = await api(`/search/plates?${params}`, { signal });
+  const all = plateSightings(found);
+  const sightings = keep ? all.filter(keep) : all;
+  const narrowed = all.length - sightings.length ? ` ${all.length - sightings.length} other sighting(s) of these plates did not match the colour or type.` : "";
+  showResults(sightings, `No plate matches “${q}” (${used}).${narrowed}`);
+  if (switched) showMessage(`“${q}” has ? or *: searched as a wildcard pattern.${narrowed}`, "info");
+  else if (narrowed && sightings.length) showMessage(narrowed.trim(), "info");
+  if (!sightings.length && used === "exact") offerFuzzy(q);
+}
 
-async function searchByImage(file, kind) {
+function offerFuzzy(q) {
+  const box = messageBox;
+  box.append(" ", el("button", { type: "button", id: "try-fuzzy", class: "secondary inline", onclick: () => {
+    $("plate-q").value = q;
+    $("plate-mode").value = "fuzzy";
+    const submit = $("plate-search-form").querySelector("button[type=submit]");
+    runAction(submit, (signal) => plateSearch(q, "fuzzy", signal));
+  } }, "Try fuzzy (forgives misread characters)"));
+}
+
+onSubmitAction("plate-search-form", (signal) => plateSearch($("plate-q").value.trim(), $("plate-mode").value, signal));
+
+async function attributeSearch(signal, note = "") {
+  clearSearchResults();
+  const body = attributeBody();
+  searched(`attribute search ${JSON.stringify(body)}${note}`);
+  const found = await api("/search/attributes", { ...JSON_POST, body: JSON.stringify(body), signal });
+  showResults(found.sightings, "Nothing matches those attributes.", (s) => attributeItem(s));
+}
+
+function attributeItem(s) {
+  const item = sightingItem(s);
+  item.querySelector("div > div").replaceChildren(sightingLabel(s));
+  return item;
+}
+
+onSubmitAction("attr-search-form", (signal) => attributeSearch(signal));
+
+/* ---------- free text: read into chips, the chips fill the forms, Search runs them ---------- */
+let parsed = null;  // the last /search/parse answer, with chips the user removed taken out
+
+const CHIP_LABEL = { plate: "plate", time: "time", place: "place", gender: "gender", vehicle_type: "type", vehicle_color: "colour",
+                     upper_color: "top", lower_color: "bottom", bag: "bag", backpack: "backpack", hat: "hat",
+                     long_sleeves: "sleeves", long_pants: "trousers" };
+const FLAG_TEXT = { long_sleeves: ["short", "long"], long_pants: ["shorts or skirt", "long"] };
+const FORM_FIELD = { vehicle_type: "attr-type", vehicle_color: "attr-color", gender: "attr-gender", upper_color: "attr-upper",
+                     lower_color: "attr-lower", bag: "attr-bag", backpack: "attr-backpack", hat: "attr-hat",
+                     long_sleeves: "attr-sleeves", long_pants: "attr-pants", plate_color: "attr-plate-color" };
+
+function chipText(chip) {
+  const v = chip.value;
+  if (chip.field === "plate") return `${v.q} (${v.mode})`;
+  if (chip.field === "time") return `${v.start ? fmtTime(v.start) : "…"} – ${v.end ? fmtTime(v.end) : "…"}`;
+  if (chip.field === "place") return chip.applied ? `${v.text} (${v.camera_ids.length} camera(s))` : `${v.text}: no camera there, not searched`;
+  if (FLAG_TEXT[chip.field]) return FLAG_TEXT[chip.field][Number(v)];
+  if (typeof v === "boolean") return v ? "with" : "without";
+  return String(v);
+}
+
+function renderChips() {
+  const box = $("freetext-chips");
+  box.replaceChildren(...parsed.chips.map((chip, i) => el("span", { class: `chip${chip.applied ? "" : " not-applied"}`,
+      "data-field": chip.field, title: `from “${chip.text}”` },
+    el("span", {}, `${CHIP_LABEL[chip.field] || chip.field}: ${chipText(chip)}`),
+    el("button", { type: "button", class: "chip-remove", "aria-label": `remove ${CHIP_LABEL[chip.field] || chip.field}`,
+                   onclick: () => removeChip(i) }, "×"))));
+  if (!parsed.chips.length) box.append(el("span", { class: "meta" }, "Nothing understood yet."));
+  const ignored = $("freetext-ignored");
+  ignored.textContent = parsed.ignored.length ? `not understood: ${parsed.ignored.join(" ")}` : "";
+  ignored.hidden = !parsed.ignored.length;
+}
+
+function removeChip(i) {
+  parsed.chips.splice(i, 1);
+  renderChips();
+  fillFormsFromChips();
+}
+
+const localInput = (iso) => {  // an ISO time as a datetime-local value in the browser's zone
+  const d = new Date(iso);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+};
+
+/* The chips (as they stand after removals) fill the plate and attribute forms, where the user can adjust them. */
+function fillFormsFromChips() {
+  resetAttributeForm();
+  $("attr-kind").value = parsed.kind === "person" ? "person" : "vehicle";
+  showKindFields();
+  for (const chip of parsed.chips.filter((c) => c.applied)) {
+    if (chip.field === "plate") { $("plate-q").value = chip.value.q; $("plate-mode").value = chip.value.mode; }
+    else if (chip.field === "time") {
+      if (chip.value.start) $("attr-start").value = localInput(chip.value.start);
+      if (chip.value.end) $("attr-end").value = localInput(chip.value.end);
+    } else if (chip.field === "place") {
+      const ids = new Set(chip.value.camera_ids);
+      for (const option of $("attr-cameras").options) option.selected = ids.has(option.value);
+    } else if (FORM_FIELD[chip.field]) $(FORM_FIELD[chip.field]).value = String(chip.value);
+  }
+}
+
+async function readFreeText(signal) {
+  const q = $("freetext-q").value.trim();
+  const params = new URLSearchParams({ q, tz: ZONE });
+  parsed = await api(`/search/parse?${params}`, { signal });
+  fillCameraSelect();
+  renderChips();
+  fillFormsFromChips();
+  document.body.dataset.parsed = String(parsed.chips.length);
+}
+
+onSubmitAction("freetext-form", (signal) => readFreeText(signal));
+
+/* Search: a plate chip runs the plate search (colour and type chips then narrow its sightings); else the attributes. */
+async function runFreeText(signal) {
+  if (!parsed || parsed.text !== $("freetext-q").value.trim()) await readFreeText(signal);  // typed on since it was read
+  if (!parsed.chips.some((c) => c.applied)) throw new Error("Nothing to search for: no chip is left (see “not understood”).");
+  const note = ` — from “${parsed.text}”`;
+  if (!parsed.chips.some((c) => c.applied && c.field === "plate")) { await attributeSearch(signal, note); return; }
+  const colour = $("attr-color").value, type = $("attr-type").value;
+  const keep = colour || type ? (s) => (!colour || s.attributes.vehicle_color === colour) && (!type || s.attributes.vehicle_type === type) : null;
+  await plateSearch($("plate-q").value.trim(), $("plate-mode").value, signal, { keep, note });
+}
+
+$("freetext-run").addEventListener("click", (e) => runAction(e.currentTarget, (signal) => runFreeText(signal)));
+$("freetext-q").addEventListener("input", (e) => { $("freetext-run").disabled = !e.target.value.trim(); });
+
+/* ---------- photo search: the query beside the results, its objects to pick from, each score explained ---------- */
+let lastPhoto = null;  // {file, kind, url} of the photo searched
+
+async function searchByImage(file, kind, pick, signal) {
+  clearSearchResults();
   const form = new FormData();
   form.append("file", file);
   form.append("kind", kind);
-  const found = await api("/search/image", { method: "POST", body: form });
-  showResults("search-results", found.results.map((r) => ({ ...r.sighting, score: r.score })), "No similar sightings.");
+  if (pick !== undefined && pick !== null) form.append("pick", String(pick));
+  if (!lastPhoto || lastPhoto.file !== file) {
+    if (lastPhoto) URL.revokeObjectURL(lastPhoto.url);
+    lastPhoto = { file, kind, url: URL.createObjectURL(file) };
+  }
+  lastPhoto.kind = kind;
+  searched(`photo search (${kind}) with ${file.name || "a dropped photo"}${pick ? `, object ${pick + 1}` : ""}`);
+  const found = await api("/search/image", { method: "POST", body: form, signal });
+  await showQueryPhoto(found, pick || 0);
+  showPhotoResults(found, kind);
 }
 
-$("image-search-form").addEventListener("submit", (e) => {
-  e.preventDefault();
+async function showQueryPhoto(found, picked) {
+  const img = $("photo-img");
+  img.src = lastPhoto.url;
+  $("photo-query").hidden = false;
+  try { await img.decode(); } catch (_) { /* a format the browser cannot show: the boxes are skipped */ }
+  const w = img.naturalWidth, h = img.naturalHeight;
+  const boxes = w && h ? found.objects.map((o) => objectBox(o, o.index === picked, w, h)) : [];
+  $("photo-wrap").replaceChildren(img, ...boxes);
+  $("photo-hint").textContent = found.objects.length > 1
+    ? `${found.objects.length} ${lastPhoto.kind}s in the photo: click a box to search for that one.`
+    : found.objects.length ? "" : `No ${lastPhoto.kind} found in the photo: the whole photo was searched.`;
+  const p = found.probe;
+  $("photo-probe").textContent = `Searched for: ${[p.kind, p.vehicle_color, p.vehicle_type, p.plate && `plate ${p.plate}`].filter(Boolean).join(" · ")}`;
+}
+
+function objectBox(o, picked, w, h) {
+  const [x1, y1, x2, y2] = o.bbox;
+  const pct = (v, total) => `${(100 * v / total).toFixed(2)}%`;
+  const box = el("button", { type: "button", class: `object-box${picked ? " picked" : ""}`, "data-index": String(o.index),
+                             "aria-pressed": String(picked), "aria-label": `search for ${o.label} ${o.index + 1} (${Math.round(o.score * 100)}%)`,
+                             onclick: () => repick(o.index) }, String(o.index + 1));
+  Object.assign(box.style, { left: pct(x1, w), top: pct(y1, h), width: pct(x2 - x1, w), height: pct(y2 - y1, h) });
+  return box;
+}
+
+function repick(index) {
+  if (!lastPhoto) return;
+  const submit = $("image-search-form").querySelector("button[type=submit]");
+  const { file, kind } = lastPhoto;
+  runAction(submit, (signal) => searchByImage(file, kind, index, signal));
+}
+
+function showPhotoResults(found, kind) {
+  const hits = found.results.map((r) => ({ ...r.sighting, score: r.score, why: r.why }));
+  showResults(hits, "No similar sightings.", (s) => photoItem(s));
+  const list = $("search-results");
+  if (!hits.length) return;
+  if (kind !== "vehicle") {
+    list.prepend(el("li", { class: "cutoff" }, "People are ranked by appearance only (no same-person check): treat every result as a look-alike until you compare."));
+    return;
+  }
+  const same = hits.filter(isSameVehicle).length;
+  const line = el("li", { class: "cutoff", "data-same": String(same) },
+    same ? `▲ ${same} likely the same vehicle (≥ ${SAME_VEHICLE_INLIERS} matched local features) · ▼ look-alikes below`
+      : `No result shares ≥ ${SAME_VEHICLE_INLIERS} matched local features with the query: all are look-alikes.`);
+  const first = list.children[same];
+  if (first) list.insertBefore(line, first); else list.append(line);
+  document.body.dataset.sameVehicle = String(same);
+}
+
+const isSameVehicle = (s) => (s.why && s.why.local_inliers || 0) >= SAME_VEHICLE_INLIERS;
+
+const WHY_LABEL = { colour: "colour", type: "type", plate: "plate", local: "local features" };
+
+function whyText(why) {
+  const parts = [`appearance ${Number(why.appearance || 0).toFixed(3)}`];
+  for (const [key, label] of Object.entries(WHY_LABEL)) {
+    if (why[key] === undefined) continue;
+    const v = Number(why[key]);
+    parts.push(`${label} ${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}${key === "local" ? ` (${why.local_inliers} matched)` : ""}`);
+  }
+  return parts.join(" · ");
+}
+
+function photoItem(s) {
+  const item = sightingItem(s);
+  item.classList.add(isSameVehicle(s) ? "same-vehicle" : "look-alike");
+  item.querySelector("div").append(el("div", { class: "why meta" }, `score ${Number(s.score).toFixed(3)} = ${whyText(s.why || {})}`));
+  return item;
+}
+
+onSubmitAction("image-search-form", async (signal) => {
   const file = $("image-file").files[0];
-  if (!file) { showMessage("Choose or drop a photo first."); return; }
-  guarded(() => searchByImage(file, $("image-kind").value));
+  if (!file) throw new Error("Choose or drop a photo first.");
+  await searchByImage(file, $("image-kind").value, null, signal);
 });
 
 const drop = $("drop-zone");
@@ -310,106 +818,255 @@ drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
   const file = e.dataTransfer.files[0];
-  if (file) guarded(() => searchByImage(file, $("image-kind").value));
+  const submit = $("image-search-form").querySelector("button[type=submit]");
+  if (file) runAction(submit, (signal) => searchByImage(file, $("image-kind").value, null, signal));
 });
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("image-file").click(); });
 
-$("face-search-form").addEventListener("submit", (e) => {
-  e.preventDefault();
+onSubmitAction("face-search-form", async (signal) => {
   const file = $("face-file").files[0];
-  if (!file) { showMessage("Choose a face photo first."); return; }
-  guarded(async () => {
-    const form = new FormData();
-    form.append("file", file);
-    const found = await api("/search/face", { method: "POST", body: form });
-    showResults("search-results", found.results.map((r) => ({ ...r.sighting, score: r.score })), "No sighting of this face.");
-  });
+  if (!file) throw new Error("Choose a face photo first.");
+  clearSearchResults();
+  const form = new FormData();
+  form.append("file", file);
+  searched(`face search with ${file.name || "a photo"}`);
+  const found = await api("/search/face", { method: "POST", body: form, signal });
+  showResults(found.results.map((r) => ({ ...r.sighting, score: r.score })), "No sighting of this face.");
 });
 
+/* ---------- activity: sightings per hour (brush to set the time range) and a heatmap ---------- */
+const ACTIVITY_LIMIT = 1000;
+const HOUR_MS = 3_600_000;
+let activity = null;  // {start (ms, hour-aligned), counts per hour, brush: [i, j] | null}
+
+onSubmitActionButton("activity-load", async (signal) => {
+  const body = { ...attributeBody(), limit: ACTIVITY_LIMIT };
+  const found = await api("/search/attributes", { ...JSON_POST, body: JSON.stringify(body), signal });
+  activity = hourlyCounts(found.sightings);
+  drawActivity();
+  drawHeat(found.sightings);
+  $("activity-range").textContent = found.sightings.length
+    ? `${found.sightings.length}${found.sightings.length === ACTIVITY_LIMIT ? " (the latest)" : ""} sighting(s), ${fmtTime(new Date(activity.start).toISOString())} onwards, one bar per hour.`
+    : "No sightings for these filters.";
+  document.body.dataset.activity = String(found.sightings.length);
+});
+
+function onSubmitActionButton(id, work) {
+  $(id).addEventListener("click", (e) => runAction(e.currentTarget, work));
+}
+
+function hourlyCounts(sightings) {
+  if (!sightings.length) return { start: 0, counts: [], brush: null };
+  const times = sightings.map((s) => Date.parse(s.ts));
+  const start = Math.floor(Math.min(...times) / HOUR_MS) * HOUR_MS;
+  const counts = new Array(Math.floor((Math.max(...times) - start) / HOUR_MS) + 1).fill(0);
+  for (const t of times) counts[Math.floor((t - start) / HOUR_MS)] += 1;
+  return { start, counts, brush: null };
+}
+
+function drawActivity() {
+  const canvas = $("activity-chart");
+  canvas.hidden = !activity.counts.length;
+  if (!activity.counts.length) return;
+  canvas.width = canvas.clientWidth || 340;
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  const max = Math.max(...activity.counts), bar = width / activity.counts.length;
+  ctx.clearRect(0, 0, width, height);
+  if (activity.brush) {
+    const [a, b] = activity.brush;
+    ctx.fillStyle = "#f5a62355";
+    ctx.fillRect(a * bar, 0, (b - a + 1) * bar, height);
+  }
+  ctx.fillStyle = "#2563a8";
+  activity.counts.forEach((n, i) => {
+    const h = (height - 12) * n / max;
+    ctx.fillRect(i * bar + 0.5, height - h, Math.max(bar - 1, 1), h);
+  });
+  ctx.fillStyle = "#4a5a6b";
+  ctx.font = "10px system-ui";
+  ctx.fillText(`max ${max}/h`, 2, 10);
+}
+
+/* Brushing: drag across the bars; the hours covered become the attribute form's time range. */
+function barAt(event) {
+  const canvas = $("activity-chart");
+  const x = event.clientX - canvas.getBoundingClientRect().left;
+  return Math.max(0, Math.min(activity.counts.length - 1, Math.floor(x / (canvas.clientWidth / activity.counts.length))));
+}
+
+let brushFrom = null;
+$("activity-chart").addEventListener("pointerdown", (e) => {
+  if (!activity || !activity.counts.length) return;
+  brushFrom = barAt(e);
+  e.currentTarget.setPointerCapture(e.pointerId);
+  brushTo(brushFrom);
+});
+$("activity-chart").addEventListener("pointermove", (e) => { if (brushFrom !== null) brushTo(barAt(e)); });
+$("activity-chart").addEventListener("pointerup", (e) => {
+  if (brushFrom === null) return;
+  brushTo(barAt(e));
+  brushFrom = null;
+  const [a, b] = activity.brush;
+  const start = new Date(activity.start + a * HOUR_MS).toISOString(), end = new Date(activity.start + (b + 1) * HOUR_MS).toISOString();
+  $("attr-start").value = localInput(start);
+  $("attr-end").value = localInput(end);
+  $("activity-range").textContent = `Time range set: ${fmtTime(start)} – ${fmtTime(end)}. Search again to use it.`;
+  document.body.dataset.brushed = `${a}-${b}`;
+});
+
+function brushTo(i) {
+  activity.brush = [Math.min(brushFrom, i), Math.max(brushFrom, i)];
+  drawActivity();
+}
+
+/* The heatmap: sightings per camera, drawn as blurred weighted points on a canvas over the map. */
+const HeatLayer = L.Layer.extend({
+  initialize(points) { this.points = points; },  // [[lat, lon, weight 0..1]]
+  onAdd(m) {
+    this.canvas = L.DomUtil.create("canvas", "heat-layer leaflet-zoom-hide");
+    m.getPanes().overlayPane.append(this.canvas);
+    m.on("moveend zoomend resize", this.redraw, this);
+    this.redraw();
+  },
+  onRemove(m) {
+    this.canvas.remove();
+    m.off("moveend zoomend resize", this.redraw, this);
+  },
+  redraw() {
+    const m = this._map, size = m.getSize(), canvas = this.canvas;
+    L.DomUtil.setPosition(canvas, m.containerPointToLayerPoint([0, 0]));
+    canvas.width = size.x;
+    canvas.height = size.y;
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    const radius = 28;
+    for (const [lat, lon, weight] of this.points) {
+      const p = m.latLngToContainerPoint([lat, lon]);
+      const g = ctx.createRadialGradient(p.x, p.y, 0, p.x, p.y, radius);
+      g.addColorStop(0, `rgba(0,0,0,${0.25 + 0.75 * weight})`);
+      g.addColorStop(1, "rgba(0,0,0,0)");
+      ctx.fillStyle = g;
+      ctx.fillRect(p.x - radius, p.y - radius, 2 * radius, 2 * radius);
+    }
+    colourise(ctx, size.x, size.y);
+  },
+});
+
+function colourise(ctx, width, height) {
+  if (!width || !height) return;
+  const image = ctx.getImageData(0, 0, width, height), px = image.data;
+  for (let i = 0; i < px.length; i += 4) {
+    const a = px[i + 3] / 255;
+    if (!a) continue;
+    px[i] = Math.round(255 * Math.min(1, 2 * a));  // blue → yellow → red as the density grows
+    px[i + 1] = Math.round(255 * Math.min(1, 2 - 2 * a) * Math.min(1, 2 * a));
+    px[i + 2] = Math.round(255 * Math.max(0, 1 - 2 * a));
+    px[i + 3] = Math.round(200 * Math.min(1, a * 1.5));
+  }
+  ctx.putImageData(image, 0, 0);
+}
+
+function drawHeat(sightings) {
+  heatHolder.clearLayers();
+  if (!$("activity-heat").checked) return;
+  const perCamera = new Map();
+  for (const s of sightings) perCamera.set(s.camera_id, (perCamera.get(s.camera_id) || 0) + 1);
+  const max = Math.max(0, ...perCamera.values());
+  const points = [...perCamera].filter(([id]) => cameras.has(id)).map(([id, n]) => [cameras.get(id).lat, cameras.get(id).lon, n / max]);
+  if (points.length) heatHolder.addLayer(new HeatLayer(points));
+  document.body.dataset.heat = String(points.length);
+}
+$("activity-heat").addEventListener("change", (e) => { if (!e.target.checked) heatHolder.clearLayers(); });
+
 /* ---------- analytics ---------- */
+const cameraName = (id) => (cameras.get(id) ? cameras.get(id).name : id);
+
 let areaPoints = [];
 let areaShape = null;
 map.on("click", (e) => {
   if (!location.hash.startsWith("#analytics")) return;
   areaPoints.push([e.latlng.lat, e.latlng.lng]);
-  if (areaShape) overlay.removeLayer(areaShape);
-  areaShape = L.polygon(areaPoints, { color: "#7c3aed" }).addTo(overlay);
+  areaLayer.clearLayers();
+  areaShape = L.polygon(areaPoints, { color: "#7c3aed" }).addTo(areaLayer);
 });
 $("area-clear").addEventListener("click", () => {
   areaPoints = [];
-  if (areaShape) overlay.removeLayer(areaShape);
+  areaLayer.clearLayers();
   areaShape = null;
 });
 
-$("area-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    if (areaPoints.length < 3) throw new Error("Draw an area first: click at least 3 points on the map.");
-    const ring = [...areaPoints, areaPoints[0]].map(([lat, lon]) => [lon, lat]);
-    const body = { areas: [{ polygon: { type: "Polygon", coordinates: [ring] },
-                              start: toIso($("area-start").value), end: toIso($("area-end").value) }] };
-    const found = await api("/search/areas", { method: "POST", headers: { "Content-Type": "application/json" },
-                                               body: JSON.stringify(body) });
-    const list = $("analytics-results");
-    list.replaceChildren(...found.results.map((r) => el("li", {},
-      el("div", {}, r.plate || r.key, el("div", { class: "meta" }, `${r.sightings.length} sighting(s)`)),
-      r.plate ? el("button", { type: "button", class: "secondary", onclick: () => showTrajectory(r.plate) }, "Trajectory") : "")));
-    if (!found.results.length) showMessage("Nobody was seen there in that time.", "info");
-  });
+onSubmitAction("area-form", async (signal) => {
+  $("analytics-results").replaceChildren();
+  if (areaPoints.length < 3) throw new Error("Draw an area first: click at least 3 points on the map.");
+  const ring = [...areaPoints, areaPoints[0]].map(([lat, lon]) => [lon, lat]);
+  const body = { areas: [{ polygon: { type: "Polygon", coordinates: [ring] },
+                            start: toIso($("area-start").value), end: toIso($("area-end").value) }] };
+  const found = await api("/search/areas", { ...JSON_POST, body: JSON.stringify(body), signal });
+  const list = $("analytics-results");
+  list.replaceChildren(...found.results.map((r) => el("li", {},
+    el("div", {}, r.plate || r.key, el("div", { class: "meta" }, `${r.sightings.length} sighting(s)`)),
+    r.plate ? el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(r.plate), e.currentTarget) }, "Trajectory") : "")));
+  if (!found.results.length) showMessage("Nobody was seen there in that time.", "info");
 });
 
-$("clones-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const found = await api(`/clones?max_speed_kmh=${$("clones-speed").value}`);
-    overlay.clearLayers();
-    const list = $("analytics-results");
-    list.replaceChildren(...found.cases.map((c) => {
-      const [a, b] = c.sightings;
-      const line = [[a.lat, a.lon], [b.lat, b.lon]];
-      L.polyline(line, { color: "#d33", dashArray: "6 6" }).addTo(overlay);
-      line.forEach((ll, i) => L.marker(ll, { icon: L.divIcon({ className: "stop-label", html: "AB"[i], iconSize: null }) }).addTo(overlay));
-      return el("li", {}, el("div", {},
-        el("strong", {}, c.plate),
-        el("div", { class: "meta" }, `${c.speed_kmh === null ? "both at the same time" : `${Math.round(c.speed_kmh)} km/h implied`}`
-          + ` over ${(c.distance_m / 1000).toFixed(1)} km · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
-        el("div", { class: "side-by-side" },
-          ...[a, b].map((s, i) => el("figure", {},
-            el("img", { src: `/sightings/${s.sighting_id}/crop`, alt: `vehicle ${"AB"[i]} of ${c.plate}` }),
-            el("figcaption", {}, `${"AB"[i]}: ${s.camera_id} · ${fmtTime(s.ts)}`))))));
-    }));
-    if (!found.cases.length) showMessage("No cloned plates found.", "info");
-  });
+onSubmitAction("clones-form", async (signal) => {
+  $("analytics-results").replaceChildren();
+  analyticsLayer.clearLayers();
+  const found = await api(`/clones?max_speed_kmh=${encodeURIComponent($("clones-speed").value)}`, { signal });
+  const list = $("analytics-results");
+  list.replaceChildren(...found.cases.map((c) => {
+    const [a, b] = c.sightings;
+    const line = [[a.lat, a.lon], [b.lat, b.lon]];
+    L.polyline(line, { color: "#d33", dashArray: "6 6" }).addTo(analyticsLayer);
+    line.forEach((ll, i) => L.marker(ll, { icon: L.divIcon({ className: "stop-label", html: "AB"[i], iconSize: null }) }).addTo(analyticsLayer));
+    const involved = (c.conflicting_sightings || c.sightings).map((s) => s.sighting_id).slice(0, 100);
+    const speed = $("clones-speed").value;
+    return el("li", {}, el("div", {},
+      el("strong", {}, c.plate),
+      el("div", { class: "actions" }, el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase(
+        { kind: "clone", plate: c.plate, sighting_ids: involved, query: `cloned-plate scan (max ${speed} km/h)` },
+        ev.currentTarget) }, "Add to case")),
+      el("div", { class: "meta" }, `${c.speed_kmh === null ? "both at the same time" : `${Math.round(c.speed_kmh)} km/h implied`}`
+        + ` over ${(c.distance_m / 1000).toFixed(1)} km · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
+      el("div", { class: "side-by-side" },
+        ...[a, b].map((s, i) => el("figure", {},
+          el("img", { src: `/sightings/${s.sighting_id}/crop`, alt: `vehicle ${"AB"[i]} of ${c.plate}` }),
+          el("figcaption", {}, `${"AB"[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`))))));
+  }));
+  if (!found.cases.length) showMessage("No cloned plates found.", "info");
 });
 
-$("cotravel-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const plate = $("cotravel-plate").value.trim().toUpperCase();
-    const found = await api(`/co-travel/${encodeURIComponent(plate)}?window_s=${$("cotravel-window").value}`);
-    overlay.clearLayers();
-    const shared = [];
-    found.companions.forEach((c, n) => c.shared.forEach((r) => {
-      const cam = cameras.get(r.camera_id);
-      if (!cam) return;
-      shared.push([cam.lat, cam.lon]);
-      L.circleMarker([cam.lat, cam.lon], { radius: 7 + 2 * n, color: "#7c3aed", fill: false, weight: 2 })
-        .bindTooltip(`${c.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`).addTo(overlay);
-    }));
-    if (shared.length) map.fitBounds(shared, { padding: [40, 40], maxZoom: 15 });
-    const list = $("analytics-results");
-    list.replaceChildren(...found.companions.map((c) => el("li", {},
-      el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" }, `${c.cameras} shared cameras · lag ${Math.round(c.mean_lag_s)} s`)),
-      el("button", { type: "button", class: "secondary", onclick: () => showTrajectory(c.plate) }, "Trajectory"))));
-    if (!found.companions.length) showMessage(`Nobody travels with ${plate}.`, "info");
-  });
+onSubmitAction("cotravel-form", async (signal) => {
+  $("analytics-results").replaceChildren();
+  analyticsLayer.clearLayers();
+  const plate = $("cotravel-plate").value.trim().toUpperCase();
+  const found = await api(`/co-travel/${encodeURIComponent(plate)}?window_s=${encodeURIComponent($("cotravel-window").value)}`, { signal });
+  const shared = [];
+  found.companions.forEach((c, n) => c.shared.forEach((r) => {
+    const cam = cameras.get(r.camera_id);
+    if (!cam) return;
+    shared.push([cam.lat, cam.lon]);
+    L.circleMarker([cam.lat, cam.lon], { radius: 7 + 2 * n, color: "#7c3aed", fill: false, weight: 2 })
+      .bindTooltip(asText(`${c.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`)).addTo(analyticsLayer);
+  }));
+  if (shared.length) map.fitBounds(shared, { padding: [40, 40], maxZoom: 15 });
+  const list = $("analytics-results");
+  list.replaceChildren(...found.companions.map((c) => el("li", {},
+    el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" }, `${c.cameras} shared cameras · lag ${Math.round(c.mean_lag_s)} s`)),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(c.plate), e.currentTarget) }, "Trajectory"),
+      el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase({
+        kind: "cotravel", plate, other_plate: c.plate, query: `co-travel with ${plate} (± ${$("cotravel-window").value} s)`,
+        sighting_ids: [...new Set(c.shared.flatMap((r) => [r.target_sighting_id, r.sighting_id]))].slice(0, 100) },
+        ev.currentTarget) }, "Add to case")))));
+  if (!found.companions.length) showMessage(`Nobody travels with ${plate}.`, "info");
 });
 
 /* ---------- alerts ---------- */
 let unseen = 0;
 function toast(alert) {
   const t = el("div", { class: `toast ${alert.severity}`, role: "status" },
-    el("strong", {}, `${alert.severity.toUpperCase()}: ${alert.target}`), el("div", {}, `${alert.details.rule || ""} · ${alert.camera_id}`));
+    el("strong", {}, `${alert.severity.toUpperCase()}: ${alert.target}`), el("div", {}, `${alert.details.rule || ""} · ${cameraName(alert.camera_id)}`));
   $("toasts").append(t);
   setTimeout(() => t.remove(), 8000);
 }
@@ -417,21 +1074,30 @@ function toast(alert) {
 function alertItem(alert) {
   const ack = el("button", { type: "button", class: "secondary" }, alert.acked_by ? `acknowledged by ${alert.acked_by}` : "Acknowledge");
   if (alert.acked_by) ack.disabled = true;
-  ack.addEventListener("click", () => guarded(async () => {
-    const done = await api(`/alerts/${alert.id}/ack`, { method: "POST", headers: { "Content-Type": "application/json" },
-                                                        body: JSON.stringify({ user: me.name }) });
+  ack.addEventListener("click", () => runAction(ack, async (signal) => {
+    const done = await api(`/alerts/${encodeURIComponent(alert.id)}/ack`, { method: "POST", signal });
     ack.textContent = `acknowledged by ${done.acked_by}`;
-    ack.disabled = true;
-  }));
+    ack.dataset.acked = "true";
+  }).then(() => { if (ack.dataset.acked) ack.disabled = true; }));
+  const entry = alert.details.pattern ? `${alert.details.pattern}${alert.details.reason ? ` (${alert.details.reason})` : ""}` : "";
   return el("li", { "data-alert": alert.id },
     el("img", { src: `/sightings/${alert.sighting_id}/crop`, alt: `evidence of alert ${alert.target}` }),
     el("div", {}, el("strong", {}, `${alert.target}`), el("div", { class: "meta" },
-      `${alert.severity} · ${alert.details.rule || alert.rule_id} · ${alert.camera_id} · ${fmtTime(alert.ts)}`)), ack);
+      `${alert.severity} · ${alert.details.rule || alert.rule_id}${entry ? ` · entry ${entry}` : ""} · ${cameraName(alert.camera_id)} · ${fmtTime(alert.ts)}`)),
+    el("div", { class: "actions" }, ack));
+}
+
+let alertsShown = [];
+
+function plotAlerts() {
+  plotSightings(viewLayers.alerts, alertsShown.map((a) => ({ id: a.sighting_id, camera_id: a.camera_id, ts: a.ts, kind: "alert",
+                                                             attributes: { plate: a.target } })), "#d33");
 }
 
 async function loadAlerts() {
-  const alerts = await api("/alerts?limit=50");
-  $("alert-list").replaceChildren(...alerts.map(alertItem));
+  alertsShown = await api("/alerts?limit=50");
+  $("alert-list").replaceChildren(...alertsShown.map(alertItem));
+  plotAlerts();
 }
 
 let stream = null;
@@ -450,6 +1116,8 @@ function connectStream() {
   source.addEventListener("alert", (e) => {
     const alert = JSON.parse(e.data);
     $("alert-list").prepend(alertItem(alert));
+    alertsShown = [alert, ...alertsShown].slice(0, 50);
+    plotAlerts();
     toast(alert);
     if (!location.hash.startsWith("#alerts")) {
       unseen += 1;
@@ -459,37 +1127,360 @@ function connectStream() {
   });
 }
 
+/* Watchlists with their entries and the rules that alert on them; a supervisor can delete either. */
 async function loadWatchlists() {
   if (!hasRole("investigator")) return;
-  const lists = await api("/watchlists");
-  $("entry-list").replaceChildren(...lists.filter((w) => w.kind === "plate").map((w) => el("option", { value: w.id }, w.name)));
-  $("watchlists").replaceChildren(...lists.map((w) => el("li", {}, `${w.name} (${w.kind})`)));
+  const [lists, rules] = await Promise.all([api("/watchlists"), api("/rules").catch(() => [])]);
+  fillListSelects(lists);
+  const entries = await Promise.all(lists.map((w) => api(`/watchlists/${encodeURIComponent(w.id)}/entries`).catch(() => [])));
+  $("watchlists").replaceChildren(...lists.map((w, i) => watchlistItem(w, entries[i], rules.filter((r) => r.watchlist_id === w.id))));
 }
 
-$("watchlist-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const body = Object.fromEntries(new FormData(e.target).entries());
-    await api("/watchlists", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    e.target.reset();
+function deleteButton(label, path) {
+  const button = el("button", { type: "button", class: "secondary inline", "data-min-role": "supervisor" }, label);
+  button.hidden = !hasRole("supervisor");
+  button.addEventListener("click", () => runAction(button, async (signal) => {
+    await api(path, { method: "DELETE", signal });
     await loadWatchlists();
-    showMessage("Watchlist created.", "info");
-  });
+  }));
+  return button;
+}
+
+function watchlistItem(w, entries, rules) {
+  const id = encodeURIComponent(w.id);
+  return el("li", { "data-watchlist": w.name }, el("div", { class: "grow" },
+    el("strong", {}, w.name), ` (${w.kind})`,
+    el("ul", { class: "entries" }, ...entries.map((e) => el("li", { "data-entry": e.value || e.id },
+      el("span", {}, `${e.value || "(face)"} · ${e.match} · ${e.reason} · ${e.created_by}`),
+      deleteButton("Delete", `/watchlists/${id}/entries/${encodeURIComponent(e.id)}`)))),
+    el("ul", { class: "rules" }, ...rules.map((r) => el("li", { "data-rule": r.id },
+      el("span", {}, `rule “${r.name}” · ${r.severity}${r.active ? "" : " · inactive"}`),
+      deleteButton("Delete rule", `/rules/${encodeURIComponent(r.id)}`)))),
+    rules.length ? "" : el("div", { class: "meta" }, "no rule: its entries raise no alert")));
+}
+
+onSubmitAction("watchlist-form", async (signal, form) => {
+  const body = Object.fromEntries(new FormData(form).entries());
+  await api("/watchlists", { ...JSON_POST, body: JSON.stringify(body), signal });
+  form.reset();
+  await loadWatchlists();
+  showMessage("Watchlist created.", "info");
 });
 
-$("entry-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  guarded(async () => {
-    const form = Object.fromEntries(new FormData(e.target).entries());
-    const entry = { value: form.value, match: form.match, reason: form.reason, created_by: form.created_by };
-    await api(`/watchlists/${form.watchlist}/entries`, { method: "POST", headers: { "Content-Type": "application/json" },
-                                                         body: JSON.stringify(entry) });
-    if ($("entry-rule").checked) {
-      await api("/rules", { method: "POST", headers: { "Content-Type": "application/json" },
-                            body: JSON.stringify({ name: `${form.value} (${form.reason})`, watchlist_id: form.watchlist, severity: "high" }) });
+function fillListSelects(lists) {
+  const options = (kinds) => lists.filter((w) => kinds.includes(w.kind)).map((w) => el("option", { value: w.id }, w.name));
+  for (const [id, kinds] of [["entry-list", ["plate"]], ["import-list", ["plate"]], ["enrol-list", ["face"]],
+                             ["rule-list", ["plate", "face", "attribute"]]]) {
+    const chosen = $(id).value;
+    $(id).replaceChildren(...options(kinds));
+    if (chosen) $(id).value = chosen;
+  }
+  fillCameraOptions($("rule-cameras"));
+}
+
+/* A rule with its settings: severity, minimum confidence, a time-of-day window (in the browser's zone), cameras. */
+onSubmitAction("rule-form", async (signal, form) => {
+  const list = $("rule-list").selectedOptions[0];
+  const body = { name: `watchlist ${list ? list.textContent : $("rule-list").value}`, watchlist_id: $("rule-list").value,
+                 severity: $("rule-severity").value, min_confidence: Number($("rule-confidence").value) || 0, tz: ZONE,
+                 camera_ids: [...$("rule-cameras").selectedOptions].map((o) => o.value) };
+  if ($("rule-from").value) body.time_from = $("rule-from").value;
+  if ($("rule-to").value) body.time_to = $("rule-to").value;
+  await api("/rules", { ...JSON_POST, body: JSON.stringify(body), signal });
+  form.reset();
+  await loadWatchlists();
+  showMessage(`Rule created: ${body.name} (${body.severity}).`, "info");
+});
+
+onSubmitAction("import-form", async (signal, form) => {
+  const file = $("import-file").files[0];
+  if (!file) throw new Error("Choose a CSV file first.");
+  const data = new FormData();
+  data.append("file", file);
+  const done = await api(`/watchlists/${encodeURIComponent($("import-list").value)}/import`, { method: "POST", body: data, signal });
+  form.reset();
+  await loadWatchlists();
+  showMessage(`${done.imported} entr${done.imported === 1 ? "y" : "ies"} imported.`, "info");
+});
+
+onSubmitAction("enrol-form", async (signal, form) => {
+  const data = new FormData();
+  for (const file of $("enrol-files").files) data.append("files", file);
+  for (const name of ["label", "reason", "created_by"]) data.append(name, form.elements[name].value);
+  await api(`/watchlists/${encodeURIComponent($("enrol-list").value)}/faces`, { method: "POST", body: data, signal });
+  form.reset();
+  await loadWatchlists();
+  showMessage("Face enrolled.", "info");
+});
+
+/* A rule alerts on a whole watchlist (the API has no per-entry rule): "alert on it" makes the list's one rule
+   when it has none, never a second one (two rules would raise two alerts for one sighting). */
+onSubmitAction("entry-form", async (signal, formNode) => {
+  const form = Object.fromEntries(new FormData(formNode).entries());
+  const entry = { value: form.value, match: form.match, reason: form.reason, created_by: form.created_by };
+  await api(`/watchlists/${encodeURIComponent(form.watchlist)}/entries`, { ...JSON_POST, body: JSON.stringify(entry), signal });
+  let note = "";
+  if ($("entry-rule").checked) {
+    const rules = await api("/rules", { signal });
+    const listName = $("entry-list").selectedOptions[0] ? $("entry-list").selectedOptions[0].textContent : form.watchlist;
+    if (rules.some((r) => r.watchlist_id === form.watchlist && r.active)) note = ` The list's rule already alerts on it.`;
+    else {
+      await api("/rules", { ...JSON_POST, signal, body: JSON.stringify({ name: `watchlist ${listName}`, watchlist_id: form.watchlist, severity: "high" }) });
+      note = ` A rule now alerts on the list ${listName}.`;
     }
-    showMessage(`${form.value} is now watched.`, "info");
+  }
+  await loadWatchlists();
+  showMessage(`${form.value} is now watched.${note}`, "info");
+});
+
+/* ---------- cases: the open case, add-to-case, the case page ---------- */
+let lastQuery = "";  // what the latest search asked: saved with the findings added from its results
+let openCase = null;  // the registered case the case bar names ({id, ref, title, status, ...}), or null
+
+const KIND_LABEL = { sighting: "Sighting", search: "Saved search", trajectory: "Trajectory", clone: "Cloned plate",
+                     cotravel: "Co-travel" };
+
+/* An error shown right after the control that caused it (not at the foot of the panel). */
+function inlineError(anchor, text) {
+  let box = anchor.nextElementSibling;
+  if (!box || !box.classList.contains("inline-error")) {
+    box = el("div", { class: "inline-error", role: "alert" });
+    anchor.after(box);
+  }
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+function searched(query) {
+  lastQuery = query;
+  $("search-query").textContent = query;
+  $("search-save").hidden = false;
+  inlineError($("search-save-button"), "");
+  $("search-save-button").disabled = false;
+  $("search-save-button").textContent = "Save this search to the case";
+}
+
+function setCaseBar(ref, reason) {
+  for (const [id, key, value] of [["case-ref", CASE_KEY, ref], ["case-reason", REASON_KEY, reason]]) {
+    $(id).value = value;
+    sessionStorage.setItem(key, value);
+  }
+  caseIdle();
+}
+
+function showOpenCase() {
+  const link = $("case-open");
+  link.hidden = !openCase;
+  if (openCase) {
+    link.textContent = `${openCase.title} (${openCase.status})`;
+    link.href = `#cases?id=${encodeURIComponent(openCase.id)}`;
+    link.classList.toggle("closed", openCase.status !== "open");
+  }
+  document.body.dataset.openCase = openCase ? openCase.ref : "";
+}
+
+let lookupTimer = null;
+/* The case bar's number, when it names a registered case, makes that case the one findings are added to. */
+function lookUpCase() {
+  clearTimeout(lookupTimer);
+  const { ref } = currentCase();
+  if (!ref || !CASE_REF.test(ref) || !hasRole("investigator")) { openCase = null; showOpenCase(); return; }
+  lookupTimer = setTimeout(async () => {
+    try {
+      const found = await api(`/cases?ref=${encodeURIComponent(ref)}`);
+      if (currentCase().ref === ref) { openCase = found.cases[0] || null; showOpenCase(); }
+    } catch (_) { /* the case bar still works by hand; adding to a case says what is missing */ }
+  }, 200);
+}
+
+async function addToCase(body, button) {
+  inlineError(button, "");
+  if (!openCase) {
+    inlineError(button, "Open a registered case first (Cases page): the case bar's number is not one.");
+    return;
+  }
+  if (openCase.status !== "open") {
+    inlineError(button, `Case ${openCase.ref} is closed: it takes no more findings.`);
+    return;
+  }
+  button.disabled = true;
+  try {
+    await api(`/cases/${encodeURIComponent(openCase.id)}/items`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    button.textContent = `Added to ${openCase.ref} ✓`;
+    button.classList.add("done");
+  } catch (err) {
+    button.disabled = false;
+    if (!(err instanceof SignedOut)) inlineError(button, err.message || String(err));
+  }
+}
+
+$("search-save-button").addEventListener("click", (e) => {
+  if (lastQuery) addToCase({ kind: "search", query: lastQuery }, e.currentTarget);
+});
+
+function showCasesView() {
+  const id = new URLSearchParams(location.hash.split("?")[1] || "").get("id");
+  $("case-page").hidden = !id;
+  $("case-index").hidden = !!id;
+  if (id) showCase(id); else loadCases();
+}
+
+async function loadCases() {
+  $("case-list-error").hidden = true;
+  try {
+    const found = await api("/cases");
+    $("case-list").replaceChildren(...found.cases.map((c) => el("li", { "data-case": c.ref },
+      el("div", { class: "grow" }, el("strong", {}, c.ref), ` ${c.title}`,
+        el("div", { class: "meta" }, `${c.status} · ${c.owner} · opened ${fmtTime(c.created)}`)),
+      el("div", { class: "actions" }, el("button", { type: "button", class: "secondary", onclick: () => openCaseById(c) }, "Open")))));
+    if (!found.cases.length) $("case-list").append(el("li", { class: "meta" }, "No cases yet: open one above."));
+  } catch (err) {
+    if (!(err instanceof SignedOut)) { $("case-list-error").textContent = err.message; $("case-list-error").hidden = false; }
+  }
+}
+
+/* Opening a case: an open one becomes the case of every search (the case bar); a closed one is only shown. */
+function openCaseById(c) {
+  if (c.status === "open") setCaseBar(c.ref, c.reason);
+  openCase = c.status === "open" ? c : openCase;
+  showOpenCase();
+  location.hash = `#cases?id=${encodeURIComponent(c.id)}`;
+}
+
+let shownCase = null;
+
+function caseItem(item, sightings) {
+  const lines = [];
+  if (item.plate) lines.push(item.other_plate ? `${item.plate} with ${item.other_plate}` : item.plate);
+  if (item.start || item.end) lines.push(`${item.start ? fmtTime(item.start) : "…"} – ${item.end ? fmtTime(item.end) : "…"}`);
+  const shown = item.sighting_ids.map((id) => sightings.get(id)).filter(Boolean);
+  const first = shown[0];
+  if (first) {
+    const cam = cameras.get(first.camera_id);
+    lines.push(`${(first.attributes && first.attributes.plate) || first.kind} · ${cam ? cam.name : first.camera_id} · ${fmtTime(first.ts)}`);
+  }
+  if (item.sighting_ids.length > 1) lines.push(`${item.sighting_ids.length} sightings`);
+  const remove = el("button", { type: "button", class: "secondary" }, "Remove");
+  remove.addEventListener("click", async () => {
+    inlineError(remove, "");
+    try {
+      await api(`/cases/${encodeURIComponent(shownCase.id)}/items/${encodeURIComponent(item.id)}`, { method: "DELETE" });
+      await showCase(shownCase.id);
+    } catch (err) { if (!(err instanceof SignedOut)) inlineError(remove, err.message); }
   });
+  return el("li", { "data-item": item.kind },
+    ...shown.slice(0, 2).map((s) => el("img", { src: `/sightings/${s.id}/crop`, alt: `evidence crop of ${s.id}`, loading: "lazy" })),
+    el("div", { class: "grow" }, el("strong", {}, KIND_LABEL[item.kind] || item.kind),
+      ...lines.map((t) => el("div", { class: "meta" }, t)),
+      item.query ? el("div", { class: "meta" }, `found by: ${item.query}`) : "",
+      item.note ? el("div", {}, item.note) : "",
+      el("div", { class: "meta" }, `added by ${item.added_by}, ${fmtTime(item.added)}`)),
+    shownCase.status === "open" ? el("div", { class: "actions" }, remove) : "");
+}
+
+async function showCase(id) {
+  $("case-action-error").hidden = true;
+  let file;
+  try {
+    file = await api(`/cases/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (err instanceof SignedOut) return;
+    $("case-title").textContent = "";
+    $("case-action-error").textContent = err.message;
+    $("case-action-error").hidden = false;
+    return;
+  }
+  const c = file.case;
+  shownCase = c;
+  if (openCase && openCase.id === c.id) { openCase = c; showOpenCase(); }
+  $("case-title").textContent = `${c.ref} · ${c.title}`;
+  const facts = [["Reason", c.reason], ["Owner", c.owner], ["Opened", fmtTime(c.created)],
+                 ["Status", c.status + (c.closed ? ` (closed ${fmtTime(c.closed)} by ${c.closed_by})` : "")]];
+  $("case-header").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const sightings = new Map(file.sightings.map((s) => [s.id, s]));
+  $("case-items").replaceChildren(...file.items.map((item) => caseItem(item, sightings)));
+  if (!file.items.length) $("case-items").append(el("li", { class: "meta" }, "Nothing yet: use “Add to case” on search results, trajectories, clones and co-travellers."));
+  $("case-item-count").textContent = `(${file.items.length})`;
+  $("case-notes").replaceChildren(...file.notes.map((n) => el("li", {}, el("div", { class: "meta" }, `${n.author}, ${fmtTime(n.ts)}`), n.text)));
+  $("case-note-form").hidden = c.status !== "open";
+  $("case-close").hidden = c.status !== "open";
+  document.body.dataset.caseItems = String(file.items.length);
+}
+
+$("case-back").addEventListener("click", () => { location.hash = "#cases"; });
+
+$("case-new-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = $("case-new-error");
+  box.hidden = true;
+  const body = Object.fromEntries(new FormData(e.target).entries());
+  try {
+    const made = await api("/cases", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    e.target.reset();
+    openCaseById(made);
+  } catch (err) {
+    if (err instanceof SignedOut) return;
+    box.textContent = err.status === 409 ? `${err.message.replace(/^409: /, "")}: open it from the list below.` : err.message;
+    box.hidden = false;
+  }
+});
+
+$("case-note-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const box = $("case-note-error");
+  box.hidden = true;
+  try {
+    await api(`/cases/${encodeURIComponent(shownCase.id)}/notes`, { method: "POST", headers: { "Content-Type": "application/json" },
+                                                                    body: JSON.stringify({ text: $("case-note-text").value }) });
+    $("case-note-text").value = "";
+    await showCase(shownCase.id);
+  } catch (err) {
+    if (!(err instanceof SignedOut)) { box.textContent = err.message; box.hidden = false; }
+  }
+});
+
+$("case-close").addEventListener("click", async () => {
+  const box = $("case-action-error");
+  box.hidden = true;
+  if (!confirm(`Close case ${shownCase.ref}? It will take no more findings, notes or searches.`)) return;
+  try {
+    await api(`/cases/${encodeURIComponent(shownCase.id)}/close`, { method: "POST" });
+    await showCase(shownCase.id);
+  } catch (err) {
+    if (!(err instanceof SignedOut)) { box.textContent = err.message; box.hidden = false; }
+  }
+});
+
+/* The evidence package: fetched (so a refusal is shown here, not as a page of JSON), then saved as a file. */
+$("case-export").addEventListener("click", async () => {
+  const button = $("case-export"), box = $("case-action-error");
+  box.hidden = true;
+  button.disabled = true;
+  const label = button.textContent;
+  button.textContent = "Preparing the evidence package…";
+  try {
+    const response = await fetch(`/cases/${encodeURIComponent(shownCase.id)}/export`, { credentials: "same-origin" });
+    if (!response.ok) {
+      let detail = response.statusText;
+      try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+      if (response.status === 401) { showLogin("Your session has ended: sign in again."); return; }
+      throw new Error(`${response.status}: ${detail}`);
+    }
+    const name = (/filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "") || [])[1] || "evidence.zip";
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    box.textContent = `The evidence package could not be made: ${err.message || err}`;
+    box.hidden = false;
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
 });
 
 /* ---------- navigation ---------- */
@@ -498,6 +1489,9 @@ function route() {
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
   if (view === "alerts") { unseen = 0; $("alert-count").hidden = true; }
+  if (view === "cases" && me) showCasesView();
+  if (view === "search") fillCameraSelect();
+  showViewLayer(view);
   showMessage("");
   setTimeout(() => map.invalidateSize(), 0);
 }
@@ -530,6 +1524,7 @@ for (const [id, key] of [["case-ref", CASE_KEY], ["case-reason", REASON_KEY]]) {
     const problem = caseProblem();
     if ($("case-note").classList.contains("missing") && problem) noteCase(problem, true);
     else caseIdle();
+    if (id === "case-ref") lookUpCase();
   });
 }
 
@@ -562,8 +1557,9 @@ async function signedIn(who) {
   $("who-name").textContent = me.name;
   $("who-role").textContent = me.role;
   for (const node of document.querySelectorAll("[data-min-role]")) node.hidden = !hasRole(node.dataset.minRole);
-  for (const id of ["wl-by", "entry-by"]) if (!$(id).value) $(id).defaultValue = me.name;  // a form reset keeps it
+  for (const id of ["wl-by", "entry-by", "enrol-by"]) if (!$(id).value) $(id).defaultValue = me.name;  // a form reset keeps it
   caseIdle();
+  lookUpCase();
   route();
   if (!loaded) await loadApp();
   else if (!stream) connectStream();
@@ -604,12 +1600,15 @@ async function loadApp() {
     const linked = new URLSearchParams(location.hash.split("?")[1] || "").get("plate");  // #map?plate=... deep links
     const prefetched = linked ? trajectoryOf(linked) : null;  // fetched while the base layers load
     if (prefetched) prefetched.catch(() => {});  // reported where it is awaited
-    await Promise.all([loadBase(), loadCameras(), loadAlerts(), loadWatchlists()]);
+    await Promise.all([loadBase(), loadCameras(), loadAlerts()]);
     connectStream();
     loaded = true;
     document.body.dataset.ready = "true";
     if (linked) await showTrajectory(linked, null, null, prefetched);
   });
+  // After the first paint: the watchlists, the form's words and its cameras are not needed for it.
+  if (location.hash.startsWith("#search")) fillCameraSelect();
+  await Promise.all([guarded(loadWatchlists), loadVocabulary()]);
 }
 
 (async () => {

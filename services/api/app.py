@@ -24,13 +24,14 @@ from models.records import SIGHTING_KINDS, Camera, InputError, parse_time
 from models.registry import ModelError
 from services.api.alerts import alerts_router
 from services.api.auth import auth_router
+from services.api.cases import case_guard, cases_router
 from services.api.geo import geo_router
+from services.api.metrics import HealthQueueOut, health_of, metrics_router
 from services.api.schemas import (
     NOT_FOUND,
     CameraOut,
     ErrorOut,
     FeatureCollectionOut,
-    HealthOut,
     IngestOut,
     MapConfigOut,
     PurgeOut,
@@ -85,13 +86,15 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
-                  dependencies=[Depends(authorizer(system.accounts))],
+                  dependencies=[Depends(authorizer(system.accounts)), Depends(case_guard(system.cases))],
                   description="Vehicles, people and faces from camera frames, as searchable sightings.")
     app.state.system = system
     app.include_router(auth_router(system.accounts, system.audit, settings.secure_cookies))
     app.include_router(alerts_router(system.watchlists, system.alert_store, system.delivery))
     app.include_router(search_router(system.search))
     app.include_router(geo_router(store, system.search, system.plates))
+    app.include_router(metrics_router(system))  # /metrics: Prometheus text
+    app.include_router(cases_router(system.cases, system.evidence, store))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -124,8 +127,9 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         return road_lines(path)
 
     @app.get("/health")
-    def health() -> HealthOut:
-        return HealthOut(status="ok", sightings=store.count(), cameras=len(store.list_cameras()))
+    def health() -> HealthQueueOut:
+        """Liveness and the store's size; with SIGHTLINE_QUEUE, the frame queue's figures too."""
+        return health_of(system)
 
     @app.post("/cameras", status_code=201)
     def add_cameras(cameras: CameraIn | list[CameraIn]) -> StoredOut:

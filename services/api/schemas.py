@@ -124,7 +124,9 @@ class PersonAttributesOut(Out):
     long_hair: bool | None
     coat_jacket: bool | None
     upper_color: str | None
+    upper_color_score: float | None = None
     lower_color: str | None
+    lower_color_score: float | None = None
 
 
 class FaceAttributesOut(Out):
@@ -225,6 +227,36 @@ class StreamOut(Out):
 
 # -- search ----------------------------------------------------------------------------------------
 
+class VocabularyOut(Out):
+    """The values attribute search takes, and each colour's near colours (what `near_colors` adds)."""
+
+    vehicle_colors: list[str]
+    person_colors: list[str]
+    vehicle_types: list[str]
+    genders: list[str]
+    near_colors: dict[str, list[str]]
+
+
+class ChipOut(Out):
+    """One understood phrase of a free-text query: the filter it sets and the words it came from."""
+
+    field: str
+    value: str | bool | dict[str, object]
+    text: str
+    applied: bool = Field(description="false for a place that matches no camera: shown, not searched")
+
+
+class ParsedQueryOut(Out):
+    """A free-text query as the structured search it asks for; `filters` is an attribute-search body."""
+
+    text: str
+    kind: str | None
+    plate: dict[str, str] | None = Field(description="q and mode (exact, wildcard, suffix) for /search/plates")
+    filters: dict[str, object]
+    chips: list[ChipOut]
+    ignored: list[str] = Field(description="words not understood: not part of the search")
+
+
 class PlateMatchOut(Out):
     """One matching plate, how close it is to the query, and its latest sightings."""
 
@@ -274,7 +306,8 @@ class HitOut(Out):
     sighting: SightingOut
     score: float
     why: dict[str, float | int] = Field(
-        description="score terms: appearance, colour, type, plate, local (and local_inliers, a count)")
+        description="score terms: appearance, colour, type, plate, local (and local_inliers, a count; local_stored "
+                    "1 when the features stored at ingest were matched, 0 when extracted from the crop)")
 
     @classmethod
     def from_record(cls, record: Hit) -> Self:
@@ -601,3 +634,74 @@ class RequeuedOut(Out):
     """How many dead deliveries were put back in the queue."""
 
     requeued: int
+
+
+# -- cases (services/api/cases.py) -------------------------------------------------------------------
+
+class CaseOut(Out):
+    """A case's header: its number (the X-Case of the queries made for it), title, reason, owner and state."""
+
+    id: str = Field(description="opaque id used in the /cases/{case_id} URLs")
+    ref: str = Field(description="the case number")
+    title: str
+    reason: str
+    owner: str
+    created: IsoTime
+    status: Literal["open", "closed"]
+    closed: IsoTime | None
+    closed_by: str | None
+
+    @classmethod
+    def of(cls, case: Any) -> Self:  # noqa: ANN401 - indexer.case_store.Case
+        return cls(id=case.id, ref=case.ref, title=case.title, reason=case.reason, owner=case.owner,
+                   created=case.created.isoformat(), status=case.status.value,
+                   closed=case.closed.isoformat() if case.closed else None, closed_by=case.closed_by)
+
+
+class CasesOut(Out):
+    """Cases, newest first."""
+
+    cases: list[CaseOut]
+
+
+class CaseItemOut(Out):
+    """One finding collected in a case."""
+
+    id: str
+    kind: Literal["sighting", "search", "trajectory", "clone", "cotravel"]
+    added_by: str
+    added: IsoTime
+    note: str
+    sighting_ids: list[str]
+    plate: str | None
+    other_plate: str | None
+    start: IsoTime | None
+    end: IsoTime | None
+    query: str | None
+
+    @classmethod
+    def of(cls, item: Any) -> Self:  # noqa: ANN401 - indexer.case_store.CaseItem
+        return cls(id=item.id, kind=item.kind.value, added_by=item.added_by, added=item.added.isoformat(),
+                   note=item.note, sighting_ids=item.sighting_ids, plate=item.plate, other_plate=item.other_plate,
+                   start=item.start.isoformat() if item.start else None,
+                   end=item.end.isoformat() if item.end else None, query=item.query)
+
+
+class CaseNoteOut(Out):
+    id: str
+    author: str
+    ts: IsoTime
+    text: str
+
+    @classmethod
+    def of(cls, note: Any) -> Self:  # noqa: ANN401 - indexer.case_store.CaseNote
+        return cls(id=note.id, author=note.author, ts=note.ts.isoformat(), text=note.text)
+
+
+class CaseFileOut(Out):
+    """A case with its items (in the order added), the sightings they name, and its notes."""
+
+    case: CaseOut
+    items: list[CaseItemOut]
+    sightings: list[SightingOut] = Field(description="the sightings the items name (those not purged since)")
+    notes: list[CaseNoteOut]

@@ -1,6 +1,7 @@
 """Search over HTTP: by plate, by attributes, by photo, by face."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -10,8 +11,18 @@ from geo.trajectories import parse_range
 from indexer.store import AttributeFilter
 from models.records import InputError
 from models.spaces import FACE_MATCH_RULE
-from services.api.schemas import FaceSearchOut, ImageSearchOut, PlateMatchOut, PlateSearchOut, SightingsOut
+from services.api.schemas import (
+    FaceSearchOut,
+    ImageSearchOut,
+    ParsedQueryOut,
+    PlateMatchOut,
+    PlateSearchOut,
+    SightingsOut,
+    VocabularyOut,
+)
+from services.freetext import MAX_TEXT, parse, zone
 from services.search import Filters, SearchService
+from services.vocabulary import vocabulary, widen
 
 
 class FiltersIn(BaseModel):
@@ -26,11 +37,18 @@ class FiltersIn(BaseModel):
     upper_color: str | None = None
     lower_color: str | None = None
     bag: bool | None = None
+    backpack: bool | None = None
     hat: bool | None = None
+    long_sleeves: bool | None = None
+    long_pants: bool | None = None
+    min_confidence: float | None = Field(default=None, ge=0, le=1, description=(
+        "keep only sightings whose filtered colours, type and gender were classified at least this sure"))
+    near_colors: bool = Field(default=False, description="a colour also matches its near colours (silver ≈ white)")
 
     def filters(self) -> Filters:
         attributes = AttributeFilter(**self.model_dump(include=set(AttributeFilter.__dataclass_fields__)))
-        return Filters(*parse_range(self.start, self.end), self.camera_ids, self.area, attributes)
+        return Filters(*parse_range(self.start, self.end), self.camera_ids, self.area,
+                       widen(attributes) if self.near_colors else attributes)
 
 
 class AttributeSearchIn(FiltersIn):
@@ -53,6 +71,20 @@ def _filters_form(filters: str | None) -> Filters:
 
 def search_router(search: SearchService) -> APIRouter:
     router = APIRouter(prefix="/search", tags=["search"])
+
+    @router.get("/vocabulary")
+    def vocabulary_endpoint() -> VocabularyOut:
+        """The colours, types and genders attribute search and the free-text parser understand."""
+        return VocabularyOut.model_validate(vocabulary())
+
+    @router.get("/parse")
+    def parse_endpoint(q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
+                       tz: Annotated[str, Query(max_length=64, description="IANA zone the times are meant in")] = "UTC"
+                       ) -> ParsedQueryOut:
+        """Free text (Chinese or English) → the filters it asks for, as chips to show and edit before searching:
+        "白色SUV 皖A 昨天8点到10点 宝安公路", "man in black with a backpack". Nothing is searched here."""
+        now = datetime.now(zone(tz))
+        return ParsedQueryOut.model_validate(parse(q, now, search.store.list_cameras()).to_json())
 
     @router.get("/plates")
     def plates_endpoint(q: str, mode: str = "exact", limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -46,6 +46,7 @@ ADMINISTER = Access(Role.ADMIN, audit=True)
 ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/health"): PUBLIC,
+    ("GET", "/metrics"): VIEW,  # counts only; Prometheus sends a viewer's bearer token
     ("POST", "/auth/login"): PUBLIC,  # audits itself: success and failure
     ("POST", "/auth/logout"): VIEW,
     ("GET", "/auth/me"): VIEW,
@@ -59,6 +60,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/frames"): Access(Role.INVESTIGATOR, audit=True),
     ("GET", "/sightings"): INVESTIGATE,
     ("GET", "/sightings/{sighting_id}"): INVESTIGATE,
+    ("GET", "/search/vocabulary"): Access(Role.INVESTIGATOR),  # the form's words: no data, no case
+    ("GET", "/search/parse"): Access(Role.INVESTIGATOR),  # reads the query, not the sightings: no case
     ("GET", "/search/plates"): INVESTIGATE,
     ("POST", "/search/attributes"): INVESTIGATE,
     ("POST", "/search/image"): INVESTIGATE,
@@ -95,6 +98,15 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/audit/verify"): SUPERVISE,
     ("DELETE", "/sightings"): ADMINISTER,
     ("DELETE", "/sightings/{sighting_id}"): ADMINISTER,
+    # Cases: the route names the case, so reading, changing and exporting it are audited under its own number.
+    ("GET", "/cases"): Access(Role.INVESTIGATOR),  # headers only (number, title, owner): the content is audited
+    ("POST", "/cases"): Access(Role.INVESTIGATOR, audit=True),
+    ("GET", "/cases/{case_id}"): Access(Role.INVESTIGATOR, audit=True),
+    ("POST", "/cases/{case_id}/close"): Access(Role.INVESTIGATOR, audit=True),
+    ("POST", "/cases/{case_id}/items"): Access(Role.INVESTIGATOR, audit=True),
+    ("DELETE", "/cases/{case_id}/items/{item_id}"): Access(Role.INVESTIGATOR, audit=True),
+    ("POST", "/cases/{case_id}/notes"): Access(Role.INVESTIGATOR, audit=True),
+    ("GET", "/cases/{case_id}/export"): Access(Role.INVESTIGATOR, audit=True),
 }
 
 

@@ -37,11 +37,32 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path) -> dict:
         elapsed = time.perf_counter() - t1
         stages = {k: round(v / len(photos) * 1000, 2) for k, v in asdict(pipeline.times).items()}
         stages["store_and_other"] = round(elapsed / len(photos) * 1000 - sum(stages.values()), 2)
-        return {"photos": len(photos), "seconds": round(elapsed, 3), "photos_per_s": round(len(photos) / elapsed, 2),
-                "sightings": report.stored, "errors": len(report.errors), "model_load_s": round(load_s, 2),
-                "ms_per_photo_by_stage": stages}
+        by_kind = {kind: system.store.count(kind) for kind in ("vehicle", "person", "face")}
+        result = {"photos": len(photos), "seconds": round(elapsed, 3),
+                  "photos_per_s": round(len(photos) / elapsed, 2), "sightings": report.stored,
+                  "errors": len(report.errors), "model_load_s": round(load_s, 2), "ms_per_photo_by_stage": stages}
     finally:
         system.close()
+    result["storage"] = storage_figures(settings, photos, report.stored, by_kind)
+    return result
+
+
+def storage_figures(settings: Settings, photos: list[Path], sightings: int, by_kind: dict[str, int]
+                    ) -> dict[str, object]:
+    """What one photo costs to keep, measured on disk after the ingest: the inputs of a capacity plan
+    (docs/scaling.md). The record and index figures are SQLite + FAISS; Elasticsearch differs (see the plan)."""
+    def size(path: Path) -> int:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+    per = max(1, sightings)
+    return {"photo_bytes_mean": round(sum(p.stat().st_size for p in photos) / len(photos)),
+            "sightings_per_photo": round(sightings / len(photos), 2),
+            "sightings_by_kind": by_kind,
+            "record_bytes_per_sighting": round(size(settings.data_dir / "sightline.db") / per),
+            "crop_bytes_per_sighting": round(size(settings.crops_dir) / per),
+            "index_bytes_per_sighting": round(size(settings.index_dir) / per)}
 
 
 def bench_video(path: Path, settings: Settings, sample_fps: float) -> dict:

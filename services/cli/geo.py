@@ -9,8 +9,9 @@ import argparse
 
 from geo import clones, cotravel, trajectories
 from models.plate_text import normalize_plate
-from services.cli.accounts import case_args, record, require_case
-from services.cli.common import open_system, print_json, time_range
+from services.cli.accounts import case_args, record
+from services.cli.cases import case_system
+from services.cli.common import print_json, time_range
 
 
 def _params(args: argparse.Namespace, *names: str) -> dict[str, object]:
@@ -18,8 +19,7 @@ def _params(args: argparse.Namespace, *names: str) -> dict[str, object]:
 
 
 def cmd_trajectory(args: argparse.Namespace) -> int:
-    case = require_case(args)
-    with open_system(args) as system:
+    with case_system(args) as (system, case):
         start, end = time_range(args)
         plate = normalize_plate(args.plate)
         also = [m.plate for m in system.plates.search(plate, "fuzzy", max_distance=1.0)
@@ -31,8 +31,7 @@ def cmd_trajectory(args: argparse.Namespace) -> int:
 
 
 def cmd_clones(args: argparse.Namespace) -> int:
-    case = require_case(args)
-    with open_system(args) as system:
+    with case_system(args) as (system, case):
         start, end = time_range(args)
         found = clones.scan(system.store, start, end,
                             clones.CloneSettings(args.max_speed_kmh, args.min_plate_score, args.min_distance_m))
@@ -43,8 +42,7 @@ def cmd_clones(args: argparse.Namespace) -> int:
 
 
 def cmd_cotravel(args: argparse.Namespace) -> int:
-    case = require_case(args)
-    with open_system(args) as system:
+    with case_system(args) as (system, case):
         start, end = time_range(args)
         plate = normalize_plate(args.plate)
         found = cotravel.co_travellers(system.store, plate, start, end, args.window_s, args.min_cameras)

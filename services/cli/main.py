@@ -11,15 +11,21 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models import registry
 from models.records import InputError, parse_time
 from models.registry import ModelError
 from services import cameras as camera_io
 from services.cli.accounts import add_account_commands, case_args, record, require_case
+from services.cli.cases import add_case_commands, case_system
 from services.cli.common import open_system, print_json, settings_of, time_range
 from services.cli.geo import add_geo_commands
+from services.cli.queue import add_queue_commands, enqueue
 from services.settings import EVAL_DIR, ROADNET
+
+if TYPE_CHECKING:
+    from services.system import Sightline
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".ts", ".webm"}
 
@@ -55,6 +61,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.paths]
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in paths):
+        if args.queue:
+            raise InputError("--queue takes photos; ingest a video without --queue")
         return _ingest_videos(args, paths)
     if args.manifest:
         if len(paths) != 1 or not paths[0].is_dir():
@@ -66,6 +74,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                              "or a folder with --manifest photos.csv")
         ts = not_in_future(parse_time(args.time))
         rows = [(p, args.camera, ts) for p in image_files(paths)]
+    if args.queue:  # scale-out: the frames go to the queue, and `sightline worker`s ingest them
+        return enqueue(args, rows)
     with open_system(args) as system:  # rules are checked here too; webhooks go out when `serve` runs
         for camera_id in sorted({r[1] for r in rows}):
             if system.store.get_camera(camera_id) is None:
@@ -149,12 +159,15 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from services.search import Filters
 
-    case = require_case(args)
+    require_case(args)  # before the data folder is opened
     start, end = time_range(args)
     filters = Filters(start=start, end=end, camera_ids=args.camera)
     params: dict[str, object] = {"what": args.what, "query": args.query, "mode": args.mode, "camera": args.camera,
                                  "start": args.start, "end": args.end}
-    with open_system(args) as system:
+    with case_system(args) as (system, case):
+        if args.what == "text":
+            print_json(_search_text(system, args, case, params))
+            return 0
         if args.what == "plate":
             plates = system.search.plates_like(args.query, args.mode, filters, args.limit)
             record(system, "search plate", params, case, len(plates))
@@ -168,6 +181,28 @@ def cmd_search(args: argparse.Namespace) -> int:
         record(system, f"search {args.what}", params, case, len(found.results))
         print_json(found)
         return 0
+
+
+def _search_text(system: Sightline, args: argparse.Namespace, case: tuple[str, str],
+                 params: dict[str, object]) -> dict[str, object]:
+    """A free-text query: parsed into filters (shown with the results), then run as a plate or attribute search."""
+    from services.freetext import parse, zone
+    from services.vocabulary import widen
+
+    parsed = parse(args.query, datetime.now(zone(args.tz)), system.store.list_cameras())
+    if args.near_colors:
+        parsed.attributes = widen(parsed.attributes)
+    parsed.attributes.min_confidence = args.min_confidence
+    filters = parsed.filters()
+    if args.camera:
+        filters.camera_ids = [c for c in filters.camera_ids or args.camera if c in args.camera]
+    results: list[object]
+    if parsed.plate and parsed.plate_mode:
+        results = list(system.search.plates_like(parsed.plate, parsed.plate_mode, filters, args.limit))
+    else:
+        results = list(system.search.attributes(parsed.kind or "vehicle", filters, args.limit, 0, True))
+    record(system, "search text", {**params, "tz": args.tz}, case, len(results))
+    return {"parsed": parsed.to_json(), "results": results}
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -197,8 +232,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_sightings(args: argparse.Namespace) -> int:
     from indexer.store import SightingQuery
 
-    case = require_case(args)
-    with open_system(args) as system:
+    with case_system(args) as (system, case):
         found = system.store.query(SightingQuery(kind=args.kind, plate=args.plate, limit=args.limit,
                                                  camera_ids=[args.camera] if args.camera else None))
         record(system, "sightings", {"kind": args.kind, "plate": args.plate, "camera": args.camera}, case, len(found))
@@ -287,9 +321,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from services.bench.evaluation import evaluate_reid
 
         embedder = vehicle_embedder(model_dir) if args.kind == "vehicle" else person_embedder(model_dir)
+        from indexer.hamming import faiss_two_nearest
         from models.rerank import Verifier
 
-        result = evaluate_reid(directory, embedder, Verifier() if args.rerank else None)
+        result = evaluate_reid(directory, embedder, Verifier(two_nearest=faiss_two_nearest) if args.rerank else None)
     print_json(result)
     return 0
 
@@ -315,10 +350,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             print_json(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
                                 distribution=args.distribution))
+        elif args.what == "workers":
+            from services.bench.workers import bench_workers
+
+            print_json(bench_workers(Path(args.path), settings, args.workers, args.queue, ROADNET, args.repeat))
         elif args.what == "plates":
             from services.bench.search import bench_plates
 
             print_json(bench_plates(args.sightings))
+        elif args.what == "photo-search":
+            from services.bench.photo_search import bench_photo_search
+
+            reid = Path(args.eval) if args.eval else EVAL_DIR / "reid" / "vehicle"
+            print_json(bench_photo_search(settings, EVAL_DIR, reid, args.sightings))
         elif args.what == "web":
             from services.bench.web import bench_web
 
@@ -358,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="capture time (a video: its first frame), ISO 8601 with a zone")
     i.add_argument("--sample-fps", type=float, default=5.0, help="video: frames per second to analyse")
     i.add_argument("--manifest", help="CSV with file, camera_id, captured_at")
+    i.add_argument("--queue", help="redis://HOST:PORT/DB: queue the photos for `sightline worker`s instead")
     i.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("sightings", help="list stored sightings")
@@ -411,8 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_alerts)
 
     q = sub.add_parser("search", help="search by plate, photo or face")
-    q.add_argument("what", choices=["plate", "image", "face"])
-    q.add_argument("query", help="plate: a plate or pattern; image/face: a photo file")
+    q.add_argument("what", choices=["plate", "image", "face", "text"])
+    q.add_argument("query", help="plate: a plate or pattern; image/face: a photo file; text: what you would say, "
+                                 "e.g. '白色SUV 皖A 昨天8点到10点' or 'man in black with a backpack'")
+    q.add_argument("--tz", default="UTC", help="text: the IANA zone its times are meant in (Asia/Shanghai)")
+    q.add_argument("--near-colors", action="store_true", help="text: a colour also matches its near colours")
+    q.add_argument("--min-confidence", type=float, help="text: only attributes classified at least this sure")
     q.add_argument("--mode", choices=["exact", "wildcard", "fuzzy", "suffix"], default="exact")
     q.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
     q.add_argument("--pick", type=int, help="image: which detected object (0 = the largest)")
@@ -425,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_geo_commands(sub)
     add_account_commands(sub)
+    add_case_commands(sub)
+    add_queue_commands(sub)
 
     e = sub.add_parser("eval", help="measure accuracy on labelled data")
     e.add_argument("what", choices=["plates", "faces", "reid", "attributes"])
@@ -435,7 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["ingest", "video", "alerts", "web", "geo", "search", "plates"])
+    b.add_argument("what", choices=["ingest", "video", "alerts", "web", "geo", "search", "plates", "workers",
+                                    "photo-search"])
+    b.add_argument("--workers", default="1,2", help="workers: the worker counts to measure, e.g. 1,2,4")
+    b.add_argument("--queue", help="workers: redis://HOST:PORT/DB (default: a redis-server of its own)")
+    b.add_argument("--repeat", type=int, default=3, help="workers: queue each photo this many times (made unique)")
     b.add_argument("--vectors", type=int, default=100_000, help="search: vectors in the index")
     b.add_argument("--dim", type=int, default=1024, help="search: their dimension")
     b.add_argument("--real", help="search: a folder of photos whose real embeddings join the random ones")
@@ -452,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cameras", type=int, default=1_000, help="web: cameras on the map")
     b.add_argument("--points", type=int, default=500, help="web: points in the drawn trajectory")
     b.add_argument("--cache", help="geo: keep the loaded city in this folder and reuse it (a 10M load takes minutes)")
+    b.add_argument("--eval", help="photo-search: a DIR/<vehicle>/<camera>_<n>.jpg folder (default: the shared "
+                                  "eval/reid/vehicle); cam1 is stored, the other cameras' photos are the queries")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -463,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cameras" and args.action == "import" and not args.file:
         print("sightline: cameras import needs a FILE", file=sys.stderr)
         return 2
-    if args.command == "bench" and args.what in ("ingest", "video") and not args.path:
+    if args.command == "bench" and args.what in ("ingest", "video", "workers") and not args.path:
         print(f"sightline: bench {args.what} needs a PATH", file=sys.stderr)
         return 2
     try:

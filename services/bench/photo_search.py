@@ -1,0 +1,234 @@
+"""`sightline bench photo-search`: vehicle photo search end to end at a store of N vehicle sightings, as JSON.
+
+The store: the eval vehicles of one camera (`eval/reid/vehicle/<id>/cam1_*.jpg`) ingested through the real
+Ingestor and models (so each gets its crop and its stored local features), plus synthetic distractor sightings
+up to N. A distractor must look like a stored vehicle to the search without being any eval vehicle:
+- its vector is drawn from a Gaussian fitted to real vehicle embeddings (the mean plus a random combination of
+  the real vectors' deviations from it, i.e. their sample covariance, plus a little isotropic noise), so its
+  similarities to a query are spread like those of real, different vehicles;
+- its crop and local features are those of one real vehicle that is not in the eval set (the cars of
+  `eval/plates/full` and of frames of `eval/video/car-detection.mp4`, detected by the real models), shared by
+  many distractors (features live beside the crop, so one blob serves them all and the disk holds ~100 of them,
+  not 100k); its colour and type are that vehicle's.
+The queries are the other camera's photos, each through the real `SearchService.image` (decode, detect, embed,
+search, verify), twice interleaved: with the stored features (today's path) and with the features extracted
+from the candidates' crops at query time (the path before features were stored).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from indexer.store import FrameRecord, StoredVector
+from models.observations import Detection, FramePipeline, ObjectDescription, Observation
+from models.records import BBox, Camera, InputError, Sighting, SightingKind, VehicleAttributes
+from models.rerank import LocalFeatures, features_key
+from services.bench.evaluation import labelled_images
+from services.ingest import LOCAL_FEATURES, PhotoJob
+from services.search import Filters, Hit, Probe, SearchService
+from services.settings import Settings
+from services.system import Sightline
+
+STAGES = ("decode", "detect", "embed", "search", "verify")
+_T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+
+
+@dataclass
+class _Clock:
+    """Seconds per stage of the current query."""
+
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, fn: Callable, *args: object) -> object:  # noqa: ANN401 - any wrapped call
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - t
+
+
+class _TimedPipeline:
+    """The real pipeline, its detect and describe_object timed (the search's detect and embed stages)."""
+
+    def __init__(self, inner: FramePipeline, clock: _Clock):
+        self.inner, self.clock = inner, clock
+
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        return self.clock.timed("detect", self.inner.detect, frames, min_score)  # type: ignore[return-value]
+
+    def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
+        return self.clock.timed("embed", self.inner.describe_object, image, kind)  # type: ignore[return-value]
+
+
+class _TimedSearch(SearchService):
+    """SearchService with its stages timed; `from_crops` makes verification ignore the stored features."""
+
+    clock: _Clock
+    from_crops = False
+    before_verify: Sighting | None = None
+
+    def probe(self, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list]:
+        return self.clock.timed("probe", super().probe, data, kind, pick)  # type: ignore[return-value]
+
+    def nearest(self, space: str, vector: np.ndarray, k: int, filters: Filters, kind: str
+                ) -> list[tuple[Sighting, float]]:
+        return self.clock.timed("search", super().nearest, space, vector, k, filters, kind)  # type: ignore
+
+    def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
+        self.before_verify = ranked[0].sighting if ranked else None
+        return self.clock.timed("verify", super().verify, probe, ranked)  # type: ignore[return-value]
+
+    def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
+        if self.from_crops and sighting.crop:
+            data = self.blobs.get(sighting.crop)
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+            return (self.verifier.extract(image) if image is not None else None), False
+        return super().local_features(sighting)
+
+
+def _pool(pipeline: FramePipeline, eval_root: Path, video_frames: int) -> list[Observation]:
+    """Real vehicles that are not in the re-id set: the cars of the plate photos and of a road video's frames."""
+    photos = sorted((eval_root / "plates" / "full").glob("*.jpg"))
+    frames = [im for p in photos if (im := cv2.imread(str(p))) is not None]
+    video = cv2.VideoCapture(str(eval_root / "video" / "car-detection.mp4"))
+    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+    for i in range(video_frames):
+        video.set(cv2.CAP_PROP_POS_FRAMES, i * total // video_frames)
+        ok, frame = video.read()
+        if ok:
+            frames.append(frame)
+    video.release()
+    out: list[Observation] = []
+    for i in range(0, len(frames), 4):
+        out += [ob for obs in pipeline.process(frames[i:i + 4]) for ob in obs
+                if ob.kind == SightingKind.VEHICLE and ob.vector is not None and min(ob.crop.shape[:2]) >= 32]
+    return out
+
+
+def _distractor_vectors(rng: np.random.Generator, real: np.ndarray, n: int) -> np.ndarray:
+    """N unit vectors from the Gaussian fitted to the real ones (see the module docstring)."""
+    mean = real.mean(axis=0)
+    deviations = (real - mean) / np.sqrt(max(1, len(real) - 1))
+    noise = float(np.sqrt(np.mean(np.sum(deviations ** 2, axis=1)) / real.shape[1])) * 0.3
+    out = np.empty((n, real.shape[1]), np.float32)
+    for lo in range(0, n, 10_000):
+        m = min(10_000, n - lo)
+        chunk = mean + rng.standard_normal((m, len(real)), dtype=np.float32) @ deviations
+        chunk += rng.standard_normal(chunk.shape, dtype=np.float32) * np.float32(noise)
+        out[lo:lo + m] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return out
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {"p50": round(float(np.percentile(samples, 50)), 1), "p99": round(float(np.percentile(samples, 99)), 1)}
+
+
+def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sightings: int,
+                       gallery_camera: str = "cam1", seed: int = 0, video_frames: int = 30) -> dict:
+    """Fill a store (see the module docstring), then time each query photo of the other camera both ways."""
+    items = labelled_images(reid_dir)
+    gallery = [(who, p) for who, p in items if p.name.split("_", 1)[0] == gallery_camera]
+    queries = [(who, p) for who, p in items if p.name.split("_", 1)[0] != gallery_camera]
+    if not gallery or not queries:
+        raise InputError(f"{reid_dir}: no photos of camera {gallery_camera!r} and of another camera")
+    rng = np.random.default_rng(seed)
+    system = Sightline(settings)
+    try:
+        system.store.upsert_cameras([Camera(gallery_camera, gallery_camera, 121.30, 31.20),
+                                     Camera("distractors", "distractors", 121.31, 31.21)])
+        t = time.perf_counter()
+        report = system.ingestor.ingest(PhotoJob(str(p), p.read_bytes(), gallery_camera, _T0 + timedelta(seconds=i))
+                                        for i, (_, p) in enumerate(gallery))
+        ingest_s = time.perf_counter() - t
+        identity = {str(p): who for who, p in gallery}
+        who_is = {s.id: identity[r.source] for r in report.results for s in r.sightings
+                  if s.kind == SightingKind.VEHICLE}
+        real_vectors = [v for v in system.store.get_vectors(
+            "vehicle", [s.vector_id for r in report.results for s in r.sightings if s.vector_id is not None]).values()]
+
+        t = time.perf_counter()
+        pool = _pool(system.pipeline, eval_root, video_frames)
+        pool_keys = []
+        for j, ob in enumerate(pool):
+            key = f"distractors/{j}.jpg"
+            system.blobs.put(key, cv2.imencode(".jpg", ob.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+            system.blobs.put(features_key(key), LOCAL_FEATURES.encode(ob.crop))
+            pool_keys.append(key)
+        count = max(0, sightings - len(who_is))
+        vectors = _distractor_vectors(rng, np.array(real_vectors + [ob.vector for ob in pool], np.float32), count)
+        picks = rng.integers(0, len(pool), count)
+        for lo in range(0, count, 2_000):  # one synthetic "frame" per 2 000 distractors: 1 transaction each
+            frame = FrameRecord(uuid.uuid4().hex, "distractors", _T0 + timedelta(minutes=lo), "synthetic")
+            batch, stored = [], []
+            for i in range(lo, min(count, lo + 2_000)):
+                ob = pool[picks[i]]
+                attrs = ob.attributes
+                sid = uuid.uuid4().hex
+                batch.append(Sighting(sid, "distractors", frame.ts, SightingKind.VEHICLE, BBox(0, 0, 1, 1), 0.9,
+                                      VehicleAttributes(vehicle_type=getattr(attrs, "vehicle_type", None),
+                                                        vehicle_color=getattr(attrs, "vehicle_color", None)),
+                                      crop=pool_keys[picks[i]], frame_sha256=frame.sha256))
+                stored.append(StoredVector(sid, "vehicle", vectors[i]))
+            system.store.add_frame(frame, batch, stored)
+        index = system.indexes["vehicle"]
+        index.catch_up()
+        getattr(index, "wait_for_build", lambda: None)()  # past SIGHTLINE_EXACT_LIMIT: time the trained IVF
+        fill_s = time.perf_counter() - t
+
+        clock = _Clock()
+        search = _TimedSearch(system.store, system.indexes, system.plates, system.blobs,
+                              lambda: _TimedPipeline(system.pipeline, clock))  # type: ignore[arg-type, return-value]
+        search.clock = clock
+        search.image(queries[0][1].read_bytes(), "vehicle", 10, Filters())  # warm-up: first-call allocations
+        modes = ("stored", "crops")
+        runs: dict[str, dict[str, list[float]]] = {m: {s: [] for s in (*STAGES, "total", "cpu")} for m in modes}
+        right = {m: 0 for m in modes}
+        plain_right, distractors_verified, fallbacks = 0, [], 0
+        for q, (who, path) in enumerate(queries):
+            data = path.read_bytes()
+            for mode in (modes if q % 2 == 0 else modes[::-1]):  # interleaved, alternating who goes first
+                search.from_crops = mode == "crops"
+                clock.spent = {}
+                t, cpu = time.perf_counter(), time.process_time()
+                result = search.image(data, "vehicle", 10, Filters())
+                total, cpu = time.perf_counter() - t, time.process_time() - cpu
+                spent = clock.spent
+                run = runs[mode]
+                run["total"].append(total * 1000)
+                run["cpu"].append(cpu * 1000)
+                run["decode"].append((spent.get("probe", 0) - spent.get("detect", 0) - spent.get("embed", 0)) * 1000)
+                for stage in ("detect", "embed", "search", "verify"):
+                    run[stage].append(spent.get(stage, 0.0) * 1000)
+                top = result.results[0].sighting.id if result.results else None
+                right[mode] += who_is.get(top or "") == who
+                if mode == "stored":
+                    plain_right += search.before_verify is not None and who_is.get(search.before_verify.id) == who
+                    verified = [h for h in result.results if "local_inliers" in h.why]
+                    fallbacks += sum(h.why.get("local_stored") == 0.0 for h in verified)
+                    distractors_verified.append(sum(h.sighting.id not in who_is for h in verified))
+        n = len(queries)
+        return {
+            "sightings": system.store.count("vehicle"), "gallery_vehicles": len(who_is), "queries": n,
+            "distractor_crops": len(pool), "ingest_gallery_s": round(ingest_s, 1), "fill_s": round(fill_s, 1),
+            "index": f"{type(index).__name__} {getattr(index, 'kind', '')}".strip(),
+            "stored_features": {"p50_ms": _stats(runs["stored"]["total"])["p50"], **{
+                f"{k}_ms": _stats(v) for k, v in runs["stored"].items()}, "rank1": round(right["stored"] / n, 4)},
+            "crop_features": {"p50_ms": _stats(runs["crops"]["total"])["p50"], **{
+                f"{k}_ms": _stats(v) for k, v in runs["crops"].items()}, "rank1": round(right["crops"] / n, 4)},
+            "rank1_unverified": round(plain_right / n, 4),
+            "distractors_among_verified_top10_mean": round(float(np.mean(distractors_verified)), 2),
+            "stored_path_fallbacks": fallbacks,
+            "notes": "wall-clock ms (cpu_ms: this process's CPU time, all threads); decode = probe minus detect "
+                     "and embed; embed = describe_object (the vector, and the probe's colour, type and plate); "
+                     "the two paths are interleaved query by query on the same warm store",
+        }
+    finally:
+        system.close()
+

@@ -1,0 +1,34 @@
+"""The contract suites' access to a real Elasticsearch cluster: named by SIGHTLINE_ES_URL (with SIGHTLINE_ES_API_KEY
+or SIGHTLINE_ES_USER/PASSWORD and SIGHTLINE_ES_CA_CERTS as the deployment reads them). Without it the
+Elasticsearch cases skip: nothing here imitates a cluster. Each test gets its own index prefix, dropped after it."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import pytest
+
+from indexer.es_common import drop_prefix
+from services.settings import Settings
+from services.system import _es
+
+SKIP_REASON = "SIGHTLINE_ES_URL is not set: the Elasticsearch backend needs a real cluster"
+
+
+@contextmanager
+def on_cluster(settings: Settings) -> Iterator[Settings]:
+    """These settings pointed at the cluster under a fresh index prefix (skips the test when none is named)."""
+    env = Settings.from_env()
+    if not env.es_url:
+        pytest.skip(SKIP_REASON)
+    prefix = f"sightline-test-{uuid.uuid4().hex[:12]}"
+    yield replace(settings, es_url=env.es_url, es_api_key=env.es_api_key, es_user=env.es_user,
+                  es_password=env.es_password, es_ca_certs=env.es_ca_certs, es_prefix=prefix)
+    client = _es(replace(env, es_prefix=prefix)).client()
+    try:
+        drop_prefix(client, prefix)
+        client.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-sightings")
+    finally:
+        client.close()

@@ -1,0 +1,126 @@
+"""Stored local features: the format, written at ingest, used by photo search, re-extracted for older
+sightings, removed with their sighting; and on real eval vehicles, inliers that tell the same car from others."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.records import Camera, SightingKind
+from models.rerank import FEATURES_MAGIC, LocalFeatures, Verifier, features_key
+from services.ingest import PhotoJob
+from services.search import Filters
+
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+VERIFIER = Verifier()
+
+
+def _vehicles(eval_dir: Path) -> list[Path]:
+    return sorted(d for d in (eval_dir / "reid" / "vehicle").iterdir() if d.is_dir())
+
+
+def test_the_features_format_round_trips(eval_dir: Path) -> None:
+    image = cv2.imread(str(_vehicles(eval_dir)[0] / "cam1_01.jpg"))
+    features = VERIFIER.extract(image)
+    blob = VERIFIER.encode(image)
+    back = VERIFIER.decode(blob)
+    assert blob[:4] == FEATURES_MAGIC and back is not None and features.descriptors is not None
+    assert len(blob) == 12 + 36 * len(features.points)  # header + uint16 (x, y) + 32-byte descriptor a keypoint
+    assert np.array_equal(back.descriptors, features.descriptors)
+    assert np.abs(back.points - features.points).max() <= 1 / 128  # 1/64 px fixed point
+    empty = LocalFeatures(np.zeros((0, 2), np.float32), None)  # a flat crop has no keypoint
+    restored = VERIFIER.decode(empty.encode(VERIFIER.side))
+    assert restored is not None and restored.descriptors is None and len(restored.points) == 0
+    # Not this format, another version, another side, or cut short: None, so the caller re-extracts from the crop
+    assert VERIFIER.decode(b"JPEG" + blob[4:]) is None
+    assert VERIFIER.decode(blob[:4] + b"\x02\x00" + blob[6:]) is None
+    assert Verifier(side=256).decode(blob) is None
+    assert VERIFIER.decode(blob[:-1]) is None and VERIFIER.decode(b"") is None
+
+
+def test_stored_features_match_as_the_crops_did_and_tell_the_same_car_from_others(eval_dir: Path) -> None:
+    """cam2 photo against cam1 photos of 8 vehicles: the same vehicle's stored features give many more
+    inliers than any other vehicle's, and as many as features extracted from its image at query time."""
+    folders = _vehicles(eval_dir)[:8]
+    gallery = [VERIFIER.decode(VERIFIER.encode(cv2.imread(str(d / "cam1_01.jpg")))) for d in folders]
+    same, other, agree = [], [], 0
+    for i, d in enumerate(folders):
+        query = VERIFIER.extract(cv2.imread(str(d / "cam2_01.jpg")))
+        counts = [VERIFIER.inliers(query, g) for g in gallery if g is not None]
+        same.append(counts[i])
+        other.append(max(c for j, c in enumerate(counts) if j != i))
+        fresh = VERIFIER.inliers(query, VERIFIER.extract(cv2.imread(str(d / "cam1_01.jpg"))))
+        agree += abs(fresh - counts[i]) <= max(2, fresh // 10)
+    assert sum(s > o for s, o in zip(same, other, strict=True)) >= 7, (same, other)
+    assert np.median(same) >= 3 * np.median(other), (same, other)
+    assert agree >= 7  # quantised coordinates change MAGSAC's count by a couple of inliers at most
+
+
+def _ingest_two(system, eval_dir: Path) -> tuple[Path, list]:  # noqa: ANN001 - a Sightline
+    system.store.upsert_cameras([Camera("cam1", "Camera 1", 121.30, 31.20)])
+    folders = _vehicles(eval_dir)[:2]
+    report = system.ingestor.ingest([PhotoJob(str(d / "cam1_01.jpg"), (d / "cam1_01.jpg").read_bytes(), "cam1",
+                                              T0 + timedelta(minutes=i)) for i, d in enumerate(folders)])
+    sightings = [s for r in report.results for s in r.sightings]
+    assert report.errors == [] and all(s.kind == SightingKind.VEHICLE and s.crop for s in sightings)
+    return folders[0] / "cam2_01.jpg", sightings
+
+
+def test_ingest_stores_features_search_uses_them_older_sightings_fall_back(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
+    query, sightings = _ingest_two(fake_system, eval_dir)
+    for s in sightings:  # a vehicle's features beside its crop, in the stored format
+        blob = fake_system.blobs.get(features_key(s.crop))
+        assert blob is not None and VERIFIER.decode(blob) is not None
+    found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
+    assert len(found) == 2 and all(h.why["local_stored"] == 1.0 for h in found)
+    stored_inliers = {h.sighting.id: h.why["local_inliers"] for h in found}
+    assert max(stored_inliers.values()) >= 10
+
+    # A sighting stored before features were: its crop is decoded and its features extracted at query time
+    fake_system.blobs.delete(features_key(sightings[0].crop))
+    again = {h.sighting.id: h for h in fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results}
+    assert again[sightings[0].id].why["local_stored"] == 0.0 and again[sightings[1].id].why["local_stored"] == 1.0
+    fallback, stored = again[sightings[0].id].why["local_inliers"], stored_inliers[sightings[0].id]
+    assert abs(fallback - stored) <= max(3, stored // 5)  # JPEG-decoded crop vs the raw one at ingest
+    # Features of an unknown format (a later version) are re-extracted too, never misread
+    fake_system.blobs.put(features_key(sightings[1].crop), b"SLOF\x09\x00" + bytes(20))
+    features, from_store = fake_system.search.local_features(sightings[1])
+    assert features is not None and not from_store
+
+
+def test_purge_and_the_orphan_sweep_remove_the_features(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
+    _, sightings = _ingest_two(fake_system, eval_dir)
+    gone, kept = sightings
+    fake_system.retention.purge(ids=[gone.id])
+    assert fake_system.blobs.get(features_key(gone.crop)) is None and fake_system.blobs.get(gone.crop) is None
+    assert fake_system.blobs.get(features_key(kept.crop)) is not None
+    orphan = features_key(f"{T0:%Y/%m/%d}/{'f' * 32}.jpg")  # a crash between the blobs and the transaction
+    fake_system.blobs.put(orphan, b"SLOF")
+    fake_system.retention.sweep_orphans(grace=timedelta(seconds=-5))
+    assert fake_system.blobs.get(orphan) is None
+    assert fake_system.blobs.get(features_key(kept.crop)) is not None and fake_system.blobs.get(kept.crop)
+
+
+@pytest.mark.parametrize("crop_key, expected", [("2026/11/02/abc.jpg", "2026/11/02/abc.orb"), ("abc", "abc.orb"),
+                                                     ("a.b/c", "a.b/c.orb")])
+def test_features_key_sits_beside_the_crop(crop_key: str, expected: str) -> None:
+    assert features_key(crop_key) == expected
+
+
+def test_faiss_and_opencv_matchers_give_the_same_inliers(eval_dir: Path) -> None:
+    """Search matches with FAISS (indexer/hamming.py), the models' default is OpenCV: the answers must agree."""
+    from indexer.hamming import faiss_two_nearest
+
+    fast = Verifier(two_nearest=faiss_two_nearest)
+    folders = _vehicles(eval_dir)[:4]
+    cam1 = [VERIFIER.extract(cv2.imread(str(sorted(f.glob("cam1_*"))[0]))) for f in folders]
+    cam2 = [VERIFIER.extract(cv2.imread(str(sorted(f.glob("cam2_*"))[0]))) for f in folders]
+    pairs = [(a, b) for a in cam1 for b in cam2]
+    slow_counts = [VERIFIER.inliers(a, b) for a, b in pairs]
+    fast_counts = [fast.inliers(a, b) for a, b in pairs]
+    # MAGSAC is randomised: allow a couple of inliers' difference, never a different verdict
+    assert all(abs(s - f) <= max(2, 0.1 * s) for s, f in zip(slow_counts, fast_counts, strict=True))
+    assert max(slow_counts) >= 20  # a same-vehicle pair is among them
