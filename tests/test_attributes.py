@@ -6,11 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.attributes import PERSON_COLORS, VEHICLE_COLORS, VEHICLE_TYPES, describe_person
+from models.attributes import describe_person
 from models.colors import UNKNOWN, clothing_colors, scene_lab, scene_lightness, vehicle_color
 from models.imageops import crop, decode_image
 from models.observations import Observation
-from models.records import BBox, PersonAttributes, SightingKind, VehicleAttributes
+from models.records import (
+    PERSON_COLORS,
+    VEHICLE_COLORS,
+    VEHICLE_TYPES,
+    BBox,
+    PersonAttributes,
+    SightingKind,
+    VehicleAttributes,
+)
 from models.vehicle_type import TypeEvidence, two_wheeler_evidence, vehicle_type
 
 REID = Path(__file__).resolve().parents[2] / "shared" / "eval" / "reid"
