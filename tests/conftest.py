@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from models.records import Camera
 from services.settings import Settings
 from services.system import Sightline
+
+if TYPE_CHECKING:
+    from tests.fakes import FakePipeline
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO.parent / "shared" / "eval"
@@ -114,3 +120,18 @@ def browser():  # noqa: ANN201
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield launched
         launched.close()
+
+
+def fake_site(tmp: Path, eval_dir: Path, cameras: int = 10) -> tuple[FastAPI, FakePipeline, list[Camera]]:
+    """A web app on the fake pipeline for the browser tests: its data in `tmp`, the real road network as the map,
+    and `cameras` cameras on its intersections (each test then scripts and ingests what it needs)."""
+    from services.api.app import create_app
+    from services.cameras import from_roadnet
+    from tests.fakes import FakePipeline
+
+    pipeline = FakePipeline()
+    roadnet = eval_dir / "roadnet" / "shanghai_intersections.geojson"
+    app = create_app(Settings(data_dir=tmp / "data", model_dir=tmp / "no-models", roads_geojson=roadnet), pipeline)
+    cams = from_roadnet(roadnet, limit=cameras)
+    app.state.system.store.upsert_cameras(cams)
+    return app, pipeline, cams

@@ -14,14 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from services.api.app import create_app
 from services.api.localserver import serving
-from services.cameras import from_roadnet
 from services.evidence import CJK_FONTS
 from services.ingest import PhotoJob
-from services.settings import Settings
-from tests.conftest import CHROMIUM
-from tests.fakes import FakePipeline, vehicle
+from tests.conftest import CHROMIUM, fake_site
+from tests.fakes import vehicle
 
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -36,12 +33,8 @@ def site(tmp_path_factory, eval_dir: Path):  # noqa: ANN001, ANN201
     if not any(p.is_file() for p in CJK_FONTS):
         pytest.skip("no CJK font for the evidence report (scripts/test.sh installs fonts-wqy-zenhei)")
     tmp = tmp_path_factory.mktemp("web-cases")
-    pipeline = FakePipeline()
-    roadnet = eval_dir / "roadnet" / "shanghai_intersections.geojson"
-    app = create_app(Settings(data_dir=tmp / "data", model_dir=tmp / "no-models", roads_geojson=roadnet), pipeline)
+    app, pipeline, cams = fake_site(tmp, eval_dir)
     system = app.state.system
-    cams = from_roadnet(roadnet, limit=10)
-    system.store.upsert_cameras(cams)
     photos = sorted((eval_dir / "plates" / "full").glob("*.jpg"))[:3]
     jobs = []
     for i, photo in enumerate(photos):

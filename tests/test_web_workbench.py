@@ -15,13 +15,10 @@ import numpy as np
 import pytest
 
 from models.records import BBox
-from services.api.app import create_app
 from services.api.localserver import serving
-from services.cameras import from_roadnet
 from services.ingest import PhotoJob
-from services.settings import Settings
-from tests.conftest import CHROMIUM
-from tests.fakes import FakePipeline, person, vehicle
+from tests.conftest import CHROMIUM, fake_site
+from tests.fakes import person, vehicle
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
 PLATE, LOOKALIKE, OTHER = "皖AY766D", "皖AB1234", "苏E99999"
@@ -35,12 +32,8 @@ def site(tmp_path_factory, eval_dir: Path):  # noqa: ANN001, ANN201
     if not Path(CHROMIUM).exists():
         pytest.skip("Chromium is not installed (scripts/test.sh installs it)")
     tmp = tmp_path_factory.mktemp("web-workbench")
-    pipeline = FakePipeline()
-    roadnet = eval_dir / "roadnet" / "shanghai_intersections.geojson"
-    app = create_app(Settings(data_dir=tmp / "data", model_dir=tmp / "no-models", roads_geojson=roadnet), pipeline)
+    app, pipeline, cams = fake_site(tmp, eval_dir)
     system = app.state.system
-    cams = from_roadnet(roadnet, limit=10)
-    system.store.upsert_cameras(cams)
     photos = sorted((eval_dir / "plates" / "full").glob("*.jpg"))[:8]
     seen = [vehicle(plate=PLATE, plate_score=0.96, vehicle_color="white", vehicle_type="car")] * 3 + [
         [vehicle(plate=LOOKALIKE, plate_score=0.9, vehicle_color="red", vehicle_type="car")],

@@ -205,7 +205,7 @@ async function loadCameras() {
 const CAMERA_RECENT = 10;
 
 function cameraClicked(camera, event) {
-  if (location.hash.startsWith("#analytics")) return;  // there a click draws the area
+  if (drawing && location.hash.startsWith("#analytics")) return;  // while drawing an area a click is one of its points
   const body = el("div", { class: "camera-popup", "data-camera": camera.id }, el("strong", {}, camera.name),
                   el("div", { class: "meta" }, `${camera.id}${camera.road ? ` · ${camera.road}` : ""}`),
                   el("div", { class: "meta state" }, "loading recent sightings…"));
@@ -980,86 +980,330 @@ $("activity-heat").addEventListener("change", (e) => { if (!e.target.checked) he
 
 /* ---------- analytics ---------- */
 const cameraName = (id) => (cameras.get(id) ? cameras.get(id).name : id);
+const LETTERS = "ABCDEFGHIJ";  // the API takes up to ten areas
+const AREA_COLORS = ["#7c3aed", "#0f766e", "#b45309", "#be185d", "#1d4ed8"];
+const TARGET_COLOR = "#d33", COMPANION_COLOR = "#2563a8";
 
-let areaPoints = [];
-let areaShape = null;
-map.on("click", (e) => {
-  if (!location.hash.startsWith("#analytics")) return;
-  areaPoints.push([e.latlng.lat, e.latlng.lng]);
-  areaLayer.clearLayers();
-  areaShape = L.polygon(areaPoints, { color: "#7c3aed" }).addTo(areaLayer);
-});
-$("area-clear").addEventListener("click", () => {
-  areaPoints = [];
-  areaLayer.clearLayers();
-  areaShape = null;
-});
+/* A crop with its caption (the evidence of one pass). */
+const cropFigure = (sightingId, alt, caption) => el("figure", { "data-sighting": sightingId },
+  el("img", { src: `/sightings/${sightingId}/crop`, alt, loading: "lazy" }), el("figcaption", {}, caption));
 
-onSubmitAction("area-form", async (signal) => {
-  $("analytics-results").replaceChildren();
-  if (areaPoints.length < 3) throw new Error("Draw an area first: click at least 3 points on the map.");
-  const ring = [...areaPoints, areaPoints[0]].map(([lat, lon]) => [lon, lat]);
-  const body = { areas: [{ polygon: { type: "Polygon", coordinates: [ring] },
-                            start: toIso($("area-start").value), end: toIso($("area-end").value) }] };
-  const found = await api("/search/areas", { ...JSON_POST, body: JSON.stringify(body), signal });
-  const list = $("analytics-results");
-  list.replaceChildren(...found.results.map((r) => el("li", {},
-    el("div", {}, r.plate || r.key, el("div", { class: "meta" }, `${r.sightings.length} sighting(s)`)),
-    r.plate ? el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(r.plate), e.currentTarget) }, "Trajectory") : "")));
-  if (!found.results.length) showMessage("Nobody was seen there in that time.", "info");
-});
-
-onSubmitAction("clones-form", async (signal) => {
+/* The analytics page's result list and drawing start afresh with each action (the drawn areas stay). */
+function clearAnalytics() {
   $("analytics-results").replaceChildren();
   analyticsLayer.clearLayers();
-  const found = await api(`/clones?max_speed_kmh=${encodeURIComponent($("clones-speed").value)}`, { signal });
-  const list = $("analytics-results");
-  list.replaceChildren(...found.cases.map((c) => {
+  delete document.body.dataset.analytics;
+}
+
+/* The results of an action that found some are brought into view (they sit below the three forms). */
+function showAnalytics(count) {
+  document.body.dataset.analytics = String(count);
+  if (count) $("analytics-results").scrollIntoView({ block: "nearest" });
+}
+
+/* ---- areas, drawn in order: a drawing mode (start, click points, undo, finish), and delete ---- */
+const drawnAreas = [];  // {points: [[lat, lon]…], start, end}: each area's own time window ("" = the form's)
+let drawing = null;     // the points of the area being drawn, or null when not drawing
+
+map.on("click", (e) => {
+  if (!drawing || !location.hash.startsWith("#analytics")) return;  // only a drawing click adds a point
+  drawing.push([e.latlng.lat, e.latlng.lng]);
+  showAreas();
+});
+
+function setDrawing(points) {
+  drawing = points;
+  $("map").classList.toggle("drawing", !!drawing);
+  if (drawing) map.doubleClickZoom.disable(); else map.doubleClickZoom.enable();
+  showAreas();
+}
+
+function areaTool(id, text) {
+  messageAnchor = $(id);
+  showMessage(text);
+}
+
+$("area-draw").addEventListener("click", () => {
+  if (drawnAreas.length >= LETTERS.length) { areaTool("area-draw", `At most ${LETTERS.length} areas.`); return; }
+  showMessage("");
+  setDrawing([]);
+});
+$("area-undo").addEventListener("click", () => { if (drawing) { drawing.pop(); showAreas(); } });
+$("area-cancel").addEventListener("click", () => { showMessage(""); setDrawing(null); });
+$("area-finish").addEventListener("click", () => finishArea());
+
+function finishArea() {
+  if (!drawing) return true;
+  if (drawing.length < 3) { areaTool("area-finish", "An area needs at least 3 points: click more on the map."); return false; }
+  drawnAreas.push({ points: drawing, start: "", end: "" });
+  showMessage("");
+  setDrawing(null);
+  return true;
+}
+
+function deleteArea(i) {
+  drawnAreas.splice(i, 1);
+  showAreas();
+}
+
+/* The areas on the map (lettered) and in the list, and the tools for the drawing mode. */
+function showAreas() {
+  areaLayer.clearLayers();
+  const outline = (points, i, dashed) => {
+    const color = AREA_COLORS[i % AREA_COLORS.length];
+    const shape = points.length > 2 ? L.polygon(points, { color, weight: 2, dashArray: dashed ? "5 5" : null, interactive: false })
+      : L.polyline(points, { color, weight: 2, dashArray: "5 5", interactive: false });
+    shape.addTo(areaLayer);
+    points.forEach((p) => L.circleMarker(p, { radius: 3, color, fillOpacity: 1, interactive: false }).addTo(areaLayer));
+    if (points.length) {
+      L.marker(points[0], { icon: L.divIcon({ className: "area-label", html: LETTERS[i], iconSize: null }), interactive: false })
+        .addTo(areaLayer);
+    }
+  };
+  drawnAreas.forEach((a, i) => outline(a.points, i, false));
+  if (drawing) outline(drawing, drawnAreas.length, true);
+  const next = LETTERS[drawnAreas.length] || "";
+  $("area-draw").hidden = !!drawing;
+  $("area-draw").textContent = `Draw area ${next}`;
+  $("area-draw").disabled = !next;
+  for (const id of ["area-finish", "area-undo", "area-cancel"]) $(id).hidden = !drawing;
+  if (drawing) {
+    $("area-undo").disabled = !drawing.length;
+    $("area-finish").textContent = `Finish area ${next}`;
+  }
+  $("area-hint").textContent = drawing
+    ? `Drawing area ${next}: click its corners on the map (${drawing.length} so far, at least 3).`
+    : drawnAreas.length ? `Areas ${LETTERS.slice(0, drawnAreas.length).split("").join(", ")} drawn. Leave an area's times empty to use the times below.`
+      : "Press “Draw area A”, click its corners on the map, then “Finish area”. Draw B the same way.";
+  $("area-list").replaceChildren(...drawnAreas.map((a, i) => el("li", { "data-area": LETTERS[i] },
+    el("strong", { class: "area-letter", style: `background:${AREA_COLORS[i % AREA_COLORS.length]}` }, LETTERS[i]),
+    el("span", { class: "meta" }, `${a.points.length} points · ${camerasIn(a.points).length} camera(s)`),
+    el("button", { type: "button", class: "secondary inline", "aria-label": `Delete area ${LETTERS[i]}`,
+                   onclick: () => deleteArea(i) }, "Delete"),
+    el("div", { class: "grid2" }, ...["start", "end"].map((end) => {
+      const id = `area-${LETTERS[i]}-${end}`;
+      const input = el("input", { id, type: "datetime-local", oninput: (e) => { a[end] = e.target.value; } });
+      input.value = a[end];
+      return el("div", {}, el("label", { for: id }, `${LETTERS[i]}: ${end === "start" ? "from" : "to"}`), input);
+    })))));
+  document.body.dataset.areas = String(drawnAreas.length);
+  document.body.dataset.drawing = drawing ? String(drawing.length) : "off";
+}
+
+/* Ray casting on [lat, lon] points: is the camera inside the drawn area? */
+function inside(points, lat, lon) {
+  let hit = false;
+  for (let i = 0, j = points.length - 1; i < points.length; j = i++) {
+    const [ya, xa] = points[i], [yb, xb] = points[j];
+    if ((ya > lat) !== (yb > lat) && lon < ((xb - xa) * (lat - ya)) / (yb - ya) + xa) hit = !hit;
+  }
+  return hit;
+}
+const camerasIn = (points) => [...cameras.values()].filter((c) => inside(points, c.lat, c.lon)).map((c) => c.id);
+
+/* Each area's window as sent: its own times, else the form's. */
+function areaWindows() {
+  const shared = { start: $("area-start").value, end: $("area-end").value };
+  return drawnAreas.map((a) => ({ start: toIso(a.start || shared.start), end: toIso(a.end || shared.end) }));
+}
+
+/* The vehicle's passes through the areas in order (the earliest pass in A, then the earliest in B after it, …);
+   null when it was not seen in that order. Which area a sighting is in: its camera and its time. */
+function inOrder(sightings, windows) {
+  const chain = [];
+  for (const s of [...sightings].sort((x, y) => new Date(x.ts) - new Date(y.ts))) {
+    const i = chain.length, cam = cameras.get(s.camera_id), w = windows[i];
+    if (!cam || !inside(drawnAreas[i].points, cam.lat, cam.lon)) continue;
+    const t = new Date(s.ts);
+    if ((w.start && t < new Date(w.start)) || (w.end && t >= new Date(w.end))) continue;
+    chain.push(s);
+    if (chain.length === drawnAreas.length) return chain;
+  }
+  return null;
+}
+
+/* Its first pass in each area, whatever the order (shown when the order is not asked for). */
+const firstInEach = (sightings, windows) => drawnAreas.map((a, i) => [...sightings].sort((x, y) => new Date(x.ts) - new Date(y.ts))
+  .find((s) => {
+    const cam = cameras.get(s.camera_id), t = new Date(s.ts), w = windows[i];
+    return cam && inside(a.points, cam.lat, cam.lon) && !(w.start && t < new Date(w.start)) && !(w.end && t >= new Date(w.end));
+  }));
+
+onSubmitAction("area-form", async (signal) => {
+  clearAnalytics();
+  if (drawing && !finishArea()) return;
+  if (!drawnAreas.length) throw new Error("Draw an area first: press “Draw area A” and click at least 3 points on the map.");
+  const windows = areaWindows();
+  const body = { kind: "vehicle", areas: drawnAreas.map((a, i) => ({
+    polygon: { type: "Polygon", coordinates: [[...a.points, a.points[0]].map(([lat, lon]) => [lon, lat])] }, ...windows[i] })) };
+  const found = await api("/search/areas", { ...JSON_POST, body: JSON.stringify(body), signal });
+  const ordered = $("area-ordered").checked && drawnAreas.length > 1;
+  const names = LETTERS.slice(0, drawnAreas.length).split("").join(" then ");
+  lastQuery = `seen in ${names}` + (ordered ? " in that order" : "")
+    + windows.map((w, i) => (w.start || w.end ? ` · ${LETTERS[i]} ${w.start || "…"} to ${w.end || "…"}` : "")).join("");
+  const shown = [];
+  let outOfOrder = 0;
+  for (const r of found.results) {
+    const chain = ordered ? inOrder(r.sightings, windows) : firstInEach(r.sightings, windows);
+    if (!chain) { outOfOrder += 1; continue; }
+    shown.push({ r, chain: chain.filter(Boolean) });
+  }
+  $("analytics-results").replaceChildren(...shown.map(({ r, chain }) => el("li", { "data-plate": r.plate || r.key, class: "area-match" },
+    el("div", {}, el("strong", {}, r.plate || r.key),
+      el("div", { class: "meta" }, `${r.sightings.length} sighting(s) in the areas`)),
+    el("div", { class: "actions" },
+      r.plate ? el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(r.plate), e.currentTarget) }, "Trajectory") : "",
+      el("button", { type: "button", class: "secondary add-to-case", onclick: (e) => addToCase(
+        { kind: "sighting", sighting_ids: chain.map((s) => s.id), query: lastQuery }, e.currentTarget) }, "Add to case")),
+    el("div", { class: "side-by-side passes" }, ...chain.map((s, i) => cropFigure(s.id, `${r.plate || s.kind} in area ${LETTERS[i]}`,
+      `${LETTERS[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`))))));
+  plotSightings(analyticsLayer, shown.flatMap(({ chain }) => chain));
+  showAnalytics(shown.length);
+  const skipped = outOfOrder ? ` ${outOfOrder} vehicle(s) seen in every area but not in this order are left out.` : "";
+  if (!shown.length) showMessage(`No vehicle was seen in ${names}${ordered ? " in that order" : ""} in those times.${skipped}`, "info");
+  else if (skipped) showMessage(skipped.trim(), "info");
+});
+
+showAreas();
+
+/* ---- cloned plates ---- */
+onSubmitAction("clones-form", async (signal) => {
+  clearAnalytics();
+  const params = new URLSearchParams({ max_speed_kmh: $("clones-speed").value });
+  const start = toIso($("clones-start").value), end = toIso($("clones-end").value);
+  if (start) params.set("start", start);
+  if (end) params.set("end", end);
+  const found = await api(`/clones?${params}`, { signal });
+  const speed = $("clones-speed").value;
+  const query = `cloned-plate scan (max ${speed} km/h${start || end ? `, ${start || "…"} to ${end || "…"}` : ""})`;
+  $("analytics-results").replaceChildren(...found.cases.map((c) => {
     const [a, b] = c.sightings;
     const line = [[a.lat, a.lon], [b.lat, b.lon]];
     L.polyline(line, { color: "#d33", dashArray: "6 6" }).addTo(analyticsLayer);
-    line.forEach((ll, i) => L.marker(ll, { icon: L.divIcon({ className: "stop-label", html: "AB"[i], iconSize: null }) }).addTo(analyticsLayer));
+    line.forEach((ll, i) => L.marker(ll, { icon: L.divIcon({ className: "stop-label", html: "AB"[i], iconSize: null }) })
+      .bindTooltip(asText(`${c.plate} ${"AB"[i]}: ${cameraName([a, b][i].camera_id)}`)).addTo(analyticsLayer));
     const involved = (c.conflicting_sightings || c.sightings).map((s) => s.sighting_id).slice(0, 100);
-    const speed = $("clones-speed").value;
-    return el("li", {}, el("div", {},
+    return el("li", { "data-plate": c.plate }, el("div", {},
       el("strong", {}, c.plate),
       el("div", { class: "actions" }, el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase(
-        { kind: "clone", plate: c.plate, sighting_ids: involved, query: `cloned-plate scan (max ${speed} km/h)` },
-        ev.currentTarget) }, "Add to case")),
+        { kind: "clone", plate: c.plate, sighting_ids: involved, query }, ev.currentTarget) }, "Add to case")),
       el("div", { class: "meta" }, `${c.speed_kmh === null ? "both at the same time" : `${Math.round(c.speed_kmh)} km/h implied`}`
-        + ` over ${(c.distance_m / 1000).toFixed(1)} km · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
-      el("div", { class: "side-by-side" },
-        ...[a, b].map((s, i) => el("figure", {},
-          el("img", { src: `/sightings/${s.sighting_id}/crop`, alt: `vehicle ${"AB"[i]} of ${c.plate}` }),
-          el("figcaption", {}, `${"AB"[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`))))));
+        + ` over ${(c.distance_m / 1000).toFixed(1)} km, ${cameraName(a.camera_id)} → ${cameraName(b.camera_id)}`
+        + ` · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
+      el("div", { class: "side-by-side" }, ...[a, b].map((s, i) => cropFigure(s.sighting_id, `vehicle ${"AB"[i]} of ${c.plate}`,
+        `${"AB"[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`)))));
   }));
-  if (!found.cases.length) showMessage("No cloned plates found.", "info");
+  if (found.cases.length) map.fitBounds(found.cases.flatMap((c) => c.sightings.map((s) => [s.lat, s.lon])), { padding: [40, 40], maxZoom: 15 });
+  showAnalytics(found.cases.length);
+  if (!found.cases.length) showMessage(`No cloned plates found${start || end ? " in that time" : ""}.`, "info");
 });
 
-onSubmitAction("cotravel-form", async (signal) => {
-  $("analytics-results").replaceChildren();
-  analyticsLayer.clearLayers();
-  const plate = $("cotravel-plate").value.trim().toUpperCase();
-  const found = await api(`/co-travel/${encodeURIComponent(plate)}?window_s=${encodeURIComponent($("cotravel-window").value)}`, { signal });
-  const shared = [];
-  found.companions.forEach((c, n) => c.shared.forEach((r) => {
+/* ---- co-travel: each companion with its shared passes (both crops), and both routes ---- */
+const routeLayer = L.layerGroup(), passLayer = L.layerGroup();
+let cotravel = null;  // {plate, companions, start, end, routes: Map(plate -> trajectory promise)}
+
+function cotravelRange(found, start, end) {
+  // The form's range; where it is open, the span of the shared passes with half an hour either side (a trip gap).
+  const times = found.companions.flatMap((c) => c.shared.flatMap((r) => [Date.parse(r.ts), Date.parse(r.ts) - 1000 * r.lag_s]));
+  const pad = 30 * 60 * 1000;
+  return { start: start || new Date(Math.min(...times) - pad).toISOString(), end: end || new Date(Math.max(...times) + pad).toISOString() };
+}
+
+function routeOf(plate, signal) {
+  if (!cotravel.routes.has(plate)) {
+    const fetched = trajectoryOf(plate, cotravel.start, cotravel.end, signal);
+    fetched.catch(() => cotravel && cotravel.routes.delete(plate));  // a failed route is fetched again when asked
+    cotravel.routes.set(plate, fetched);
+  }
+  return cotravel.routes.get(plate);
+}
+
+/* The target's route wide and solid, the companion's narrow and dashed on top: where they share roads both show. */
+function drawRoute(traj, color, label, style) {
+  const line = traj.points.map((p) => [p.lat, p.lon]);
+  if (line.length > 1) L.polyline(line, { color, ...style }).bindTooltip(asText(label), { sticky: true }).addTo(routeLayer);
+  for (const p of traj.points) {
+    L.circleMarker([p.lat, p.lon], { radius: 4, color, fillOpacity: 1 })
+      .bindTooltip(asText(`${label} · ${p.camera_name || cameraName(p.camera_id)} · ${fmtTime(p.ts)}`)).addTo(routeLayer);
+  }
+  return line;
+}
+
+/* Select a companion: its row and its shared passes are highlighted, and its route drawn beside the target's. */
+async function selectCompanion(plate, signal) {
+  const c = cotravel.companions.find((x) => x.plate === plate);
+  for (const row of $("analytics-results").querySelectorAll("li.companion")) {
+    const on = row.dataset.plate === plate;
+    row.classList.toggle("current", on);
+    row.querySelector("button.select").setAttribute("aria-pressed", String(on));
+  }
+  passLayer.clearLayers();
+  for (const r of c.shared) {
     const cam = cameras.get(r.camera_id);
-    if (!cam) return;
-    shared.push([cam.lat, cam.lon]);
-    L.circleMarker([cam.lat, cam.lon], { radius: 7 + 2 * n, color: "#7c3aed", fill: false, weight: 2 })
-      .bindTooltip(asText(`${c.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`)).addTo(analyticsLayer);
-  }));
-  if (shared.length) map.fitBounds(shared, { padding: [40, 40], maxZoom: 15 });
-  const list = $("analytics-results");
-  list.replaceChildren(...found.companions.map((c) => el("li", {},
-    el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" }, `${c.cameras} shared cameras · lag ${Math.round(c.mean_lag_s)} s`)),
-    el("div", { class: "actions" },
+    if (!cam) continue;
+    L.circleMarker([cam.lat, cam.lon], { radius: 12, color: "#f5a623", weight: 3, fill: false })
+      .bindTooltip(asText(`${c.plate} with ${cotravel.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`)).addTo(passLayer);
+  }
+  document.body.dataset.cotravelSelected = plate;
+  const [target, companion] = await Promise.all([routeOf(cotravel.plate, signal), routeOf(plate, signal)]);
+  if (document.body.dataset.cotravelSelected !== plate) return;  // another was chosen meanwhile
+  routeLayer.clearLayers();
+  const line = [...drawRoute(target, TARGET_COLOR, `target ${cotravel.plate}`, { weight: 7, opacity: 0.6 }),
+                ...drawRoute(companion, COMPANION_COLOR, `companion ${plate}`, { weight: 3, dashArray: "8 6" })];
+  if (line.length) map.fitBounds(line, { padding: [40, 40], maxZoom: 15 });
+  document.body.dataset.routes = `${target.points.length},${companion.points.length}`;
+  document.body.dataset.routeCompanion = plate;
+  $("cotravel-chosen").textContent = plate;
+}
+
+function companionItem(c, windowS) {
+  const select = el("button", { type: "button", class: "secondary select", "aria-pressed": "false" }, "Show on map");
+  select.addEventListener("click", (e) => runAction(e.currentTarget, (signal) => selectCompanion(c.plate, signal)));
+  const passes = c.shared.map((r) => {
+    const targetTs = new Date(Date.parse(r.ts) - 1000 * r.lag_s).toISOString();
+    return el("li", { class: "pass", "data-camera": r.camera_id },
+      el("div", { class: "meta" }, `${cameraName(r.camera_id)} · lag ${Math.round(r.lag_s)} s`),
+      el("div", { class: "side-by-side" },
+        cropFigure(r.target_sighting_id, `target ${cotravel.plate} at ${cameraName(r.camera_id)}`, `${cotravel.plate} · ${fmtTime(targetTs)}`),
+        cropFigure(r.sighting_id, `companion ${c.plate} at ${cameraName(r.camera_id)}`, `${c.plate} · ${fmtTime(r.ts)}`)));
+  });
+  return el("li", { class: "companion", "data-plate": c.plate },
+    el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" },
+      `${c.cameras} shared cameras · ${c.trips} trip(s) · lag ${Math.round(c.mean_lag_s)} s (± ${Math.round(c.lag_std_s)} s)`)),
+    el("div", { class: "actions" }, select,
       el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(c.plate), e.currentTarget) }, "Trajectory"),
       el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase({
-        kind: "cotravel", plate, other_plate: c.plate, query: `co-travel with ${plate} (± ${$("cotravel-window").value} s)`,
+        kind: "cotravel", plate: cotravel.plate, other_plate: c.plate, query: `co-travel with ${cotravel.plate} (± ${windowS} s)`,
         sighting_ids: [...new Set(c.shared.flatMap((r) => [r.target_sighting_id, r.sighting_id]))].slice(0, 100) },
-        ev.currentTarget) }, "Add to case")))));
-  if (!found.companions.length) showMessage(`Nobody travels with ${plate}.`, "info");
+        ev.currentTarget) }, "Add to case")),
+    el("ol", { class: "passes", "aria-label": `shared passes of ${c.plate} and ${cotravel.plate}` }, ...passes));
+}
+
+onSubmitAction("cotravel-form", async (signal) => {
+  clearAnalytics();
+  routeLayer.clearLayers();
+  passLayer.clearLayers();
+  for (const key of ["routes", "routeCompanion", "cotravelSelected"]) delete document.body.dataset[key];
+  const plate = $("cotravel-plate").value.trim().toUpperCase();
+  const windowS = $("cotravel-window").value;
+  const params = new URLSearchParams({ window_s: windowS });
+  const start = toIso($("cotravel-start").value), end = toIso($("cotravel-end").value);
+  if (start) params.set("start", start);
+  if (end) params.set("end", end);
+  const found = await api(`/co-travel/${encodeURIComponent(plate)}?${params}`, { signal });
+  lastQuery = `co-travel with ${found.plate} (± ${windowS} s)`;
+  if (!found.companions.length) { showMessage(`Nobody travels with ${plate}.`, "info"); document.body.dataset.analytics = "0"; return; }
+  cotravel = { plate: found.plate, companions: found.companions, routes: new Map(), ...cotravelRange(found, start, end) };
+  routeLayer.addTo(analyticsLayer);
+  passLayer.addTo(analyticsLayer);
+  $("analytics-results").replaceChildren(
+    el("li", { class: "legend meta" }, el("span", { class: "swatch", style: `background:${TARGET_COLOR}` }), ` target ${found.plate} `,
+       el("span", { class: "swatch", style: `background:${COMPANION_COLOR}` }), " companion ",
+       el("strong", { id: "cotravel-chosen" }, ""), " ",
+       `(routes from ${fmtTime(cotravel.start)} to ${fmtTime(cotravel.end)})`),
+    ...found.companions.map((c) => companionItem(c, windowS)));
+  showAnalytics(found.companions.length);
+  await selectCompanion(found.companions[0].plate, signal);
 });
 
 /* ---------- alerts ---------- */
