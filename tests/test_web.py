@@ -212,6 +212,7 @@ def test_a_live_alert_arrives_as_a_toast_and_can_be_acknowledged(page, site, tok
     page.wait_for_selector(".toast", timeout=30_000)
     assert "皖AYL375" in page.inner_text(".toast")
     item = page.locator("#alert-list li").first
+    assert "entry 皖AYL375 (reported stolen)" in item.inner_text()  # the alert names the watchlist entry it matched
     item.locator("button").click()  # acknowledged in the signed-in user's name
     page.wait_for_selector("#alert-list li button:has-text('acknowledged by web-supervisor')", timeout=10_000)
     shot(page, "alerts")
