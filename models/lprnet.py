@@ -140,21 +140,31 @@ def ctc_greedy(logits: np.ndarray, blank: int = BLANK) -> list[tuple[list[int], 
 
 
 class LPRNetReader:
-    """Loads the weights once; `read` runs crops in batches of up to CHUNK per forward pass."""
+    """Loads the weights once and hands the network to OpenVINO; `read` runs crops in batches of up to CHUNK.
+
+    The published weights are a PyTorch state dict; the same network compiled by OpenVINO in float32 gives the
+    same logits (within 1e-4) about 10× faster than PyTorch on this CPU (5.6 vs 60 ms a plate), and the plate
+    stage runs it on every plate the first reader is unsure of. Float32 is asked for: OpenVINO's default on
+    CPUs with bf16 moves the logits by up to 0.7, enough to change a character.
+    """
 
     CHUNK = 32  # per-crop cost is flat up to here and grows past it (cache-bound on 2 cores)
 
     def __init__(self, weights: Path):
+        import openvino as ov
+
         self.net = LPRNet()
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.net.load_state_dict(state, strict=True)
         self.net.eval()
+        example = preprocess([np.zeros((24, 94, 3), np.uint8)])
+        self.compiled = ov.Core().compile_model(ov.convert_model(self.net, example_input=example), "CPU",
+                                                {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
 
     def read(self, crops: list[np.ndarray]) -> list[tuple[str, list[float]]]:
         """Text and per-character confidences for each BGR crop."""
         out: list[tuple[str, list[float]]] = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.CHUNK):
-                logits = self.net(preprocess(crops[start : start + self.CHUNK])).numpy()
-                out.extend(("".join(CHARS[i] for i in ids), ps) for ids, ps in ctc_greedy(logits))
+        for start in range(0, len(crops), self.CHUNK):
+            logits = self.compiled(preprocess(crops[start : start + self.CHUNK]).numpy())[0]
+            out.extend(("".join(CHARS[i] for i in ids), ps) for ids, ps in ctc_greedy(logits))
         return out
