@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.lprnet import BLANK, CHARS, LPRNet, ctc_greedy
+from models.lprnet import BLANK, CHARS, LPRNet, ctc_greedy, preprocess
 from models.plate_text import is_valid_plate, normalize_plate
 from models.plates import (
     INTEL_TOKENS,
@@ -201,6 +201,19 @@ def reader() -> PlateReader:
 def test_lprnet_loads_the_published_weights_strictly(reader):
     state = torch.load(MODEL_DIR / "lprnet.pth", map_location="cpu", weights_only=True)
     LPRNet().load_state_dict(state, strict=True)
+
+
+@pytest.mark.models
+def test_lprnet_on_openvino_gives_the_logits_pytorch_gives(reader):
+    """The network is compiled by OpenVINO for speed: on real plate crops it must answer what PyTorch answers."""
+    crops = [cv2.imread(str(p)) for p in sorted((EVAL / "crops").glob("*.jpg"))[:16]]
+    compiled = reader.second_opinions[0].net
+    batch = preprocess(crops)
+    with torch.inference_mode():
+        expected = compiled.net(batch).numpy()
+    got = compiled.compiled(batch.numpy())[0]
+    assert np.abs(got - expected).max() < 1e-3
+    assert [t for t, _ in ctc_greedy(got)] == [t for t, _ in ctc_greedy(expected)]
 
 
 @pytest.mark.models
