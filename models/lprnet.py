@@ -6,6 +6,7 @@ Written from the paper's description; the layer indices follow the published sta
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -158,7 +159,10 @@ class LPRNetReader:
         self.net.load_state_dict(state, strict=True)
         self.net.eval()
         example = preprocess([np.zeros((24, 94, 3), np.uint8)])
-        self.compiled = ov.Core().compile_model(ov.convert_model(self.net, example_input=example), "CPU",
+        with warnings.catch_warnings():  # the converter traces with torch.jit, which torch 2.13 calls deprecated
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit\.trace")
+            converted = ov.convert_model(self.net, example_input=example)
+        self.compiled = ov.Core().compile_model(converted, "CPU",
                                                 {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
 
     def read(self, crops: list[np.ndarray]) -> list[tuple[str, list[float]]]:
