@@ -135,3 +135,18 @@ def fake_site(tmp: Path, eval_dir: Path, cameras: int = 10) -> tuple[FastAPI, Fa
     cams = from_roadnet(roadnet, limit=cameras)
     app.state.system.store.upsert_cameras(cams)
     return app, pipeline, cams
+
+
+def signed_in_tab(browser, url: str, token: str, view: str, case: tuple[str, str], ready: str = "body[data-ready=true]",
+                  **context_options: object):  # noqa: ANN001, ANN201 - Playwright's Browser; returns (context, page)
+    """A browser tab in Shanghai's zone on the app's `view`, signed in with `token`, the case bar filled in."""
+    context = browser.new_context(timezone_id="Asia/Shanghai", **context_options)
+    opened = context.new_page()
+    opened.goto(f"{url}/app/#{view}")
+    opened.wait_for_selector("#login-form", state="visible", timeout=30_000)
+    opened.fill("#login-token", token)
+    opened.click("#login-submit")
+    opened.wait_for_selector(ready, timeout=30_000)
+    opened.fill("#case-ref", case[0])
+    opened.fill("#case-reason", case[1])
+    return context, opened

@@ -15,7 +15,7 @@ import pytest
 
 from services.api.localserver import serving
 from services.ingest import PhotoJob
-from tests.conftest import CHROMIUM, fake_site
+from tests.conftest import CHROMIUM, fake_site, signed_in_tab
 from tests.fakes import vehicle
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -57,17 +57,8 @@ def site(tmp_path_factory, eval_dir: Path):  # noqa: ANN001, ANN201
 
 def open_analytics(browser, url: str, token: str, width: int = 1366, height: int = 768):  # noqa: ANN001, ANN201
     """A tab in Shanghai's zone (US English dates), signed in, on the Analytics page with the case bar filled."""
-    context = browser.new_context(viewport={"width": width, "height": height}, timezone_id="Asia/Shanghai",
-                                  locale="en-US")
-    opened = context.new_page()
-    opened.goto(f"{url}/app/#analytics")
-    opened.wait_for_selector("#login-form", state="visible", timeout=30_000)
-    opened.fill("#login-token", token)
-    opened.click("#login-submit")
-    opened.wait_for_selector("body[data-ready=true]", timeout=30_000)
-    opened.fill("#case-ref", CASE)
-    opened.fill("#case-reason", REASON)
-    return context, opened
+    return signed_in_tab(browser, url, token, "analytics", (CASE, REASON),
+                         viewport={"width": width, "height": height}, locale="en-US")
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ import pytest
 from models.records import BBox
 from services.api.localserver import serving
 from services.ingest import PhotoJob
-from tests.conftest import CHROMIUM, fake_site
+from tests.conftest import CHROMIUM, fake_site, signed_in_tab
 from tests.fakes import person, vehicle
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -61,16 +61,8 @@ def site(tmp_path_factory, eval_dir: Path):  # noqa: ANN001, ANN201
 
 def signed_in(browser, url: str, token: str):  # noqa: ANN001, ANN201
     """A 1366×768 tab in Shanghai's zone, signed in, with the case bar filled."""
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, timezone_id="Asia/Shanghai")
-    opened = context.new_page()
-    opened.goto(f"{url}/app/#search")
-    opened.wait_for_selector("#login-form", state="visible", timeout=30_000)
-    opened.fill("#login-token", token)
-    opened.click("#login-submit")
-    opened.wait_for_selector("body[data-ready=true][data-vocabulary=loaded]", timeout=30_000)
-    opened.fill("#case-ref", CASE)
-    opened.fill("#case-reason", REASON)
-    return context, opened
+    return signed_in_tab(browser, url, token, "search", (CASE, REASON), "body[data-ready=true][data-vocabulary=loaded]",
+                         viewport={"width": 1366, "height": 768})
 
 
 @pytest.fixture()
