@@ -10,7 +10,7 @@ road contains them (in Chinese, or in pinyin for a road typed in Latin letters).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -266,12 +266,12 @@ def _times(t: _Text, q: ParsedQuery, now: datetime) -> None:
             day_text.append(t.take(m.start(), m.end()))
             break
     for word, (offset, hours_of_day) in sorted(DAY_PARTS.items(), key=lambda kv: -len(kv[0])):
-        if (found := t.find_all([word])) and day is None:
+        if day is None and (found := t.find_all([word])):
             s, e, _ = found[0]
             day, part = today + timedelta(days=offset), hours_of_day
             day_text.append(t.take(s, e))
     for word, offset in sorted(DAY_WORDS.items(), key=lambda kv: -len(kv[0])):
-        if (found := t.find_all([word])) and day is None:
+        if day is None and (found := t.find_all([word])):
             s, e, _ = found[0]
             day = today + timedelta(days=offset)
             day_text.append(t.take(s, e))
@@ -450,7 +450,7 @@ def _person(t: _Text, q: ParsedQuery) -> None:
             garments.remove(after[0])
     for s, e, _ in t.find_all(lengths):
         t.take(s, e)
-    q.attributes = AttributeFilter(**{k: v for k, v in values.items() if k != "kind"})  # type: ignore[arg-type]
+    q.attributes = AttributeFilter(**values)  # type: ignore[arg-type]
 
 
 def _first(t: _Text, groups: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, int, int] | None:
@@ -480,5 +480,3 @@ def _vehicle(t: _Text, q: ParsedQuery) -> None:
         q.kind = SightingKind.VEHICLE
         q.attributes = AttributeFilter(**values)  # type: ignore[arg-type]
 
-
-ParseFn = Callable[[str, datetime, Iterable[Camera]], ParsedQuery]

@@ -150,6 +150,9 @@ def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
     assert text["parsed"]["filters"]["vehicle_color"] == "white"
     nowhere = sightline("search", "text", "white car", "--tz", "Mars/Olympus", *CASE, data=data)
     assert nowhere.returncode == 2 and "time zone" in nowhere.stderr
+    for unsure in ("nan", "1.5"):
+        refused = sightline("search", "text", "white car", "--min-confidence", unsure, *CASE, data=data)
+        assert refused.returncode == 2 and "--min-confidence" in refused.stderr
     neither = sightline("purge", data=data)
     assert neither.returncode == 2 and "--before" in neither.stderr
     assert sightline("purge", "--before", "2026-11-02T08:00:00", data=data).returncode == 2  # naive time

@@ -189,6 +189,8 @@ def _search_text(system: Sightline, args: argparse.Namespace, case: tuple[str, s
     from services.freetext import parse, zone
     from services.vocabulary import widen
 
+    if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:  # NaN fails too
+        raise InputError(f"--min-confidence is between 0 and 1, not {args.min_confidence}")
     parsed = parse(args.query, datetime.now(zone(args.tz)), system.store.list_cameras())
     if args.near_colors:
         parsed.attributes = widen(parsed.attributes)
