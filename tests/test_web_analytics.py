@@ -125,10 +125,10 @@ def test_co_travel_lists_both_crops_per_shared_pass_and_draws_both_routes(page, 
     page.locator(f"li.companion[data-plate='{other}']").scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "co-travel.png"))
     # The routes and passes stay with the Analytics page.
-    page.click("nav a[data-view=map]")
-    assert not page.evaluate("map.hasLayer(routeLayer)")
+    page.click("nav a[data-view=map]")  # views change on the hashchange a click causes: wait for each
+    page.wait_for_function("!map.hasLayer(routeLayer)", timeout=10_000)
     page.click("nav a[data-view=analytics]")
-    assert page.evaluate("map.hasLayer(routeLayer)")
+    page.wait_for_function("map.hasLayer(routeLayer)", timeout=10_000)
 
 
 def click_around(page, lat: float, lon: float, offsets: list[tuple[int, int]]) -> None:  # noqa: ANN001
