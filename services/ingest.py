@@ -94,7 +94,8 @@ class Ingestor:
         self.batch_size = batch_size
         self.save_every = save_every
         self._since_save = 0
-        self.lock = threading.Lock()  # one pipeline, one writer per process
+        self.lock = threading.Lock()  # one pipeline per process
+        self.write_lock = threading.Lock()  # one writer per process
         self.listeners: list[Listener] = list(listeners or [])
 
     def save_indexes(self) -> None:
@@ -110,27 +111,46 @@ class Ingestor:
     def ingest(self, jobs: Iterable[PhotoJob]) -> BatchReport:
         """Ingest photos in batches; a photo that cannot be decoded is reported and skipped.
 
-        Hashing and decoding run one batch ahead in a worker thread (OpenCV releases
-        the GIL), overlapping the models' inference on the current batch.
+        Three stages overlap: hashing and decoding run ahead in one worker thread, and each batch's
+        commit (crop JPEGs, local features, the transaction) in another while the models run on the
+        next batch (OpenCV, OpenVINO and SQLite release the GIL). The call returns when every commit
+        is done; results are in input order, a repeated photo's read back once its original is stored.
         """
         report = BatchReport()
-        pending: list[tuple[PhotoJob, str, np.ndarray]] = []
+        results: dict[int, IngestResult] = {}  # by input position
+        repeats: list[tuple[int, str, str]] = []  # (position, source, sha256) of photos stored before
+        pending: list[tuple[int, PhotoJob, str, np.ndarray]] = []
         seen: set[str] = set()
-        for job, prepared in _prefetch(jobs, self._prepare, ahead=2 * self.batch_size):
-            if isinstance(prepared, InputError):
-                report.errors.append(f"{job.source}: {prepared}")
-                continue
-            sha, frame = prepared
-            if sha in seen or self.store.has_frame(sha):
-                report.results.append(IngestResult(job.source, sha, True, self._stored_sightings(sha)))
-                continue
-            seen.add(sha)
-            pending.append((job, sha, frame))
-            if len(pending) >= self.batch_size:
-                report.results.extend(self._process(pending))
-                pending = []
-        if pending:
-            report.results.extend(self._process(pending))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-commit") as committer:
+            committing: Future[list[tuple[int, IngestResult]]] | None = None
+
+            def run(batch: list[tuple[int, PhotoJob, str, np.ndarray]]) -> None:
+                nonlocal committing
+                observations = self._observe([frame for *_, frame in batch])  # while the previous batch commits
+                if committing is not None:
+                    results.update(committing.result())
+                committing = committer.submit(self._store_batch, batch, observations)
+
+            for position, (job, prepared) in enumerate(_prefetch(jobs, self._prepare, ahead=2 * self.batch_size)):
+                if isinstance(prepared, InputError):
+                    report.errors.append(f"{job.source}: {prepared}")
+                    continue
+                sha, frame = prepared
+                if sha in seen or self.store.has_frame(sha):
+                    repeats.append((position, job.source, sha))
+                    continue
+                seen.add(sha)
+                pending.append((position, job, sha, frame))
+                if len(pending) >= self.batch_size:
+                    run(pending)
+                    pending = []
+            if pending:
+                run(pending)
+            if committing is not None:
+                results.update(committing.result())
+        for position, source, sha in repeats:
+            results[position] = IngestResult(source, sha, True, self._stored_sightings(sha))
+        report.results = [results[p] for p in sorted(results)]
         self.save_indexes()
         return report
 
@@ -151,10 +171,14 @@ class Ingestor:
     def _stored_sightings(self, sha: str) -> list[Sighting]:
         return self.store.query(SightingQuery(frame_sha256=sha, limit=10_000))
 
-    def _process(self, batch: list[tuple[PhotoJob, str, np.ndarray]]) -> list[IngestResult]:
+    def _observe(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         with self.lock:
-            observations = self.get_pipeline().process([frame for _, _, frame in batch])
-            return [self._store(job, sha, obs) for (job, sha, _), obs in zip(batch, observations, strict=True)]
+            return self.get_pipeline().process(frames)
+
+    def _store_batch(self, batch: list[tuple[int, PhotoJob, str, np.ndarray]], observations: list[list[Observation]]
+                     ) -> list[tuple[int, IngestResult]]:
+        return [(position, self._store(job, sha, obs))
+                for (position, job, sha, _), obs in zip(batch, observations, strict=True)]
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
         frame = FrameRecord(sha, job.camera_id, job.ts, job.source)
@@ -166,6 +190,11 @@ class Ingestor:
     def commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None = None
                ) -> list[Sighting]:
         """Store one frame's observations: crops, then one transaction, then the vector indexes catch up."""
+        with self.write_lock:
+            return self._commit(frame, observations, track)
+
+    def _commit(self, frame: FrameRecord, observations: list[Observation], track: TrackInfo | None
+                ) -> list[Sighting]:
         ids = [uuid.uuid4().hex for _ in observations]
         sightings, vectors = [], []
         for sid, ob in zip(ids, observations, strict=True):

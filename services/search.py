@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from models.records import UNKNOWN, BBox, InputError, Sighting, SightingKind
 from models.rerank import LocalFeatures, Verifier, features_key
 from models.spaces import FACE_MATCH_COSINE
 
+VERIFY_THREADS = 2  # the photo search's candidates are verified this many at once
 CANDIDATE_LIMIT = 100_000  # a filter that keeps up to this many sightings is searched exactly among them
 
 
@@ -205,16 +207,24 @@ class SearchService:
         inliers, the bonus, and whether the candidate's features were stored at ingest (1) or re-extracted (0).
         """
         query = self.verifier.extract(probe.image)
+        leading = ranked[: self.verifier.top_k]
+
+        def inliers(hit: Hit) -> tuple[int, bool] | None:
+            features, stored = self.local_features(hit.sighting)
+            return (self.verifier.inliers(query, features), stored) if features is not None else None
+
+        # Reading, matching and the homography release the GIL: two threads verify twice as fast on 2 cores.
+        with ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="verify") as pool:
+            found = list(pool.map(inliers, leading))
         out = []
-        for rank, hit in enumerate(ranked):
-            features, stored = self.local_features(hit.sighting) if rank < self.verifier.top_k else (None, False)
-            if features is not None:
-                inliers = self.verifier.inliers(query, features)
-                local = round(float(self.verifier.bonus(np.array([inliers]))[0]), 4)
-                why = {**hit.why, "local_inliers": inliers, "local": local, "local_stored": float(stored)}
+        for hit, result in zip(leading, found, strict=True):
+            if result is not None:
+                count, stored = result
+                local = round(float(self.verifier.bonus(np.array([count]))[0]), 4)
+                why = {**hit.why, "local_inliers": count, "local": local, "local_stored": float(stored)}
                 hit = Hit(hit.sighting, hit.score + local, why)
             out.append(hit)
-        return sorted(out, key=lambda h: -h.score)
+        return sorted(out + ranked[self.verifier.top_k :], key=lambda h: -h.score)
 
     def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
         """A sighting's local features and whether they were stored at ingest; sightings stored before features

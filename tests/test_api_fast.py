@@ -92,6 +92,19 @@ def test_the_fake_system_ingests_and_searches_in_process(fake_system, fake_pipel
     assert found.results[0].sighting.id == report.results[1].sightings[0].id
 
 
+def test_batches_commit_while_the_next_runs_and_the_report_keeps_the_input_order(fake_system) -> None:  # noqa: ANN001
+    """Ingest overlaps a batch's commit with the models on the next: results still come in input order, a repeat
+    of a photo committed a batch earlier reads its sightings back, and everything is stored when the call returns."""
+    fake_system.store.upsert_cameras([Camera(**CAMERAS[0])])
+    t = parse_time(MORNING)
+    seeds = [10, 11, 12, 13, 14, 15, 10, 16, 17, 18, 19]  # batches of 4: the 7th repeats the 1st
+    report = fake_system.ingestor.ingest([PhotoJob(f"{n}-{s}.jpg", jpeg(s), "gate-1", t) for n, s in enumerate(seeds)])
+    assert [r.source for r in report.results] == [f"{n}-{s}.jpg" for n, s in enumerate(seeds)]
+    assert [r.duplicate for r in report.results] == [n == 6 for n in range(len(seeds))]
+    assert [s.id for s in report.results[6].sightings] == [s.id for s in report.results[0].sightings] != []
+    assert fake_system.store.count() == report.stored == 10 == len(fake_system.indexes["vehicle"])
+
+
 def test_frames_become_sightings_found_by_plate_and_attributes(api: httpx.Client, fake_pipeline: FakePipeline) -> None:
     assert sorted(c["id"] for c in api.get("/cameras").json()) == ["gate-1", "gate-2"]
     car_photo, street_photo = jpeg(1), jpeg(2)

@@ -259,3 +259,17 @@ def test_full_photo_accuracy(reader):
     green = result["by_type"]["new_energy_8"]  # the green plates, reported apart
     assert green["images"] == 3 and green["exact"] == 1.0 and green["colour_read"].get("green") == 3
     assert sum(t["images"] for t in result["by_type"].values()) == result["images"]
+
+
+@pytest.mark.models
+def test_ppocr_on_openvino_reads_what_rapidocr_reads(reader):
+    """PP-OCR runs compiled by OpenVINO for speed: on real crops it must give rapidocr's own texts and confidences."""
+    from rapidocr_onnxruntime import RapidOCR
+
+    crops = [cv2.imread(str(p)) for p in sorted((EVAL / "crops").glob("*.jpg"))[:24]]
+    ours = reader.ppocr.read(crops)
+    theirs, _ = RapidOCR().text_rec([reader.ppocr._canonical(c) for c in crops], return_word_box=True)
+    assert [r.text for r in ours] == [normalize_plate(text) for text, _, _ in theirs]
+    for r, (text, _, extra) in zip(ours, theirs, strict=True):
+        if len(r.text) == len(text):  # nothing was dropped by normalising: the confidences line up one to one
+            assert np.allclose(r.char_conf, extra[4], atol=1e-3)

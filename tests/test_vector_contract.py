@@ -124,6 +124,12 @@ def test_search_agrees_with_brute_force(filled) -> None:  # noqa: ANN001
     for q, row_scores, row_ids in zip(queries, scores, found, strict=True):
         assert np.all(np.diff(row_scores) <= 1e-6)
         assert np.allclose(row_scores, [q @ by_id[int(i)] for i in row_ids], atol=1e-5)
+    # one query at a time (the photo search's case, which a flat index answers with numpy): the same answers
+    for q, want_row, want_row_scores in zip(queries[:5], want[:5], want_scores[:5], strict=True):
+        one_scores, one = index.search(q[None], K)
+        if bench.exact:
+            assert (one[0] == want_row).all() and np.allclose(one_scores[0], want_row_scores, atol=1e-5)
+        assert np.all(np.diff(one_scores[0]) <= 1e-6)
     # a stored vector finds itself first
     own_scores, own = index.search(vectors[:20], 1)
     assert (own[:, 0] == ids[:20]).all() and np.allclose(own_scores[:, 0], 1.0, atol=1e-5)

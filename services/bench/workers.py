@@ -26,6 +26,7 @@ import redis
 
 from models.records import InputError
 from services import cameras as camera_io
+from services.bench.pipeline import check_repeat, unique_copy
 from services.ingest import image_files
 from services.queue import QueuedFrame, RedisFrameQueue, parse_queue_url
 from services.settings import Settings
@@ -78,19 +79,13 @@ def redis_server(directory: Path) -> Iterator[str]:
         process.wait(10)
 
 
-def unique_copy(data: bytes, copy: int) -> bytes:
-    """The same image with a trailer after its end (decoders ignore it): another sha256, the same pixels."""
-    return data if copy == 0 else data + f"sightline-bench-copy-{copy}".encode()
-
-
 def bench_workers(directory: Path, settings: Settings, workers: str, queue_url: str | None, roadnet: Path,
                   repeat: int = 3) -> dict:
     counts = worker_counts(workers)
     photos = image_files([directory])
     if not photos:
         raise InputError(f"{directory} holds no images")
-    if not 1 <= repeat <= 1000:
-        raise InputError("--repeat must be between 1 and 1000")
+    check_repeat(repeat)
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-redis-"))
     try:
         if queue_url is None:

@@ -340,7 +340,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = replace(settings_of(args), data_dir=work)
     try:
         if args.what == "ingest":
-            print_json(bench_ingest(Path(args.path), settings, ROADNET))
+            print_json(bench_ingest(Path(args.path), settings, ROADNET, args.repeat))
         elif args.what == "video":
             print_json(bench_video(Path(args.path), settings, args.sample_fps))
         elif args.what == "geo":
@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "photo-search"])
     b.add_argument("--workers", default="1,2", help="workers: the worker counts to measure, e.g. 1,2,4")
     b.add_argument("--queue", help="workers: redis://HOST:PORT/DB (default: a redis-server of its own)")
-    b.add_argument("--repeat", type=int, default=3, help="workers: queue each photo this many times (made unique)")
+    b.add_argument("--repeat", type=int, default=3, help="ingest, workers: each photo this many times (made unique)")
     b.add_argument("--vectors", type=int, default=100_000, help="search: vectors in the index")
     b.add_argument("--dim", type=int, default=1024, help="search: their dimension")
     b.add_argument("--real", help="search: a folder of photos whose real embeddings join the random ones")

@@ -1,0 +1,54 @@
+"""The inference runtime and the detectors compiled by it, checked against the reference each replaced:
+OpenCV's own YuNet decoding, and the same network compiled with a dynamic batch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.detectors import FaceDetector, ObjectDetector
+from models.registry import model_path
+from models.runtime import OpenVinoModel
+
+
+@pytest.mark.models
+def test_yunet_on_openvino_finds_what_opencv_finds(model_dir: Path, eval_dir: Path) -> None:
+    path = model_path("yunet_s_dynamic.onnx", model_dir)
+    ours = FaceDetector(path)
+    reference = cv2.FaceDetectorYN.create(str(path), "", (320, 320), 0.8, 0.3, 5000)
+    images = sorted((eval_dir / "faces").rglob("*.jpg"))[:12] + sorted((eval_dir / "plates" / "full").glob("*.jpg"))[:3]
+    found = 0
+    for file in images:
+        frame = cv2.imread(str(file))
+        h, w = frame.shape[:2]
+        scale = min(1.0, ours.max_side / max(h, w))
+        small = cv2.resize(frame, (int(w * scale), int(h * scale))) if scale < 1 else frame
+        reference.setInputSize((small.shape[1], small.shape[0]))
+        rows = reference.detect(small)[1]
+        rows = [] if rows is None else sorted(rows, key=lambda r: -r[14])
+        faces = sorted(ours.detect(frame), key=lambda f: -f.score)
+        assert len(faces) == len(rows), file.name
+        for face, row in zip(faces, rows, strict=True):
+            x, y, fw, fh = row[:4] / scale
+            want = [max(0.0, x), max(0.0, y), min(float(w), x + fw), min(float(h), y + fh)]
+            assert np.allclose(face.bbox.as_list(), want, atol=1.0) and abs(face.score - row[14]) < 1e-3
+            assert np.allclose(face.landmarks, row[4:14].reshape(5, 2) / scale, atol=1.0)
+        found += len(faces)
+    assert found >= 12  # every eval face photo shows at least one face
+
+
+@pytest.mark.models
+def test_static_batches_answer_what_the_dynamic_batch_answers(model_dir: Path, eval_dir: Path) -> None:
+    """YOLOX runs as chunks of statically compiled batch sizes (4, then 1): five frames go as 4 + 1, in order."""
+    frames = [cv2.imread(str(p)) for p in sorted((eval_dir / "plates" / "full").glob("*.jpg"))[:5]]
+    path = model_path("yolox_nano.onnx", model_dir)
+    static = ObjectDetector(path)
+    assert sorted(static.model.by_batch) == [1, 4]
+    dynamic = ObjectDetector(path)
+    dynamic.model = OpenVinoModel(path)
+    for got, want in zip(static.detect(frames), dynamic.detect(frames), strict=True):
+        assert [d.label for d in got] == [d.label for d in want]
+        assert np.allclose([d.bbox.as_list() for d in got], [d.bbox.as_list() for d in want], atol=3.0)
+    assert len(static.detect(frames[:1])) == 1 and static.detect(frames[:1])[0]  # a batch below 4 runs too
