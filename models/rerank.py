@@ -50,6 +50,12 @@ def features_key(crop_key: str) -> str:
     return f"{folder}{slash}{name.rpartition('.')[0] or name}.orb"
 
 
+def evidence_keys(crop_key: str) -> tuple[str, str]:
+    """Every blob a sighting's evidence is kept in: its crop and the local features beside it (which a person's
+    or face's sighting does not have). What removes a sighting's crop removes both; what keeps it keeps both."""
+    return crop_key, features_key(crop_key)
+
+
 # Each query descriptor's two nearest gallery descriptors by Hamming distance: (distances, indices), both (n, 2),
 # index -1 where the gallery has fewer than two. OpenCV's brute force here; services pass a faster one (FAISS's
 # binary flat index, indexer/hamming.py) where the vector library is at hand.

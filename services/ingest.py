@@ -29,7 +29,7 @@ from indexer.vectors import VectorIndex
 from models.imageops import IMAGE_SUFFIXES, decode_image
 from models.observations import FramePipeline, Observation
 from models.records import FaceAttributes, InputError, Sighting, SightingKind, TrackInfo, parse_time, require_utc
-from models.rerank import Verifier, features_key
+from models.rerank import Verifier, evidence_keys, features_key
 
 T = TypeVar("T")
 # How far ahead of this machine's clock a capture time may be (camera clocks drift): a later one is refused, as a
@@ -212,10 +212,9 @@ class Ingestor:
         try:
             self.store.add_frame(frame, sightings, vectors)
         except DuplicateFrame:
-            for s in sightings:  # its crops were written first: take them back
-                if s.crop:
-                    self.blobs.delete(s.crop)
-                    self.blobs.delete(features_key(s.crop))
+            for s in sightings:  # its evidence was written first: take it back
+                for key in evidence_keys(s.crop) if s.crop else ():
+                    self.blobs.delete(key)
             raise
         for space in {v.space for v in vectors}:
             self.indexes[space].catch_up()  # this frame's vectors, and any another process stored before them

@@ -5,7 +5,7 @@ name the purged sightings; then the vector indexes drop those vectors and are sa
 A crash in between leaves at worst stale vectors (dropped when the index next opens: it checks itself
 against the store), orphan alerts or orphan crops — never a stored sighting without its vector or its
 evidence. `sweep_orphans` (part of every policy pass, and `sightline purge --sweep`) removes the orphans:
-crops (and the local-features blobs beside them, models/rerank.py `features_key`) no sighting refers to (a
+crops (and the local-features blobs beside them, models/rerank.py `evidence_keys`) no sighting refers to (a
 crash between writing them and the ingest's transaction leaves those too) and alerts that name sightings which are gone.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from indexer.blobs import BlobStore
 from indexer.store import RecordStore
 from indexer.vectors import VectorIndex
 from models.records import InputError
-from models.rerank import features_key
+from models.rerank import evidence_keys
 
 
 @dataclass
@@ -77,9 +77,11 @@ class Retention:
         for space in done.vectors:
             if space in self.indexes:
                 self.indexes[space].save()
-        crops = sum(self.blobs.delete(key) for key in done.crops)
-        for key in done.crops:  # a vehicle's stored local features live beside its crop (services/ingest.py)
-            self.blobs.delete(features_key(key))
+        crops = 0
+        for key in done.crops:
+            crop, features = evidence_keys(key)
+            crops += self.blobs.delete(crop)  # the report counts crops; a vehicle's features go with its crop
+            self.blobs.delete(features)
         return PurgeReport(done.sightings, done.frames, vectors, crops)
 
     def apply_policy(self, days: float) -> PurgeReport:
@@ -97,8 +99,7 @@ class Retention:
             # A crop's key ends in its sighting's id (YYYY/MM/DD/<id>.jpg, services/ingest.py): the sightings
             # named so are looked up, and a key is kept only if its sighting still refers to it.
             named = sorted({key.rsplit("/", 1)[-1].split(".", 1)[0] for key in chunk} - {""})
-            referred = {s.crop for s in self.store.get_sightings(named)}
-            referred |= {features_key(key) for key in referred if key}  # <id>.orb: the local features beside it
+            referred = {key for s in self.store.get_sightings(named) if s.crop for key in evidence_keys(s.crop)}
             crops += sum(self.blobs.delete(key) for key in chunk if key not in referred)
         self.last_sweep = SweepReport(crops, self._drop_orphan_alerts())
         return self.last_sweep
