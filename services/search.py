@@ -213,7 +213,7 @@ class SearchService:
             features, stored = self.local_features(hit.sighting)
             return (self.verifier.inliers(query, features), stored) if features is not None else None
 
-        # Reading, matching and the homography release the GIL: two threads verify twice as fast on 2 cores.
+        # Reading, matching and the homography release the GIL: on 2 cores, 2 threads took verify 74 → 54 ms at 100k.
         with ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="verify") as pool:
             found = list(pool.map(inliers, leading))
         out = []
