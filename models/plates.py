@@ -299,7 +299,16 @@ class IntelPlateReader:
 # prior weight of each reader's vote: the log-odds of its single-reader plate accuracy as
 # published / measured on plate crops (PP-OCR ≈ 0.97, LPRNet ≈ 0.88, Intel ≈ 0.81)
 READER_ACCURACY = {"ppocr": 0.97, "lprnet": 0.88, "intel": 0.81}
-READER_WEIGHT = {name: float(np.log(p / (1 - p))) for name, p in READER_ACCURACY.items()}
+Weights = dict[str, float]  # reader name -> the weight of its votes (log-odds of its plate accuracy)
+
+
+def reader_weights(accuracy: dict[str, float]) -> Weights:
+    """Each reader's vote weight from its exact plate accuracy (clipped: no reader is certain or useless)."""
+    clipped = {name: min(0.995, max(0.55, p)) for name, p in accuracy.items()}
+    return {name: float(np.log(p / (1 - p))) for name, p in clipped.items()}
+
+
+READER_WEIGHT = reader_weights(READER_ACCURACY)
 
 
 @dataclass
@@ -308,12 +317,12 @@ class FusedReading:
     score: float
 
 
-def _province_vote(readings: list[RawReading]) -> str | None:
+def _province_vote(readings: list[RawReading], weights: Weights) -> str | None:
     """The province character most readers (by weight × confidence) put first."""
     votes: dict[str, float] = {}
     for r in readings:
         if r.text and r.text[0] in PROVINCES:
-            votes[r.text[0]] = votes.get(r.text[0], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[0]
+            votes[r.text[0]] = votes.get(r.text[0], 0.0) + weights[r.reader] * r.char_conf[0]
     return max(votes, key=votes.__getitem__) if votes else None
 
 
@@ -365,23 +374,22 @@ def align(anchor: str, other: str) -> list[int | None]:
     return pairs
 
 
-def _strength(r: RawReading) -> float:
-    return READER_WEIGHT[r.reader] * float(np.mean(r.char_conf))
-
-
-def _choose_anchor(valid: list[RawReading], color: str | None) -> RawReading:
+def _choose_anchor(valid: list[RawReading], color: str | None, weights: Weights) -> RawReading:
     """The strongest valid reading, of the length the plate colour implies when one such exists."""
+    def strength(r: RawReading) -> float:
+        return weights[r.reader] * float(np.mean(r.char_conf))
+
     expected = [r for r in valid if len(r.text) == LENGTH_OF_COLOR.get(color or "", -1)]
     if expected:
-        return max(expected, key=_strength)
+        return max(expected, key=strength)
     by_length: dict[int, float] = {}
     for r in valid:
-        by_length[len(r.text)] = by_length.get(len(r.text), 0.0) + _strength(r)
+        by_length[len(r.text)] = by_length.get(len(r.text), 0.0) + strength(r)
     length = max(by_length, key=by_length.__getitem__)
-    return max((r for r in valid if len(r.text) == length), key=_strength)
+    return max((r for r in valid if len(r.text) == length), key=strength)
 
 
-def fuse(readings: list[RawReading], color: str | None = None) -> FusedReading:
+def fuse(readings: list[RawReading], color: str | None = None, weights: Weights = READER_WEIGHT) -> FusedReading:
     """Weighted character vote of every reading, aligned to the strongest format-valid one.
 
     A character's vote weighs reader prior × its confidence. The anchor fixes the length
@@ -389,22 +397,22 @@ def fuse(readings: list[RawReading], color: str | None = None) -> FusedReading:
     alignment. A plate no reader gives in a valid format falls back to the most trusted
     reader's text at half its score.
     """
-    province = _province_vote(readings)
+    province = _province_vote(readings, weights)
     fixed = [r for r in (repair_province(r, province) for r in readings) if r.text]
     valid = [r for r in fixed if is_valid_plate(r.text)]
     if not valid:
-        best = max(fixed, key=lambda r: READER_WEIGHT[r.reader], default=None)
+        best = max(fixed, key=lambda r: weights[r.reader], default=None)
         return FusedReading(best.text, 0.5 * float(np.mean(best.char_conf))) if best else FusedReading(None, 0.0)
-    anchor = _choose_anchor(valid, color)
+    anchor = _choose_anchor(valid, color, weights)
     votes: list[dict[str, float]] = [{} for _ in anchor.text]
     for r in fixed:
         for pos, j in enumerate(align(anchor.text, r.text)):
             if j is not None:
-                votes[pos][r.text[j]] = votes[pos].get(r.text[j], 0.0) + READER_WEIGHT[r.reader] * r.char_conf[j]
+                votes[pos][r.text[j]] = votes[pos].get(r.text[j], 0.0) + weights[r.reader] * r.char_conf[j]
     text = "".join(max(v, key=v.__getitem__) for v in votes)
     if not is_valid_plate(text):  # a per-position mix can break the format; keep the anchor whole
         return FusedReading(anchor.text, float(np.mean(anchor.char_conf)))
-    total = sum(READER_WEIGHT[r.reader] for r in fixed)
+    total = sum(weights[r.reader] for r in fixed)
     share = min(v[ch] for v, ch in zip(votes, text, strict=True)) / total
     return FusedReading(text, float(np.clip(share, 0.0, 1.0)))
 
@@ -422,6 +430,7 @@ class PlateReading:
     bbox: BBox
     det_score: float
     readers: dict[str, str] = field(default_factory=dict)  # each recogniser's own text, for audit and eval
+    raw: list[RawReading] = field(default_factory=list, repr=False)  # what the fusion heard (eval re-fuses it)
 
 
 # PP-OCR alone is right on ~97% of plates; when it is sure of every character the other two
@@ -429,13 +438,13 @@ class PlateReading:
 SURE_CHAR_CONF = 0.9
 
 
-def ppocr_is_sure(reading: RawReading, color: str | None) -> bool:
+def ppocr_is_sure(reading: RawReading, color: str | None, sure: float = SURE_CHAR_CONF) -> bool:
     """A PP-OCR reading that needs no second opinion: valid format, the colour's length, every character sure."""
     expected = LENGTH_OF_COLOR.get(color or "", len(reading.text))
     return (
         is_valid_plate(reading.text)
         and len(reading.text) == expected
-        and min(reading.char_conf, default=0.0) >= SURE_CHAR_CONF
+        and min(reading.char_conf, default=0.0) >= sure
     )
 
 
@@ -494,6 +503,7 @@ class PlateReader:
                     bbox=det.bbox,
                     det_score=det.score,
                     readers={r.reader: r.text for r in raw[k]},
+                    raw=raw[k],
                 )
             )
         return out

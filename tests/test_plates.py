@@ -15,6 +15,7 @@ from models.plates import (
     INTEL_TOKENS,
     Letterbox,
     PlateReader,
+    PlateReading,
     RawReading,
     align,
     fuse,
@@ -24,8 +25,8 @@ from models.plates import (
     nms,
     pad_corners,
 )
-from models.records import InputError
-from services.bench.eval_plates import char_accuracy, evaluate_plates, looks_like_crop
+from models.records import BBox, InputError
+from services.bench.eval_plates import char_accuracy, cross_validate_fusion, evaluate_plates, looks_like_crop
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval" / "plates"
@@ -166,6 +167,29 @@ def test_fusion_uses_the_colour_for_the_length():
     intel = RawReading("intel", "皖DFX886", [0.9] * 7)
     assert fuse([ppocr, intel], "blue").text == "皖DFX886"
     assert fuse([ppocr, intel], "green").text == "皖DFX8861"
+
+
+def test_fusion_cross_validation_refits_on_training_parts_and_scores_the_rest():
+    """Readings scripted so the answer is known: PP-OCR is sure and right on 16 plates; on 4 it is unsure and
+    wrong, and the other two readers agree on the truth. Every fold then learns to ask them: all 20 held out."""
+    def reading(ppocr: RawReading, others: list[RawReading]) -> PlateReading:
+        raw = [ppocr, *others]
+        return PlateReading(None, 0.0, "blue", 1, [], BBox(0, 0, 1, 1), 1.0, {r.reader: r.text for r in raw}, raw)
+
+    labels, every = [], []
+    for i in range(20):
+        truth = f"皖A{i:05d}"
+        if i % 5:
+            every.append(reading(RawReading("ppocr", truth, [0.99] * 7), [RawReading("lprnet", truth, [0.9] * 7),
+                                                                          RawReading("intel", truth, [0.9] * 7)]))
+        else:
+            wrong = truth[:-1] + "X"
+            every.append(reading(RawReading("ppocr", wrong, [0.99] * 6 + [0.6]),
+                                 [RawReading("lprnet", truth, [0.95] * 7), RawReading("intel", truth, [0.95] * 7)]))
+        labels.append(truth)
+    result = cross_validate_fusion(labels, every)
+    assert result["images"] == 20 and result["folds"] == 5
+    assert result["held_out"] == 1.0 and result["in_sample"] == 1.0
 
 
 def test_char_accuracy():
