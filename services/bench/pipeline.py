@@ -1,6 +1,7 @@
 """`sightline bench ...`: throughput figures as JSON (benchmarks, never timed tests)."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
@@ -47,15 +48,18 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path, repeat: int
         start = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
         jobs = (PhotoJob(str(p), unique_copy(p.read_bytes(), i // len(files)), cams[i % len(cams)].id,
                          start + timedelta(seconds=10 * i)) for i, p in enumerate(photos))
-        t1 = time.perf_counter()
+        t1, cpu = time.perf_counter(), os.times()
         report = system.ingestor.ingest(jobs)
-        elapsed = time.perf_counter() - t1
+        elapsed, cpu_end = time.perf_counter() - t1, os.times()
+        # CPU seconds of every thread of the process over the wall time: how many cores the ingest kept busy
+        busy = (cpu_end.user - cpu.user + cpu_end.system - cpu.system) / elapsed
         stages = {k: round(v / len(photos) * 1000, 2) for k, v in asdict(pipeline.times).items()}
         stages["store_and_other"] = round(elapsed / len(photos) * 1000 - sum(stages.values()), 2)
         by_kind = {kind: system.store.count(kind) for kind in ("vehicle", "person", "face")}
         result = {"photos": len(photos), "seconds": round(elapsed, 3),
                   "photos_per_s": round(len(photos) / elapsed, 2), "sightings": report.stored,
-                  "errors": len(report.errors), "model_load_s": round(load_s, 2), "ms_per_photo_by_stage": stages}
+                  "errors": len(report.errors), "model_load_s": round(load_s, 2), "cores_busy": round(busy, 2),
+                  "cpu_cores": os.cpu_count(), "ms_per_photo_by_stage": stages}
     finally:
         system.close()
     result["storage"] = storage_figures(settings, photos, report.stored, by_kind)
