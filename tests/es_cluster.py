@@ -32,3 +32,14 @@ def on_cluster(settings: Settings) -> Iterator[Settings]:
         client.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-sightings")
     finally:
         client.close()
+
+
+@contextmanager
+def for_backend(backend: str, settings: Settings) -> Iterator[Settings]:
+    """The settings a contract suite opens `backend` with: these, or for Elasticsearch these pointed at the cluster
+    under a fresh index prefix (`on_cluster`: skips without SIGHTLINE_ES_URL)."""
+    if backend != "elasticsearch":
+        yield settings
+        return
+    with on_cluster(settings) as on:
+        yield on

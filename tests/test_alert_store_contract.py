@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from indexer.alert_store import AlertStore
 from models.watchlists import Alert, Rule, WatchEntry, Watchlist
 from services.settings import Settings
 from services.system import ALERT_BACKENDS
-from tests.es_cluster import on_cluster
+from tests.es_cluster import for_backend
 
 T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc)
 Opener = Callable[[], AlertStore]
@@ -29,11 +28,8 @@ Opener = Callable[[], AlertStore]
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the backend on this test's data (each call another handle on the same data, as another process would
     hold); every handle is closed at the end."""
-    settings = Settings(data_dir=tmp_path, roads_geojson=None)
     opened: list[AlertStore] = []
-    with ExitStack() as cluster:
-        if request.param == "elasticsearch":  # a real cluster, a fresh index prefix (skips without SIGHTLINE_ES_URL)
-            settings = cluster.enter_context(on_cluster(settings))
+    with for_backend(request.param, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
 
         def open_one() -> AlertStore:
             opened.append(ALERT_BACKENDS[request.param](settings))

@@ -6,7 +6,6 @@ answer can be read off the data below.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from indexer.store import (
 from models.records import BBox, Camera, FaceAttributes, PersonAttributes, Sighting, TrackInfo, VehicleAttributes
 from services.settings import Settings
 from services.system import STORE_BACKENDS
-from tests.es_cluster import on_cluster
+from tests.es_cluster import for_backend
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 CAMERAS = [Camera("c1", "North gate", 121.30, 31.20, 90.0, "checkpoint", "纪翟路", ["gate"]),
@@ -61,11 +60,8 @@ def walker(sid: str, camera: str, minutes: float, frame: str, **attributes: obje
 @pytest.fixture(params=sorted(STORE_BACKENDS))
 def reopen(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     """Opens the backend on this test's data folder (closing the one opened before); the last is closed at the end."""
-    settings = Settings(data_dir=tmp_path, roads_geojson=None)
     current: list[RecordStore] = []
-    with ExitStack() as cluster:
-        if request.param == "elasticsearch":  # a real cluster, a fresh index prefix (skips without SIGHTLINE_ES_URL)
-            settings = cluster.enter_context(on_cluster(settings))
+    with for_backend(request.param, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
 
         def open_store() -> RecordStore:
             if current:

@@ -6,7 +6,6 @@ index (on open, or by catch_up). Answers are checked against brute force over th
 """
 from __future__ import annotations
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from indexer.vectors import VectorIndex
 from models.records import BBox, InputError, Sighting, VehicleAttributes
 from services.settings import Settings
 from services.system import STORE_BACKENDS, VECTOR_BACKENDS, WRITE_ONLY_VECTOR_BACKENDS
-from tests.es_cluster import on_cluster
+from tests.es_cluster import for_backend
 
 DIM, N, K = 32, 2000, 10
 SPACE = "vehicle"
@@ -69,10 +68,8 @@ SEARCHABLE = sorted(set(VECTOR_BACKENDS) - WRITE_ONLY_VECTOR_BACKENDS)
                 ids=[f"{b}-{c}" for b in SEARCHABLE for c in CONFIGS])
 def bench(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     backend, config = request.param
-    settings = Settings(data_dir=tmp_path, roads_geojson=None, exact_limit=CONFIGS[config])
-    with ExitStack() as cluster:
-        if backend == "elasticsearch":  # a real cluster, a fresh index prefix (skips without SIGHTLINE_ES_URL)
-            settings = cluster.enter_context(on_cluster(settings))
+    with for_backend(backend, Settings(data_dir=tmp_path, roads_geojson=None, exact_limit=CONFIGS[config])
+                     ) as settings:
         store = STORE_BACKENDS[settings.store_backend](settings)
         yield Bench(settings, backend, store, exact=N <= CONFIGS[config])
         store.close()
