@@ -21,7 +21,7 @@ from models.lprnet import LPRNetReader, resize_to
 from models.plate_text import LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate, normalize_plate  # noqa: F401
 from models.records import BBox
 from models.registry import model_path
-from models.runtime import OpenVinoModel, core
+from models.runtime import OpenVinoModel
 
 # --- detection --------------------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ class PpOcrReader:
     def __init__(self) -> None:
         path = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_rec_infer.onnx"
         self.model = OpenVinoModel(path, input_shape=[-1, 3, self.SIZE[1], self.INPUT_WIDTH], precision=self.PRECISION)
-        characters = core().read_model(str(path)).get_rt_info(["framework", "character"]).astype(str)
+        characters = self.model.rt_info["framework"]["character"].astype(str)
         self.alphabet = ["", *characters.split("\n"), " "]  # CTC blank first, a space last (PaddleOCR's layout)
 
     def read(self, crops: list[np.ndarray]) -> list[RawReading]:

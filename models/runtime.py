@@ -45,6 +45,7 @@ class OpenVinoModel:
             self.input_names.remove(main_input)
             self.input_names.insert(0, main_input)
         self.output_names = [out.get_any_name() for out in model.outputs]
+        self.rt_info = model.get_rt_info()  # the file's metadata (e.g. an OCR model's alphabet), kept as read
         self.batched = False
         if input_shape is not None:
             model.reshape({self.input_names[0]: ov.PartialShape(input_shape)})
