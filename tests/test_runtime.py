@@ -51,4 +51,5 @@ def test_static_batches_answer_what_the_dynamic_batch_answers(model_dir: Path, e
     for got, want in zip(static.detect(frames), dynamic.detect(frames), strict=True):
         assert [d.label for d in got] == [d.label for d in want]
         assert np.allclose([d.bbox.as_list() for d in got], [d.bbox.as_list() for d in want], atol=3.0)
-    assert len(static.detect(frames[:1])) == 1 and static.detect(frames[:1])[0]  # a batch below 4 runs too
+    (single,) = static.detect(frames[:1])  # a batch below 4 runs too
+    assert single
