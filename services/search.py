@@ -12,7 +12,6 @@ import numpy as np
 from geo.areas import cameras_inside
 from geo.trajectories import check_range
 from indexer.blobs import BlobStore
-from indexer.hamming import faiss_two_nearest
 from indexer.plate_index import PlateDictionary
 from indexer.store import AttributeFilter, RecordStore, SightingQuery
 from indexer.vectors import VectorIndex
@@ -124,7 +123,7 @@ class SearchService:
     def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], plates: PlateDictionary,
                  blobs: BlobStore, pipeline: Callable[[], FramePipeline]):
         self.store, self.indexes, self.plates, self.blobs, self.get_pipeline = store, indexes, plates, blobs, pipeline
-        self.verifier = Verifier(two_nearest=faiss_two_nearest)
+        self.verifier = Verifier()
 
     def plates_like(self, q: str, mode: str, filters: Filters, limit: int = 50, per_plate: int = 20
                     ) -> list[PlateResult]:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from models.hamming import two_nearest
 from models.records import Camera, SightingKind
 from models.rerank import FEATURES_MAGIC, LocalFeatures, Verifier, features_key
 from services.ingest import PhotoJob
@@ -110,17 +111,39 @@ def test_features_key_sits_beside_the_crop(crop_key: str, expected: str) -> None
     assert features_key(crop_key) == expected
 
 
-def test_faiss_and_opencv_matchers_give_the_same_inliers(eval_dir: Path) -> None:
-    """Search matches with FAISS (indexer/hamming.py), the models' default is OpenCV: the answers must agree."""
-    from indexer.hamming import faiss_two_nearest
+def _opencv_two_nearest(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: OpenCV's brute-force matcher, the two nearest of each query descriptor."""
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(queries, gallery, k=2)
+    return (np.array([[m.distance for m in pair] for pair in pairs], np.int32),
+            np.array([pair[0].trainIdx for pair in pairs], np.int64))
 
-    fast = Verifier(two_nearest=faiss_two_nearest)
-    folders = _vehicles(eval_dir)[:4]
-    cam1 = [VERIFIER.extract(cv2.imread(str(sorted(f.glob("cam1_*"))[0]))) for f in folders]
-    cam2 = [VERIFIER.extract(cv2.imread(str(sorted(f.glob("cam2_*"))[0]))) for f in folders]
-    pairs = [(a, b) for a in cam1 for b in cam2]
-    slow_counts = [VERIFIER.inliers(a, b) for a, b in pairs]
-    fast_counts = [fast.inliers(a, b) for a, b in pairs]
-    # MAGSAC is randomised: allow a couple of inliers' difference, never a different verdict
-    assert all(abs(s - f) <= max(2, 0.1 * s) for s, f in zip(slow_counts, fast_counts, strict=True))
-    assert max(slow_counts) >= 20  # a same-vehicle pair is among them
+
+def test_the_hamming_kernel_finds_what_opencv_finds(eval_dir: Path) -> None:
+    """On real ORB descriptors of two views of one vehicle and of two different vehicles: the same two least
+    distances for every descriptor, and the same nearest wherever the least distance is not tied."""
+    folders = _vehicles(eval_dir)[:2]
+    a, b, c = (VERIFIER.extract(cv2.imread(str(f))).descriptors
+               for f in (folders[0] / "cam1_01.jpg", folders[0] / "cam2_01.jpg", folders[1] / "cam2_01.jpg"))
+    assert a is not None and b is not None and c is not None
+    for gallery in (b, c, a[:1001]):  # an odd query count: the kernel pairs rows
+        distances, nearest = two_nearest(a, gallery)
+        want_distances, want_nearest = _opencv_two_nearest(a, gallery)
+        assert np.array_equal(distances, want_distances)
+        untied = distances[:, 0] < distances[:, 1]
+        assert untied.mean() > 0.5 and np.array_equal(nearest[untied], want_nearest[untied])
+    assert np.array_equal(two_nearest(a[:5], a[:5])[1], np.arange(5))  # each its own nearest, at distance 0
+
+
+def test_the_hamming_kernel_edges() -> None:
+    one = np.full((1, 32), 0b1010_1010, np.uint8)
+    distances, nearest = two_nearest(np.zeros((3, 32), np.uint8), one)
+    assert distances.tolist() == [[128, np.iinfo(np.int32).max]] * 3 and nearest.tolist() == [0, 0, 0]
+    tied = np.vstack([one, one, np.zeros((1, 32), np.uint8)])
+    distances, nearest = two_nearest(np.zeros((1, 32), np.uint8), tied)
+    assert distances.tolist() == [[0, 128]] and nearest.tolist() == [2]
+    distances, nearest = two_nearest(one, tied)
+    assert distances.tolist() == [[0, 0]] and nearest.tolist() == [0]  # a tie for first: the ratio test fails it
+    assert two_nearest(np.zeros((0, 32), np.uint8), one)[0].shape == (0, 2)
+    for queries, gallery in ((np.zeros((1, 16), np.uint8), one), (one, np.zeros((0, 32), np.uint8))):
+        with pytest.raises(ValueError):
+            two_nearest(queries, gallery)

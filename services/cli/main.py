@@ -320,13 +320,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_attributes(directory, labels, args.kind, Pipeline(model_dir))
     else:
         from models.embedders import person_embedder, vehicle_embedder
+        from models.rerank import Verifier
         from services.bench.evaluation import evaluate_reid
 
         embedder = vehicle_embedder(model_dir) if args.kind == "vehicle" else person_embedder(model_dir)
-        from indexer.hamming import faiss_two_nearest
-        from models.rerank import Verifier
-
-        result = evaluate_reid(directory, embedder, Verifier(two_nearest=faiss_two_nearest) if args.rerank else None)
+        result = evaluate_reid(directory, embedder, Verifier() if args.rerank else None)
     print_json(result)
     return 0
 
