@@ -37,9 +37,6 @@ T = TypeVar("T")
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # Called after each committed frame with its sightings and their vectors (the rule engine's hook).
 Listener = Callable[[list[Sighting], dict[str, np.ndarray]], object]
-# Each vehicle's local features (models/rerank.py), extracted once here and stored beside its crop, so that a photo
-# search matches its candidates' stored features instead of decoding and extracting 20 crops per query.
-LOCAL_FEATURES = Verifier()
 
 
 @dataclass
@@ -89,8 +86,12 @@ class Ingestor:
 
     def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], blobs: BlobStore,
                  pipeline: Callable[[], FramePipeline], listeners: list[Listener] | None = None,
-                 batch_size: int = 4, save_every: int = 200):
+                 batch_size: int = 4, save_every: int = 200, verifier: Verifier | None = None):
         self.store, self.indexes, self.blobs, self.get_pipeline = store, indexes, blobs, pipeline
+        # Each vehicle's local features (models/rerank.py), extracted once here and stored beside its crop, so that
+        # a photo search matches its candidates' stored features instead of extracting 20 crops per query: the
+        # same verifier as the search's (the composition root gives both one), or the stored side would not match.
+        self.verifier = verifier or Verifier()
         self.batch_size = batch_size
         self.save_every = save_every
         self._since_save = 0
@@ -203,7 +204,7 @@ class Ingestor:
                 attrs.person_sighting_id = ids[ob.parent]
             crop_key = self._save_crop(frame.ts, sid, ob.crop)
             if ob.kind == SightingKind.VEHICLE and ob.crop.size:  # photo search verifies vehicles by these
-                self.blobs.put(features_key(crop_key), LOCAL_FEATURES.encode(ob.crop))
+                self.blobs.put(features_key(crop_key), self.verifier.encode(ob.crop))
             sightings.append(Sighting(id=sid, camera_id=frame.camera_id, ts=frame.ts, kind=ob.kind, bbox=ob.bbox,
                                       det_score=round(ob.det_score, 4), attributes=attrs, crop=crop_key,
                                       frame_sha256=frame.sha256, model_versions=ob.model_versions, track=track))

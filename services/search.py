@@ -121,9 +121,9 @@ class SearchService:
     """Plate, attribute, photo and face search over the record store and the vector indexes."""
 
     def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], plates: PlateDictionary,
-                 blobs: BlobStore, pipeline: Callable[[], FramePipeline]):
+                 blobs: BlobStore, pipeline: Callable[[], FramePipeline], verifier: Verifier | None = None):
         self.store, self.indexes, self.plates, self.blobs, self.get_pipeline = store, indexes, plates, blobs, pipeline
-        self.verifier = Verifier()
+        self.verifier = verifier or Verifier()  # the ingestor's (see Ingestor.verifier)
 
     def plates_like(self, q: str, mode: str, filters: Filters, limit: int = 50, per_plate: int = 20
                     ) -> list[PlateResult]:

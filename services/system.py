@@ -28,6 +28,7 @@ from indexer.vectors import FaissIndex, StoreOnlyIndex, VectorIndex
 from models.imageops import decode_image
 from models.observations import FramePipeline
 from models.records import InputError
+from models.rerank import Verifier
 from models.spaces import SPACES
 from services.accounts import Accounts
 from services.alerts import RuleEngine
@@ -111,8 +112,11 @@ class Sightline:
         self.delivery = AlertDelivery(self.alert_store, self.outbound)
         self.rules = RuleEngine(self.alert_store, self.store, self.delivery)
         self.watchlists = WatchlistService(self.alert_store, self.rules, self._face_vector)
-        self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check])
-        self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline)
+        self.verifier = Verifier()  # vehicles' local features: written by ingest, matched by photo search
+        self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check],
+                                 verifier=self.verifier)
+        self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline,
+                                    self.verifier)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
         self.accounts = Accounts(AccountStore(settings.data_dir / "accounts.db"))
         # never purged with sightings; kept where the records are (one log for every machine with Elasticsearch)

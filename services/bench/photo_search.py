@@ -31,7 +31,7 @@ from models.observations import Detection, FramePipeline, ObjectDescription, Obs
 from models.records import BBox, Camera, InputError, Sighting, SightingKind, VehicleAttributes
 from models.rerank import LocalFeatures, features_key
 from services.bench.evaluation import labelled_images
-from services.ingest import LOCAL_FEATURES, PhotoJob
+from services.ingest import PhotoJob
 from services.search import Filters, Hit, Probe, SearchService
 from services.settings import Settings
 from services.system import Sightline
@@ -159,7 +159,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         for j, ob in enumerate(pool):
             key = f"distractors/{j}.jpg"
             system.blobs.put(key, cv2.imencode(".jpg", ob.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-            system.blobs.put(features_key(key), LOCAL_FEATURES.encode(ob.crop))
+            system.blobs.put(features_key(key), system.verifier.encode(ob.crop))
             pool_keys.append(key)
         count = max(0, sightings - len(who_is))
         vectors = _distractor_vectors(rng, np.array(real_vectors + [ob.vector for ob in pool], np.float32), count)
@@ -184,7 +184,8 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
 
         clock = _Clock()
         search = _TimedSearch(system.store, system.indexes, system.plates, system.blobs,
-                              lambda: _TimedPipeline(system.pipeline, clock))  # type: ignore[arg-type, return-value]
+                              lambda: _TimedPipeline(system.pipeline, clock),  # type: ignore[arg-type, return-value]
+                              system.verifier)
         search.clock = clock
         search.image(queries[0][1].read_bytes(), "vehicle", 10, Filters())  # warm-up: first-call allocations
         modes = ("stored", "crops")
