@@ -45,6 +45,7 @@ from indexer.store import (
     SightingQuery,
     StoredVector,
     VehicleColumns,
+    split_by_dimension,
 )
 from models.plate_text import CONFUSIONS, PlateMatch, plate_pattern, reader_distance
 from models.records import (
@@ -623,10 +624,10 @@ class ElasticsearchStore(RecordStore):
             ids.append(int(h["_source"]["id"]))
             vectors.append(decode_vector(h["_source"]["vector"]))
             if len(ids) == batch:
-                yield np.array(ids, np.int64), np.stack(vectors)
+                yield from split_by_dimension(np.array(ids, np.int64), vectors)
                 ids, vectors = [], []
         if ids:
-            yield np.array(ids, np.int64), np.stack(vectors)
+            yield from split_by_dimension(np.array(ids, np.int64), vectors)
 
     def _vector_docs(self, space: str, vector_ids: list[int]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []

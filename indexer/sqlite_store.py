@@ -28,6 +28,7 @@ from indexer.store import (
     SightingQuery,
     StoredVector,
     VehicleColumns,
+    split_by_dimension,
 )
 from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
@@ -233,7 +234,7 @@ class SQLiteStore(RecordStore):
             if not rows:
                 return
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            yield ids, np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            yield from split_by_dimension(ids, [np.frombuffer(r[1], dtype=np.float32) for r in rows])
             last = int(ids[-1])
 
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]:

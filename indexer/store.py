@@ -172,7 +172,9 @@ class RecordStore(ABC):
 
     @abstractmethod
     def vectors_after(self, space: str, after_id: int, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) batches of one space with id > after_id, in id order (for index catch-up)."""
+        """(ids, vectors) batches of one space with id > after_id, in id order (for index catch-up). A batch holds
+        vectors of one dimension: after a space's model changes, its older vectors keep theirs until re-embedded,
+        and the index skips them by their shape (`split_by_dimension`)."""
 
     @abstractmethod
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]: ...
@@ -215,3 +217,12 @@ class RecordStore(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def split_by_dimension(ids: np.ndarray, vectors: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive runs of one dimension as (ids, stacked vectors): what `vectors_after` yields of a fetch."""
+    start = 0
+    for end in range(1, len(vectors) + 1):
+        if end == len(vectors) or len(vectors[end]) != len(vectors[start]):
+            yield ids[start:end], np.stack(vectors[start:end])
+            start = end

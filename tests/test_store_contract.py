@@ -310,6 +310,20 @@ def test_vectors_are_kept_with_their_sightings(store: RecordStore, loaded: dict[
     assert store.sighting_ids_for_vectors("person", person_ids) == dict(zip(person_ids, ["p0", "p1"], strict=True))
 
 
+def test_vector_batches_hold_one_dimension(store: RecordStore) -> None:
+    """After a space's model changes dimension, old and new vectors are interleaved by id; every batch is of one
+    dimension (an index skips the batches of the other), and together they are all of them in id order."""
+    store.upsert_cameras(CAMERAS)
+    dims = [8, 8, 12, 8, 12, 12, 12]
+    for i, dim in enumerate(dims):
+        s = car(f"d{i}", "c1", i)
+        store.add_frame(FrameRecord(f"fd{i}", "c1", at(i), "x.jpg"), [s], [StoredVector(s.id, "vehicle", unit(i, dim))])
+    batches = list(store.vectors_after("vehicle", 0, batch=3))
+    assert [b[1].shape[1] for b in batches] == [8, 12, 8, 12, 12]  # fetched 3 at a time, split where the dim changes
+    assert np.concatenate([b[0] for b in batches]).tolist() == store.vector_ids("vehicle").tolist()
+    assert all(np.array_equal(v, unit(i, dims[i])) for i, v in enumerate(v for b in batches for v in b[1]))
+
+
 def test_a_sighting_without_a_vector(store: RecordStore) -> None:
     store.upsert_cameras(CAMERAS)
     s = car("nv", "c1", 0)

@@ -183,6 +183,24 @@ def test_catch_up_takes_in_what_the_store_holds_once(filled) -> None:  # noqa: A
     assert np.allclose(index.vector(int(new_ids[4])), fresh[4], atol=1e-6)
 
 
+def test_vectors_of_an_earlier_model_are_skipped_not_fatal(bench: Bench) -> None:
+    """A space's model changed dimension: the store still holds the older vectors (until re-embedded) before
+    and among the new ones; the index opens and catches up with the new ones only."""
+    rng = np.random.default_rng(4)
+    older = rng.standard_normal((6, DIM + 4)).astype(np.float32)
+    bench.store_vectors("old", older / np.linalg.norm(older, axis=1, keepdims=True))
+    current = clustered(rng, 10)
+    first = bench.store_vectors("new", current[:5])
+    bench.store_vectors("old-again", older[:2] / np.linalg.norm(older[:2], axis=1, keepdims=True))
+    index = bench.open()
+    assert len(index) == 5
+    second = bench.store_vectors("new-again", current[5:])
+    assert index.catch_up() == 5
+    settle(index)
+    _, found = index.search(current, 1)
+    assert found[:, 0].tolist() == np.concatenate([first, second]).tolist()
+
+
 def test_save_and_reopen_keeps_the_contents(filled) -> None:  # noqa: ANN001
     bench, index, ids, vectors = filled
     index.remove(ids[:5])
