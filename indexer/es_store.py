@@ -629,6 +629,35 @@ class ElasticsearchStore(RecordStore):
         if ids:
             yield from split_by_dimension(np.array(ids, np.int64), vectors)
 
+    def replace_vectors(self, vectors: list[StoredVector], model: str) -> int:
+        """New vector documents and the sightings pointed at them first, the old documents deleted after: a crash
+        between the two leaves an old vector no sighting points at, which a purge of its sighting never finds but
+        which no index of the new dimension takes in either."""
+        held: dict[str, dict[str, Any]] = {}
+        for part in chunks([v.sighting_id for v in vectors], WINDOW):
+            for h in walk(self.client, self.sightings, {"ids": {"values": list(part)}}, [{"id": "asc"}],
+                          source=["id", "embedding_space", "vector_id"]):
+                held[h["_source"]["id"]] = h
+        todo = [v for v in vectors if v.sighting_id in held]
+        actions: list[dict[str, Any]] = []
+        for space, count in Counter(v.space for v in todo).items():
+            next_id = self._allocate(f"vectors-{space}", count) - count + 1
+            for v in (v for v in todo if v.space == space):
+                actions.append({"_op_type": "create", "_index": self.vectors, "_id": f"{space}:{next_id}",
+                                "_source": {"space": space, "id": next_id, "sighting_id": v.sighting_id,
+                                            "vector": encode_vector(v.vector)}})
+                hit = held[v.sighting_id]
+                actions.append({"_op_type": "update", "_index": hit["_index"], "_id": hit["_id"],
+                                "doc": {"embedding_space": space, "vector_id": next_id,
+                                        "model_versions": {"embedding": model}}})  # merged into the object
+                next_id += 1
+        bulk(self.client, actions, refresh="wait_for")
+        old = [(src["embedding_space"], src["vector_id"]) for h in held.values()
+               if (src := h["_source"]).get("embedding_space") and src.get("vector_id") is not None]
+        bulk(self.client, [{"_op_type": "delete", "_index": self.vectors, "_id": f"{space}:{i}"} for space, i in old],
+             refresh="wait_for", ignore_status=(404,))
+        return len(todo)
+
     def _vector_docs(self, space: str, vector_ids: list[int]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
         for part in chunks([int(i) for i in vector_ids], WINDOW):

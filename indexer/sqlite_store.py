@@ -122,17 +122,37 @@ class SQLiteStore(RecordStore):
             except sqlite3.IntegrityError as exc:
                 raise DuplicateFrame(frame.sha256) from exc
             for v in vectors:
-                # Past every id ever given in the space: an index may still hold a deleted one.
-                next_id = self.conn.execute(
-                    "SELECT MAX(COALESCE((SELECT MAX(id) FROM vectors WHERE space=?1), 0), "
-                    "COALESCE((SELECT last_id FROM vector_watermarks WHERE space=?1), 0)) + 1",
-                    (v.space,)).fetchone()[0]
-                self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
-                                  (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
+                next_id = self._insert_vector(v)
                 by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, v.space
             self.conn.executemany(f"INSERT INTO sightings ({_SIGHTING_COLUMNS}) VALUES ({','.join('?' * 18)})",
                                   [_sighting_row(s) for s in sightings])
             self._count_plates(sightings)
+
+    def _insert_vector(self, v: StoredVector) -> int:
+        """Inside a transaction: store a vector under an id past every id ever given in its space (an index may
+        still hold a deleted one); returns the id."""
+        next_id = int(self.conn.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM vectors WHERE space=?1), 0), "
+            "COALESCE((SELECT last_id FROM vector_watermarks WHERE space=?1), 0)) + 1", (v.space,)).fetchone()[0])
+        self.conn.execute("INSERT INTO vectors VALUES (?,?,?,?)",
+                          (v.space, next_id, v.sighting_id, np.asarray(v.vector, np.float32).tobytes()))
+        return next_id
+
+    def replace_vectors(self, vectors: list[StoredVector], model: str) -> int:
+        replaced = 0
+        with self.lock, self._tx():
+            for v in vectors:
+                old = self.conn.execute("SELECT embedding_space, vector_id, model_versions FROM sightings WHERE id=?",
+                                        (v.sighting_id,)).fetchone()
+                if old is None:
+                    continue
+                if old[0] is not None and old[1] is not None:  # older than the new id: MAX(id) does not fall
+                    self.conn.execute("DELETE FROM vectors WHERE space=? AND id=?", (old[0], old[1]))
+                versions = {**json.loads(old[2]), "embedding": model}
+                self.conn.execute("UPDATE sightings SET embedding_space=?, vector_id=?, model_versions=? WHERE id=?",
+                                  (v.space, self._insert_vector(v), json.dumps(versions), v.sighting_id))
+                replaced += 1
+        return replaced
 
     def add_sightings(self, sightings: list[Sighting]) -> None:
         with self.lock, self._tx():

@@ -187,6 +187,13 @@ class RecordStore(ABC):
         and the rerun deletes the rest. Vector ids are never reused afterwards."""
 
     @abstractmethod
+    def replace_vectors(self, vectors: list[StoredVector], model: str) -> int:
+        """Give stored sightings new vectors made by `model` (their space's model changed): each new vector takes
+        an id past every id the space ever gave, so indexes take it in on catch-up; the sighting's old vector is
+        deleted and its `model_versions["embedding"]` becomes `model`. Sightings deleted meanwhile are skipped;
+        returns how many were replaced."""
+
+    @abstractmethod
     def vector_ids(self, space: str) -> np.ndarray:
         """Every stored vector id of a space (an index checks itself against it after a crash)."""
 

@@ -88,5 +88,8 @@ class FramePipeline(Protocol):
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
         """The appearance vector (and for a vehicle its colour, type and plate) of one cropped object."""
 
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
+        """Appearance vectors of cropped vehicles or people, batched, and the model's version (re-embedding)."""
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector."""

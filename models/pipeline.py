@@ -102,6 +102,10 @@ class Pipeline:
             described.plate = max(readings, key=lambda r: r.score).text if readings else None
         return described
 
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
+        embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
+        return embedder.embed(crops), embedder.version
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector (None: no face, or faces are switched off)."""
         if self.face_detector is None or self.face_embedder is None:

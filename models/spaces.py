@@ -5,7 +5,9 @@ and judge vectors by these numbers.
 """
 from __future__ import annotations
 
-SPACES: dict[str, int] = {"vehicle": 1024, "person": 768, "face": 128}
+# A space whose model changes dimension keeps its older vectors until `sightline reembed` replaces them: the
+# indexes skip them meanwhile (vehicle was 1024 — MobileNet alone — until 2026-11-28).
+SPACES: dict[str, int] = {"vehicle": 1280, "person": 768, "face": 128}
 
 # dlib's published rule is "same person below Euclidean 0.6" on its raw descriptors, whose norms are about
 # 1.3–1.6 (mean ≈1.45). Sightline stores unit vectors: 0.6 / 1.45 ≈ 0.41 there, i.e. cosine ≈ 1 - 0.41²/2 ≈ 0.915.

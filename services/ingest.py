@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ from models.imageops import IMAGE_SUFFIXES, decode_image
 from models.observations import FramePipeline, Observation
 from models.records import FaceAttributes, InputError, Sighting, SightingKind, TrackInfo, parse_time, require_utc
 from models.rerank import Verifier, evidence_keys, features_key
+from models.spaces import SPACES
 
 T = TypeVar("T")
 # How far ahead of this machine's clock a capture time may be (camera clocks drift): a later one is refused, as a
@@ -79,6 +81,18 @@ class IngestSummary:
     duplicates: int
     sightings: int
     errors: list[str]
+
+
+@dataclass
+class ReembedReport:
+    """`sightline reembed`: sightings whose vector an earlier model of the space made, and what became of them."""
+
+    space: str
+    model: str = ""  # the version of the model that made the new vectors
+    stale: int = 0  # vectors of another dimension than the space's model makes
+    replaced: int = 0
+    without_crop: int = 0  # no readable crop left (purged meanwhile, or never stored): they stay unsearchable by photo
+    seconds: float = 0.0
 
 
 class Ingestor:
@@ -153,6 +167,39 @@ class Ingestor:
             results[position] = IngestResult(source, sha, True, self._stored_sightings(sha))
         report.results = [results[p] for p in sorted(results)]
         self.save_indexes()
+        return report
+
+    def reembed(self, space: str, batch: int = 64) -> ReembedReport:
+        """Give the sightings whose stored vector an earlier model of `space` made (another dimension) a vector of
+        today's model, from their stored crops. Until then the indexes skip them: photo search does not find them.
+
+        Each batch is its own store transaction, so an interrupted run keeps what it did and a rerun does the rest.
+        """
+        if space not in (SightingKind.VEHICLE, SightingKind.PERSON):
+            raise InputError("only vehicle and person vectors are made from their crops: choose vehicle or person")
+        if not 1 <= batch <= 10_000:
+            raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")
+        t0 = time.perf_counter()
+        dim = SPACES[space]
+        stale = [int(i) for ids, vectors in self.store.vectors_after(space, 0) if vectors.shape[1] != dim for i in ids]
+        report = ReembedReport(space, stale=len(stale))
+        for start in range(0, len(stale), batch):
+            owners = self.store.sighting_ids_for_vectors(space, stale[start:start + batch])
+            crops: list[tuple[str, np.ndarray]] = []
+            for s in self.store.get_sightings(list(owners.values())):
+                data = self.blobs.get(s.crop) if s.crop else None
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+                if image is None or not image.size:
+                    report.without_crop += 1
+                else:
+                    crops.append((s.id, image))
+            if crops:
+                vectors, report.model = self.get_pipeline().embed_crops([c for _, c in crops], space)
+                report.replaced += self.store.replace_vectors(
+                    [StoredVector(sid, space, v) for (sid, _), v in zip(crops, vectors, strict=True)], report.model)
+        self.indexes[space].catch_up()
+        self.save_indexes()
+        report.seconds = round(time.perf_counter() - t0, 2)
         return report
 
     def _prepare(self, job: PhotoJob) -> tuple[str, np.ndarray] | InputError:

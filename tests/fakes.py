@@ -123,6 +123,10 @@ class FakePipeline:
             described.vehicle_color = _colour(image)
         return described
 
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
+        vectors = np.array([self.embed(c, kind) for c in crops], np.float32).reshape(len(crops), SPACES[kind])
+        return vectors, FAKE_VERSION["embedding"]
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         faces = [self._complete(frame, ob) for ob in self._seen(frame) if ob.kind == SightingKind.FACE]
         if not faces:

@@ -34,7 +34,7 @@ def test_pipeline_reads_a_known_plate_and_describes_the_car(pipeline, eval_dir: 
     assert [o.attributes.plate for o in plated] == ["皖AYL375"]
     car = plated[0]
     assert car.attributes.plate_color == "blue" and car.attributes.vehicle_type == "car"
-    assert car.space == "vehicle" and car.vector.shape == (1024,)
+    assert car.space == "vehicle" and car.vector.shape == (1280,)
     assert np.linalg.norm(car.vector) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -9,9 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from indexer.store import StoredVector
 from models.hamming import two_nearest
-from models.records import Camera, SightingKind
+from models.records import Camera, InputError, SightingKind
 from models.rerank import FEATURES_MAGIC, LocalFeatures, Verifier, features_key
+from models.spaces import SPACES
 from services.ingest import PhotoJob
 from services.search import Filters
 
@@ -90,6 +92,28 @@ def test_ingest_stores_features_search_uses_them_older_sightings_fall_back(fake_
     fake_system.blobs.put(features_key(sightings[1].crop), b"SLOF\x09\x00" + bytes(20))
     features, from_store = fake_system.search.local_features(sightings[1])
     assert features is not None and not from_store
+
+
+def test_reembed_gives_an_earlier_models_sightings_todays_vectors(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
+    query, sightings = _ingest_two(fake_system, eval_dir)
+    earlier = np.random.default_rng(0).standard_normal((2, 1024)).astype(np.float32)  # another dimension
+    assert fake_system.store.replace_vectors([StoredVector(s.id, "vehicle", v / np.linalg.norm(v))
+                                              for s, v in zip(sightings, earlier, strict=True)], "earlier-model") == 2
+    assert fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results == []  # skipped
+    fake_system.blobs.delete(sightings[1].crop)  # purged by hand, say: nothing to embed it from
+
+    report = fake_system.ingestor.reembed("vehicle", batch=1)
+    assert (report.stale, report.replaced, report.without_crop) == (2, 1, 1) and report.model == "fake-projection-1"
+    found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
+    assert [h.sighting.id for h in found] == [sightings[0].id]
+    kept = fake_system.store.get_sighting(sightings[0].id)
+    assert kept is not None and kept.model_versions["embedding"] == "fake-projection-1"
+    assert fake_system.store.get_vectors("vehicle", [kept.vector_id])[kept.vector_id].shape == (SPACES["vehicle"],)
+    again = fake_system.ingestor.reembed("vehicle")  # a rerun finds only the one it could not do
+    assert (again.stale, again.replaced, again.without_crop) == (1, 0, 1)
+    for space, batch in (("face", 64), ("vehicle", 0)):
+        with pytest.raises(InputError):
+            fake_system.ingestor.reembed(space, batch)
 
 
 def test_purge_and_the_orphan_sweep_remove_the_features(fake_system, eval_dir: Path) -> None:  # noqa: ANN001

@@ -324,6 +324,25 @@ def test_vector_batches_hold_one_dimension(store: RecordStore) -> None:
     assert all(np.array_equal(v, unit(i, dims[i])) for i, v in enumerate(v for b in batches for v in b[1]))
 
 
+def test_replaced_vectors_take_new_ids_and_the_old_ones_go(store: RecordStore, loaded: dict[str, Sighting]) -> None:
+    """A space's model changed: its sightings get new vectors under ids past every id given, the old vectors are
+    deleted, the sightings point at the new ones, and a sighting deleted meanwhile is skipped."""
+    before = store.vector_ids("vehicle").tolist()
+    new = {sid: unit(i + 100, 12) for i, sid in enumerate(("v0", "v2"))}
+    assert store.replace_vectors([StoredVector(sid, "vehicle", v) for sid, v in new.items()]
+                                 + [StoredVector("gone", "vehicle", unit(7, 12))], "test-2") == 2
+    v0, v2 = store.get_sightings(["v0", "v2"])
+    assert v0.vector_id > max(before) and v2.vector_id > v0.vector_id and v0.embedding_space == "vehicle"
+    assert v0.model_versions == {"embedding": "test-2"} and store.get_sighting("v1").model_versions == {
+        "embedding": "test-1"}
+    assert store.vector_ids("vehicle").tolist() == sorted(
+        set(before) - {loaded["v0"].vector_id, loaded["v2"].vector_id} | {v0.vector_id, v2.vector_id})
+    assert np.array_equal(store.get_vectors("vehicle", [v2.vector_id])[v2.vector_id], new["v2"])
+    assert store.sighting_ids_for_vectors("vehicle", [v0.vector_id]) == {v0.vector_id: "v0"}
+    fresh = list(store.vectors_after("vehicle", max(before)))
+    assert [b[0].tolist() for b in fresh] == [[v0.vector_id, v2.vector_id]] and fresh[0][1].shape == (2, 12)
+
+
 def test_a_sighting_without_a_vector(store: RecordStore) -> None:
     store.upsert_cameras(CAMERAS)
     s = car("nv", "c1", 0)

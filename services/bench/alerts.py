@@ -24,6 +24,7 @@ from models.imageops import decode_image
 from models.observations import FramePipeline, Observation
 from models.plate_text import PROVINCES
 from models.records import BBox, Camera, FaceAttributes, Sighting, SightingKind, VehicleAttributes
+from models.spaces import SPACES
 from models.watchlists import Rule, WatchEntry
 from services.api.localserver import serving
 from services.ingest import Ingestor, image_files, jobs_from_files
@@ -59,9 +60,9 @@ class SyntheticFrames:
         observations = [
             Observation(SightingKind.VEHICLE, box, 0.9,
                         VehicleAttributes(plate=plate or random_plate(self.rng), plate_score=0.95), self.image,
-                        unit_vector(self.np_rng, 1024), "vehicle"),
+                        unit_vector(self.np_rng, SPACES["vehicle"]), "vehicle"),
             Observation(SightingKind.FACE, box, 0.9, FaceAttributes(quality=0.9), self.image,
-                        unit_vector(self.np_rng, 128), "face"),
+                        unit_vector(self.np_rng, SPACES["face"]), "face"),
         ]
         self.count += 1
         frame = FrameRecord(uuid.uuid4().hex, CAMERA.id, START + timedelta(seconds=self.count), "bench")

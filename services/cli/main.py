@@ -231,6 +231,15 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    """After a space's model changed: the stored sightings it made vectors for get today's, from their crops."""
+    with open_system(args) as system:
+        report = system.ingestor.reembed(args.space, args.batch)
+        record(system, "reembed", {"space": args.space}, None, report.replaced)
+        print_json(report)
+    return 0
+
+
 def cmd_sightings(args: argparse.Namespace) -> int:
     from indexer.store import SightingQuery
 
@@ -421,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sweep", action="store_true",
                    help="also remove orphans: crop files no sighting refers to, alerts naming sightings that are gone")
     r.set_defaults(func=cmd_purge)
+
+    e = sub.add_parser("reembed", help="after an embedding model changed: give stored sightings its vectors")
+    e.add_argument("--space", choices=["vehicle", "person"], default="vehicle")
+    e.add_argument("--batch", type=int, default=64, help="crops embedded (and committed) at a time")
+    e.set_defaults(func=cmd_reembed)
 
     v = sub.add_parser("serve", help="run the HTTP API")
     v.add_argument("--host", default="127.0.0.1")
