@@ -77,11 +77,12 @@ def vehicle_embedder(model_dir: Path | None = None) -> ConcatEmbedder:
     vehicle-specific model is to be had offline, and a model trained to tell look-alike people apart by texture and
     colour layout tells look-alike vehicles apart too.
 
-    On ../shared/eval/reid/vehicle (`sightline eval reid --kind vehicle`), rank-1 / mAP: MobileNet alone 0.757 /
-    0.843, retail-0288 alone 0.771 / 0.847, the pair 0.857 / 0.912 (OSNet beside MobileNet 0.786, all three 0.843).
-    The pair was chosen on that set; choosing among those five again on 4/5 of the identities picked it in all 5
-    folds, 0.857 on the held-out fifths. At 100k stored (`bench photo-search`) rank-1 before verification went
-    0.486 → 0.571. Cost: ~3 ms a vehicle crop, and 1,280 dimensions instead of 1,024.
+    On ../shared/eval/reid/vehicle, rank-1 / mAP (`sightline eval reid --kind vehicle` for this pair; the others
+    compared once with the same metric): MobileNet alone 0.757 / 0.843, retail-0288 alone 0.771 / 0.847, the pair
+    0.857 / 0.912 (OSNet beside MobileNet 0.786, all three 0.843). The pair was chosen on that set; choosing among
+    those five again on 4/5 of the identities picked it in all 5 folds, 0.857 on the held-out fifths. At 100k
+    stored (`bench photo-search`) rank-1 before verification went 0.486 → 0.571. Cost: 3–4 ms a vehicle crop
+    (ingest at 0.92 of its speed), and 1,280 dimensions instead of 1,024.
     """
     mobilenet = CropEmbedder("vehicle", 1024, "mobilenet_v1_embedding",
                              model_path("mobilenet_v1_embedding.tflite", model_dir),
