@@ -72,17 +72,17 @@ class OpenVinoModel:
         """Run a batch; returns output name -> array with the batch as the first axis."""
         if len(batch) == 0:
             return {}
-        if self.by_batch:  # chunks of the compiled sizes, largest first (1 is always among them)
-            parts, start = [], 0
-            while start < len(batch):
-                size = next(n for n in self.by_batch if n <= len(batch) - start)
-                parts.append(self._run(batch[start : start + size], extra, self.by_batch[size]))
-                start += size
-            return parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
-        if self.batched or len(batch) == 1:
+        # batch size -> the model compiled for it, largest first (1 always among them): the static sizes, or one
+        # frame at a time for a graph that hard-codes its batch; none for a dynamic batch (one call)
+        sizes = self.by_batch or ({} if self.batched else {1: self.compiled})
+        if not sizes or len(batch) == 1:
             return self._run(batch, extra)
-        parts = [self._run(batch[i : i + 1], extra) for i in range(len(batch))]
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        parts, start = [], 0
+        while start < len(batch):
+            size = next(n for n in sizes if n <= len(batch) - start)
+            parts.append(self._run(batch[start : start + size], extra, sizes[size]))
+            start += size
+        return parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
 
     def _run(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None,
              compiled: ov.CompiledModel | None = None) -> dict[str, np.ndarray]:
