@@ -55,6 +55,13 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return frame
 
 
+def decode_stored(data: bytes | None) -> np.ndarray | None:
+    """An image the system stored itself (an evidence crop) as a BGR frame; None when it is missing or unreadable.
+    No size check: what ingest wrote was bounded when it came in."""
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    return frame if frame is not None and frame.size else None
+
+
 def letterbox(image: np.ndarray, size: int, pad_value: int, centred: bool) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Resize keeping aspect ratio into a size×size canvas; returns canvas, scale and (dx, dy) offset."""
     h, w = image.shape[:2]

@@ -27,7 +27,7 @@ import numpy as np
 from indexer.blobs import BlobStore
 from indexer.store import DuplicateFrame, FrameRecord, RecordStore, SightingQuery, StoredVector
 from indexer.vectors import VectorIndex
-from models.imageops import IMAGE_SUFFIXES, decode_image
+from models.imageops import IMAGE_SUFFIXES, decode_image, decode_stored
 from models.observations import FramePipeline, Observation
 from models.records import FaceAttributes, InputError, Sighting, SightingKind, TrackInfo, parse_time, require_utc
 from models.rerank import Verifier, evidence_keys, features_key
@@ -187,9 +187,8 @@ class Ingestor:
             owners = self.store.sighting_ids_for_vectors(space, stale[start:start + batch])
             crops: list[tuple[str, np.ndarray]] = []
             for s in self.store.get_sightings(list(owners.values())):
-                data = self.blobs.get(s.crop) if s.crop else None
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-                if image is None or not image.size:
+                image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
+                if image is None:
                     report.without_crop += 1
                 else:
                     crops.append((s.id, image))

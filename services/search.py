@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import cv2
 import numpy as np
 
 from geo.areas import cameras_inside
@@ -15,7 +14,7 @@ from indexer.blobs import BlobStore
 from indexer.plate_index import PlateDictionary
 from indexer.store import AttributeFilter, RecordStore, SightingQuery
 from indexer.vectors import VectorIndex
-from models.imageops import crop, decode_image
+from models.imageops import crop, decode_image, decode_stored
 from models.observations import FramePipeline, ObjectDescription
 from models.plate_text import reader_distance
 from models.records import UNKNOWN, BBox, InputError, Sighting, SightingKind
@@ -234,9 +233,12 @@ class SearchService:
         stored = self.verifier.decode(blob) if blob else None
         if stored is not None:
             return stored, True
-        data = self.blobs.get(sighting.crop)
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-        return (self.verifier.extract(image) if image is not None else None), False
+        return self.crop_features(sighting), False
+
+    def crop_features(self, sighting: Sighting) -> LocalFeatures | None:
+        """Local features extracted from the sighting's stored crop (None without a readable one)."""
+        image = decode_stored(self.blobs.get(sighting.crop)) if sighting.crop else None
+        return self.verifier.extract(image) if image is not None else None
 
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)

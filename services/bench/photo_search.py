@@ -86,10 +86,8 @@ class _TimedSearch(SearchService):
         return self.clock.timed("verify", super().verify, probe, ranked)  # type: ignore[return-value]
 
     def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
-        if self.from_crops and sighting.crop:
-            data = self.blobs.get(sighting.crop)
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-            return (self.verifier.extract(image) if image is not None else None), False
+        if self.from_crops:
+            return self.crop_features(sighting), False
         return super().local_features(sighting)
 
 
