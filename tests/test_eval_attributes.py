@@ -25,6 +25,14 @@ def test_a_field_score_counts_accuracy_recall_and_confusions() -> None:
     assert report["coverage"] == 0.75 and report["accuracy_answered"] == round(2 / 3, 3)  # "(none)" is not an answer
 
 
+def test_balanced_accuracy_is_not_flattered_by_a_skewed_set() -> None:
+    score = FieldScore()  # three men to one woman, answered "male" every time
+    for label in ("male", "male", "male", "female"):
+        score.add(label, "male", False, label == "male")
+    report = score.report()
+    assert (report["accuracy"], report["balanced_accuracy"]) == (0.75, 0.5)
+
+
 def test_unknown_counts_as_wrong_but_not_as_answered() -> None:
     score = FieldScore()
     for label, predicted in [("white", "white"), ("gray", "unknown"), ("black", "gray"), ("red", "red")]:

@@ -6,7 +6,8 @@ crops of one object, which the detectors sometimes miss (an object filling the f
 image is described as that object, through the same path as a video track's best view, and counted in
 `whole_image_used`. A label of `unknown` is left out of that field's figures; `confidence=high` rows
 also get a figure of their own. An answer of "unknown" counts as wrong in `accuracy`; `coverage` (the
-share answered) and `accuracy_answered` say how it errs. Colours are scored strictly and, for vehicles,
+share answered) and `accuracy_answered` say how it errs; `balanced_accuracy` (the mean recall of the
+labels) is what a skewed set cannot flatter. Colours are scored strictly and, for vehicles,
 also with silver counted as white or gray.
 
 Before and after in one run: `model_alone` scores the attribute models' own answers on the same main
@@ -84,8 +85,12 @@ class FieldScore:
         self.confusion.setdefault(label, Counter())[predicted] += 1
 
     def report(self) -> dict[str, object]:
-        recall = {label: round(row[label] / sum(row.values()), 3) for label, row in sorted(self.confusion.items())}
+        recalls = {label: row[label] / sum(row.values()) for label, row in sorted(self.confusion.items())}
+        recall = {label: round(r, 3) for label, r in recalls.items()}
         return {"n": self.n, "accuracy": round(self.correct / self.n, 3) if self.n else None,
+                # The mean of the labels' recalls: what a constant answer cannot inflate (always "male" scores
+                # 0.74 accuracy on a set of 3 men to 1 woman, and 0.5 here).
+                "balanced_accuracy": round(float(np.mean(list(recalls.values()))), 3) if recalls else None,
                 "coverage": round(self.answered / self.n, 3) if self.n else None,
                 "accuracy_answered": round(self.correct_answered / self.answered, 3) if self.answered else None,
                 "n_high_confidence": self.n_high,
@@ -214,7 +219,8 @@ def _lenient(samples: list[Sample]) -> FieldScore:
 
 
 def _brief(scores: dict[str, FieldScore]) -> dict[str, object]:
-    return {name: {k: v for k, v in s.report().items() if k in ("accuracy", "recall", "accuracy_by_score")}
+    return {name: {k: v for k, v in s.report().items() if k in ("accuracy", "balanced_accuracy", "recall",
+                                                                          "accuracy_by_score")}
             for name, s in scores.items()}
 
 
