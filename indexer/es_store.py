@@ -658,6 +658,21 @@ class ElasticsearchStore(RecordStore):
              refresh="wait_for", ignore_status=(404,))
         return len(todo)
 
+    def stale_vectors(self, space: str, model: str, batch: int = 10_000) -> Iterator[list[int]]:
+        # model_versions is not indexed (an object kept in _source only): the space's sightings are walked with
+        # that small part of their source, never their vectors
+        stale: list[int] = []
+        for h in walk(self.client, self.sightings, {"term": {"embedding_space": space}}, [{"id": "asc"}],
+                      source=["vector_id", "model_versions"], page=min(batch, WINDOW)):
+            src = h["_source"]
+            if src.get("vector_id") is not None and (src.get("model_versions") or {}).get("embedding") != model:
+                stale.append(int(src["vector_id"]))
+                if len(stale) >= batch:
+                    yield stale
+                    stale = []
+        if stale:
+            yield stale
+
     def _vector_docs(self, space: str, vector_ids: list[int]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
         for part in chunks([int(i) for i in vector_ids], WINDOW):

@@ -257,6 +257,20 @@ class SQLiteStore(RecordStore):
             yield from split_by_dimension(ids, [np.frombuffer(r[1], dtype=np.float32) for r in rows])
             last = int(ids[-1])
 
+    def stale_vectors(self, space: str, model: str, batch: int = 10_000) -> Iterator[list[int]]:
+        last = ""
+        while True:  # by sighting id (the primary key): a page costs its own rows, and replacing one moves nothing
+            with self.lock:
+                rows = self.conn.execute(
+                    "SELECT id, vector_id FROM sightings WHERE id > ? AND embedding_space = ? "
+                    "AND vector_id IS NOT NULL AND json_extract(model_versions, '$.embedding') IS NOT ? "
+                    "ORDER BY id LIMIT ?",
+                    (last, space, model, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [int(r[1]) for r in rows]
+
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]:
         if not vector_ids:
             return {}

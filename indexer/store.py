@@ -194,6 +194,13 @@ class RecordStore(ABC):
         returns how many were replaced."""
 
     @abstractmethod
+    def stale_vectors(self, space: str, model: str, batch: int = 10_000) -> Iterator[list[int]]:
+        """Ids of a space's vectors that another embedding model than `model` made (by their sightings'
+        `model_versions["embedding"]`; none recorded counts as another), in batches, without reading a vector:
+        what `reembed` replaces, whether or not the dimension changed. A batch is read when asked for, so the
+        caller may replace one before asking for the next."""
+
+    @abstractmethod
     def vector_ids(self, space: str) -> np.ndarray:
         """Every stored vector id of a space (an index checks itself against it after a crash)."""
 

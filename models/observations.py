@@ -91,5 +91,9 @@ class FramePipeline(Protocol):
     def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
         """Appearance vectors of cropped vehicles or people, batched, and the model's version (re-embedding)."""
 
+    def embedding_version(self, kind: str) -> str:
+        """The version of the model that embeds `kind` today: what a sighting's `model_versions["embedding"]`
+        must say for its vector to be of today's model."""
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector."""

@@ -106,6 +106,9 @@ class Pipeline:
         embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
         return embedder.embed(crops), embedder.version
 
+    def embedding_version(self, kind: str) -> str:
+        return (self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder).version
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector (None: no face, or faces are switched off)."""
         if self.face_detector is None or self.face_embedder is None:

@@ -31,7 +31,6 @@ from models.imageops import IMAGE_SUFFIXES, decode_image, decode_stored
 from models.observations import FramePipeline, Observation
 from models.records import FaceAttributes, InputError, Sighting, SightingKind, TrackInfo, parse_time, require_utc
 from models.rerank import Verifier, evidence_keys, features_key
-from models.spaces import SPACES
 
 T = TypeVar("T")
 # How far ahead of this machine's clock a capture time may be (camera clocks drift): a later one is refused, as a
@@ -89,7 +88,7 @@ class ReembedReport:
 
     space: str
     model: str = ""  # the version of the model that made the new vectors
-    stale: int = 0  # vectors of another dimension than the space's model makes
+    stale: int = 0  # vectors another model than today's made (of any dimension)
     replaced: int = 0
     without_crop: int = 0  # no readable crop left (purged meanwhile, or never stored): they stay unsearchable by photo
     seconds: float = 0.0
@@ -170,8 +169,9 @@ class Ingestor:
         return report
 
     def reembed(self, space: str, batch: int = 64) -> ReembedReport:
-        """Give the sightings whose stored vector an earlier model of `space` made (another dimension) a vector of
-        today's model, from their stored crops. Until then the indexes skip them: photo search does not find them.
+        """Give the sightings whose stored vector another model of `space` made a vector of today's model, from
+        their stored crops. Until then an old vector of another dimension is skipped by the indexes (photo search
+        does not find its sighting), and one of the same dimension is compared with today's as if alike.
 
         Each batch is its own store transaction, so an interrupted run keeps what it did and a rerun does the rest.
         """
@@ -180,11 +180,11 @@ class Ingestor:
         if not 1 <= batch <= 10_000:
             raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")
         t0 = time.perf_counter()
-        dim = SPACES[space]
-        stale = [int(i) for ids, vectors in self.store.vectors_after(space, 0) if vectors.shape[1] != dim for i in ids]
-        report = ReembedReport(space, stale=len(stale))
-        for start in range(0, len(stale), batch):
-            owners = self.store.sighting_ids_for_vectors(space, stale[start:start + batch])
+        pipeline = self.get_pipeline()
+        report = ReembedReport(space, model=pipeline.embedding_version(space))
+        for stale in self.store.stale_vectors(space, report.model, batch):
+            report.stale += len(stale)
+            owners = self.store.sighting_ids_for_vectors(space, stale)
             crops: list[tuple[str, np.ndarray]] = []
             for s in self.store.get_sightings(list(owners.values())):
                 image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
@@ -193,7 +193,7 @@ class Ingestor:
                 else:
                     crops.append((s.id, image))
             if crops:
-                vectors, report.model = self.get_pipeline().embed_crops([c for _, c in crops], space)
+                vectors, report.model = pipeline.embed_crops([c for _, c in crops], space)
                 report.replaced += self.store.replace_vectors(
                     [StoredVector(sid, space, v) for (sid, _), v in zip(crops, vectors, strict=True)], report.model)
         self.indexes[space].catch_up()

@@ -127,6 +127,9 @@ class FakePipeline:
         vectors = np.array([self.embed(c, kind) for c in crops], np.float32).reshape(len(crops), SPACES[kind])
         return vectors, FAKE_VERSION["embedding"]
 
+    def embedding_version(self, kind: str) -> str:
+        return FAKE_VERSION["embedding"]
+
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         faces = [self._complete(frame, ob) for ob in self._seen(frame) if ob.kind == SightingKind.FACE]
         if not faces:

@@ -49,11 +49,12 @@ def test_models_pull_verifies_checksums(tmp_path: Path, model_dir: Path) -> None
 
 @pytest.mark.models
 def test_cli_reembed_reports_and_refuses_bad_options(tmp_path: Path) -> None:
-    """Nothing stale in a new data folder: a report, no models loaded; a bad batch or space is refused (exit 2)."""
+    """Nothing stale in a new data folder: a report naming today's model; a bad batch or space is refused (exit 2)."""
     done = sightline("reembed", data=tmp_path / "data")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) | {"seconds": 0} == {"space": "vehicle", "model": "", "stale": 0, "replaced": 0,
-                                                         "without_crop": 0, "seconds": 0}
+    assert json.loads(done.stdout) | {"seconds": 0} == {
+        "space": "vehicle", "model": "mobilenet_v1_embedding+person-reidentification-retail-0288", "stale": 0,
+        "replaced": 0, "without_crop": 0, "seconds": 0}
     bad = sightline("reembed", "--batch", "0", data=tmp_path / "data")
     assert bad.returncode == 2 and "batch must be between 1" in bad.stderr and "Traceback" not in bad.stderr
     assert sightline("reembed", "--space", "face", data=tmp_path / "data").returncode == 2

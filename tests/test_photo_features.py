@@ -116,6 +116,21 @@ def test_reembed_gives_an_earlier_models_sightings_todays_vectors(fake_system, e
             fake_system.ingestor.reembed(space, batch)
 
 
+def test_reembed_finds_a_model_change_that_keeps_the_dimension(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
+    query, sightings = _ingest_two(fake_system, eval_dir)
+    rng = np.random.default_rng(1)
+    earlier = rng.standard_normal((2, SPACES["vehicle"])).astype(np.float32)  # today's dimension, another model
+    fake_system.store.replace_vectors([StoredVector(s.id, "vehicle", v / np.linalg.norm(v))
+                                       for s, v in zip(sightings, earlier, strict=True)], "earlier-same-dim")
+    report = fake_system.ingestor.reembed("vehicle")
+    assert (report.stale, report.replaced, report.without_crop) == (2, 2, 0) and report.model == "fake-projection-1"
+    found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
+    assert found and found[0].sighting.id == sightings[0].id  # found by today's vector again, not a random one
+    assert all(s.model_versions["embedding"] == "fake-projection-1"
+               for s in fake_system.store.get_sightings([s.id for s in sightings]))
+    assert fake_system.ingestor.reembed("vehicle").stale == 0  # nothing left
+
+
 def test_purge_and_the_orphan_sweep_remove_the_features(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
     _, sightings = _ingest_two(fake_system, eval_dir)
     gone, kept = sightings

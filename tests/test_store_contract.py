@@ -343,6 +343,23 @@ def test_replaced_vectors_take_new_ids_and_the_old_ones_go(store: RecordStore, l
     assert [b[0].tolist() for b in fresh] == [[v0.vector_id, v2.vector_id]] and fresh[0][1].shape == (2, 12)
 
 
+def test_stale_vectors_are_those_another_model_made(store: RecordStore, loaded: dict[str, Sighting]) -> None:
+    """What `reembed` replaces: the vectors whose sightings name another embedding model, whatever their dimension
+    (all of them "test-1" here), a batch at a time; replacing one batch before the next is read moves nothing."""
+    vehicles = sorted(loaded[i].vector_id for i in ("v0", "v1", "v2", "v3"))
+    assert sorted(i for b in store.stale_vectors("vehicle", "test-2") for i in b) == vehicles
+    assert list(store.stale_vectors("vehicle", "test-1")) == [] and list(store.stale_vectors("nothing", "x")) == []
+    done: list[int] = []
+    for batch in store.stale_vectors("vehicle", "test-2", batch=2):
+        assert len(batch) <= 2 and not set(batch) & set(done)
+        owners = store.sighting_ids_for_vectors("vehicle", batch)
+        store.replace_vectors([StoredVector(sid, "vehicle", unit(7, 8)) for sid in owners.values()], "test-2")
+        done += batch
+    assert sorted(done) == vehicles and list(store.stale_vectors("vehicle", "test-2")) == []
+    people = sorted(i for b in store.stale_vectors("person", "test-2") for i in b)  # no model recorded: stale
+    assert people == sorted([loaded["p0"].vector_id, loaded["p1"].vector_id])
+
+
 def test_a_sighting_without_a_vector(store: RecordStore) -> None:
     store.upsert_cameras(CAMERAS)
     s = car("nv", "c1", 0)
