@@ -196,6 +196,9 @@ class Ingestor:
                 vectors, report.model = pipeline.embed_crops([c for _, c in crops], space)
                 report.replaced += self.store.replace_vectors(
                     [StoredVector(sid, space, v) for (sid, _), v in zip(crops, vectors, strict=True)], report.model)
+                # the old vectors leave this process's index now (another process's drops them when it next opens)
+                done = {sid for sid, _ in crops}
+                self.indexes[space].remove(np.array([v for v, sid in owners.items() if sid in done], np.int64))
         self.indexes[space].catch_up()
         self.save_indexes()
         report.seconds = round(time.perf_counter() - t0, 2)

@@ -184,7 +184,10 @@ class SearchService:
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
         by_vector = self.store.sighting_ids_for_vectors(space, [i for i, _ in hits])
         sightings = {s.id: s for s in self.store.get_sightings(list(by_vector.values()))}
-        return [(sightings[by_vector[i]], score) for i, score in hits if by_vector.get(i) in sightings]
+        # Only a sighting's own vector finds it: one it was re-embedded from (still in an index this process opened
+        # before, or left by a crash between an Elasticsearch replace's two requests) names it but is not its own.
+        return [(found, score) for i, score in hits
+                if (found := sightings.get(by_vector.get(i, ""))) is not None and found.vector_id == i]
 
     def like_sighting(self, sighting_id: str, k: int, filters: Filters, min_similarity: float) -> list[Sighting]:
         """Sightings that look like a stored one (its own vector as the query), above a cosine similarity."""

@@ -122,13 +122,26 @@ def test_reembed_finds_a_model_change_that_keeps_the_dimension(fake_system, eval
     earlier = rng.standard_normal((2, SPACES["vehicle"])).astype(np.float32)  # today's dimension, another model
     fake_system.store.replace_vectors([StoredVector(s.id, "vehicle", v / np.linalg.norm(v))
                                        for s, v in zip(sightings, earlier, strict=True)], "earlier-same-dim")
+    index = fake_system.search.indexes["vehicle"]
+    index.remove(np.array([s.vector_id for s in sightings]))  # as an index opened on that store would be
+    assert index.catch_up() == 2 and len(index) == 2
     report = fake_system.ingestor.reembed("vehicle")
     assert (report.stale, report.replaced, report.without_crop) == (2, 2, 0) and report.model == "fake-projection-1"
+    kept = fake_system.store.get_sightings([s.id for s in sightings])
+    assert len(index) == 2 and all(s.model_versions["embedding"] == "fake-projection-1" for s in kept)
     found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
     assert found and found[0].sighting.id == sightings[0].id  # found by today's vector again, not a random one
-    assert all(s.model_versions["embedding"] == "fake-projection-1"
-               for s in fake_system.store.get_sightings([s.id for s in sightings]))
     assert fake_system.ingestor.reembed("vehicle").stale == 0  # nothing left
+
+    # A vector that names a sighting which no longer points at it (what a crash between an Elasticsearch replace's
+    # two requests leaves) never finds it: the sighting comes back once, by its own vector.
+    own = kept[0].vector_id
+    orphan = own + 1000
+    fake_system.store.conn.execute("INSERT INTO vectors VALUES ('vehicle', ?, ?, ?)",
+                                   (orphan, kept[0].id, index.vector(own).tobytes()))
+    index.add(np.array([orphan]), index.vector(own)[None, :])
+    hits = fake_system.search.nearest("vehicle", index.vector(own), 5, Filters(), "vehicle")
+    assert [s.id for s, _ in hits].count(kept[0].id) == 1
 
 
 def test_purge_and_the_orphan_sweep_remove_the_features(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
