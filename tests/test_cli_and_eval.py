@@ -118,6 +118,24 @@ def test_eval_reid_rerank_lifts_vehicle_matching_above_the_embedding_alone(eval_
     held_out = figures["cross_validated"]
     assert held_out["rank1"] >= 0.85 and held_out["rank1"] > figures["rank1_plain"]
     assert sum(held_out["chosen_per_fold"].values()) == held_out["folds"] == 5
+    kinds = figures["by_kind"]  # bus, car, motorcycle, truck: each with both figures, every query counted once
+    assert set(kinds) == {"bus", "car", "motorcycle", "truck"}
+    assert sum(k["queries"] for k in kinds.values()) == figures["queries"]
+    assert all(k["rank1"] >= k["rank1_plain"] for k in kinds.values())
+
+
+def test_rank1_by_kind_splits_the_queries_by_their_identity_names_prefix() -> None:
+    from services.bench.evaluation import rank1_by_kind
+
+    labels = np.array(["car_1", "car_1", "car_2", "car_2", "moto_1", "moto_1", "moto_2", "moto_2"])
+    cameras = np.tile(["cam1", "cam2"], 4)
+    right = np.where(labels[:, None] == labels[None, :], 1.0, 0.0)
+    mixed = right.copy()
+    mixed[labels == "moto_1"] = np.where(labels == "moto_2", 2.0, 0.0)  # moto_1's queries find moto_2
+    out = rank1_by_kind({"rank1": right, "rank1_plain": mixed}, labels, cameras)
+    assert out == {"car": {"queries": 4, "rank1": 1.0, "rank1_plain": 1.0},
+                   "moto": {"queries": 4, "rank1": 1.0, "rank1_plain": 0.5}}
+    assert rank1_by_kind({"rank1": right}, np.array(["a", "a", "b", "b", "c", "c", "d", "d"]), cameras) is None
 
 
 def test_the_verifier_cross_validation_refits_its_weight_on_other_identities() -> None:

@@ -140,6 +140,25 @@ def cross_validate_verifier(sims: np.ndarray, inliers: np.ndarray, labels: np.nd
             "mAP": round(float(np.mean(aps)), 4), "chosen_per_fold": dict(chosen)}
 
 
+def rank1_by_kind(named_sims: dict[str, np.ndarray], labels: np.ndarray, cameras: np.ndarray) -> dict | None:
+    """Rank-1 of each kind of identity (the folder name's prefix: motorcycle_0055 → motorcycle), for each named
+    similarity matrix, each query still searching the whole other-camera gallery: where re-identification fails
+    (look-alike motorcycles, say). None unless every identity is named <kind>_<n> and there are two kinds."""
+    kinds = np.array([label.split("_", 1)[0] if "_" in label else "" for label in labels])
+    if "" in kinds or len(set(kinds)) < 2:
+        return None
+    out: dict[str, dict[str, float | int]] = {}
+    for kind in sorted(set(kinds)):
+        rows = np.flatnonzero(kinds == kind)
+        entry: dict[str, float | int] = {}
+        for name, sims in named_sims.items():
+            hits, _ = _per_query(sims, labels, cameras, rows)
+            entry["queries"], entry[name] = len(hits), round(float(np.mean(hits)), 4) if hits else float("nan")
+        if entry["queries"]:
+            out[kind] = entry
+    return out
+
+
 def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, verifier: Verifier | None = None) -> dict:
     """Each image queries the other cameras' images. With a verifier, the leading candidates are re-ranked by
     local features (models/rerank.py) and `rank1_plain` / `mAP_plain` keep the embedding-only figures."""
@@ -156,12 +175,16 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
     rank1, mean_ap, queries = reid_metrics(sims, labels, cameras)
     result = {"identities": int(len(set(labels))), "images": len(items), "queries": queries, "rank1": rank1,
               "mAP": mean_ap, "space": embedder.space, "model": embedder.version}
+    named = {"rank1": sims}
     if verifier is not None:
         inliers = verifier.inlier_matrix(sims, lambda i: images[i], lambda i: images[i],
                                          cameras[:, None] != cameras[None, :])
-        result["rank1"], result["mAP"], _ = reid_metrics(sims + verifier.bonus(inliers), labels, cameras)
+        named = {"rank1": sims + verifier.bonus(inliers), "rank1_plain": sims}
+        result["rank1"], result["mAP"], _ = reid_metrics(named["rank1"], labels, cameras)
         result.update(rank1_plain=rank1, mAP_plain=mean_ap,
                       model=f"{embedder.version}+orb-homography-top{verifier.top_k}",
                       cross_validated=cross_validate_verifier(sims, inliers, labels, cameras, verifier))
+    if (kinds := rank1_by_kind(named, labels, cameras)) is not None:
+        result["by_kind"] = kinds
     result["ms_per_image"] = round(1000 * (time.perf_counter() - start) / len(items), 2)
     return result
