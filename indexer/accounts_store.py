@@ -1,8 +1,11 @@
-"""Users and web sessions (SQLite, `accounts.db` beside the data). Tokens are kept only as sha256 hashes:
-they are 256-bit random strings, so a fast hash is enough and a stolen file reveals no usable token."""
+"""Users and web sessions: the interface, and its SQLite backend (`accounts.db` beside the data; Elasticsearch:
+indexer/es_accounts.py). Tokens are kept only as sha256 hashes: they are 256-bit random strings, so a fast hash is
+enough and a stolen file reveals no usable token."""
 from __future__ import annotations
 
+import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +28,45 @@ def _us(ts: datetime) -> int:
     return int(ts.timestamp() * 1_000_000)
 
 
-class AccountStore:
+class AccountStore(ABC):
+    @abstractmethod
+    def add_user(self, user: User, token_hash: str) -> None:
+        """Store a new user with its token's hash; a name that is taken raises KeyError."""
+
+    @abstractmethod
+    def users(self) -> list[User]:
+        """By name."""
+
+    @abstractmethod
+    def user_by_name(self, name: str) -> User | None: ...
+
+    @abstractmethod
+    def user_by_token(self, token_hash: str) -> User | None:
+        """Asked on every API request: it must see a token the moment it is set."""
+
+    @abstractmethod
+    def set_token(self, user_id: str, token_hash: str) -> None:
+        """A new token; the old one stops working and every session opened with it ends."""
+
+    @abstractmethod
+    def set_disabled(self, user_id: str, disabled: bool) -> None:
+        """Disabling also ends the user's sessions."""
+
+    @abstractmethod
+    def add_session(self, id_hash: str, user_id: str, csrf_hash: str, expires: datetime) -> None: ...
+
+    @abstractmethod
+    def session(self, id_hash: str) -> tuple[User, str] | None:
+        """The session's user and CSRF hash, while it has not expired."""
+
+    @abstractmethod
+    def end_session(self, id_hash: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class SQLiteAccountStore(AccountStore):
     def __init__(self, path: Path):
         self.conn = open_sqlite(path, "foreign_keys=ON")
         self.conn.executescript(SCHEMA)
@@ -33,9 +74,12 @@ class AccountStore:
 
     def add_user(self, user: User, token_hash: str) -> None:
         created = user.created_at or datetime.now(timezone.utc)
-        with self.lock:
-            self.conn.execute("INSERT INTO users VALUES (?,?,?,?,?,?)",
-                              (user.id, user.name, int(user.role), token_hash, int(user.disabled), _us(created)))
+        try:
+            with self.lock:
+                self.conn.execute("INSERT INTO users VALUES (?,?,?,?,?,?)",
+                                  (user.id, user.name, int(user.role), token_hash, int(user.disabled), _us(created)))
+        except sqlite3.IntegrityError:
+            raise KeyError(user.name) from None
 
     def users(self) -> list[User]:
         with self.lock:
@@ -55,7 +99,6 @@ class AccountStore:
         return _user(row) if row else None
 
     def set_token(self, user_id: str, token_hash: str) -> None:
-        """A new token; every session opened with the old one ends."""
         with self.lock:
             self.conn.execute("UPDATE users SET token_hash=? WHERE id=?", (token_hash, user_id))
             self.conn.execute("DELETE FROM sessions WHERE user_id=?", (user_id,))
@@ -72,7 +115,6 @@ class AccountStore:
             self.conn.execute("INSERT INTO sessions VALUES (?,?,?,?)", (id_hash, user_id, csrf_hash, _us(expires)))
 
     def session(self, id_hash: str) -> tuple[User, str] | None:
-        """The session's user and CSRF hash, while it has not expired."""
         with self.lock:
             row = self.conn.execute(
                 "SELECT u.id, u.name, u.role, u.disabled, u.created_us, s.csrf_hash FROM sessions s "

@@ -11,13 +11,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from indexer.accounts_store import AccountStore
+from indexer.accounts_store import AccountStore, SQLiteAccountStore
 from indexer.alert_store import AlertStore, SQLiteAlertStore
 from indexer.audit_store import AuditStore, SQLiteAuditStore
 from indexer.blobs import BlobStore, FileBlobStore, SharedFolderBlobStore
-from indexer.case_store import SQLiteCaseStore
+from indexer.case_store import CaseStore, SQLiteCaseStore
+from indexer.es_accounts import ElasticsearchAccountStore
 from indexer.es_alerts import ElasticsearchAlertStore
 from indexer.es_audit import ElasticsearchAuditStore
+from indexer.es_cases import ElasticsearchCaseStore
 from indexer.es_common import ESConnection
 from indexer.es_store import ElasticsearchStore
 from indexer.es_vectors import ElasticsearchVectorIndex
@@ -66,6 +68,14 @@ AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = {  # by the record
 ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = {  # by the record store's name, like the audit log
     "sqlite": lambda s: SQLiteAlertStore(s.data_dir / "alerts.db"),
     "elasticsearch": lambda s: ElasticsearchAlertStore(_es(s).client(), s.es_prefix),
+}
+ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = {  # by the record store's name, like the audit log
+    "sqlite": lambda s: SQLiteAccountStore(s.data_dir / "accounts.db"),
+    "elasticsearch": lambda s: ElasticsearchAccountStore(_es(s).client(), s.es_prefix),
+}
+CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = {  # by the record store's name, like the audit log
+    "sqlite": lambda s: SQLiteCaseStore(s.data_dir / "cases.db"),
+    "elasticsearch": lambda s: ElasticsearchCaseStore(_es(s).client(), s.es_prefix),
 }
 
 
@@ -118,10 +128,12 @@ class Sightline:
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline,
                                     self.verifier)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
-        self.accounts = Accounts(AccountStore(settings.data_dir / "accounts.db"))
+        self.accounts = Accounts(ACCOUNT_BACKENDS.get(settings.store_backend, ACCOUNT_BACKENDS["sqlite"])(settings))
         # never purged with sightings; kept where the records are (one log for every machine with Elasticsearch)
         self.audit = AuditLog(AUDIT_BACKENDS.get(settings.store_backend, AUDIT_BACKENDS["sqlite"])(settings))
-        self.cases = CaseService(SQLiteCaseStore(settings.data_dir / "cases.db"), self.store)  # kept past retention
+        # kept past retention, where the records are (one set of cases for every machine with Elasticsearch)
+        self.cases = CaseService(CASE_BACKENDS.get(settings.store_backend, CASE_BACKENDS["sqlite"])(settings),
+                                 self.store)
         self.evidence = EvidencePackager(self.cases, self.store, self.blobs, settings.roads_geojson)
         self._workers: list[RetentionWorker] = []
         # Scale-out (SIGHTLINE_QUEUE): the frame queue, and alerts relayed between this process and the others.

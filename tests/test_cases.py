@@ -1,6 +1,7 @@
-"""Cases and evidence packages: the case store, the use-case's rules, and the API over real HTTP with the fake
-pipeline (no weights) — open a case, collect findings, refuse queries for a closed case, and export the evidence
-package, whose PDF text, CSV, GeoJSON and SHA-256 manifest are checked against the stored bytes."""
+"""Cases and evidence packages: the use-case's rules (the store's own: tests/test_case_account_contract.py), and
+the API over real HTTP with the fake pipeline (no weights) — open a case, collect findings, refuse queries for a
+closed case, and export the evidence package, whose PDF text, CSV, GeoJSON and SHA-256 manifest are checked against
+the stored bytes."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, ItemKind, SQLiteCaseStore
 from models.records import InputError
 from services.api.app import create_app
 from services.api.localserver import serving
@@ -29,35 +29,6 @@ T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone(timedelta(hours=8)))
 CAMERAS = [{"id": f"gate-{i}", "name": f"纪翟路 Gate {i}", "lon": 121.29 + i / 100, "lat": 31.21 + i / 200}
            for i in range(1, 4)]
 PLATE, OTHER = "皖AY766D", "沪B12345"
-
-
-def test_the_case_store_keeps_cases_items_and_notes_across_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "cases.db"
-    store = SQLiteCaseStore(path)
-    case = Case("c1", "2026/0412", "stolen car", "enquiry", "alice", T0)
-    store.create(case)
-    with pytest.raises(KeyError):
-        store.create(Case("c2", "2026/0412", "again", "x", "bob", T0))  # the number is taken
-    store.add_item(CaseItem("i1", "c1", ItemKind.TRAJECTORY, "alice", T0, "seen twice", [], PLATE, None,
-                            T0, T0 + timedelta(hours=2)))
-    store.add_item(CaseItem("i2", "c1", ItemKind.SIGHTING, "alice", T0, "", ["s1"], query="plates q=皖AY766D"))
-    store.add_note(CaseNote("n1", "c1", "alice", T0, "owner called"))
-    assert store.close_case("c1", "alice", T0 + timedelta(days=1))
-    assert not store.close_case("c1", "alice", T0)  # closed once
-    store.close()
-
-    again = SQLiteCaseStore(path)
-    got = again.by_ref("2026/0412")
-    assert got is not None and got.status is CaseStatus.CLOSED and got.closed_by == "alice"
-    assert got.created == T0 and again.get("c1") == got
-    items = again.items("c1")
-    assert [i.id for i in items] == ["i1", "i2"]
-    assert items[0].plate == PLATE and items[0].end == T0 + timedelta(hours=2) and items[0].note == "seen twice"
-    assert items[1].sighting_ids == ["s1"] and items[1].query == "plates q=皖AY766D"
-    assert [n.text for n in again.notes("c1")] == ["owner called"]
-    assert again.cases(CaseStatus.OPEN) == [] and [c.id for c in again.cases()] == ["c1"]
-    assert again.remove_item("c1", "i1") and not again.remove_item("c1", "i1")
-    again.close()
 
 
 def test_the_case_number_is_what_the_x_case_header_accepts() -> None:
