@@ -148,9 +148,15 @@ def join_double_row(plate: np.ndarray) -> np.ndarray:
     return np.hstack([top, bottom])
 
 
-def rectify(frame: np.ndarray, detection: PlateDetection) -> np.ndarray:
+def rectify(frame: np.ndarray, detection: PlateDetection) -> tuple[np.ndarray, np.ndarray]:
+    """(the plate warped upright, the plate as the readers read it: one row, a double-row plate's rows joined).
+
+    The colour classifier takes the first: it was trained on plates as they look, and on the one real double-row
+    plate of the eval data (`plates/unlabeled/hyperlpr_1.jpg`, yellow) it says yellow for that and green for the
+    joined rows.
+    """
     plate = warp_plate(frame, pad_corners(detection.corners))
-    return join_double_row(plate) if detection.layers == 2 else plate
+    return plate, (join_double_row(plate) if detection.layers == 2 else plate)
 
 
 # --- colour -------------------------------------------------------------------------------------
@@ -471,8 +477,9 @@ class PlateReader:
         """
         detections = self.detector.detect(frames, small_only=vehicle_crops)
         owners = [(i, d) for i, dets in enumerate(detections) for d in dets]
-        crops = [rectify(frames[i], d) for i, d in owners]
-        readings = self._read(crops, [d for _, d in owners], all_readers)
+        pairs = [rectify(frames[i], d) for i, d in owners]
+        readings = self._read([read for _, read in pairs], [d for _, d in owners], all_readers,
+                              [upright for upright, _ in pairs])
         out: list[list[PlateReading]] = [[] for _ in frames]
         for (i, _), reading in zip(owners, readings, strict=True):
             out[i].append(reading)
@@ -482,9 +489,11 @@ class PlateReader:
         """Read already-cropped plate images (no detection); corners are the crop's own corners."""
         return self._read(crops, [whole_image(c) for c in crops], all_readers)
 
-    def _read(self, crops: list[np.ndarray], detections: list[PlateDetection], all_readers: bool) -> list[PlateReading]:
+    def _read(self, crops: list[np.ndarray], detections: list[PlateDetection], all_readers: bool,
+              upright: list[np.ndarray] | None = None) -> list[PlateReading]:
+        """Read the crops (one row each); the colour from `upright`, the plates as they look (default: the crops)."""
         first = self.ppocr.read(crops)
-        colors = self.colors.classify(crops)
+        colors = self.colors.classify(crops if upright is None else upright)
         raw = [[r] for r in first]
         unsure = [k for k, r in enumerate(first) if all_readers or not ppocr_is_sure(r, colors[k])]
         for reader in self.second_opinions:

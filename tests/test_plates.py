@@ -260,6 +260,16 @@ def test_reads_a_known_green_photo(reader):
 
 
 @pytest.mark.models
+def test_a_real_double_row_plate_keeps_its_colour(reader):
+    """The one real double-row plate in the eval data: a truck's yellow plate, 22 × 13 px. It is found as double-row
+    and its colour is told from the plate as it looks (from the joined rows it was "green"); its text is unreadable
+    at that size, to the eye too, so it is not asserted."""
+    frame = cv2.imread(str(EVAL / "unlabeled" / "hyperlpr_1.jpg"))
+    (plate,) = reader.read_frames([frame])[0]
+    assert (plate.layers, plate.color) == (2, "yellow")
+
+
+@pytest.mark.models
 def test_frames_batch_with_and_without_plates(reader):
     photo = cv2.imread(str(EVAL / "full" / "0000.jpg"))
     blank = np.zeros((480, 640, 3), np.uint8)
