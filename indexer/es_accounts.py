@@ -56,7 +56,8 @@ class ElasticsearchAccountStore(AccountStore):
             return None
 
     def add_user(self, user: User, token_hash: str) -> None:
-        """The name first (create-only); then the token and the user, so a token never names a missing user."""
+        """The name first (create-only); then the token and the user, so a token never names a missing user; a
+        taken-over name is checked for at the end, as `ElasticsearchCaseStore.create` does for case numbers."""
         try:
             self.client.create(index=self.index["user-names"], id=user.name, document={"user_id": user.id})
         except ConflictError:
@@ -73,6 +74,11 @@ class ElasticsearchAccountStore(AccountStore):
         self.client.index(index=self.index["tokens"], id=token_hash, document={"user_id": user.id})
         self.client.index(index=self.index["users"], id=user.id, document=user_doc(user, token_hash, created),
                           refresh="wait_for")  # the listing shows the new user
+        if self.client.get(index=self.index["user-names"], id=user.name)["_source"]["user_id"] != user.id:
+            # only slow, not dead: another creation took the name over meanwhile, so this one withdraws
+            self.client.delete(index=self.index["users"], id=user.id, refresh="wait_for")
+            self.client.options(ignore_status=404).delete(index=self.index["tokens"], id=token_hash)
+            raise KeyError(user.name)
 
     def users(self) -> list[User]:
         return [user_from_doc(h["_source"]) for h in walk(self.client, self.index["users"], {"match_all": {}},

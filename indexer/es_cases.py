@@ -111,7 +111,9 @@ class ElasticsearchCaseStore(CaseStore):
 
     def create(self, case: Case) -> None:
         """The case number is taken first (create-only, by number); a number left taken by a creation that died
-        before its case was written is taken over, conditionally, so two takers still cannot both win."""
+        before its case was written is taken over, conditionally, so two takers still cannot both win. A creation
+        that was only slow, not dead, finds its number taken over when it checks after writing its case, and
+        withdraws it: a number never ends up naming two cases."""
         try:
             self.client.create(index=self.index["case-refs"], id=case.ref, document={"case_id": case.id},
                                refresh="wait_for")
@@ -125,6 +127,9 @@ class ElasticsearchCaseStore(CaseStore):
             except ConflictError:
                 raise KeyError(case.ref) from None
         self.client.index(index=self.index["cases"], id=case.id, document=case_doc(case), refresh="wait_for")
+        if self.client.get(index=self.index["case-refs"], id=case.ref)["_source"]["case_id"] != case.id:
+            self.client.delete(index=self.index["cases"], id=case.id, refresh="wait_for")
+            raise KeyError(case.ref)
 
     def get(self, case_id: str) -> Case | None:
         try:
