@@ -28,7 +28,7 @@ def account_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
         return {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
                 "mappings": {"dynamic": False, "properties": properties}}
 
-    return {"users": body({"name": KEYWORD}), "user-names": body({"user_id": KEYWORD}),
+    return {"users": body({"id": KEYWORD, "name": KEYWORD}), "user-names": body({"user_id": KEYWORD}),
             "tokens": body({"user_id": KEYWORD}),
             "sessions": body({"user_id": KEYWORD, "token_hash": KEYWORD, "expires": {"type": "date_nanos"}})}
 
@@ -82,7 +82,7 @@ class ElasticsearchAccountStore(AccountStore):
 
     def users(self) -> list[User]:
         return [user_from_doc(h["_source"]) for h in walk(self.client, self.index["users"], {"match_all": {}},
-                                                          [{"name": "asc"}])]
+                                                          [{"name": "asc"}, {"id": "asc"}])]
 
     def user_by_name(self, name: str) -> User | None:
         held = self._get("user-names", name)
