@@ -14,7 +14,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from indexer.accounts_store import AccountStore
-from indexer.es_common import ensure_index, walk
+from indexer.es_common import ensure_indices, small_index, walk
 from indexer.es_store import from_iso, iso
 from models.accounts import Role, User
 
@@ -24,13 +24,11 @@ KEYWORD = {"type": "keyword"}
 def account_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """Index suffix → settings and mappings (what is searched: names to list users, a user's sessions to end them,
     expiry to drop old sessions)."""
-    def body(properties: dict[str, Any]) -> dict[str, Any]:
-        return {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
-                "mappings": {"dynamic": False, "properties": properties}}
-
-    return {"users": body({"id": KEYWORD, "name": KEYWORD}), "user-names": body({"user_id": KEYWORD}),
-            "tokens": body({"user_id": KEYWORD}),
-            "sessions": body({"user_id": KEYWORD, "token_hash": KEYWORD, "expires": {"type": "date_nanos"}})}
+    return {"users": small_index({"id": KEYWORD, "name": KEYWORD}, replicas),
+            "user-names": small_index({"user_id": KEYWORD}, replicas),
+            "tokens": small_index({"user_id": KEYWORD}, replicas),
+            "sessions": small_index({"user_id": KEYWORD, "token_hash": KEYWORD, "expires": {"type": "date_nanos"}},
+                                    replicas)}
 
 
 def user_doc(user: User, token_hash: str, created: datetime) -> dict[str, Any]:
@@ -45,9 +43,7 @@ def user_from_doc(src: dict[str, Any]) -> User:
 class ElasticsearchAccountStore(AccountStore):
     def __init__(self, client: Elasticsearch, prefix: str = "sightline", replicas: int = 1):
         self.client = client
-        self.index = {suffix: f"{prefix}-{suffix}" for suffix in account_index_bodies()}
-        for suffix, body in account_index_bodies(replicas).items():
-            ensure_index(client, self.index[suffix], body)
+        self.index = ensure_indices(client, prefix, account_index_bodies(replicas))
 
     def _get(self, suffix: str, doc_id: str) -> dict[str, Any] | None:
         try:

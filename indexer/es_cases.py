@@ -17,7 +17,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind
-from indexer.es_common import ensure_index, walk
+from indexer.es_common import ensure_indices, small_index, walk
 from indexer.es_store import from_iso, iso
 
 KEYWORD = {"type": "keyword"}
@@ -25,21 +25,16 @@ CLOSE_SCRIPT = ("if (ctx._source.status == params.open) { ctx._source.status = p
                 "ctx._source.closed = params.at; ctx._source.closed_by = params.by } else { ctx.op = 'noop' }")
 
 
-def _body(properties: dict[str, Any], replicas: int) -> dict[str, Any]:
-    return {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
-            "mappings": {"dynamic": False, "properties": properties}}
-
-
 def case_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """Index suffix → settings and mappings: only what is filtered or sorted on is mapped (titles, reasons, notes
     and the rest stay in _source, of any length); times are date_nanos, exact to the microsecond."""
     when = {"type": "date_nanos"}
     return {
-        "cases": _body({"id": KEYWORD, "ref": KEYWORD, "owner": KEYWORD, "created": when, "status": KEYWORD,
-                        "closed": when, "closed_by": KEYWORD}, replicas),
-        "case-refs": _body({"case_id": KEYWORD}, replicas),
-        "case-items": _body({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
-        "case-notes": _body({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
+        "cases": small_index({"id": KEYWORD, "ref": KEYWORD, "owner": KEYWORD, "created": when, "status": KEYWORD,
+                              "closed": when, "closed_by": KEYWORD}, replicas),
+        "case-refs": small_index({"case_id": KEYWORD}, replicas),
+        "case-items": small_index({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
+        "case-notes": small_index({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
     }
 
 
@@ -104,9 +99,7 @@ class _Sequence:
 class ElasticsearchCaseStore(CaseStore):
     def __init__(self, client: Elasticsearch, prefix: str = "sightline", replicas: int = 1):
         self.client = client
-        self.index = {suffix: f"{prefix}-{suffix}" for suffix in case_index_bodies()}
-        for suffix, body in case_index_bodies(replicas).items():
-            ensure_index(client, self.index[suffix], body)
+        self.index = ensure_indices(client, prefix, case_index_bodies(replicas))
         self.seq = _Sequence()
 
     def create(self, case: Case) -> None:

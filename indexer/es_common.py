@@ -76,6 +76,21 @@ def ensure_index(client: Elasticsearch, name: str, body: dict[str, Any]) -> None
         client.options(ignore_status=400).indices.create(index=name, **body)  # 400: another process was first
 
 
+def small_index(properties: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """The create body of an index of few documents: one shard; only `properties` are indexed, the rest of a
+    document stays in _source (dynamic false: no mapping grows from what is written)."""
+    return {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+            "mappings": {"dynamic": False, "properties": properties}}
+
+
+def ensure_indices(client: Elasticsearch, prefix: str, bodies: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """`ensure_index` for each `<prefix>-<suffix>` of `bodies` (suffix → create body); returns suffix → name."""
+    names = {suffix: f"{prefix}-{suffix}" for suffix in bodies}
+    for suffix, body in bodies.items():
+        ensure_index(client, names[suffix], body)
+    return names
+
+
 def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(values), size):
         yield values[i:i + size]
