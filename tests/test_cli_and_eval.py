@@ -124,6 +124,20 @@ def test_eval_reid_rerank_lifts_vehicle_matching_above_the_embedding_alone(eval_
     assert all(k["rank1"] >= k["rank1_plain"] for k in kinds.values())
 
 
+@pytest.mark.models
+def test_bench_photo_search_says_by_kind_whether_verification_had_the_match(tmp_path: Path, model_dir: Path) -> None:
+    """The gallery alone (no distractors): the JSON the benchmark prints, and per kind of vehicle whether the query's
+    vehicle was among the candidates verified; a right answer always was (verification only raises scores)."""
+    result = sightline("bench", "photo-search", "--sightings", "0", data=tmp_path / "data", models=model_dir)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    kinds = figures["by_kind"]
+    assert set(kinds) == {"bus", "car", "motorcycle", "truck"}
+    assert sum(k["queries"] for k in kinds.values()) == figures["queries"] == 35
+    assert all(k["match_verified"] >= k["rank1"] for k in kinds.values())
+    assert figures["stored_features"]["rank1"] >= 0.8 and figures["stored_path_fallbacks"] == 0
+
+
 def test_rank1_by_kind_splits_the_queries_by_their_identity_names_prefix() -> None:
     from services.bench.evaluation import rank1_by_kind
 

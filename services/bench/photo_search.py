@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -73,6 +74,7 @@ class _TimedSearch(SearchService):
     clock: _Clock
     from_crops = False
     before_verify: Sighting | None = None
+    candidates: list[str] = []  # the sightings the last query verified, by id
 
     def probe(self, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list]:
         return self.clock.timed("probe", super().probe, data, kind, pick)  # type: ignore[return-value]
@@ -83,6 +85,7 @@ class _TimedSearch(SearchService):
 
     def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
         self.before_verify = ranked[0].sighting if ranked else None
+        self.candidates = [h.sighting.id for h in ranked[: self.verifier.top_k]]
         return self.clock.timed("verify", super().verify, probe, ranked)  # type: ignore[return-value]
 
     def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
@@ -190,6 +193,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         runs: dict[str, dict[str, list[float]]] = {m: {s: [] for s in (*STAGES, "total", "cpu")} for m in modes}
         right = {m: 0 for m in modes}
         plain_right, distractors_verified, fallbacks = 0, [], 0
+        by_kind: dict[str, Counter[str]] = {}  # per kind of vehicle (the identity's folder prefix), stored path
         for q, (who, path) in enumerate(queries):
             data = path.read_bytes()
             for mode in (modes if q % 2 == 0 else modes[::-1]):  # interleaved, alternating who goes first
@@ -208,7 +212,11 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
                 top = result.results[0].sighting.id if result.results else None
                 right[mode] += who_is.get(top or "") == who
                 if mode == "stored":
-                    plain_right += search.before_verify is not None and who_is.get(search.before_verify.id) == who
+                    plain = search.before_verify is not None and who_is.get(search.before_verify.id) == who
+                    plain_right += plain
+                    tally = by_kind.setdefault(who.split("_", 1)[0], Counter())
+                    tally.update(queries=1, rank1=int(who_is.get(top or "") == who), rank1_unverified=int(plain),
+                                 match_verified=int(any(who_is.get(c) == who for c in search.candidates)))
                     verified = [h for h in result.results if "local_inliers" in h.why]
                     fallbacks += sum(h.why.get("local_stored") == 0.0 for h in verified)
                     distractors_verified.append(sum(h.sighting.id not in who_is for h in verified))
@@ -222,6 +230,10 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
             "crop_features": {"p50_ms": _stats(runs["crops"]["total"])["p50"], **{
                 f"{k}_ms": _stats(v) for k, v in runs["crops"].items()}, "rank1": round(right["crops"] / n, 4)},
             "rank1_unverified": round(plain_right / n, 4),
+            # match_verified: the query's vehicle was among the candidates verified (else no verification can help)
+            "by_kind": {kind: {"queries": t["queries"], **{k: round(t[k] / t["queries"], 4) for k in
+                                                            ("rank1", "rank1_unverified", "match_verified")}}
+                        for kind, t in sorted(by_kind.items())},
             "distractors_among_verified_top10_mean": round(float(np.mean(distractors_verified)), 2),
             "stored_path_fallbacks": fallbacks,
             "notes": "wall-clock ms (cpu_ms: this process's CPU time, all threads); decode = probe minus detect "
