@@ -88,8 +88,8 @@ class FramePipeline(Protocol):
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
         """The appearance vector (and for a vehicle its colour, type and plate) of one cropped object."""
 
-    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
-        """Appearance vectors of cropped vehicles or people, batched, and the model's version (re-embedding)."""
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> np.ndarray:
+        """Appearance vectors of cropped vehicles or people, batched (re-embedding), by `embedding_version`'s model."""
 
     def embedding_version(self, kind: str) -> str:
         """The version of the model that embeds `kind` today: what a sighting's `model_versions["embedding"]`

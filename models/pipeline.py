@@ -87,8 +87,7 @@ class Pipeline:
 
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
         """Embed one cropped vehicle or person; a vehicle also gets its colour, type and best plate read."""
-        embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
-        described = ObjectDescription(embedder.embed([image])[0])
+        described = ObjectDescription(self._embedder(kind).embed([image])[0])
         if kind == SightingKind.VEHICLE:
             # The photo is the vehicle: no detector class, the photo's own edges are the scene.
             attrs = VehicleAttributes()
@@ -102,12 +101,15 @@ class Pipeline:
             described.plate = max(readings, key=lambda r: r.score).text if readings else None
         return described
 
-    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
-        embedder = self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
-        return embedder.embed(crops), embedder.version
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> np.ndarray:
+        return self._embedder(kind).embed(crops)
 
     def embedding_version(self, kind: str) -> str:
-        return (self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder).version
+        return self._embedder(kind).version
+
+    def _embedder(self, kind: str) -> CropEmbedder | ConcatEmbedder:
+        """The model that embeds a vehicle or a person crop."""
+        return self.vehicle_embedder if kind == SightingKind.VEHICLE else self.person_embedder
 
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector (None: no face, or faces are switched off)."""

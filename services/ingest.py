@@ -193,7 +193,7 @@ class Ingestor:
                 else:
                     crops.append((s.id, image))
             if crops:
-                vectors, report.model = pipeline.embed_crops([c for _, c in crops], space)
+                vectors = pipeline.embed_crops([c for _, c in crops], space)
                 report.replaced += self.store.replace_vectors(
                     [StoredVector(sid, space, v) for (sid, _), v in zip(crops, vectors, strict=True)], report.model)
                 # the old vectors leave this process's index now (another process's drops them when it next opens)

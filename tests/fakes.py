@@ -123,9 +123,8 @@ class FakePipeline:
             described.vehicle_color = _colour(image)
         return described
 
-    def embed_crops(self, crops: list[np.ndarray], kind: str) -> tuple[np.ndarray, str]:
-        vectors = np.array([self.embed(c, kind) for c in crops], np.float32).reshape(len(crops), SPACES[kind])
-        return vectors, FAKE_VERSION["embedding"]
+    def embed_crops(self, crops: list[np.ndarray], kind: str) -> np.ndarray:
+        return np.array([self.embed(c, kind) for c in crops], np.float32).reshape(len(crops), SPACES[kind])
 
     def embedding_version(self, kind: str) -> str:
         return FAKE_VERSION["embedding"]
