@@ -141,15 +141,10 @@ class Verifier:
     def bonus(self, inliers: np.ndarray) -> np.ndarray:
         return self.weight * np.minimum(np.asarray(inliers, dtype=np.float32), self.cap)
 
-    def rerank(self, sims: np.ndarray, queries: Callable[[int], np.ndarray], gallery: Callable[[int], np.ndarray],
-               valid: np.ndarray | None = None) -> np.ndarray:
-        """A (query × gallery) similarity matrix with each row's top_k valid entries raised by their inliers."""
-        return np.asarray(sims, np.float32) + self.bonus(self.inlier_matrix(sims, queries, gallery, valid))
-
     def inlier_matrix(self, sims: np.ndarray, queries: Callable[[int], np.ndarray],
                       gallery: Callable[[int], np.ndarray], valid: np.ndarray | None = None) -> np.ndarray:
-        """Inliers of each row's top_k valid entries by similarity, 0 elsewhere (no bonus): what `rerank` adds,
-        before the weight, so an evaluation can weigh it again without matching again.
+        """Inliers of each row's top_k valid entries by similarity, 0 elsewhere (no bonus): `sims + bonus(...)` is
+        the re-ranked matrix, and an evaluation can weigh the inliers again without matching again.
 
         `queries(i)` / `gallery(j)` load images on demand: only the verified ones are read, each once.
         """
