@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -61,19 +62,21 @@ VECTOR_BACKENDS: dict[str, Callable[[Settings, str, int, RecordStore], VectorInd
 
 WRITE_ONLY_VECTOR_BACKENDS = {"store-only"}  # outside the vector contract: they keep nothing to search
 
-AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = {  # by the record store's name
+T = TypeVar("T")
+# The stores that live where the records do, by the record store's name (`_beside_records` opens them)
+AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = {
     "sqlite": lambda s: SQLiteAuditStore(s.data_dir / "audit.db"),
     "elasticsearch": lambda s: ElasticsearchAuditStore(_es(s).client(), s.es_prefix),
 }
-ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = {  # by the record store's name, like the audit log
+ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = {
     "sqlite": lambda s: SQLiteAlertStore(s.data_dir / "alerts.db"),
     "elasticsearch": lambda s: ElasticsearchAlertStore(_es(s).client(), s.es_prefix),
 }
-ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = {  # by the record store's name, like the audit log
+ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = {
     "sqlite": lambda s: SQLiteAccountStore(s.data_dir / "accounts.db"),
     "elasticsearch": lambda s: ElasticsearchAccountStore(_es(s).client(), s.es_prefix),
 }
-CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = {  # by the record store's name, like the audit log
+CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = {
     "sqlite": lambda s: SQLiteCaseStore(s.data_dir / "cases.db"),
     "elasticsearch": lambda s: ElasticsearchCaseStore(_es(s).client(), s.es_prefix),
 }
@@ -90,6 +93,12 @@ def _es(settings: Settings) -> ESConnection:
 def _blobs(settings: Settings) -> BlobStore:
     """Crops in a folder several machines share (SIGHTLINE_BLOBS), else under this machine's data folder."""
     return SharedFolderBlobStore(settings.blobs_dir) if settings.blobs_dir else FileBlobStore(settings.crops_dir)
+
+
+def _beside_records(table: dict[str, Callable[[Settings], T]], settings: Settings) -> T:
+    """Open the store of `table` that lives where the records do (Elasticsearch's for the elasticsearch record
+    store, so that every machine shares it; else SQLite's in the data folder)."""
+    return table.get(settings.store_backend, table["sqlite"])(settings)
 
 
 def _backend(table: dict, name: str, what: str):  # noqa: ANN202 - one of the tables above
@@ -116,7 +125,7 @@ class Sightline:
                                                 for space, dim in SPACES.items()}
         self.blobs: BlobStore = _blobs(settings)
         # watchlists, rules, alerts and deliveries: shared by every replica and worker with Elasticsearch
-        self.alert_store: AlertStore = ALERT_BACKENDS.get(settings.store_backend, ALERT_BACKENDS["sqlite"])(settings)
+        self.alert_store: AlertStore = _beside_records(ALERT_BACKENDS, settings)
         self.plates = PlateDictionary(self.store)
         self.outbound = OutboundPolicy(settings.outbound_allow)  # where webhooks and streams may connect
         self.delivery = AlertDelivery(self.alert_store, self.outbound)
@@ -128,12 +137,9 @@ class Sightline:
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline,
                                     self.verifier)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
-        self.accounts = Accounts(ACCOUNT_BACKENDS.get(settings.store_backend, ACCOUNT_BACKENDS["sqlite"])(settings))
-        # never purged with sightings; kept where the records are (one log for every machine with Elasticsearch)
-        self.audit = AuditLog(AUDIT_BACKENDS.get(settings.store_backend, AUDIT_BACKENDS["sqlite"])(settings))
-        # kept past retention, where the records are (one set of cases for every machine with Elasticsearch)
-        self.cases = CaseService(CASE_BACKENDS.get(settings.store_backend, CASE_BACKENDS["sqlite"])(settings),
-                                 self.store)
+        self.accounts = Accounts(_beside_records(ACCOUNT_BACKENDS, settings))
+        self.audit = AuditLog(_beside_records(AUDIT_BACKENDS, settings))  # never purged with sightings
+        self.cases = CaseService(_beside_records(CASE_BACKENDS, settings), self.store)  # kept past retention
         self.evidence = EvidencePackager(self.cases, self.store, self.blobs, settings.roads_geojson)
         self._workers: list[RetentionWorker] = []
         # Scale-out (SIGHTLINE_QUEUE): the frame queue, and alerts relayed between this process and the others.
