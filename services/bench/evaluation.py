@@ -140,11 +140,16 @@ def cross_validate_verifier(sims: np.ndarray, inliers: np.ndarray, labels: np.nd
             "mAP": round(float(np.mean(aps)), 4), "chosen_per_fold": dict(chosen)}
 
 
+def identity_kind(identity: str) -> str:
+    """The kind an identity's folder names before its first "_" (motorcycle_0055 → motorcycle); "" without one."""
+    return identity.split("_", 1)[0] if "_" in identity else ""
+
+
 def rank1_by_kind(named_sims: dict[str, np.ndarray], labels: np.ndarray, cameras: np.ndarray) -> dict | None:
     """Rank-1 of each kind of identity (the folder name's prefix: motorcycle_0055 → motorcycle), for each named
     similarity matrix, each query still searching the whole other-camera gallery: where re-identification fails
     (look-alike motorcycles, say). None unless every identity is named <kind>_<n> and there are two kinds."""
-    kinds = np.array([label.split("_", 1)[0] if "_" in label else "" for label in labels])
+    kinds = np.array([identity_kind(label) for label in labels])
     if "" in kinds or len(set(kinds)) < 2:
         return None
     out: dict[str, dict[str, float | int]] = {}

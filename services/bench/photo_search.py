@@ -31,7 +31,7 @@ from indexer.store import FrameRecord, StoredVector
 from models.observations import Detection, FramePipeline, ObjectDescription, Observation
 from models.records import BBox, Camera, InputError, Sighting, SightingKind, VehicleAttributes
 from models.rerank import LocalFeatures, features_key
-from services.bench.evaluation import labelled_images
+from services.bench.evaluation import identity_kind, labelled_images
 from services.ingest import PhotoJob
 from services.search import Filters, Hit, Probe, SearchService
 from services.settings import Settings
@@ -214,7 +214,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
                 if mode == "stored":
                     plain = search.before_verify is not None and who_is.get(search.before_verify.id) == who
                     plain_right += plain
-                    tally = by_kind.setdefault(who.split("_", 1)[0], Counter())
+                    tally = by_kind.setdefault(identity_kind(who), Counter())
                     tally.update(queries=1, rank1=int(who_is.get(top or "") == who), rank1_unverified=int(plain),
                                  match_verified=int(any(who_is.get(c) == who for c in search.candidates)))
                     verified = [h for h in result.results if "local_inliers" in h.why]
