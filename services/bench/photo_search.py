@@ -74,7 +74,7 @@ class _TimedSearch(SearchService):
     clock: _Clock
     from_crops = False
     before_verify: Sighting | None = None
-    candidates: list[str] = []  # the sightings the last query verified, by id
+    candidates: tuple[str, ...] = ()  # the sightings the last query verified, by id
 
     def probe(self, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list]:
         return self.clock.timed("probe", super().probe, data, kind, pick)  # type: ignore[return-value]
@@ -85,7 +85,7 @@ class _TimedSearch(SearchService):
 
     def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
         self.before_verify = ranked[0].sighting if ranked else None
-        self.candidates = [h.sighting.id for h in ranked[: self.verifier.top_k]]
+        self.candidates = tuple(h.sighting.id for h in ranked[: self.verifier.top_k])
         return self.clock.timed("verify", super().verify, probe, ranked)  # type: ignore[return-value]
 
     def local_features(self, sighting: Sighting) -> tuple[LocalFeatures | None, bool]:
