@@ -42,9 +42,8 @@ class Observation:
 
 @dataclass
 class ObjectDescription:
-    """What a photo search knows of the object it looks for: its appearance vector and what it shows."""
+    """What a photo search reads off a vehicle it looks for, beside its appearance vector: colour, type and plate."""
 
-    vector: np.ndarray
     vehicle_color: str | None = None
     vehicle_type: str | None = None
     plate: str | None = None
@@ -86,7 +85,7 @@ class FramePipeline(Protocol):
         """One observation per finished video track, from its best views."""
 
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
-        """The appearance vector (and for a vehicle its colour, type and plate) of one cropped object."""
+        """A cropped vehicle's colour, type and plate (a person's: nothing); its vector comes from `embed_crops`."""
 
     def embed_crops(self, crops: list[np.ndarray], kind: str) -> np.ndarray:
         """Appearance vectors of cropped vehicles or people, batched (re-embedding), by `embedding_version`'s model."""

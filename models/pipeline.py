@@ -86,8 +86,9 @@ class Pipeline:
         return self.face_detector.detect(frame) if self.face_detector is not None else []
 
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
-        """Embed one cropped vehicle or person; a vehicle also gets its colour, type and best plate read."""
-        described = ObjectDescription(self._embedder(kind).embed([image])[0])
+        """A cropped vehicle's colour, type and best plate read (not its vector: a search reads these while it
+        searches by the vector)."""
+        described = ObjectDescription()
         if kind == SightingKind.VEHICLE:
             # The photo is the vehicle: no detector class, the photo's own edges are the scene.
             attrs = VehicleAttributes()

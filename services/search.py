@@ -79,7 +79,6 @@ class Probe:
     kind: SightingKind
     bbox: BBox
     image: np.ndarray
-    described: ObjectDescription  # its appearance vector, and for a vehicle its colour, type and plate
 
 
 @dataclass
@@ -145,7 +144,7 @@ class SearchService:
         return self.store.query(filters.query(self.store, kind, limit, offset, newest_first))
 
     def probe(self, data: bytes, kind: str, pick: int | None) -> tuple[Probe, list[DetectedObject]]:
-        """Detect the objects of `kind`; take the one picked (largest first) or the largest; embed and describe it.
+        """Detect the objects of `kind`; take the one picked (largest first) or the largest.
 
         A photo with no detection of that kind is taken as a crop of the object itself.
         """
@@ -160,7 +159,7 @@ class SearchService:
         h, w = frame.shape[:2]
         box = found[pick or 0].bbox if found else BBox(0, 0, w, h)
         image = crop(frame, box)
-        return Probe(SightingKind(kind), box, image, pipeline.describe_object(image, kind)), objects
+        return Probe(SightingKind(kind), box, image), objects
 
     def nearest(self, space: str, vector: np.ndarray, k: int, filters: Filters, kind: str
                 ) -> list[tuple[Sighting, float]]:
@@ -200,14 +199,13 @@ class SearchService:
         hits = self.nearest(seed.embedding_space, vector, k, filters, seed.kind)
         return [s for s, score in hits if score >= min_similarity]
 
-    def verify(self, probe: Probe, ranked: list[Hit]) -> list[Hit]:
-        """Geometric verification of the leading candidates against their local features (models/rerank.py).
+    def verify(self, query: LocalFeatures, ranked: list[Hit]) -> list[Hit]:
+        """Geometric verification of the leading candidates against the probe's local features (models/rerank.py).
 
         Stickers, dents and ornaments matched under one homography lift the same vehicle above look-alikes;
         a candidate with neither stored features nor a readable crop keeps its score. `why` says how many
         inliers, the bonus, and whether the candidate's features were stored at ingest (1) or re-extracted (0).
         """
-        query = self.verifier.extract(probe.image)
         leading = ranked[: self.verifier.top_k]
 
         def inliers(hit: Hit) -> tuple[int, bool] | None:
@@ -245,11 +243,29 @@ class SearchService:
 
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)
-        ranked = rerank(probe.described, self.nearest(kind, probe.described.vector, max(k * 5, 50), filters, kind))
-        ranked = (self.verify(probe, ranked) if kind == SightingKind.VEHICLE else ranked)[:k]
-        seen = probe.described
+        if kind == SightingKind.VEHICLE:
+            seen, ranked = self._vehicle_hits(probe, max(k * 5, 50), filters)
+        else:
+            seen, vector = ObjectDescription(), self.get_pipeline().embed_crops([probe.image], kind)[0]
+            ranked = rerank(seen, self.nearest(kind, vector, max(k * 5, 50), filters, kind))
         summary = ProbeSummary(kind, probe.bbox.as_list(), seen.vehicle_color, seen.vehicle_type, seen.plate)
-        return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked])
+        return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked[:k]])
+
+    def _vehicle_hits(self, probe: Probe, k: int, filters: Filters) -> tuple[ObjectDescription, list[Hit]]:
+        """The k nearest vehicles, re-ranked by what the photo shows and verified, with what it shows.
+
+        The colour, type and plate and the local features are read while the index is searched: the exact scan is
+        bound by memory, so the models beside it cost the query little. (Started before the embedding too, they
+        only slowed it: both are compute.)
+        """
+        pipeline = self.get_pipeline()
+        vector = pipeline.embed_crops([probe.image], probe.kind)[0]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe") as lane:
+            described = lane.submit(pipeline.describe_object, probe.image, probe.kind)
+            features = lane.submit(self.verifier.extract, probe.image)
+            hits = self.nearest(probe.kind, vector, k, filters, probe.kind)
+            seen = described.result()
+            return seen, self.verify(features.result(), rerank(seen, hits))
 
     def face(self, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> FaceSearchResult:
         face = self.get_pipeline().subject_face(decode_image(data))

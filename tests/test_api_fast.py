@@ -65,7 +65,7 @@ def test_the_fake_pipeline_sees_what_was_scripted_and_embeds_the_pixels() -> Non
     assert seen.vector.shape == (SPACES["vehicle"],) and np.linalg.norm(seen.vector) == pytest.approx(1.0, abs=1e-5)
     assert np.array_equal(FakePipeline().process([a.copy()])[0][0].vector, seen.vector)  # same photo, same vector
     assert float(seen.vector @ fake.process([b])[0][0].vector) < 0.9  # another photo, another vector
-    assert np.allclose(fake.describe_object(a, "vehicle").vector, seen.vector, atol=1e-6)  # a photo search's probe
+    assert np.allclose(fake.embed_crops([a], "vehicle")[0], seen.vector, atol=1e-6)  # a photo search's probe
     fake.script(jpeg(2), [person(BBox(0, 0, 50, 90), gender="female"), face(BBox(10, 5, 30, 30), parent=0)])
     people, faces = fake.process([b])[0]
     assert (people.kind, people.attributes.gender, faces.kind, faces.parent) == ("person", "female", "face", 0)
@@ -207,6 +207,8 @@ def test_image_search_finds_the_same_photo_first(api: httpx.Client) -> None:
         assert body["results"][0]["why"]["appearance"] == pytest.approx(1.0, abs=1e-3)
         assert body["results"][1]["why"]["appearance"] < 0.9  # another photo is another car
         assert body["objects"][0]["label"] == "car"
+        # what the photo shows is read beside the index search and reaches the answer
+        assert body["probe"]["vehicle_color"] == body["results"][0]["sighting"]["attributes"]["vehicle_color"]
     narrowed = api.post("/search/image", files={"file": ("q.jpg", photos[2], "image/jpeg")},
                         data={"kind": "vehicle", "filters": json.dumps({"camera_ids": ["gate-2"]})})
     assert narrowed.status_code == 200 and narrowed.json()["results"] == []

@@ -234,7 +234,7 @@ def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
 
 def test_an_unknown_colour_neither_helps_nor_hurts_a_photo_match() -> None:
     """A colour classifier that could not tell says "unknown": it must not count as a colour that differs."""
-    probe = ObjectDescription(np.ones(4, np.float32), vehicle_color="white", vehicle_type="car")
+    probe = ObjectDescription(vehicle_color="white", vehicle_type="car")
 
     def hit(color: str) -> tuple[Sighting, float]:
         return Sighting(f"s-{color}", "c1", datetime(2026, 11, 2, tzinfo=timezone.utc), "vehicle", BBox(0, 0, 1, 1),
