@@ -49,6 +49,7 @@ class OpenVinoModel:
         self.batched = False
         if input_shape is not None:
             model.reshape({self.input_names[0]: ov.PartialShape(input_shape)})
+            self.batched = input_shape[0] == -1  # a dynamic batch given with the shape: a batch runs in one call
         elif dynamic_batch and len(model.inputs) == 1:
             shape = model.inputs[0].get_partial_shape()
             try:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.detectors import FaceDetector, ObjectDetector
+from models.plates import PpOcrReader
 from models.registry import model_path
 from models.runtime import OpenVinoModel
 
@@ -53,3 +54,17 @@ def test_static_batches_answer_what_the_dynamic_batch_answers(model_dir: Path, e
         assert np.allclose([d.bbox.as_list() for d in got], [d.bbox.as_list() for d in want], atol=3.0)
     (single,) = static.detect(frames[:1])  # a batch below 4 runs too
     assert single
+
+
+@pytest.mark.models
+def test_a_shape_with_a_dynamic_batch_runs_a_batch_in_one_call(eval_dir: Path) -> None:
+    """PP-OCR is given its input shape with a dynamic batch: a batch of plates is one inference, not one a plate,
+    and reads what the plates read one by one."""
+    reader = PpOcrReader()
+    plates = [cv2.imread(str(p)) for p in sorted((eval_dir / "plates" / "crops").glob("*.jpg"))[:5]]
+    calls = []
+    run = reader.model._run
+    reader.model._run = lambda batch, *rest: calls.append(len(batch)) or run(batch, *rest)  # type: ignore[method-assign]
+    together = reader.read(plates)
+    assert calls == [5]
+    assert [r.text for r in together] == [reader.read([p])[0].text for p in plates]
