@@ -207,7 +207,7 @@ def test_image_search_finds_the_same_photo_first(api: httpx.Client) -> None:
         assert body["results"][0]["why"]["appearance"] == pytest.approx(1.0, abs=1e-3)
         assert body["results"][1]["why"]["appearance"] < 0.9  # another photo is another car
         assert body["objects"][0]["label"] == "car"
-        # what the photo shows is read beside the index search and reaches the answer
+        # what the photo shows (its colour, read by describe_object) reaches the answer
         assert body["probe"]["vehicle_color"] == body["results"][0]["sighting"]["attributes"]["vehicle_color"]
     narrowed = api.post("/search/image", files={"file": ("q.jpg", photos[2], "image/jpeg")},
                         data={"kind": "vehicle", "filters": json.dumps({"camera_ids": ["gate-2"]})})

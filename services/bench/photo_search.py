@@ -57,7 +57,7 @@ class _Clock:
 
 class _TimedPipeline:
     """The real pipeline, timed: detect, embed_crops (the probe's vector) and describe_object (its colour, type
-    and plate, read beside the index search)."""
+    and plate)."""
 
     def __init__(self, inner: FramePipeline, clock: _Clock):
         self.inner, self.clock = inner, clock
@@ -241,8 +241,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
             "distractors_among_verified_top10_mean": round(float(np.mean(distractors_verified)), 2),
             "stored_path_fallbacks": fallbacks,
             "notes": "wall-clock ms (cpu_ms: this process's CPU time, all threads); decode = probe minus detect; "
-                     "embed = the probe's vector; describe = its colour, type and plate, read beside search (as are "
-                     "its local features), so the stages add up to more than the total; "
+                     "embed = the probe's vector; describe = its colour, type and plate; "
                      "the two paths are interleaved query by query on the same warm store",
         }
     finally:
