@@ -243,25 +243,17 @@ class SearchService:
 
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)
+        pipeline = self.get_pipeline()
+        hits = self.nearest(kind, pipeline.embed_crops([probe.image], kind)[0], max(k * 5, 50), filters, kind)
+        # One step after another: reading the colour, type, plate and local features in threads beside the index
+        # scan only moved the time (`bench photo-search` at 100k, 3 runs alternated: p50 123 / 106 / 101 ms against
+        # 105 / 110 / 115), as both cores are busy either way.
+        seen = pipeline.describe_object(probe.image, kind)
+        ranked = rerank(seen, hits)
         if kind == SightingKind.VEHICLE:
-            seen, ranked = self._vehicle_hits(probe, max(k * 5, 50), filters)
-        else:
-            seen, vector = ObjectDescription(), self.get_pipeline().embed_crops([probe.image], kind)[0]
-            ranked = rerank(seen, self.nearest(kind, vector, max(k * 5, 50), filters, kind))
+            ranked = self.verify(self.verifier.extract(probe.image), ranked)
         summary = ProbeSummary(kind, probe.bbox.as_list(), seen.vehicle_color, seen.vehicle_type, seen.plate)
         return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked[:k]])
-
-    def _vehicle_hits(self, probe: Probe, k: int, filters: Filters) -> tuple[ObjectDescription, list[Hit]]:
-        """The k nearest vehicles, re-ranked by what the photo shows and verified, with what it shows.
-
-        One step after another: reading the colour, type, plate and local features in threads beside the index scan
-        only moved the time (`bench photo-search` at 100k, 3 runs alternated: p50 123 / 106 / 101 ms against
-        105 / 110 / 115), as both cores are busy either way.
-        """
-        pipeline = self.get_pipeline()
-        hits = self.nearest(probe.kind, pipeline.embed_crops([probe.image], probe.kind)[0], k, filters, probe.kind)
-        seen = pipeline.describe_object(probe.image, probe.kind)
-        return seen, self.verify(self.verifier.extract(probe.image), rerank(seen, hits))
 
     def face(self, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> FaceSearchResult:
         face = self.get_pipeline().subject_face(decode_image(data))
