@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from elasticsearch import Elasticsearch
 
 from indexer.accounts_store import AccountStore, SQLiteAccountStore
 from indexer.alert_store import AlertStore, SQLiteAlertStore
@@ -63,24 +65,24 @@ VECTOR_BACKENDS: dict[str, Callable[[Settings, str, int, RecordStore], VectorInd
 WRITE_ONLY_VECTOR_BACKENDS = {"store-only"}  # outside the vector contract: they keep nothing to search
 
 T = TypeVar("T")
-# The stores that live where the records do, by the record store's name (`_beside_records` opens them)
-AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = {
-    "sqlite": lambda s: SQLiteAuditStore(s.data_dir / "audit.db"),
-    "elasticsearch": lambda s: ElasticsearchAuditStore(_es(s).client(), s.es_prefix),
-}
-ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = {
-    "sqlite": lambda s: SQLiteAlertStore(s.data_dir / "alerts.db"),
-    "elasticsearch": lambda s: ElasticsearchAlertStore(_es(s).client(), s.es_prefix),
-}
-ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = {
-    "sqlite": lambda s: SQLiteAccountStore(s.data_dir / "accounts.db"),
-    "elasticsearch": lambda s: ElasticsearchAccountStore(_es(s).client(), s.es_prefix),
-}
-CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = {
-    "sqlite": lambda s: SQLiteCaseStore(s.data_dir / "cases.db"),
-    "elasticsearch": lambda s: ElasticsearchCaseStore(_es(s).client(), s.es_prefix),
-}
 
+
+def _kept_beside_records(sqlite: Callable[[Path], T], db: str, elasticsearch: Callable[[Elasticsearch, str], T]
+                         ) -> dict[str, Callable[[Settings], T]]:
+    """A store that lives where the records do, by the record store's name (`_beside_records` opens it): SQLite's
+    file `db` in the data folder, or its indices in the cluster."""
+    return {"sqlite": lambda s: sqlite(s.data_dir / db),
+            "elasticsearch": lambda s: elasticsearch(_es(s).client(), s.es_prefix)}
+
+
+AUDIT_BACKENDS: dict[str, Callable[[Settings], AuditStore]] = _kept_beside_records(
+    SQLiteAuditStore, "audit.db", ElasticsearchAuditStore)
+ALERT_BACKENDS: dict[str, Callable[[Settings], AlertStore]] = _kept_beside_records(
+    SQLiteAlertStore, "alerts.db", ElasticsearchAlertStore)
+ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = _kept_beside_records(
+    SQLiteAccountStore, "accounts.db", ElasticsearchAccountStore)
+CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = _kept_beside_records(
+    SQLiteCaseStore, "cases.db", ElasticsearchCaseStore)
 
 def _es(settings: Settings) -> ESConnection:
     """The cluster the Elasticsearch backends use; naming one without SIGHTLINE_ES_URL is a configuration error."""
