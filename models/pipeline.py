@@ -86,8 +86,7 @@ class Pipeline:
         return self.face_detector.detect(frame) if self.face_detector is not None else []
 
     def describe_object(self, image: np.ndarray, kind: str) -> ObjectDescription:
-        """A cropped vehicle's colour, type and best plate read (not its vector: a search reads these while it
-        searches by the vector)."""
+        """A cropped vehicle's colour, type and best plate read (not its vector: that is `embed_crops`'s)."""
         described = ObjectDescription()
         if kind == SightingKind.VEHICLE:
             # The photo is the vehicle: no detector class, the photo's own edges are the scene.
