@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from indexer.vectors import EXACT_LIMIT, NPROBE
+from indexer.vectors import EXACT_LIMIT, GRAPH_LIMIT, NPROBE
 from models.records import InputError
 from models.registry import default_model_dir
 
@@ -31,8 +31,10 @@ class Settings:
     faces: bool = True
     # Keep this many days of sightings (None: keep everything); the API applies it hourly.
     retention_days: float | None = None
-    # Vector indexes: exact search up to this many vectors a space, then IVF with this many lists probed.
+    # Vector indexes: exact search up to this many vectors a space, then an HNSW graph up to graph_limit, then IVF
+    # with nprobe lists probed.
     exact_limit: int = EXACT_LIMIT
+    graph_limit: int = GRAPH_LIMIT
     nprobe: int = NPROBE
     # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
     roads_geojson: Path | None = field(default_factory=lambda: ROADNET if ROADNET.is_file() else None)
@@ -81,6 +83,7 @@ class Settings:
             max_upload_bytes=int(number("SIGHTLINE_MAX_UPLOAD_MB", 1, 10_000, base.max_upload_bytes >> 20)) << 20,
             retention_days=_number(env, "SIGHTLINE_RETENTION_DAYS", 1e-3, 36_500, None),
             exact_limit=int(number("SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
+            graph_limit=int(number("SIGHTLINE_GRAPH_LIMIT", 0, 1e9, base.graph_limit)),
             nprobe=int(number("SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
             roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
             tile_url=get("SIGHTLINE_TILE_URL"),

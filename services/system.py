@@ -55,7 +55,8 @@ STORE_BACKENDS: dict[str, Callable[[Settings], RecordStore]] = {
                                                   visible_on_commit=s.es_visible_on_commit),
 }
 VECTOR_BACKENDS: dict[str, Callable[[Settings, str, int, RecordStore], VectorIndex]] = {
-    "faiss": lambda s, space, dim, store: FaissIndex(s.index_dir, space, dim, store, s.exact_limit, s.nprobe),
+    "faiss": lambda s, space, dim, store: FaissIndex(s.index_dir, space, dim, store, s.exact_limit, s.nprobe,
+                                                     s.graph_limit),
     "store-only": lambda s, space, dim, store: StoreOnlyIndex(space),  # writers only: it answers no search
     "elasticsearch": lambda s, space, dim, store: ElasticsearchVectorIndex(_es(s).client(), s.es_prefix, space, dim,
                                                                            store, s.exact_limit),

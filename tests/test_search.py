@@ -77,15 +77,16 @@ def _clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("exact_limit", [100_000, 2_000])  # flat, then IVF
-def test_filtered_vector_search_matches_brute_force(tmp_path: Path, exact_limit: int) -> None:
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_filtered_vector_search_matches_brute_force(tmp_path: Path, kind: str) -> None:
     store = SQLiteStore(tmp_path / "db.sqlite")
     rng = np.random.default_rng(0)
     vectors = _clustered(rng, 6000, 32)
-    index = FaissIndex(tmp_path / "vec", "vehicle", 32, store, exact_limit=exact_limit)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 32, store, exact_limit=100_000 if kind == "flat" else 2_000,
+                       graph_limit=2_000 if kind == "ivf" else 100_000)
     index.add(np.arange(1, 6001), vectors)
     index.wait_for_build(60)
-    assert index.kind == ("flat" if exact_limit > 6000 else "ivf")
+    assert index.kind == kind
     queries = rng.normal(size=(20, 32)).astype(np.float32)
     for size in (3, 15, 150):  # filters that remove 99.95% to 97.5% of the candidates: exact, always
         allowed = rng.choice(np.arange(1, 6001), size=size, replace=False)
@@ -105,19 +106,22 @@ def test_filtered_vector_search_matches_brute_force(tmp_path: Path, exact_limit:
     store.close()
 
 
-def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_index_turns_approximate_past_the_exact_limit_with_removals_and_reloads(tmp_path: Path, kind: str) -> None:
+    """Past the exact limit a graph, past the graph limit an IVF: each built while adds and removals go on."""
+    limits = {"exact_limit": 1000, "graph_limit": 100_000 if kind == "hnsw" else 1000}
     store = SQLiteStore(tmp_path / "db.sqlite")
     vectors = _clustered(np.random.default_rng(2), 3000, 16)
     t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
     rows = [Sighting(f"s{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes()) for i in range(3000)]
     store.add_frame(FrameRecord("f", "c", t0, "test"), rows,
                     [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors, strict=True)])
-    index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), exact_limit=1000)
-    index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: the IVF is trained in the background
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), **limits)
+    index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: built in the background
     index.add(np.arange(1201, 3001), vectors[1200:])  # arrives while (or after) it trains
     assert index.remove(np.arange(1, 6)) == 5  # retention, also while it trains
     index.wait_for_build(60)
-    assert index.kind == "ivf" and len(index) == 2995
+    assert index.kind == kind and len(index) == 2995
     exact = vectors @ vectors[100:150].T
     exact[:5] = -np.inf  # removed
     recall = []
@@ -132,12 +136,35 @@ def test_index_turns_into_ivf_past_the_exact_limit_with_removals_and_reloads(tmp
     assert np.allclose(index.vector(200), vectors[199])
     index.save()
     store.delete_sightings(ids=["s0", "s1", "s2", "s3", "s4"])  # the store holds vector ids 6-3000 now
-    reopened = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
-    assert reopened.kind == "ivf" and len(reopened) == 2995
+    reopened = FaissIndex(tmp_path / "vec", "vehicle", 16, store, **limits)
+    assert reopened.kind == kind and len(reopened) == 2995
     store.delete_sightings(ids=["s5", "s6"])  # deleted from the store, and the index not saved since: a crash
-    repaired = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=1000)
+    repaired = FaissIndex(tmp_path / "vec", "vehicle", 16, store, **limits)
     assert len(repaired) == 2993 and not np.isin([6, 7], repaired.search(vectors[5:7], 3)[1]).any()
     store.close()
+
+
+def test_a_graph_skips_removed_vectors_and_is_rebuilt_once_they_are_many(tmp_path: Path) -> None:
+    """An HNSW graph cannot drop a node: removed ids are skipped by every search, and once they are a quarter of
+    it the graph is rebuilt without them; what is removed while it rebuilds stays removed."""
+    vectors = _clustered(np.random.default_rng(3), 4000, 16)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), exact_limit=1000)
+    index.add(np.arange(1, 4001), vectors)
+    index.wait_for_build(60)
+    assert index.kind == "hnsw"
+    assert index.remove(np.arange(1, 501)) == 500 and index.remove(np.array([7, 9999])) == 0
+    assert len(index) == 3500 and index.index.ntotal == 4000  # skipped, still in the graph
+    _, ids = index.search(vectors[:500], 5)
+    assert (ids > 500).all()
+    _, ids = index.search(vectors[:3], 5, np.arange(1, 520))  # a filter naming removed ids does not bring them back
+    assert (ids[:, :5] > 500).all()
+    index.remove(np.arange(501, 1101))  # 1,100 of 4,000: rebuilt in the background
+    index.remove(np.arange(1101, 1201))  # before, while or after it rebuilds
+    index.wait_for_build(60)
+    assert index.kind == "hnsw" and len(index) == 2800 and index.index.ntotal < 4000
+    _, ids = index.search(vectors[:1300], 5)
+    assert (ids > 1200).all()
+    assert (index.search(vectors[1200:1300], 1)[1][:, 0] == np.arange(1201, 1301)).all()
 
 
 @pytest.mark.models
@@ -225,9 +252,10 @@ def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_di
 def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
     from services.bench.search import bench_plates, bench_search
 
-    vectors = bench_search(5000, 32, queries=50)
-    assert {"vectors", "p50_ms", "p99_ms", "recall_at_10", "flat_p50_ms", "build_s", "memory_mb"} <= set(vectors)
-    assert vectors["index"] == "ivf" and vectors["vectors"] == 5000 and vectors["recall_at_10"] >= 0.9
+    for kind in ("hnsw", "ivf"):
+        vectors = bench_search(5000, 32, queries=50, kind=kind)
+        assert {"vectors", "p50_ms", "p99_ms", "recall_at_10", "flat_p50_ms", "build_s", "memory_mb"} <= set(vectors)
+        assert vectors["index"] == kind and vectors["vectors"] == 5000 and vectors["recall_at_10"] >= 0.9
     plates = bench_plates(20_000, queries=20)
     assert {"exact_p50_ms", "wildcard_p50_ms", "fuzzy_p50_ms"} <= set(plates) and plates["sightings"] == 20_000
 

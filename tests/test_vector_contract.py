@@ -1,5 +1,6 @@
 """The vector-index contract: one suite, run over every backend in services.system.VECTOR_BACKENDS, each in a
-small configuration (exact search) and one past its exact limit (approximate search, built in the background).
+small configuration (exact search) and past its exact limit (approximate search, built in the background: for FAISS an
+HNSW graph, and past the graph limit an IVF).
 
 Vectors enter the way ingestion puts them there: stored in the record store first, then taken in by the
 index (on open, or by catch_up). Answers are checked against brute force over the same vectors.
@@ -23,7 +24,8 @@ from tests.es_cluster import for_backend
 DIM, N, K = 32, 2000, 10
 SPACE = "vehicle"
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
-CONFIGS = {"exact": 100_000, "past-exact-limit": 500}  # exact_limit; N vectors are stored
+# (exact_limit, graph_limit); N vectors are stored
+CONFIGS = {"exact": (100_000, 100_000), "past-exact-limit": (500, 100_000), "past-graph-limit": (500, 500)}
 
 
 @dataclass
@@ -68,10 +70,11 @@ SEARCHABLE = sorted(set(VECTOR_BACKENDS) - WRITE_ONLY_VECTOR_BACKENDS)
                 ids=[f"{b}-{c}" for b in SEARCHABLE for c in CONFIGS])
 def bench(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     backend, config = request.param
-    with for_backend(backend, Settings(data_dir=tmp_path, roads_geojson=None, exact_limit=CONFIGS[config])
-                     ) as settings:
+    exact_limit, graph_limit = CONFIGS[config]
+    with for_backend(backend, Settings(data_dir=tmp_path, roads_geojson=None, exact_limit=exact_limit,
+                                       graph_limit=graph_limit)) as settings:
         store = STORE_BACKENDS[settings.store_backend](settings)
-        yield Bench(settings, backend, store, exact=N <= CONFIGS[config])
+        yield Bench(settings, backend, store, exact=N <= exact_limit)
         store.close()
 
 
@@ -81,8 +84,9 @@ def filled(bench: Bench) -> tuple[Bench, VectorIndex, np.ndarray, np.ndarray]:
     vectors = clustered(np.random.default_rng(0), N)
     ids = bench.store_vectors("f0", vectors)
     index = bench.open()
-    if not bench.exact and hasattr(index, "kind"):
-        assert index.kind != "flat", "past its exact limit the index should have turned approximate"
+    if bench.backend == "faiss":  # the kind follows the size: exact, then a graph, then IVF
+        s = bench.settings
+        assert index.kind == ("flat" if N <= s.exact_limit else "hnsw" if N <= s.graph_limit else "ivf")
     return bench, index, ids, vectors
 
 

@@ -184,7 +184,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
             system.store.add_frame(frame, batch, stored)
         index = system.indexes["vehicle"]
         index.catch_up()
-        getattr(index, "wait_for_build", lambda: None)()  # past SIGHTLINE_EXACT_LIMIT: time the trained IVF
+        getattr(index, "wait_for_build", lambda: None)()  # past SIGHTLINE_EXACT_LIMIT: time the built graph
         fill_s = time.perf_counter() - t
 
         clock = _Clock()

@@ -358,7 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from services.bench.search import bench_search
 
             print_json(bench_search(args.vectors, args.dim, Path(args.real) if args.real else None,
-                                distribution=args.distribution))
+                                distribution=args.distribution, kind=args.index))
         elif args.what == "workers":
             from services.bench.workers import bench_workers
 
@@ -511,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered",
                    help="search: vectors shaped like a sighting store (groups, objects, sightings), "
                         "or i.i.d. on the sphere")
+    b.add_argument("--index", choices=["hnsw", "ivf"], default="hnsw",
+                   help="search: the approximate index to measure (a graph up to SIGHTLINE_GRAPH_LIMIT, then IVF)")
     b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
     b.add_argument("--rules", type=int, default=100)
