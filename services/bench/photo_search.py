@@ -11,8 +11,8 @@ up to N. A distractor must look like a stored vehicle to the search without bein
   many distractors (features live beside the crop, so one blob serves them all and the disk holds ~100 of them,
   not 100k); its colour and type are that vehicle's.
 The queries are the other camera's photos, each through the real `SearchService.image` (decode, detect, embed,
-search, verify), twice interleaved: with the stored features (today's path) and with the features extracted
-from the candidates' crops at query time (the path before features were stored).
+describe, search, the probe's local features, verify), twice interleaved: with the stored features (today's path)
+and with the features extracted from the candidates' crops at query time (the path before features were stored).
 """
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ import numpy as np
 from indexer.store import FrameRecord, StoredVector
 from models.observations import Detection, FramePipeline, ObjectDescription, Observation
 from models.records import BBox, Camera, InputError, Sighting, SightingKind, VehicleAttributes
-from models.rerank import LocalFeatures, features_key
+from models.rerank import LocalFeatures, Verifier, features_key
 from services.bench.evaluation import identity_kind, labelled_images
 from services.ingest import PhotoJob
 from services.search import Filters, Hit, Probe, SearchService
 from services.settings import Settings
 from services.system import Sightline
 
-STAGES = ("decode", "detect", "embed", "describe", "search", "verify")
+STAGES = ("decode", "detect", "embed", "describe", "search", "features", "verify")
 _T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 
 
@@ -46,13 +46,31 @@ class _Clock:
     """Seconds per stage of the current query."""
 
     spent: dict[str, float] = field(default_factory=dict)
+    active: str | None = None  # the stage being timed now
 
     def timed(self, stage: str, fn: Callable, *args: object) -> object:  # noqa: ANN401 - any wrapped call
-        t = time.perf_counter()
+        t, outer, self.active = time.perf_counter(), self.active, stage
         try:
             return fn(*args)
         finally:
             self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - t
+            self.active = outer
+
+
+class _TimedVerifier:
+    """The verifier with the probe's own local features timed (`features`); what it extracts inside a timed stage
+    (the candidates' features, on the crops path) stays that stage's."""
+
+    def __init__(self, inner: Verifier, clock: _Clock):
+        self.inner, self.clock = inner, clock
+
+    def extract(self, image: np.ndarray) -> LocalFeatures:
+        if self.clock.active is not None:
+            return self.inner.extract(image)
+        return self.clock.timed("features", self.inner.extract, image)  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
 class _TimedPipeline:
@@ -190,7 +208,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         clock = _Clock()
         search = _TimedSearch(system.store, system.indexes, system.plates, system.blobs,
                               lambda: _TimedPipeline(system.pipeline, clock),  # type: ignore[arg-type, return-value]
-                              system.verifier)
+                              _TimedVerifier(system.verifier, clock))  # type: ignore[arg-type]
         search.clock = clock
         search.image(queries[0][1].read_bytes(), "vehicle", 10, Filters())  # warm-up: first-call allocations
         modes = ("stored", "crops")
@@ -242,6 +260,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
             "stored_path_fallbacks": fallbacks,
             "notes": "wall-clock ms (cpu_ms: this process's CPU time, all threads); decode = probe minus detect; "
                      "embed = the probe's vector; describe = its colour, type and plate; "
+                     "features = its local features; "
                      "the two paths are interleaved query by query on the same warm store",
         }
     finally:
