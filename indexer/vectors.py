@@ -63,6 +63,7 @@ REBUILD_SHARE = 0.25  # a graph cannot drop a node: it skips removed ids until t
 NPROBE = 32
 FEW_QUERIES = 20  # below this many queries at once, a flat index is searched by numpy (FaissIndex._flat_search)
 TRAIN_PER_LIST = 40  # k-means sample per list: faiss's lower bound for stable centroids, and fast to train
+REPLAY_UNDER_LOCK = 8  # a build replays the changes logged meanwhile outside the lock until this few are left
 GATHER_ROWS = 16_384  # rows copied out at a time by an exact search among allowed ids (bounds its memory)
 
 
@@ -172,6 +173,20 @@ def _build_graph(ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2:
     mapped = faiss.IndexIDMap2(graph)
     mapped.add_with_ids(vectors, ids)
     return mapped
+
+
+def _replay(built: faiss.IndexIDMap2 | faiss.IndexIVFFlat, kind: str, removed: np.ndarray,
+            ops: list[tuple[str, np.ndarray, np.ndarray | None]]) -> np.ndarray:
+    """Apply logged adds and removals to a new index; returns its removed ids (a graph's; none for the others)."""
+    for op, op_ids, op_vectors in ops:
+        if op == "add":
+            assert op_vectors is not None  # an add always logs its vectors
+            built.add_with_ids(op_vectors, op_ids)
+        elif isinstance(built, faiss.IndexIDMap2) and kind == "hnsw":
+            removed = _removed_from(built, removed, op_ids)
+        else:
+            built.remove_ids(_id_array(op_ids))
+    return removed
 
 
 def _train_ivf(ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> faiss.IndexIVFFlat:
@@ -320,6 +335,8 @@ class FaissIndex(VectorIndex):
     def _build(self) -> None:
         """Build a graph or train an IVF (by size) from a snapshot, replay what happened meanwhile, swap it in.
 
+        The replay runs outside the lock while much is logged (a backlog taken in on open can be most of the
+        data), then under it for the last few changes, so searches wait only for those.
         Should the build fail, the current index simply stays (the next add or removal tries again).
         """
         try:
@@ -328,17 +345,16 @@ class FaissIndex(VectorIndex):
                 self.pending = []  # from this snapshot on, every change is logged for the replay
             built = self._new_index(ids, vectors)
             del vectors
-            kind, removed = index_kind(built), np.zeros(0, np.int64)
-            with self.lock:
-                for op, op_ids, op_vectors in self.pending or []:
-                    if op == "add":
-                        assert op_vectors is not None  # an add always logs its vectors
-                        built.add_with_ids(op_vectors, op_ids)
-                    elif isinstance(built, faiss.IndexIDMap2) and kind == "hnsw":
-                        removed = _removed_from(built, removed, op_ids)
-                    else:
-                        built.remove_ids(_id_array(op_ids))
-                self.index, self.kind, self.removed, self.trained_size = built, kind, removed, len(ids)
+            kind, removed, replayed = index_kind(built), np.zeros(0, np.int64), 0
+            while True:
+                with self.lock:
+                    ops = (self.pending or [])[replayed:]
+                    if len(ops) <= REPLAY_UNDER_LOCK:
+                        removed = _replay(built, kind, removed, ops)
+                        self.index, self.kind, self.removed, self.trained_size = built, kind, removed, len(ids)
+                        return
+                removed = _replay(built, kind, removed, ops)  # the new index is this thread's alone until swapped
+                replayed += len(ops)
         finally:
             with self.lock:
                 self.pending, self.builder = None, None
