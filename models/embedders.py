@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
+import openvino as ov
 
 from models.imageops import blob
 from models.records import BBox
 from models.registry import ModelError, model_path
-from models.runtime import OpenVinoModel
+from models.runtime import OpenVinoModel, int8_pointwise_convolutions
 
 
 def l2_normalise(vectors: np.ndarray) -> np.ndarray:
@@ -42,9 +44,10 @@ class CropInput:
 class CropEmbedder:
     """Turns crops of one kind into unit vectors of one named embedding space."""
 
-    def __init__(self, space: str, dim: int, version: str, model_path: Path, layout: CropInput):
+    def __init__(self, space: str, dim: int, version: str, model_path: Path, layout: CropInput,
+                 rewrite: Callable[[ov.Model], object] | None = None, precision: str | None = None):
         self.space, self.dim, self.version, self.layout = space, dim, version, layout
-        self.model = OpenVinoModel(model_path)
+        self.model = OpenVinoModel(model_path, rewrite=rewrite, precision=precision)
 
     def embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
@@ -84,9 +87,11 @@ def vehicle_embedder(model_dir: Path | None = None) -> ConcatEmbedder:
     stored (`bench photo-search`) rank-1 before verification went 0.486 → 0.571. Cost: 3–4 ms a vehicle crop
     (ingest at 0.92 of its speed), and 1,280 dimensions instead of 1,024.
     """
+    # Its 1×1 convolutions in int8 (the same sums: int8_pointwise_convolutions), so the same version: 2× faster.
     mobilenet = CropEmbedder("vehicle", 1024, "mobilenet_v1_embedding",
                              model_path("mobilenet_v1_embedding.tflite", model_dir),
-                             CropInput(224, 224, rgb=True, nchw=False, dtype=np.uint8))
+                             CropInput(224, 224, rgb=True, nchw=False, dtype=np.uint8),
+                             rewrite=int8_pointwise_convolutions, precision="f32")
     retail = CropEmbedder("vehicle", 256, "person-reidentification-retail-0288",
                           model_path("person-reidentification-retail-0288.xml", model_dir), CropInput(128, 256))
     return ConcatEmbedder("vehicle", [mobilenet, retail])

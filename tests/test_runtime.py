@@ -68,3 +68,34 @@ def test_a_shape_with_a_dynamic_batch_runs_a_batch_in_one_call(eval_dir: Path) -
     together = reader.read(plates)
     assert calls == [5]
     assert [r.text for r in together] == [reader.read([p])[0].text for p in plates]
+
+
+@pytest.mark.models
+def test_mobilenet_with_int8_pointwise_convolutions_gives_the_original_vectors(model_dir: Path, eval_dir: Path) -> None:
+    """The rewrite only regroups the sums (the zero point's share apart): the same vectors on real vehicle crops,
+    and OpenVINO now runs those convolutions in int8 (they ran in float32)."""
+    from models.embedders import vehicle_embedder
+    from models.imageops import blob
+    from models.runtime import int8_pointwise_convolutions
+
+    path = model_path("mobilenet_v1_embedding.tflite", model_dir)
+    original = OpenVinoModel(path)
+    rewritten_count: list[int] = []
+    rewritten = OpenVinoModel(path, rewrite=lambda m: rewritten_count.append(int8_pointwise_convolutions(m)),
+                              precision="f32")
+    assert rewritten_count == [13]  # every 1×1 convolution of MobileNet v1
+    crops = [cv2.imread(str(p)) for p in sorted((eval_dir / "reid" / "vehicle").rglob("*.jpg"))[:24]]
+    batch = blob(crops, 224, 224, rgb=True, nchw=False, dtype=np.uint8)
+
+    def vectors(model: OpenVinoModel) -> np.ndarray:
+        out = next(iter(model.infer(batch).values())).reshape(len(crops), -1).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    assert (vectors(original) * vectors(rewritten)).sum(axis=1).min() >= 0.999
+    def int8_convolutions(model: OpenVinoModel) -> int:
+        infos = [op.get_rt_info() for op in model.compiled.get_runtime_model().get_ops()]
+        return sum(i["layerType"].astype(str) == "Convolution" and i["runtimePrecision"].astype(str) in ("u8", "i8")
+                   for i in infos)
+
+    assert int8_convolutions(original) <= 1 and int8_convolutions(rewritten) >= 2 * 13  # each split in two, int8
+    assert vehicle_embedder(model_dir).parts[0].version == "mobilenet_v1_embedding"  # the same vectors, the same name
