@@ -125,7 +125,7 @@ def _sorted_contains(values: np.ndarray, value: int) -> bool:
 def _held_ids(index: faiss.IndexIVFFlat | faiss.IndexIDMap2) -> np.ndarray:
     """Every id an index holds (a graph's removed ones too), without copying its vectors (an IVF's in list order)."""
     if not isinstance(index, faiss.IndexIVFFlat):
-        return faiss.vector_to_array(index.id_map)
+        return _mapped_ids(index).copy()
     lists = _lists(index)
     ids = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
            for i in range(index.nlist) if lists.list_size(i)]
@@ -409,7 +409,7 @@ class FaissIndex(VectorIndex):
                 return self._exact_among(queries, k, allowed)
             selector: faiss.IDSelector | None = faiss.IDSelectorBatch(allowed)
         elif len(self.removed):
-            skipped = faiss.IDSelectorBatch(self.removed)
+            skipped = faiss.IDSelectorBatch(self.removed)  # held here: IDSelectorNot only points at it
             selector = faiss.IDSelectorNot(skipped)
         else:
             selector = None

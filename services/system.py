@@ -85,6 +85,7 @@ ACCOUNT_BACKENDS: dict[str, Callable[[Settings], AccountStore]] = _kept_beside_r
 CASE_BACKENDS: dict[str, Callable[[Settings], CaseStore]] = _kept_beside_records(
     SQLiteCaseStore, "cases.db", ElasticsearchCaseStore)
 
+
 def _es(settings: Settings) -> ESConnection:
     """The cluster the Elasticsearch backends use; naming one without SIGHTLINE_ES_URL is a configuration error."""
     if not settings.es_url:

@@ -92,6 +92,7 @@ def test_mobilenet_with_int8_pointwise_convolutions_gives_the_original_vectors(m
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     assert (vectors(original) * vectors(rewritten)).sum(axis=1).min() >= 0.999
+
     def int8_convolutions(model: OpenVinoModel) -> int:
         infos = [op.get_rt_info() for op in model.compiled.get_runtime_model().get_ops()]
         return sum(i["layerType"].astype(str) == "Convolution" and i["runtimePrecision"].astype(str) in ("u8", "i8")
