@@ -154,6 +154,8 @@ class LPRNetReader:
     def __init__(self, weights: Path):
         import openvino as ov
 
+        from models.runtime import OpenVinoModel
+
         self.net = LPRNet()
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.net.load_state_dict(state, strict=True)
@@ -162,13 +164,13 @@ class LPRNetReader:
         with warnings.catch_warnings():  # the converter traces with torch.jit, which torch 2.13 calls deprecated
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit\.trace")
             converted = ov.convert_model(self.net, example_input=example)
-        self.compiled = ov.Core().compile_model(converted, "CPU",
-                                                {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        converted.outputs[0].get_tensor().set_names({"logits"})  # the converter leaves it unnamed
+        self.model = OpenVinoModel(converted, precision="f32")
 
     def read(self, crops: list[np.ndarray]) -> list[tuple[str, list[float]]]:
         """Text and per-character confidences for each BGR crop."""
         out: list[tuple[str, list[float]]] = []
         for start in range(0, len(crops), self.CHUNK):
-            logits = self.compiled(preprocess(crops[start : start + self.CHUNK]).numpy())[0]
+            logits = self.model.infer(preprocess(crops[start : start + self.CHUNK]).numpy())["logits"]
             out.extend(("".join(CHARS[i] for i in ids), ps) for ids, ps in ctc_greedy(logits))
         return out

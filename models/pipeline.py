@@ -5,6 +5,7 @@ ingest service adds those and stores it. Models are loaded once per Pipeline.
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from models.vehicle_type import two_wheeler_in_frame
 
 
 class Pipeline:
-    """The real models, loaded once; implements models.observations.FramePipeline."""
+    """The real models, loaded once; implements models.observations.FramePipeline. Safe to call from several
+    threads at once (each inference holds a request of its own, models/runtime.py)."""
 
     def __init__(self, model_dir: Path | None = None, faces: bool = True):
         d = model_dir or default_model_dir()
@@ -46,6 +48,7 @@ class Pipeline:
         self.face_detector = FaceDetector(model_path("yunet_s_dynamic.onnx", d)) if faces else None
         self.face_embedder = FaceEmbedder() if faces else None
         self.times = StageTimes()
+        self._times_lock = threading.Lock()
 
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         """Observations for each frame, in frame order; every model runs once per batch of crops."""
@@ -68,12 +71,13 @@ class Pipeline:
             for frame, obs in zip(frames, per_frame, strict=True):
                 obs.extend(self._faces(frame, obs))
         t5 = time.perf_counter()
-        times = self.times
-        times.detect += t1 - t0
-        times.plates += t2 - t1
-        times.attributes += t3 - t2
-        times.embed += t4 - t3
-        times.faces += t5 - t4
+        with self._times_lock:  # ingest runs two batches at once: their times add up
+            times = self.times
+            times.detect += t1 - t0
+            times.plates += t2 - t1
+            times.attributes += t3 - t2
+            times.embed += t4 - t3
+            times.faces += t5 - t4
         return per_frame
 
     def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:

@@ -5,6 +5,10 @@ one call when the model accepts a dynamic batch, else in chunks the model accept
 A model given `static_batches` is compiled once per listed batch size instead, and a
 batch runs as chunks of those sizes: on this CPU YOLOX-nano runs a static batch of 4
 in 8.6 ms a frame against 11.7 with a dynamic batch dimension.
+
+Several threads may infer with one model at once (ingest runs two batches through the models together):
+each call takes an idle infer request of its own, made on first need, so there are never more than
+the calls that ran at the same time.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class OpenVinoModel:
 
     def __init__(
         self,
-        path: Path | str,
+        source: Path | str | ov.Model,
         dynamic_batch: bool = True,
         input_shape: list[int] | None = None,
         main_input: str | None = None,
@@ -41,8 +45,8 @@ class OpenVinoModel:
         static_batches: tuple[int, ...] | None = None,
         rewrite: Callable[[ov.Model], object] | None = None,
     ):
-        self.path = Path(path)
-        model = core().read_model(str(self.path))
+        # a model file, or a graph built in memory (LPRNet, converted from its PyTorch weights)
+        model = source if isinstance(source, ov.Model) else core().read_model(str(source))
         if rewrite is not None:  # a graph change that keeps the model's answers (e.g. int8_pointwise_convolutions)
             rewrite(model)
         self.input_names = [inp.get_any_name() for inp in model.inputs]
@@ -64,7 +68,10 @@ class OpenVinoModel:
             except Exception:  # some graphs hard-code the batch; run those one by one
                 self.batched = False
         self.input_shape = model.inputs[0].get_partial_shape()
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        # Unpinned: OpenVINO pins a latency stream's threads to cores, and two threads inferring at once (ingest's
+        # batches, a search beside an upload) then share the cores it picked: with one thread a model both were
+        # pinned to core 0 (`cores_busy` 1.1 of 2).
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if precision is not None:  # e.g. "f32" where the CPU's default (bf16 with AMX) moves a model's answers
             config["INFERENCE_PRECISION_HINT"] = precision
         self.by_batch: dict[int, ov.CompiledModel] = {}  # batch size -> a model compiled for it alone
@@ -72,6 +79,7 @@ class OpenVinoModel:
             model.reshape({self.input_names[0]: ov.PartialShape([size, *list(self.input_shape)[1:]])})
             self.by_batch[size] = core().compile_model(model, "CPU", config)
         self.compiled = self.by_batch[1] if self.by_batch else core().compile_model(model, "CPU", config)
+        self._idle: dict[int, list[ov.InferRequest]] = {}  # id(compiled model) -> its requests no call holds now
         self._lock = threading.Lock()
 
     def infer(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -96,9 +104,15 @@ class OpenVinoModel:
         inputs: dict[str, np.ndarray] = {self.input_names[0]: batch}
         if extra:
             inputs.update(extra)
-        with self._lock:  # a compiled model's infer request is not re-entrant
-            result = compiled(inputs)
-        return {name: np.asarray(result[compiled.output(name)]) for name in self.output_names}
+        with self._lock:  # an infer request is not re-entrant: each call holds one of its own
+            idle = self._idle.setdefault(id(compiled), [])
+            request = idle.pop() if idle else compiled.create_infer_request()
+        try:
+            result = request.infer(inputs)  # outputs copied out of the request (share_outputs=False)
+            return {name: np.asarray(result[compiled.output(name)]) for name in self.output_names}
+        finally:
+            with self._lock:
+                idle.append(request)
 
 
 def int8_pointwise_convolutions(model: ov.Model) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from indexer.vectors import EXACT_LIMIT, GRAPH_LIMIT, NPROBE
 from models.records import InputError
 from models.registry import default_model_dir
+from services.ingest import PARALLEL_BATCHES
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_DIR = REPO.parent / "shared" / "eval"  # the shared eval data beside the checkout
@@ -36,6 +37,8 @@ class Settings:
     exact_limit: int = EXACT_LIMIT
     graph_limit: int = GRAPH_LIMIT
     nprobe: int = NPROBE
+    # Ingest: batches of frames the models run on at once (services/ingest.py); more cores may want more
+    parallel_batches: int = PARALLEL_BATCHES
     # The map's base layer: a GeoJSON of roads drawn offline, and optionally a tile server for online sites.
     roads_geojson: Path | None = field(default_factory=lambda: ROADNET if ROADNET.is_file() else None)
     tile_url: str | None = None
@@ -85,6 +88,7 @@ class Settings:
             exact_limit=int(number("SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
             graph_limit=int(number("SIGHTLINE_GRAPH_LIMIT", 0, 1e9, base.graph_limit)),
             nprobe=int(number("SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
+            parallel_batches=int(number("SIGHTLINE_PARALLEL_BATCHES", 1, 64, base.parallel_batches)),
             roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),

@@ -137,7 +137,7 @@ class Sightline:
         self.watchlists = WatchlistService(self.alert_store, self.rules, self._face_vector)
         self.verifier = Verifier()  # vehicles' local features: written by ingest, matched by photo search
         self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check],
-                                 verifier=self.verifier)
+                                 verifier=self.verifier, parallel_batches=settings.parallel_batches)
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline,
                                     self.verifier)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)

@@ -163,7 +163,7 @@ class VideoProcessor:
                 todo.append((track, sha))
         if not todo:
             return
-        with self.ingestor.lock:
+        with self.ingestor.model_slots:
             observations = self.pipeline.describe_tracks([t for t, _ in todo])
             for (track, sha), ob in zip(todo, observations, strict=True):
                 best = track.best(1)[0]

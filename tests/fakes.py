@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import threading
 from dataclasses import replace
 
 import cv2
@@ -85,6 +86,7 @@ class FakePipeline:
         self.scripts: dict[str, list[Observation]] = {}
         self.frames_seen = 0  # how many frames `process` was given (a duplicate photo is never processed)
         self._projections: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     # scripting ---------------------------------------------------------------------------------------
     def script(self, image: bytes | np.ndarray, observations: list[Observation]) -> None:
@@ -102,7 +104,8 @@ class FakePipeline:
         return unit((thumb.reshape(-1) - 127.5) / 127.5 @ self._projections[space])
 
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
-        self.frames_seen += len(frames)
+        with self._lock:  # ingest calls it from two threads at once
+            self.frames_seen += len(frames)
         return [[self._complete(frame, ob) for ob in self._seen(frame)] for frame in frames]
 
     def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:

@@ -231,11 +231,11 @@ def test_lprnet_loads_the_published_weights_strictly(reader):
 def test_lprnet_on_openvino_gives_the_logits_pytorch_gives(reader):
     """The network is compiled by OpenVINO for speed: on real plate crops it must answer what PyTorch answers."""
     crops = [cv2.imread(str(p)) for p in sorted((EVAL / "crops").glob("*.jpg"))[:16]]
-    compiled = reader.second_opinions[0].net
+    lprnet = reader.second_opinions[0].net
     batch = preprocess(crops)
     with torch.inference_mode():
-        expected = compiled.net(batch).numpy()
-    got = compiled.compiled(batch.numpy())[0]
+        expected = lprnet.net(batch).numpy()
+    got = lprnet.model.infer(batch.numpy())["logits"]
     assert np.abs(got - expected).max() < 1e-3
     assert [t for t, _ in ctc_greedy(got)] == [t for t, _ in ctc_greedy(expected)]
 

@@ -2,6 +2,7 @@
 OpenCV's own YuNet decoding, and the same network compiled with a dynamic batch."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -100,3 +101,27 @@ def test_mobilenet_with_int8_pointwise_convolutions_gives_the_original_vectors(m
 
     assert int8_convolutions(original) <= 1 and int8_convolutions(rewritten) >= 2 * 13  # each split in two, int8
     assert vehicle_embedder(model_dir).parts[0].version == "mobilenet_v1_embedding"  # the same vectors, the same name
+
+
+@pytest.mark.models
+def test_batches_at_once_give_what_each_gives_alone(pipeline, eval_dir: Path) -> None:  # noqa: ANN001
+    """Ingest runs batches through the models together: each inference must hold a request of its own, or one
+    batch's outputs (or their count) would come back to the other."""
+    photos = sorted((eval_dir / "plates" / "full").glob("*.jpg"))
+    batches = [[cv2.imread(str(p)) for p in photos[i : i + n]] for i, n in ((0, 4), (4, 3), (7, 2), (9, 4))]
+
+    def summary(observations: list[list]) -> list:  # noqa: ANN001
+        return [[(o.kind, o.bbox.as_list(), getattr(o.attributes, "plate", None), o.vector) for o in frame]
+                for frame in observations]
+
+    alone = [summary(pipeline.process(b)) for b in batches]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(lambda b: summary(pipeline.process(b)), batches * 3))
+    assert sum(len(frame) for got in alone for frame in got) > 10
+    for got, want in zip(together, alone * 3, strict=True):
+        assert [[o[:3] for o in frame] for frame in got] == [[o[:3] for o in frame] for frame in want]
+        for frame_got, frame_want in zip(got, want, strict=True):
+            for o_got, o_want in zip(frame_got, frame_want, strict=True):
+                assert (o_got[3] is None) == (o_want[3] is None)
+                if o_got[3] is not None:
+                    assert float(np.dot(o_got[3], o_want[3])) > 0.999

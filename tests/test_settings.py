@@ -13,11 +13,11 @@ from services.settings import Settings
 def test_the_environment_is_read_into_one_settings_object(tmp_path: Path) -> None:
     env = {"SIGHTLINE_DATA": str(tmp_path / "d"), "SIGHTLINE_MAX_UPLOAD_MB": "2", "SIGHTLINE_RETENTION_DAYS": "30",
            "SIGHTLINE_NPROBE": "64", "SIGHTLINE_EXACT_LIMIT": "1000", "SIGHTLINE_GRAPH_LIMIT": "5000",
-           "SIGHTLINE_TILE_URL": ""}
+           "SIGHTLINE_PARALLEL_BATCHES": "3", "SIGHTLINE_TILE_URL": ""}
     settings = Settings.from_env(env)
     assert settings.data_dir == (tmp_path / "d").resolve() and settings.max_upload_bytes == 2 << 20
-    assert (settings.retention_days, settings.nprobe, settings.exact_limit, settings.graph_limit, settings.tile_url
-            ) == (30.0, 64, 1000, 5000, None)
+    assert (settings.retention_days, settings.nprobe, settings.exact_limit, settings.graph_limit, settings.tile_url,
+            settings.parallel_batches) == (30.0, 64, 1000, 5000, None, 3)
     assert Settings.from_env({}) == Settings()  # nothing set: the defaults
     with pytest.raises(AttributeError):
         settings.data_dir = tmp_path  # type: ignore[misc]  # frozen: read once, changed by no one
@@ -26,7 +26,7 @@ def test_the_environment_is_read_into_one_settings_object(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name, value", [("SIGHTLINE_MAX_UPLOAD_MB", "lots"), ("SIGHTLINE_MAX_UPLOAD_MB", "0"),
                                          ("SIGHTLINE_RETENTION_DAYS", "nan"), ("SIGHTLINE_RETENTION_DAYS", "-1"),
                                          ("SIGHTLINE_NPROBE", "inf"), ("SIGHTLINE_EXACT_LIMIT", "1e12"),
-                                         ("SIGHTLINE_GRAPH_LIMIT", "-5")])
+                                         ("SIGHTLINE_GRAPH_LIMIT", "-5"), ("SIGHTLINE_PARALLEL_BATCHES", "0")])
 def test_a_bad_value_is_an_error_that_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(InputError, match=name):
         Settings.from_env({name: value})

@@ -112,7 +112,7 @@ def _run(url: str, n: int, photos: list[Path], settings: Settings, roadnet: Path
         cams = camera_io.from_roadnet(roadnet, limit=20)
         system.store.upsert_cameras(cams)
     command = [sys.executable, "-m", "services.cli.main", "--data", str(data_dir), "--models", str(settings.model_dir),
-               "worker", "--queue", url, "--batch", "4"]
+               "worker", "--queue", url]  # the worker's own batch: 8 frames, two model batches at once
     t_start = time.perf_counter()
     procs = [subprocess.Popen([*command, "--name", f"bench-{n}-{i}"], stdout=subprocess.PIPE, text=True)
              for i in range(n)]
