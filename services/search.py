@@ -244,14 +244,18 @@ class SearchService:
     def image(self, data: bytes, kind: str, k: int, filters: Filters, pick: int | None = None) -> ImageSearchResult:
         probe, objects = self.probe(data, kind, pick)
         pipeline = self.get_pipeline()
-        hits = self.nearest(kind, pipeline.embed_crops([probe.image], kind)[0], max(k * 5, 50), filters, kind)
-        # One step after another: reading the colour, type, plate and local features in threads beside the index
-        # scan only moved the time (`bench photo-search` at 100k, 3 runs alternated: p50 123 / 106 / 101 ms against
-        # 105 / 110 / 115), as both cores are busy either way.
-        seen = pipeline.describe_object(probe.image, kind)
+        # The colour, type and plate are read in a thread beside the vector, the index search and the local features:
+        # at batch 1 neither side keeps both cores busy once OpenVINO no longer pins its threads (models/runtime.py).
+        # `bench photo-search` at 100k, 2 runs alternated: p50 119 / 117 → 100 / 106 ms, CPU 212 / 207 → 182 / 191.
+        # (Beside the exact scan, before unpinning, it only moved the time: 123 / 106 / 101 against 105 / 110 / 115 ms.)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="describe") as pool:
+            described = pool.submit(pipeline.describe_object, probe.image, kind)
+            hits = self.nearest(kind, pipeline.embed_crops([probe.image], kind)[0], max(k * 5, 50), filters, kind)
+            features = self.verifier.extract(probe.image) if kind == SightingKind.VEHICLE else None
+            seen = described.result()
         ranked = rerank(seen, hits)
-        if kind == SightingKind.VEHICLE:
-            ranked = self.verify(self.verifier.extract(probe.image), ranked)
+        if features is not None:
+            ranked = self.verify(features, ranked)
         summary = ProbeSummary(kind, probe.bbox.as_list(), seen.vehicle_color, seen.vehicle_type, seen.plate)
         return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked[:k]])
 

@@ -16,6 +16,7 @@ and with the features extracted from the candidates' crops at query time (the pa
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections import Counter
@@ -43,18 +44,26 @@ _T0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
 
 @dataclass
 class _Clock:
-    """Seconds per stage of the current query."""
+    """Seconds per stage of the current query; stages that run in threads beside each other overlap."""
 
     spent: dict[str, float] = field(default_factory=dict)
-    active: str | None = None  # the stage being timed now
+    _threads: threading.local = field(default_factory=threading.local)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def active(self) -> str | None:
+        """The stage this thread is timing now."""
+        return getattr(self._threads, "stage", None)
 
     def timed(self, stage: str, fn: Callable, *args: object) -> object:  # noqa: ANN401 - any wrapped call
-        t, outer, self.active = time.perf_counter(), self.active, stage
+        t, outer, self._threads.stage = time.perf_counter(), self.active, stage
         try:
             return fn(*args)
         finally:
-            self.spent[stage] = self.spent.get(stage, 0.0) + time.perf_counter() - t
-            self.active = outer
+            elapsed = time.perf_counter() - t
+            with self._lock:
+                self.spent[stage] = self.spent.get(stage, 0.0) + elapsed
+            self._threads.stage = outer
 
 
 class _TimedVerifier:
@@ -259,7 +268,8 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
             "distractors_among_verified_top10_mean": round(float(np.mean(distractors_verified)), 2),
             "stored_path_fallbacks": fallbacks,
             "notes": "wall-clock ms (cpu_ms: this process's CPU time, all threads); decode = probe minus detect; "
-                     "embed = the probe's vector; describe = its colour, type and plate; "
+                     "embed = the probe's vector; describe = its colour, type and plate, read in a thread beside "
+                     "embed, search and features (so the stages sum to more than the total); "
                      "features = its local features; "
                      "the two paths are interleaved query by query on the same warm store",
         }
