@@ -246,7 +246,7 @@ class SearchService:
         pipeline = self.get_pipeline()
         # The colour, type and plate are read in a thread beside the vector, the index search and the local features:
         # at batch 1 neither side keeps both cores busy once OpenVINO no longer pins its threads (models/runtime.py).
-        # `bench photo-search` at 100k, 2 runs alternated: p50 119 / 117 → 100 / 106 ms, CPU 212 / 207 → 182 / 191.
+        # `bench photo-search` at 100k, 6 runs alternated: p50 median 100 → 95 ms, faster in 5 of 6 (83–106 vs 84–119).
         # (Beside the exact scan, before unpinning, it only moved the time: 123 / 106 / 101 against 105 / 110 / 115 ms.)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="describe") as pool:
             described = pool.submit(pipeline.describe_object, probe.image, kind)
