@@ -20,7 +20,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -55,15 +56,24 @@ class _Clock:
         """The stage this thread is timing now."""
         return getattr(self._threads, "stage", None)
 
-    def timed(self, stage: str, fn: Callable, *args: object) -> object:  # noqa: ANN401 - any wrapped call
-        t, outer, self._threads.stage = time.perf_counter(), self.active, stage
+    @contextmanager
+    def within(self, stage: str) -> Iterator[None]:
+        """Mark this thread as working for `stage` (a stage's own worker threads), without timing it again."""
+        outer, self._threads.stage = self.active, stage
         try:
-            return fn(*args)
+            yield
+        finally:
+            self._threads.stage = outer
+
+    def timed(self, stage: str, fn: Callable, *args: object) -> object:  # noqa: ANN401 - any wrapped call
+        t = time.perf_counter()
+        try:
+            with self.within(stage):
+                return fn(*args)
         finally:
             elapsed = time.perf_counter() - t
             with self._lock:
                 self.spent[stage] = self.spent.get(stage, 0.0) + elapsed
-            self._threads.stage = outer
 
 
 class _TimedVerifier:
@@ -123,6 +133,11 @@ class _TimedSearch(SearchService):
         if self.from_crops:
             return self.crop_features(sighting), False
         return super().local_features(sighting)
+
+    def crop_features(self, sighting: Sighting) -> LocalFeatures | None:
+        # a candidate's, extracted in verify's own threads: verify's time, not the probe's `features`
+        with self.clock.within("verify"):
+            return super().crop_features(sighting)
 
 
 def _pool(pipeline: FramePipeline, eval_root: Path, video_frames: int) -> list[Observation]:
