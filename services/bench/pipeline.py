@@ -55,15 +55,15 @@ def bench_ingest(directory: Path, settings: Settings, roadnet: Path, repeat: int
         busy = (cpu_end.user - cpu.user + cpu_end.system - cpu.system) / elapsed
         # each stage's time in the threads that ran the models, per photo; with batches run in parallel these add up
         # to more than the wall time, and `model_threads_busy` says how many of those threads were running at once
-        stages = {k: round(v / len(photos) * 1000, 2) for k, v in asdict(pipeline.times).items()}
-        in_models = sum(asdict(pipeline.times).values())
+        seconds = asdict(pipeline.times)
+        stages = {k: round(v / len(photos) * 1000, 2) for k, v in seconds.items()}
         by_kind = {kind: system.store.count(kind) for kind in ("vehicle", "person", "face")}
         result = {"photos": len(photos), "seconds": round(elapsed, 3),
                   "photos_per_s": round(len(photos) / elapsed, 2), "sightings": report.stored,
                   "errors": len(report.errors), "model_load_s": round(load_s, 2), "cores_busy": round(busy, 2),
                   "cpu_cores": os.cpu_count(), "wall_ms_per_photo": round(elapsed / len(photos) * 1000, 2),
                   "parallel_batches": system.ingestor.parallel_batches,
-                  "model_threads_busy": round(in_models / elapsed, 2), "ms_per_photo_by_stage": stages}
+                  "model_threads_busy": round(sum(seconds.values()) / elapsed, 2), "ms_per_photo_by_stage": stages}
     finally:
         system.close()
     result["storage"] = storage_figures(settings, photos, report.stored, by_kind)
