@@ -17,7 +17,8 @@ COPY models models
 COPY indexer indexer
 COPY geo geo
 COPY services services
-RUN pip install --no-cache-dir .
+COPY scripts/opencv_contrib.sh scripts/
+RUN pip install --no-cache-dir . && scripts/opencv_contrib.sh
 COPY --from=web /web /app/web
 ENV SIGHTLINE_WEB_DIR=/app/web
 EXPOSE 8000

@@ -1,6 +1,6 @@
 """Exact two-nearest-neighbour search of binary descriptors by Hamming distance: the photo-search verifier's matcher.
 
-Verification (models/rerank.py) matches a probe's ~1,500 ORB descriptors against each of 20 candidates' ~1,500:
+Verification (models/rerank.py) matches a probe's ~1,500 binary descriptors against each of 20 candidates' ~1,500:
 45 M distances a query, the largest single cost of a photo search. FAISS's binary flat index keeps a heap per
 query and scores one descriptor at a time (3.3 ms a pair here); OpenCV's brute force is 3× slower still. This
 kernel computes one query row's distances to the whole gallery in a loop LLVM vectorises (AVX-512 VPOPCNTQ where
@@ -68,7 +68,7 @@ def two_nearest(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, n
     maximum; of several at the same least distance, the first is named and the second distance equals the first.
     """
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != 32 or gallery.shape[1] != 32:
-        raise ValueError("descriptors must be rows of 32 bytes (256-bit ORB)")
+        raise ValueError("descriptors must be rows of 32 bytes (256-bit binary descriptors)")
     if not 0 < len(gallery) < MAX_GALLERY:
         raise ValueError(f"the gallery must hold between 1 and {MAX_GALLERY - 1} descriptors")
     words = np.ascontiguousarray(gallery, np.uint8).view(np.uint64)

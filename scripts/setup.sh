@@ -10,6 +10,7 @@ PY="${PYTHON:-python3}"
 # The CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e '.[test]'
+scripts/opencv_contrib.sh .venv/bin/python
 # The web app's map library comes from the npm registry (web/package-lock.json pins it).
 npm ci --prefix web --no-audit --no-fund --loglevel=error
 .venv/bin/sightline models pull --mirror "$MIRROR"

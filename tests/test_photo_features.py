@@ -39,7 +39,8 @@ def test_the_features_format_round_trips(eval_dir: Path) -> None:
     assert restored is not None and restored.descriptors is None and len(restored.points) == 0
     # Not this format, another version, another side, or cut short: None, so the caller re-extracts from the crop
     assert VERIFIER.decode(b"JPEG" + blob[4:]) is None
-    assert VERIFIER.decode(blob[:4] + b"\x02\x00" + blob[6:]) is None
+    assert VERIFIER.decode(blob[:4] + b"\x03\x00" + blob[6:]) is None
+    assert VERIFIER.decode(blob[:4] + b"\x01\x00" + blob[6:]) is None  # version 1: ORB's own descriptors
     assert Verifier(side=256).decode(blob) is None
     assert VERIFIER.decode(blob[:-1]) is None and VERIFIER.decode(b"") is None
 
@@ -171,8 +172,8 @@ def _opencv_two_nearest(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.nd
 
 
 def test_the_hamming_kernel_finds_what_opencv_finds(eval_dir: Path) -> None:
-    """On real ORB descriptors of two views of one vehicle and of two different vehicles: the same two least
-    distances for every descriptor, and the same nearest wherever the least distance is not tied."""
+    """On real descriptors (TEBLID on ORB keypoints) of two views of one vehicle and of two different vehicles: the
+    same two least distances for every descriptor, and the same nearest wherever the least distance is not tied."""
     folders = _vehicles(eval_dir)[:2]
     a, b, c = (VERIFIER.extract(cv2.imread(str(f))).descriptors
                for f in (folders[0] / "cam1_01.jpg", folders[0] / "cam2_01.jpg", folders[1] / "cam2_01.jpg"))

@@ -187,7 +187,7 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
         named = {"rank1": sims + verifier.bonus(inliers), "rank1_plain": sims}
         result["rank1"], result["mAP"], _ = reid_metrics(named["rank1"], labels, cameras)
         result.update(rank1_plain=rank1, mAP_plain=mean_ap,
-                      model=f"{embedder.version}+orb-homography-top{verifier.top_k}",
+                      model=f"{embedder.version}+orb-teblid-homography-top{verifier.top_k}",
                       cross_validated=cross_validate_verifier(sims, inliers, labels, cameras, verifier))
     if (kinds := rank1_by_kind(named, labels, cameras)) is not None:
         result["by_kind"] = kinds
