@@ -54,7 +54,7 @@ def test_cli_reembed_reports_and_refuses_bad_options(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) | {"seconds": 0} == {
         "space": "vehicle", "model": "mobilenet_v1_embedding+person-reidentification-retail-0288", "stale": 0,
-        "replaced": 0, "without_crop": 0, "seconds": 0}
+        "replaced": 0, "without_crop": 0, "features_refreshed": 0, "seconds": 0}
     bad = sightline("reembed", "--batch", "0", data=tmp_path / "data")
     assert bad.returncode == 2 and "batch must be between 1" in bad.stderr and "Traceback" not in bad.stderr
     assert sightline("reembed", "--space", "face", data=tmp_path / "data").returncode == 2

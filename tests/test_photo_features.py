@@ -95,6 +95,26 @@ def test_ingest_stores_features_search_uses_them_older_sightings_fall_back(fake_
     assert features is not None and not from_store
 
 
+def test_reembed_gives_vehicles_todays_local_features(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
+    """Features of the older format (ORB's own descriptors, version 1) or none at all: `reembed` extracts today's
+    from the crops, once; a search then reads them stored instead of extracting them."""
+    query, sightings = _ingest_two(fake_system, eval_dir)
+    keys = [features_key(s.crop) for s in sightings]
+    today = fake_system.blobs.get(keys[0])
+    fake_system.blobs.put(keys[0], today[:4] + b"\x01\x00" + today[6:])  # as a release before TEBLID wrote it
+    fake_system.blobs.delete(keys[1])
+    found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
+    assert [h.why["local_stored"] for h in found] == [0.0, 0.0]
+
+    report = fake_system.ingestor.reembed("vehicle")
+    assert report.features_refreshed == 2 and report.stale == 0
+    assert all(VERIFIER.decode(fake_system.blobs.get(k) or b"") is not None for k in keys)
+    found = fake_system.search.image(query.read_bytes(), "vehicle", 5, Filters()).results
+    assert [h.why["local_stored"] for h in found] == [1.0, 1.0]
+    assert fake_system.ingestor.reembed("vehicle").features_refreshed == 0  # nothing left to do
+    assert fake_system.ingestor.reembed("person").features_refreshed == 0  # people have none
+
+
 def test_reembed_gives_an_earlier_models_sightings_todays_vectors(fake_system, eval_dir: Path) -> None:  # noqa: ANN001
     query, sightings = _ingest_two(fake_system, eval_dir)
     earlier = np.random.default_rng(0).standard_normal((2, 1024)).astype(np.float32)  # another dimension

@@ -431,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also remove orphans: crop files no sighting refers to, alerts naming sightings that are gone")
     r.set_defaults(func=cmd_purge)
 
-    e = sub.add_parser("reembed", help="after an embedding model changed: give stored sightings its vectors")
+    e = sub.add_parser("reembed", help="after an embedding model or the local features changed: give stored "
+                                       "sightings today's, from their crops")
     e.add_argument("--space", choices=["vehicle", "person"], default="vehicle")
     e.add_argument("--batch", type=int, default=64, help="crops embedded (and committed) at a time")
     e.set_defaults(func=cmd_reembed)
