@@ -45,7 +45,7 @@ import numpy as np
 
 from models.hamming import two_nearest
 
-# The stored-features format, version 1 (little-endian): a 12-byte header — magic b"SLOF", version u16, the side
+# The stored-features format, version 2 (little-endian): a 12-byte header — magic b"SLOF", version u16, the side
 # the crop was resized to (u16), the keypoint count n (u32) — then n (x, y) uint16 pairs in 1/64 px at that side,
 # then n × 32 bytes of TEBLID descriptors. ~36 bytes a keypoint: ≤ 54 KB for 1500. Version 1 held ORB's own
 # descriptors: the same layout, but not comparable with TEBLID's, so such a blob reads as absent (re-extracted).
