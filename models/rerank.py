@@ -14,18 +14,19 @@ the scale was chosen there among 1, 1.5, 2 and 3 (and ORB), and choosing again b
 picked 2 in 4 folds of 5 (3 in one), held-out rank-1 by inliers 0.943. Where it matters is a large gallery:
 `bench photo-search --sightings 100000` rank-1 0.629 → 0.771, each query lifted whenever its vehicle was among
 the verified, since look-alike distractors no longer reach 20–60 chance inliers. On the 35-vehicle gallery alone,
-`eval reid --rerank` gives 0.971 against ORB's 0.986 (one query of 70).
+`eval reid --rerank` gives 0.971 against ORB's 0.986 (one query of 70); its cross-validation chooses the scale
+again with the weight and cap: 0.957 held out.
 
-Measured on ../shared/eval/reid/vehicle (35 vehicles × 2 cameras, `sightline eval reid DIR --rerank`):
-with MobileNet beside retail-0288 as the embedding, rank-1 0.857 → 0.971, mAP 0.915 → 0.986. That set is the only
-vehicle set there is, so be wary: the weight is chosen on it, and `eval reid --rerank` cross-validates that choice
-(`cross_validated`: weight and cap refitted on 4/5 of the identities, scored on the rest against the whole gallery:
-0.971, weight 0.02 picked in all 5 folds; an earlier 2-fold split with half-size galleries, MobileNet alone: 0.891
-with ORB, 0.863 with SIFT); the homography estimator (MAGSAC) was then chosen for speed — RANSAC, USAC and MAGSAC
-scored 0.957-0.986, one or two queries apart. Flip test-time augmentation (0.729), α-query expansion (0.757) and
-k-reciprocal re-ranking (≤ 0.63) did not help: with one true match in a 35-image gallery there is no neighbourhood
-for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751 → 0.705,
-so only vehicle searches are verified.
+Measured on ../shared/eval/reid/vehicle (35 vehicles × 2 cameras, `sightline eval reid DIR --rerank`): with
+MobileNet beside retail-0288 as the embedding, rank-1 0.857 → 0.971, mAP 0.915 → 0.986. That set is the only vehicle
+set there is, so be wary: the scale, weight and cap are chosen on it, and `eval reid --rerank` cross-validates that
+choice (`cross_validated`: the three chosen again on 4/5 of the identities, scored on the rest against the whole
+gallery: 0.957, the deployed ones picked in 4 folds of 5; an earlier 2-fold split with half-size galleries,
+MobileNet alone: 0.891 with ORB, 0.863 with SIFT); the homography estimator (MAGSAC) was then chosen for speed —
+RANSAC, USAC and MAGSAC scored 0.957-0.986, one or two queries apart. Flip test-time augmentation (0.729), α-query
+expansion (0.757) and k-reciprocal re-ranking (≤ 0.63) did not help: with one true match in a 35-image gallery there
+is no neighbourhood for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751
+→ 0.705, so only vehicle searches are verified.
 
 A query verifies 20 candidates: extracting their features from JPEG crops at query time cost ~10 ms each,
 so each vehicle's features are extracted once at ingest and stored beside its crop (`features_key`) in the

@@ -27,6 +27,7 @@ from models.rerank import Verifier
 REID_FOLDS = 5
 WEIGHT_GRID = (0.0025, 0.005, 0.01, 0.02, 0.04)  # the verifier's inlier weight, cross-validated by `eval reid`
 CAP_GRID = (30, 60, 120)
+SCALE_GRID = (1.0, 1.5, 2.0, 3.0)  # TEBLID's sampling scale (models/rerank.py), cross-validated with them
 
 
 def labelled_images(directory: Path) -> list[tuple[str, Path]]:
@@ -112,27 +113,30 @@ def reid_metrics(sims: np.ndarray, labels: np.ndarray, cameras: np.ndarray) -> t
     return round(float(np.mean(rank1)), 4), round(float(np.mean(aps)), 4), len(rank1)
 
 
-def cross_validate_verifier(sims: np.ndarray, inliers: np.ndarray, labels: np.ndarray, cameras: np.ndarray,
-                            verifier: Verifier, seed: int = 0) -> dict:
-    """The verifier's weight and cap — chosen on ../shared/eval/reid/vehicle — chosen again from a grid on the
-    queries of 4/5 of the identities (best rank-1, then mAP; ties keep the deployed values) and scored on the
-    other fifth's queries, each still searching the whole other-camera gallery; the five parts pooled.
-    `inliers` is the verifier's inlier matrix: the top candidates do not depend on the weight."""
+def cross_validate_verifier(sims: np.ndarray, inliers: dict[float, np.ndarray], labels: np.ndarray,
+                            cameras: np.ndarray, verifier: Verifier, seed: int = 0) -> dict:
+    """The verifier's descriptor scale, weight and cap — chosen on ../shared/eval/reid/vehicle — chosen again from a
+    grid on the queries of 4/5 of the identities (best rank-1, then mAP; ties keep the deployed values) and scored on
+    the other fifth's queries, each still searching the whole other-camera gallery; the five parts pooled.
+    `inliers`: descriptor scale -> the verifier's inlier matrix at that scale (the top candidates do not depend on
+    the weight); the scales given are the ones tried."""
     identities = np.random.default_rng(seed).permutation(np.unique(labels))
-    grid = [replace(verifier, weight=w, cap=c) for w in WEIGHT_GRID for c in CAP_GRID]
+    grid = [replace(verifier, descriptor_scale=s, weight=w, cap=c) for s in inliers for w in WEIGHT_GRID
+            for c in CAP_GRID]
+    deployed = (verifier.descriptor_scale, verifier.weight, verifier.cap)
 
     def scored(v: Verifier, rows: np.ndarray) -> tuple[list[bool], list[float]]:
-        return _per_query(sims + v.bonus(inliers), labels, cameras, rows)
+        return _per_query(sims + v.bonus(inliers[v.descriptor_scale]), labels, cameras, rows)
 
     def fit(rows: np.ndarray, v: Verifier) -> tuple[float, float, bool]:
         h, a = scored(v, rows)
-        return float(np.mean(h)), float(np.mean(a)), (v.weight, v.cap) == (verifier.weight, verifier.cap)
+        return float(np.mean(h)), float(np.mean(a)), (v.descriptor_scale, v.weight, v.cap) == deployed
 
     hits, aps, chosen = [], [], Counter[str]()
     for fold in np.array_split(identities, REID_FOLDS):
         test = np.flatnonzero(np.isin(labels, fold))
         best = max(grid, key=partial(fit, np.flatnonzero(~np.isin(labels, fold))))
-        chosen[f"weight {best.weight} cap {best.cap}"] += 1
+        chosen[f"scale {best.descriptor_scale} weight {best.weight} cap {best.cap}"] += 1
         h, a = scored(best, test)
         hits += h
         aps += a
@@ -182,13 +186,15 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
               "mAP": mean_ap, "space": embedder.space, "model": embedder.version}
     named = {"rank1": sims}
     if verifier is not None:
-        inliers = verifier.inlier_matrix(sims, lambda i: images[i], lambda i: images[i],
-                                         cameras[:, None] != cameras[None, :])
+        by_scale = {scale: replace(verifier, descriptor_scale=scale).inlier_matrix(
+            sims, lambda i: images[i], lambda i: images[i], cameras[:, None] != cameras[None, :])
+            for scale in sorted({verifier.descriptor_scale, *SCALE_GRID})}
+        inliers = by_scale[verifier.descriptor_scale]
         named = {"rank1": sims + verifier.bonus(inliers), "rank1_plain": sims}
         result["rank1"], result["mAP"], _ = reid_metrics(named["rank1"], labels, cameras)
         result.update(rank1_plain=rank1, mAP_plain=mean_ap,
                       model=f"{embedder.version}+orb-teblid-homography-top{verifier.top_k}",
-                      cross_validated=cross_validate_verifier(sims, inliers, labels, cameras, verifier))
+                      cross_validated=cross_validate_verifier(sims, by_scale, labels, cameras, verifier))
     if (kinds := rank1_by_kind(named, labels, cameras)) is not None:
         result["by_kind"] = kinds
     result["ms_per_image"] = round(1000 * (time.perf_counter() - start) / len(items), 2)
