@@ -120,7 +120,8 @@ class Verifier:
     top_k: int = 20
 
     def __post_init__(self) -> None:
-        if not hasattr(cv2, "xfeatures2d"):  # told at start-up, not at the first vehicle
+        # told at start-up, not at the first vehicle; a contrib build older than TEBLID (4.8) lacks it too
+        if not hasattr(getattr(cv2, "xfeatures2d", None), "TEBLID_create"):
             raise RuntimeError("this OpenCV lacks its contrib modules (TEBLID, for photo-search verification): "
                                "run scripts/opencv_contrib.sh with this Python")
 
