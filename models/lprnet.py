@@ -145,7 +145,7 @@ class LPRNetReader:
 
     The published weights are a PyTorch state dict; the same network compiled by OpenVINO in float32 gives the
     same logits (within 1e-4) about 10× faster than PyTorch on this CPU (5.6 vs 60 ms a plate), and the plate
-    stage runs it on every plate the first reader is unsure of. Float32 is asked for: OpenVINO's default on
+    stage runs it on every plate (models/plates.py: PlateReader). Float32 is asked for: OpenVINO's default on
     CPUs with bf16 moves the logits by up to 0.7, enough to change a character.
     """
 

@@ -5,6 +5,7 @@ Light to import (no model loads): services type against `FramePipeline`, which t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -79,7 +80,10 @@ class FramePipeline(Protocol):
     def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
         """Vehicles and people per frame (a tracker asks for weak boxes too)."""
 
-    def detect_faces(self, frame: np.ndarray) -> list[Detection]: ...
+    def detect_faces(self, frame: np.ndarray, objects: Sequence[Detection | Observation] | None = None
+                     ) -> list[Detection]:
+        """Faces in a frame; given the objects detected in it, only if a person is among them (the real pipeline's
+        rule, which an operator may lift)."""
 
     def describe_tracks(self, tracks: list[Track]) -> list[Observation]:
         """One observation per finished video track, from its best views."""

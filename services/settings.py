@@ -30,6 +30,8 @@ class Settings:
     vector_backend: str = "faiss"
     max_upload_bytes: int = 50 << 20
     faces: bool = True
+    # Look for faces in frames where no person was detected too (models/pipeline.py: Pipeline.detect_faces)
+    faces_without_people: bool = False
     # Keep this many days of sightings (None: keep everything); the API applies it hourly.
     retention_days: float | None = None
     # Vector indexes: exact search up to this many vectors a space, then an HNSW graph up to graph_limit, then IVF
@@ -93,6 +95,7 @@ class Settings:
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
             secure_cookies=(get("SIGHTLINE_SECURE_COOKIES") or "0").lower() in ("1", "true", "yes"),
+            faces_without_people=(get("SIGHTLINE_FACES_WITHOUT_PEOPLE") or "0").lower() in ("1", "true", "yes"),
             outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
             queue=get("SIGHTLINE_QUEUE"),
             es_url=get("SIGHTLINE_ES_URL"),

@@ -159,7 +159,8 @@ class Sightline:
             if self._pipeline is None:
                 from models.pipeline import Pipeline  # the models load only when a frame is processed
 
-                self._pipeline = Pipeline(self.settings.model_dir, faces=self.settings.faces)
+                self._pipeline = Pipeline(self.settings.model_dir, faces=self.settings.faces,
+                                          faces_without_people=self.settings.faces_without_people)
             return self._pipeline
 
     @property

@@ -144,7 +144,7 @@ class VideoProcessor:
         ended: list[Track] = []
         for (index, frame), dets in zip(batch, detections, strict=True):
             report.sampled += 1
-            faces = self.pipeline.detect_faces(frame)
+            faces = self.pipeline.detect_faces(frame, dets)
             for kind, tracker in trackers.items():
                 of_kind = faces if kind == SightingKind.FACE else [d for d in dets if d.kind == kind]
                 ended.extend(tracker.update(index, frame, of_kind))

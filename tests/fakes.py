@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 
 import cv2
@@ -116,7 +117,8 @@ class FakePipeline:
                         if ob.det_score >= (min_score or 0.0)])
         return out
 
-    def detect_faces(self, frame: np.ndarray) -> list[Detection]:
+    def detect_faces(self, frame: np.ndarray, objects: Sequence[Detection | Observation] | None = None
+                     ) -> list[Detection]:  # every face it was given: the fake has no cost to save
         return [Detection("face", "face", ob.bbox, ob.det_score) for ob in self._seen(frame)
                 if ob.kind == SightingKind.FACE]
 

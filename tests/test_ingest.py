@@ -52,6 +52,21 @@ def test_pipeline_finds_people_with_attributes_and_faces_linked_to_them(pipeline
     assert len(walkers) >= 2 and all(o.attributes.upper_color for o in walkers)
 
 
+def test_faces_are_looked_for_only_where_a_person_is_unless_the_operator_asks(
+        pipeline, eval_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """YuNet (the real one, its calls counted) is not run on a photo of a car alone; on a portrait it is."""
+    frames = [cv2.imread(str(eval_dir / "plates" / "full" / "0000.jpg")),
+              cv2.imread(str(eval_dir / "faces" / "barack_obama" / "examples_obama.jpg"))]
+    asked: list[tuple[int, ...]] = []
+    detect = pipeline.face_detector.detect
+    monkeypatch.setattr(pipeline.face_detector, "detect", lambda frame: asked.append(frame.shape) or detect(frame))
+    car, portrait = pipeline.process(frames)
+    assert asked == [frames[1].shape]
+    assert not any(o.kind == "face" for o in car) and sum(o.kind == "face" for o in portrait) == 1
+    monkeypatch.setattr(pipeline, "faces_without_people", True)  # SIGHTLINE_FACES_WITHOUT_PEOPLE
+    assert pipeline.detect_faces(frames[0], pipeline.detect(frames[:1])[0]) == [] and len(asked) == 2
+
+
 def test_ingest_manifest_is_idempotent_and_searchable(system: Sightline, eval_dir: Path, tmp_path: Path) -> None:
     _cameras(system)
     labels = _labels(eval_dir)

@@ -19,11 +19,13 @@ from models.plates import (
     RawReading,
     align,
     fuse,
+    heard,
     intel_tokens_to_text,
     join_double_row,
     letterbox,
     nms,
     pad_corners,
+    quick_readers_agree,
 )
 from models.records import BBox, InputError
 from services.bench.eval_plates import char_accuracy, cross_validate_fusion, evaluate_plates, looks_like_crop
@@ -170,26 +172,38 @@ def test_fusion_uses_the_colour_for_the_length():
 
 
 def test_fusion_cross_validation_refits_on_training_parts_and_scores_the_rest():
-    """Readings scripted so the answer is known: PP-OCR is sure and right on 16 plates; on 4 it is unsure and
-    wrong, and the other two readers agree on the truth. Every fold then learns to ask them: all 20 held out."""
-    def reading(ppocr: RawReading, others: list[RawReading]) -> PlateReading:
-        raw = [ppocr, *others]
+    """Readings scripted so the answer is known: LPRNet and Intel's reader disagree on every plate (so PP-OCR is
+    asked), PP-OCR is surely wrong on the last character and LPRNet right. The deployed bar and weights trust
+    PP-OCR (none right in sample); every fold learns from its 4/5 never to take PP-OCR alone and that LPRNet is
+    the one to trust (all 20 held out)."""
+    def reading(raw: list[RawReading]) -> PlateReading:
         return PlateReading(None, 0.0, "blue", 1, [], BBox(0, 0, 1, 1), 1.0, {r.reader: r.text for r in raw}, raw)
 
     labels, every = [], []
     for i in range(20):
         truth = f"皖A{i:05d}"
-        if i % 5:
-            every.append(reading(RawReading("ppocr", truth, [0.99] * 7), [RawReading("lprnet", truth, [0.9] * 7),
-                                                                          RawReading("intel", truth, [0.9] * 7)]))
-        else:
-            wrong = truth[:-1] + "X"
-            every.append(reading(RawReading("ppocr", wrong, [0.99] * 6 + [0.6]),
-                                 [RawReading("lprnet", truth, [0.95] * 7), RawReading("intel", truth, [0.95] * 7)]))
+        every.append(reading([RawReading("ppocr", truth[:-1] + "X", [0.99] * 7),
+                              RawReading("lprnet", truth, [0.8] * 7),
+                              RawReading("intel", truth[:-1] + "Y", [0.9] * 7)]))
         labels.append(truth)
     result = cross_validate_fusion(labels, every)
     assert result["images"] == 20 and result["folds"] == 5
-    assert result["held_out"] == 1.0 and result["in_sample"] == 1.0
+    assert result["held_out"] == 1.0 and result["in_sample"] == 0.0
+    assert result["sure_chosen_per_fold"] == {"1.01": 5}
+
+
+def test_ppocr_is_asked_only_when_the_quick_readers_disagree_and_alone_when_sure():
+    agree = [RawReading("lprnet", "皖A12345", [0.7] * 7), RawReading("intel", "皖A12345", [0.9] * 7)]
+    assert quick_readers_agree(agree, "blue")
+    assert not quick_readers_agree(agree, "green")  # a green plate has 8 characters: one was lost
+    assert not quick_readers_agree([agree[0], RawReading("intel", "皖A12346", [0.9] * 7)], "blue")
+    assert not quick_readers_agree([RawReading(r.reader, "A12345", r.char_conf) for r in agree], "blue")  # no province
+    assert not quick_readers_agree(agree[:1], "blue")
+    assert heard(agree, "blue") == agree
+    sure, unsure = RawReading("ppocr", "皖A12346", [0.95] * 7), RawReading("ppocr", "皖A12346", [0.95] * 6 + [0.5])
+    disputed = [agree[0], RawReading("intel", "皖A12346", [0.9] * 7)]
+    assert heard([sure, *disputed], "blue") == [sure]
+    assert heard([unsure, *disputed], "blue") == [unsure, *disputed]
 
 
 def test_char_accuracy():
@@ -231,7 +245,7 @@ def test_lprnet_loads_the_published_weights_strictly(reader):
 def test_lprnet_on_openvino_gives_the_logits_pytorch_gives(reader):
     """The network is compiled by OpenVINO for speed: on real plate crops it must answer what PyTorch answers."""
     crops = [cv2.imread(str(p)) for p in sorted((EVAL / "crops").glob("*.jpg"))[:16]]
-    lprnet = reader.second_opinions[0].net
+    lprnet = reader.quick[0].net
     batch = preprocess(crops)
     with torch.inference_mode():
         expected = lprnet.net(batch).numpy()

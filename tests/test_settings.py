@@ -13,11 +13,11 @@ from services.settings import Settings
 def test_the_environment_is_read_into_one_settings_object(tmp_path: Path) -> None:
     env = {"SIGHTLINE_DATA": str(tmp_path / "d"), "SIGHTLINE_MAX_UPLOAD_MB": "2", "SIGHTLINE_RETENTION_DAYS": "30",
            "SIGHTLINE_NPROBE": "64", "SIGHTLINE_EXACT_LIMIT": "1000", "SIGHTLINE_GRAPH_LIMIT": "5000",
-           "SIGHTLINE_PARALLEL_BATCHES": "3", "SIGHTLINE_TILE_URL": ""}
+           "SIGHTLINE_PARALLEL_BATCHES": "3", "SIGHTLINE_TILE_URL": "", "SIGHTLINE_FACES_WITHOUT_PEOPLE": "1"}
     settings = Settings.from_env(env)
     assert settings.data_dir == (tmp_path / "d").resolve() and settings.max_upload_bytes == 2 << 20
     assert (settings.retention_days, settings.nprobe, settings.exact_limit, settings.graph_limit, settings.tile_url,
-            settings.parallel_batches) == (30.0, 64, 1000, 5000, None, 3)
+            settings.parallel_batches, settings.faces_without_people) == (30.0, 64, 1000, 5000, None, 3, True)
     assert Settings.from_env({}) == Settings()  # nothing set: the defaults
     with pytest.raises(AttributeError):
         settings.data_dir = tmp_path  # type: ignore[misc]  # frozen: read once, changed by no one

@@ -23,8 +23,8 @@ from models.plates import (
     Weights,
     edit_distance,
     fuse,
+    heard,
     normalize_plate,
-    ppocr_is_sure,
     reader_weights,
 )
 from models.records import InputError
@@ -140,19 +140,18 @@ FOLDS = 5
 
 def fused_text(reading: PlateReading, weights: Weights, sure: float) -> str:
     """What the deployed rules would read from an all-readers reading, under other weights and another sure bar."""
-    first = reading.raw[0]  # PP-OCR's, always first
-    heard = [first] if ppocr_is_sure(first, reading.color, sure) else reading.raw
-    return fuse(heard, reading.color, weights).text or ""
+    return fuse(heard(reading.raw, reading.color, sure), reading.color, weights).text or ""
 
 
 def cross_validate_fusion(labels: list[str], every: list[PlateReading | None], seed: int = 0) -> dict:
-    """The fusion's two choices made on these images — each reader's vote weight (from its accuracy) and the bar
-    above which PP-OCR alone is trusted — made again on 4/5 of the images and scored on the other fifth.
+    """The fusion's two fitted choices — each reader's vote weight (from its accuracy) and the bar above which
+    PP-OCR alone is trusted — made again on 4/5 of the images and scored on the other fifth.
 
     The weights are refitted on each training part from the readers' own exact accuracies there, the bar is the
-    grid value with the best training exact; the held-out figure pools the five test parts.
+    grid value with the best training exact; the held-out figure pools the five test parts. (Whether PP-OCR is
+    asked at all has no fitted part: it is asked when LPRNet and Intel's reader disagree.)
     """
-    readings = {i: r for i, r in enumerate(every) if r is not None and r.raw and r.raw[0].reader == "ppocr"}
+    readings = {i: r for i, r in enumerate(every) if r is not None and r.raw}
     usable = list(readings)
     order = np.random.default_rng(seed).permutation(usable)
     folds = np.array_split(order, FOLDS)
