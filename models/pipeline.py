@@ -97,10 +97,8 @@ class Pipeline:
         A camera that sees faces the person detector misses (drivers behind a windscreen, say) can ask for every
         frame: `faces_without_people` (SIGHTLINE_FACES_WITHOUT_PEOPLE).
         """
-        if self.face_detector is None:
-            return []
-        if objects is not None and not self.faces_without_people and \
-                not any(o.kind == SightingKind.PERSON for o in objects):
+        person_seen = objects is None or any(o.kind == SightingKind.PERSON for o in objects)
+        if self.face_detector is None or not (person_seen or self.faces_without_people):
             return []
         return self.face_detector.detect(frame)
 

@@ -78,6 +78,9 @@ class Settings:
             value = _number(env, name, low, high, default)
             return default if value is None else value
 
+        def switched_on(name: str) -> bool:
+            return (get(name) or "0").lower() in ("1", "true", "yes")
+
         roads = get("SIGHTLINE_ROADS")
         return replace(
             base,
@@ -94,8 +97,8 @@ class Settings:
             roads_geojson=Path(roads).resolve() if roads else base.roads_geojson,
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
-            secure_cookies=(get("SIGHTLINE_SECURE_COOKIES") or "0").lower() in ("1", "true", "yes"),
-            faces_without_people=(get("SIGHTLINE_FACES_WITHOUT_PEOPLE") or "0").lower() in ("1", "true", "yes"),
+            secure_cookies=switched_on("SIGHTLINE_SECURE_COOKIES"),
+            faces_without_people=switched_on("SIGHTLINE_FACES_WITHOUT_PEOPLE"),
             outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
             queue=get("SIGHTLINE_QUEUE"),
             es_url=get("SIGHTLINE_ES_URL"),
