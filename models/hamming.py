@@ -1,11 +1,12 @@
 """Exact two-nearest-neighbour search of binary descriptors by Hamming distance: the photo-search verifier's matcher.
 
-Verification (models/rerank.py) matches a probe's ~1,500 binary descriptors against each of 20 candidates' ~1,500:
-45 M distances a query, the largest single cost of a photo search. FAISS's binary flat index keeps a heap per
-query and scores one descriptor at a time (3.3 ms a pair here); OpenCV's brute force is 3× slower still. This
-kernel computes one query row's distances to the whole gallery in a loop LLVM vectorises (AVX-512 VPOPCNTQ where
-the CPU has it), two rows at a time so each gallery word is loaded once for both, then takes the two smallest in
-two more vectorised passes: ~1.1 ms a pair, the same distances as both libraries.
+Verification (models/rerank.py) matches a probe's binary descriptors (up to 1,000; 1,500 until 2026-11-29) against
+each of 20 candidates': up to 20 M distances a query (45 M before), the largest single cost of a photo search.
+FAISS's binary flat index keeps a heap per query and scores one descriptor at a time (3.3 ms a pair here); OpenCV's
+brute force is 3× slower still. This kernel computes one query row's distances to the whole gallery in a loop LLVM
+vectorises (AVX-512 VPOPCNTQ where the CPU has it), two rows at a time so each gallery word is loaded once for both,
+then takes the two smallest in two more vectorised passes: ~1.1 ms a 1,500 × 1,500 pair, the same distances as both
+libraries.
 
 Numba compiles it on first use (under a second; not cached on disk, so a read-only install works) and it
 releases the GIL, so the verifier's threads run it in parallel.

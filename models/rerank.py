@@ -28,6 +28,16 @@ expansion (0.757) and k-reciprocal re-ranking (≤ 0.63) did not help: with one 
 is no neighbourhood for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751
 → 0.705, so only vehicle searches are verified.
 
+Crops are matched at 256 px on their longer side with at most 1,000 keypoints (320 px and 1,500 until 2026-11-29):
+~600 keypoints on an ingest crop instead of ~830, so extracting them (at ingest, once per vehicle; one thread) takes
+3.5–4.1 instead of 4.1–7.4 ms and a match about half. Verification quality did not move: on the 35 pairs above, AUC
+0.991 → 0.998, chance inliers p99 10 → 8, true pairs median 68 → 58; against the real vehicles behind `bench
+photo-search`'s distractors, chance inliers max 15 → 10, true pairs at or under that max 5 → 2; `eval reid --rerank`
+0.971 both, cross-validated 0.957 → 0.971. Across sides 224–320 and 800–1,500 keypoints (16 settings) `eval reid
+--rerank` moved between 0.943 and 1.000 with no trend (4 queries of 70), so the setting was chosen for its cost, not
+fitted: at 100k rank-1 stayed 0.771 in 3 runs alternated, p50 88–94 → 79–86 ms. Features stored at the old side read
+as absent (`decode`), so `sightline reembed --space vehicle` rewrites them.
+
 A query verifies 20 candidates: extracting their features from JPEG crops at query time cost ~10 ms each,
 so each vehicle's features are extracted once at ingest and stored beside its crop (`features_key`) in the
 compact format of `encode`/`decode`; a query then extracts only its own and matches (`inliers`, with the exact
@@ -48,11 +58,11 @@ from models.hamming import two_nearest
 
 # The stored-features format, version 2 (little-endian): a 12-byte header — magic b"SLOF", version u16, the side
 # the crop was resized to (u16), the keypoint count n (u32) — then n (x, y) uint16 pairs in 1/64 px at that side,
-# then n × 32 bytes of TEBLID descriptors. ~36 bytes a keypoint: ≤ 54 KB for 1500. Version 1 held ORB's own
+# then n × 32 bytes of TEBLID descriptors. ~36 bytes a keypoint: ≤ 36 KB for 1,000. Version 1 held ORB's own
 # descriptors: the same layout, but not comparable with TEBLID's, so such a blob reads as absent (re-extracted).
 FEATURES_MAGIC, FEATURES_VERSION = b"SLOF", 2
 _HEADER = struct.Struct("<4sHHI")
-_FIXED = 64.0  # keypoint coordinates in 1/64 px: 320 px × 64 fits a uint16, and the error (≤ 1/128 px) is nothing
+_FIXED = 64.0  # keypoint coordinates in 1/64 px: 256 px × 64 fits a uint16, and the error (≤ 1/128 px) is nothing
 _DESCRIPTOR_BYTES = 32
 
 
@@ -110,8 +120,8 @@ class Verifier:
     """ORB keypoints, TEBLID descriptors, ratio test, homography (MAGSAC); similarity bonus = weight ×
     min(inliers, cap) on the top_k."""
 
-    side: int = 320  # crops from different cameras differ in size: match at one scale
-    features: int = 1500
+    side: int = 256  # crops from different cameras differ in size: match at one scale
+    features: int = 1000
     ratio: float = 0.8  # Lowe's ratio test
     reprojection_px: float = 8.0
     weight: float = 0.02  # chosen on eval/reid/vehicle: picked by every fold of `eval reid`'s cross-validation
