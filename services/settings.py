@@ -79,7 +79,7 @@ class Settings:
             return default if value is None else value
 
         def switched_on(name: str) -> bool:
-            return (get(name) or "0").lower() in ("1", "true", "yes")
+            return _switch(name, get(name))
 
         roads = get("SIGHTLINE_ROADS")
         return replace(
@@ -129,6 +129,16 @@ def _es_prefix(text: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,99}", text):
         raise InputError(f"SIGHTLINE_ES_PREFIX={text!r}: use lowercase letters, digits, '-', '_' or '.'")
     return text
+
+
+def _switch(name: str, text: str | None) -> bool:
+    """An on/off variable: unset is off; a value that is neither (say "enabled") is refused, not read as off."""
+    value = (text or "off").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InputError(f"{name}={text!r} must be on or off (1/true/yes/on or 0/false/no/off)")
 
 
 def _number(env: Mapping[str, str], name: str, low: float, high: float, default: float | None) -> float | None:

@@ -26,10 +26,19 @@ def test_the_environment_is_read_into_one_settings_object(tmp_path: Path) -> Non
 @pytest.mark.parametrize("name, value", [("SIGHTLINE_MAX_UPLOAD_MB", "lots"), ("SIGHTLINE_MAX_UPLOAD_MB", "0"),
                                          ("SIGHTLINE_RETENTION_DAYS", "nan"), ("SIGHTLINE_RETENTION_DAYS", "-1"),
                                          ("SIGHTLINE_NPROBE", "inf"), ("SIGHTLINE_EXACT_LIMIT", "1e12"),
-                                         ("SIGHTLINE_GRAPH_LIMIT", "-5"), ("SIGHTLINE_PARALLEL_BATCHES", "0")])
+                                         ("SIGHTLINE_GRAPH_LIMIT", "-5"), ("SIGHTLINE_PARALLEL_BATCHES", "0"),
+                                         ("SIGHTLINE_SECURE_COOKIES", "enabled"),
+                                         ("SIGHTLINE_FACES_WITHOUT_PEOPLE", "2")])
 def test_a_bad_value_is_an_error_that_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(InputError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("value, on", [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False),
+                                       ("false", False), ("No", False), ("off", False)])
+def test_on_off_variables_take_the_usual_spellings(value: str, on: bool) -> None:
+    settings = Settings.from_env({"SIGHTLINE_SECURE_COOKIES": value, "SIGHTLINE_FACES_WITHOUT_PEOPLE": value})
+    assert (settings.secure_cookies, settings.faces_without_people) == (on, on)
 
 
 def test_the_cli_says_which_setting_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
