@@ -439,6 +439,11 @@ class PlateReading:
     raw: list[RawReading] = field(default_factory=list, repr=False)  # every reader's reading (eval re-fuses them)
 
 
+def valid_for_color(text: str, color: str | None) -> bool:
+    """A format-valid plate of the length its colour implies (any length when the colour is unknown)."""
+    return is_valid_plate(text) and len(text) == LENGTH_OF_COLOR.get(color or "", len(text))
+
+
 def quick_readers_agree(quick: list[RawReading], color: str | None) -> bool:
     """LPRNet and Intel's reader give the same format-valid plate, of the length the colour implies.
 
@@ -448,8 +453,7 @@ def quick_readers_agree(quick: list[RawReading], color: str | None) -> bool:
     texts = {r.text for r in quick}
     if len(quick) < 2 or len(texts) != 1:
         return False
-    text = texts.pop()
-    return is_valid_plate(text) and len(text) == LENGTH_OF_COLOR.get(color or "", len(text))
+    return valid_for_color(texts.pop(), color)
 
 
 # PP-OCR alone is right on ~98% of plates; when it is sure of every character, the quick readers' votes
@@ -459,12 +463,7 @@ SURE_CHAR_CONF = 0.9
 
 def ppocr_is_sure(reading: RawReading, color: str | None, sure: float = SURE_CHAR_CONF) -> bool:
     """A PP-OCR reading that needs no other vote: valid format, the colour's length, every character sure."""
-    expected = LENGTH_OF_COLOR.get(color or "", len(reading.text))
-    return (
-        is_valid_plate(reading.text)
-        and len(reading.text) == expected
-        and min(reading.char_conf, default=0.0) >= sure
-    )
+    return valid_for_color(reading.text, color) and min(reading.char_conf, default=0.0) >= sure
 
 
 def heard(raw: list[RawReading], color: str | None, sure: float = SURE_CHAR_CONF) -> list[RawReading]:
