@@ -13,10 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
 import rapidocr_onnxruntime
 
+from models.imageops import by_canvas, nms
 from models.imageops import letterbox as fit_square
-from models.imageops import nms
 from models.lprnet import LPRNetReader, resize_to
 from models.plate_text import LETTERS, PLATE_PATTERN, PROVINCES, edit_distance, is_valid_plate, normalize_plate  # noqa: F401
 from models.records import BBox
@@ -42,10 +44,11 @@ class Letterbox:
         return points * self.scale + np.array([self.left, self.top], np.float32)
 
 
-def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Fit the image into size×size keeping its aspect, centred, padded with 0 (the detector's training)."""
-    canvas, scale, (left, top) = fit_square(img, size, pad_value=0, centred=True)
-    return canvas, Letterbox(scale, left, top)
+def letterbox(img: np.ndarray, size: int, canvas: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Fit the image into size×size (or `canvas`) keeping its aspect, centred, padded with 0 (the detector's
+    training)."""
+    padded, scale, (left, top) = fit_square(img, size, pad_value=0, centred=True, canvas=canvas)
+    return padded, Letterbox(scale, left, top)
 
 
 @dataclass
@@ -78,33 +81,109 @@ def decode_detections(
     return out
 
 
+# YOLOv5-face's anchors (width, height in input pixels), three a level, by stride: the constants of both files
+PLATE_ANCHORS = {8: ((4, 5), (8, 10), (13, 16)), 16: ((23, 29), (43, 55), (73, 105)),
+                 32: ((146, 217), (231, 300), (335, 433))}
+PLATE_ROW = 15  # per anchor and cell: cx, cy, w, h, objectness, 4 corners (x, y), single-row, double-row
+
+
+def plate_detector_heads(model: ov.Model) -> int:
+    """Cut the plate detector's graph at its three head convolutions, and let every reshape in it follow the input's
+    height and width; returns how many reshapes it rewrote.
+
+    The files decode their boxes in the graph with grids of constants for one input size, and their channel
+    shuffles reshape to constant sides, so they ran square only: a 1160×720 photo spent 38 % of the 320
+    model's work on padding. The heads' raw outputs are decoded by `decode_plate_heads` instead, for any sides.
+    """
+    heads, rewritten = [], 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Reshape":
+            continue
+        source, target = node.input(0).get_source_output(), node.input(1).get_source_output().get_node()
+        rank = source.get_partial_shape().rank.get_length()
+        if target.get_type_name() != "Constant" or rank < 4 or source.get_node().get_type_name() == "Constant":
+            continue
+        wanted = target.get_data().astype(np.int64)
+        if len(wanted) == 5 and wanted[2] == PLATE_ROW:  # a head: (1, 45, h, w) -> (1, 3, 15, h, w), then decoding
+            heads.append(source)
+        elif list(wanted[-2:]) == list(source.get_partial_shape().to_shape()[-2:]):  # a shuffle keeping (h, w)
+            shape = ops.shape_of(source, "i64")
+            batch = ops.gather(shape, ops.constant(np.array([0])), ops.constant(0))
+            sides = ops.gather(shape, ops.constant(np.array([rank - 2, rank - 1])), ops.constant(0))
+            node.input(1).replace_source_output(ops.concat([batch, ops.constant(wanted[1:-2]), sides], 0).output(0))
+            rewritten += 1
+    for result in list(model.get_results()):
+        model.remove_result(result)
+    for stride, head in zip(PLATE_ANCHORS, sorted(heads, key=lambda h: -h.get_partial_shape()[2].get_length()),
+                            strict=True):
+        head.get_tensor().set_names({f"head_{stride}"})
+        model.add_results([ops.result(head)])
+    model.validate_nodes_and_infer_types()
+    return rewritten
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def decode_plate_heads(heads: dict[int, np.ndarray], min_score: float = 0.0) -> np.ndarray:
+    """Stride -> one image's raw head (45, rows, cols) => (n, 15) rows as the original graph gave them, in input
+    pixels (the centre and size as YOLOv5 decodes them, the corners as offsets of the cell in anchor units), only
+    those scored (objectness × the likelier row count) at least `min_score`, in the graph's order."""
+    out = []
+    for stride, raw in heads.items():
+        rows, cols = raw.shape[1:]
+        x = raw.reshape(3, PLATE_ROW, rows, cols).transpose(0, 2, 3, 1)  # (anchor, y, x, 15)
+        kept = _sigmoid(x[..., 4]) * _sigmoid(x[..., 13:].max(-1)) >= min_score
+        anchor_i, ys, xs = np.nonzero(kept)
+        x = x[kept]  # (n, 15)
+        cell = np.stack([xs, ys], -1).astype(np.float32)  # (n, 2)
+        anchor = np.array(PLATE_ANCHORS[stride], np.float32)[anchor_i]  # (n, 2)
+        box = _sigmoid(x[:, :5])
+        decoded = np.empty_like(x)
+        decoded[:, :2] = (box[:, :2] * 2 - 0.5 + cell) * stride
+        decoded[:, 2:4] = (box[:, 2:4] * 2) ** 2 * anchor
+        decoded[:, 4] = box[:, 4]
+        decoded[:, 5:13] = (x[:, 5:13].reshape(-1, 4, 2) * anchor[:, None] + cell[:, None] * stride).reshape(-1, 8)
+        decoded[:, 13:] = _sigmoid(x[:, 13:])
+        out.append(decoded)
+    return np.concatenate(out)
+
+
 class PlateDetector:
     """YOLOv5-face style plate detector; the 640 model runs only on frames where the 320 one found nothing."""
 
     def __init__(self, model_dir: Path, conf: float = 0.4, iou: float = 0.5):
-        # the ONNX graphs hard-code batch 1 in a reshape, so the runtime loops inside one infer call
-        self.small = OpenVinoModel(model_path("plate_detect_y5fu_320.onnx", model_dir), dynamic_batch=False)
-        self.large = OpenVinoModel(model_path("plate_detect_y5fu_640.onnx", model_dir), dynamic_batch=False)
+        self.small, self.large = (
+            OpenVinoModel(model_path(name, model_dir), rewrite=plate_detector_heads, static_batches=(4,),
+                          free_sides=True)
+            for name in ("plate_detect_y5fu_320.onnx", "plate_detect_y5fu_640.onnx"))
         self.conf, self.iou = conf, iou
 
-    def detect(self, frames: list[np.ndarray], small_only: bool = False) -> list[list[PlateDetection]]:
-        """Plates per frame; `small_only` skips the 640 model (a vehicle crop: its plate is not small in it)."""
-        found = self._run(self.small, 320, frames)
+    def detect(self, frames: list[np.ndarray], small_only: bool = False, tight: bool = False
+               ) -> list[list[PlateDetection]]:
+        """Plates per frame; `small_only` skips the 640 model (a vehicle crop: its plate is not small in it).
+
+        `tight`: the frames are a camera's, whose shape recurs: each model runs on their own aspect (1160×720
+        photos: 320×256 instead of 320×320), as ObjectDetector.detect does.
+        """
+        found = self._run(self.small, 320, frames, tight)
         empty = [] if small_only else [i for i, dets in enumerate(found) if not dets]
-        for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty]), strict=True):
+        for i, dets in zip(empty, self._run(self.large, 640, [frames[i] for i in empty], tight), strict=True):
             found[i] = dets
         return found
 
-    def _run(self, model: OpenVinoModel, size: int, frames: list[np.ndarray]) -> list[list[PlateDetection]]:
-        if not frames:
-            return []
-        boxed = [letterbox(f, size) for f in frames]
-        batch = np.stack([img[:, :, ::-1].transpose(2, 0, 1) for img, _ in boxed]).astype(np.float32) / 255.0
-        out = model.infer(batch)[model.output_names[0]]
-        return [
-            decode_detections(rows, box, f.shape[:2], self.conf, self.iou)
-            for rows, (_, box), f in zip(out, boxed, frames, strict=True)
-        ]
+    def _run(self, model: OpenVinoModel, size: int, frames: list[np.ndarray], tight: bool
+             ) -> list[list[PlateDetection]]:
+        found: list[list[PlateDetection]] = [[] for _ in frames]
+        for sides, members in by_canvas(frames, size, tight).items():
+            boxed = [letterbox(frames[i], size, sides) for i in members]
+            batch = np.stack([img[:, :, ::-1].transpose(2, 0, 1) for img, _ in boxed]).astype(np.float32) / 255.0
+            out = model.infer(batch)
+            for k, (i, (_, box)) in enumerate(zip(members, boxed, strict=True)):
+                rows = decode_plate_heads({stride: out[f"head_{stride}"][k] for stride in PLATE_ANCHORS}, self.conf)
+                found[i] = decode_detections(rows, box, frames[i].shape[:2], self.conf, self.iou)
+        return found
 
 
 # --- rectification ----------------------------------------------------------------------------
@@ -491,15 +570,15 @@ class PlateReader:
         self.quick = (LprnetPlateReader(model_dir), IntelPlateReader(model_dir))
         self.ppocr = PpOcrReader()
 
-    def read_frames(self, frames: list[np.ndarray], all_readers: bool = False, vehicle_crops: bool = False
-                    ) -> list[list[PlateReading]]:
+    def read_frames(self, frames: list[np.ndarray], all_readers: bool = False, vehicle_crops: bool = False,
+                    tight: bool = False) -> list[list[PlateReading]]:
         """Detect every plate in each BGR frame (photo or vehicle crop), rectify and read them.
 
         `vehicle_crops`: each frame is one vehicle, so the 320 detector alone is asked (on the 70
         `eval/reid/vehicle` crops the 640 one, run on the 40 where the 320 found nothing, found no readable
-        plate, and it cost a photo search 7 ms).
+        plate, and it cost a photo search 7 ms). `tight`: a camera's frames (PlateDetector.detect).
         """
-        detections = self.detector.detect(frames, small_only=vehicle_crops)
+        detections = self.detector.detect(frames, small_only=vehicle_crops, tight=tight)
         owners = [(i, d) for i, dets in enumerate(detections) for d in dets]
         pairs = [rectify(frames[i], d) for i, d in owners]
         readings = self._read([read for _, read in pairs], [d for _, d in owners], all_readers,

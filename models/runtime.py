@@ -4,7 +4,11 @@ A model is compiled once and kept; `infer` takes a batch (N, ...) and runs it in
 one call when the model accepts a dynamic batch, else in chunks the model accepts.
 A model given `static_batches` is compiled once per listed batch size instead, and a
 batch runs as chunks of those sizes: on this CPU YOLOX-nano runs a static batch of 4
-in 8.6 ms a frame against 11.7 with a dynamic batch dimension.
+in 8.6 ms a frame against 11.7 with a dynamic batch dimension. A model given `free_sides`
+(a fully convolutional detector) takes images of any height and width: it is compiled once
+per input shape, on the first call with it (~0.6 s), and the `MAX_SHAPES` most recently used
+are kept beside the file's own shape, which is compiled at load and always kept; a dynamic
+height and width would run every call ~20 % slower.
 
 Several threads may infer with one model at once (ingest runs two batches through the models together):
 each call takes an idle infer request of its own, made on first need, so there are never more than
@@ -14,6 +18,7 @@ added 165 MB to the process; the API's 40 worker threads, anyio's default, bound
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +27,9 @@ import openvino as ov
 import openvino.opset13 as ops
 
 _CORE: ov.Core | None = None
+# Input shapes a `free_sides` model keeps compiled besides its file's own (a camera's frames share one): each costs
+# memory, ~40 MB for YOLOX at batch 4 and ~20 MB for the 320 plate detector.
+MAX_SHAPES = 8
 _CORE_LOCK = threading.Lock()
 
 
@@ -45,6 +53,7 @@ class OpenVinoModel:
         precision: str | None = None,
         static_batches: tuple[int, ...] | None = None,
         rewrite: Callable[[ov.Model], object] | None = None,
+        free_sides: bool = False,
     ):
         # a model file, or a graph built in memory (LPRNet, converted from its PyTorch weights)
         model = source if isinstance(source, ov.Model) else core().read_model(str(source))
@@ -60,7 +69,7 @@ class OpenVinoModel:
         if input_shape is not None:
             model.reshape({self.input_names[0]: ov.PartialShape(input_shape)})
             self.batched = input_shape[0] == -1  # a dynamic batch given with the shape: a batch runs in one call
-        elif dynamic_batch and len(model.inputs) == 1:
+        elif dynamic_batch and not free_sides and len(model.inputs) == 1:
             shape = model.inputs[0].get_partial_shape()
             try:
                 dims = [ov.Dimension(-1)] + [shape[i] for i in range(1, shape.rank.get_length())]
@@ -75,29 +84,70 @@ class OpenVinoModel:
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if precision is not None:  # e.g. "f32" where the CPU's default (bf16 with AMX) moves a model's answers
             config["INFERENCE_PRECISION_HINT"] = precision
+        self._config = config
+        self.batch_sizes = tuple(sorted({1, *static_batches}, reverse=True)) if static_batches else ()
         self.by_batch: dict[int, ov.CompiledModel] = {}  # batch size -> a model compiled for it alone
-        for size in sorted({1, *static_batches}, reverse=True) if static_batches else []:
-            model.reshape({self.input_names[0]: ov.PartialShape([size, *list(self.input_shape)[1:]])})
-            self.by_batch[size] = core().compile_model(model, "CPU", config)
-        self.compiled = self.by_batch[1] if self.by_batch else core().compile_model(model, "CPU", config)
         self._idle: dict[int, list[ov.InferRequest]] = {}  # id(compiled model) -> its requests no call holds now
         self._lock = threading.Lock()
+        self._model = model if free_sides else None  # kept to be compiled again for each new input shape
+        self._by_shape: OrderedDict[tuple[int, ...], ov.CompiledModel] = OrderedDict()  # least recently used first
+        self._compile_lock = threading.Lock()  # compiling reshapes the kept graph in place: one at a time
+        self._pinned: dict[tuple[int, ...], ov.CompiledModel] = {}  # the file's own sides: compiled now, never dropped
+        for size in self.batch_sizes or ((1,) if free_sides else ()):
+            shape = (size, *[int(d.get_length()) for d in list(self.input_shape)[1:]])
+            model.reshape({self.input_names[0]: ov.PartialShape(list(shape))})
+            self.by_batch[size] = core().compile_model(model, "CPU", config)
+            if free_sides:
+                self._pinned[shape] = self.by_batch[size]
+        self.compiled = self.by_batch[1] if self.by_batch else core().compile_model(model, "CPU", config)
 
     def infer(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run a batch; returns output name -> array with the batch as the first axis."""
         if len(batch) == 0:
             return {}
-        # batch size -> the model compiled for it, largest first (1 always among them): the static sizes, or one
-        # frame at a time for a graph that hard-codes its batch; none for a dynamic batch (one call)
-        sizes = self.by_batch or ({} if self.batched else {1: self.compiled})
+        # the batch sizes it runs in, largest first (1 always among them): the static sizes, or one frame at a time
+        # for a graph that hard-codes its batch; none for a dynamic batch (one call)
+        sizes = self.batch_sizes or (() if self.batched else (1,))
         if not sizes or len(batch) == 1:
-            return self._run(batch, extra)
+            return self._run(batch, extra, self._compiled_for_batch(batch))
         parts, start = [], 0
         while start < len(batch):
             size = next(n for n in sizes if n <= len(batch) - start)
-            parts.append(self._run(batch[start : start + size], extra, sizes[size]))
+            part = batch[start : start + size]
+            parts.append(self._run(part, extra, self._compiled_for_batch(part)))
             start += size
         return parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
+
+    def _compiled_for_batch(self, batch: np.ndarray) -> ov.CompiledModel:
+        if self._model is not None:
+            return self._compiled_for(tuple(batch.shape))
+        return self.by_batch.get(len(batch), self.compiled)
+
+    def _compiled_for(self, shape: tuple[int, ...]) -> ov.CompiledModel:
+        """The model compiled for this exact input shape (a `free_sides` model): the file's own, or compiled on first
+        need and kept among the MAX_SHAPES most recently used."""
+        assert self._model is not None
+        pinned = self._pinned.get(shape)
+        if pinned is not None:
+            return pinned
+        with self._lock:
+            compiled = self._by_shape.get(shape)
+            if compiled is not None:
+                self._by_shape.move_to_end(shape)
+                return compiled
+        with self._compile_lock:
+            with self._lock:
+                compiled = self._by_shape.get(shape)  # another thread may have compiled it meanwhile
+            if compiled is None:
+                self._model.reshape({self.input_names[0]: ov.PartialShape(list(shape))})
+                compiled = core().compile_model(self._model, "CPU", self._config)
+            with self._lock:
+                self._by_shape[shape] = compiled
+                self._by_shape.move_to_end(shape)
+                while len(self._by_shape) > MAX_SHAPES:
+                    _, dropped = self._by_shape.popitem(last=False)
+                    self._idle.pop(id(dropped), None)
+            return compiled
 
     def _run(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None,
              compiled: ov.CompiledModel | None = None) -> dict[str, np.ndarray]:

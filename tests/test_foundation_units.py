@@ -12,7 +12,7 @@ from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector
 from indexer.vectors import FaissIndex
 from models.detectors import yolox_decode, yolox_grid
-from models.imageops import color_name, decode_image, letterbox, nms
+from models.imageops import by_canvas, color_name, decode_image, letterbox, nms, tight_canvas
 from models.records import BBox, Camera, InputError, Sighting, VehicleAttributes, parse_time
 from services.bench.evaluation import average_precision, roc_auc
 from services.cameras import from_roadnet, load_file
@@ -55,6 +55,28 @@ def test_letterbox_top_left_keeps_aspect() -> None:
     canvas, scale, offset = letterbox(image, 416, 114, centred=False)
     assert canvas.shape == (416, 416, 3) and scale == pytest.approx(2.08) and offset == (0, 0)
     assert canvas[300, 10].tolist() == [114, 114, 114]  # padding below the image
+
+
+@pytest.mark.parametrize(("shape", "canvas"), [((1160, 720), (416, 320)), ((720, 1280), (256, 416)),
+                                               ((500, 500), (416, 416)), ((10, 4000), (64, 416))])
+def test_tight_canvas_holds_the_letterboxed_image_in_multiples_of_64(shape, canvas) -> None:
+    assert tight_canvas(shape, 416) == canvas
+    padded, _, _ = letterbox(np.full((*shape, 3), 200, np.uint8), 416, 114, centred=False, canvas=canvas)
+    ys, xs = np.nonzero(padded[..., 0] == 200)
+    assert padded.shape[:2] == canvas and ys.max() < canvas[0] and xs.max() < canvas[1]
+    assert canvas[0] - ys.max() <= 64 and canvas[1] - xs.max() <= 64  # less than one quantum of padding
+
+
+def test_frames_are_grouped_by_their_own_canvas() -> None:
+    frames = [np.zeros((720, 1280, 3), np.uint8), np.zeros((1160, 720, 3), np.uint8), np.zeros((360, 640, 3), np.uint8)]
+    assert by_canvas(frames, 416, tight=True) == {(256, 416): [0, 2], (416, 320): [1]}
+    assert by_canvas(frames, 416, tight=False) == {(416, 416): [0, 1, 2]}
+
+
+def test_yolox_grid_of_a_rectangle_runs_row_by_row() -> None:
+    grid, strides = yolox_grid(64, 32)
+    assert len(grid) == 8 * 4 + 4 * 2 + 2 * 1
+    assert grid[:5].tolist() == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]] and strides[-1, 0] == 32
 
 
 def test_yolox_decode_maps_grid_cells_to_pixels() -> None:

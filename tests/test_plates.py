@@ -321,3 +321,41 @@ def test_ppocr_on_openvino_reads_what_rapidocr_reads(reader):
     for r, (text, _, extra) in zip(ours, theirs, strict=True):
         if len(r.text) == len(text):  # nothing was dropped by normalising: the confidences line up one to one
             assert np.allclose(r.char_conf, extra[4], atol=1e-3)
+
+
+@pytest.mark.models
+def test_the_cut_plate_detector_finds_what_the_original_graph_found(reader):
+    """The detector's graph is cut at its heads and decoded in numpy (`decode_plate_heads`), so that it can run at
+    any sides: on the square it was exported for, the same plates, corners and scores as the file's own decoding."""
+    from models.plates import decode_detections
+    from models.runtime import OpenVinoModel
+
+    original = OpenVinoModel(MODEL_DIR / "plate_detect_y5fu_320.onnx", dynamic_batch=False)
+    images = [cv2.imread(str(p)) for p in sorted((EVAL / "full").glob("*.jpg"))[:8]]
+    images += [cv2.imread(str(p)) for p in sorted((EVAL.parent / "reid" / "vehicle").rglob("*.jpg"))[:12]]
+    found = 0
+    for image in images:
+        boxed, box = letterbox(image, 320)
+        batch = boxed[None, :, :, ::-1].transpose(0, 3, 1, 2).astype(np.float32) / 255
+        rows = next(iter(original.infer(batch).values()))
+        want = decode_detections(rows[0], box, image.shape[:2], reader.detector.conf, reader.detector.iou)
+        got = reader.detector.detect([image], small_only=True)[0]
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert a.layers == b.layers and abs(a.score - b.score) < 1e-3
+            np.testing.assert_allclose(a.corners, b.corners, atol=0.1)
+        found += len(got)
+    assert found >= 8
+
+
+@pytest.mark.models
+def test_photos_at_their_own_aspect_read_the_same_plates(reader):
+    """`tight` (a camera's frames): 1160×720 photos run at 320×256 instead of 320×320 and read the same plates."""
+    photos = [cv2.imread(str(p)) for p in sorted((EVAL / "full").glob("*.jpg"))]
+    square, tight = reader.read_frames(photos), reader.read_frames(photos, tight=True)
+    for want, got in zip(square, tight, strict=True):
+        assert [p.text for p in got if p.text and is_valid_plate(p.text)] == \
+            [p.text for p in want if p.text and is_valid_plate(p.text)]
+        for a, b in zip(got, want, strict=False):
+            np.testing.assert_allclose(a.corners, b.corners, atol=3.0)
+    assert (4, 3, 320, 256) in reader.detector.small._by_shape

@@ -69,7 +69,7 @@ def read_one_per_image(
     for i, reading in zip(crops, reader.read_crops([images[i] for i in crops], all_readers), strict=True):
         out[i] = reading
     undetected = []
-    for i, plates in zip(photos, reader.read_frames([images[i] for i in photos], all_readers), strict=True):
+    for i, plates in zip(photos, reader.read_frames([images[i] for i in photos], all_readers, tight=True), strict=True):
         if plates:
             out[i] = max(plates, key=lambda p: (p.text is not None, p.det_score))
         else:
