@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.imageops import by_canvas, iou_matrix, letterbox, nms
+from models.imageops import iou_matrix, letterbox, nms
 from models.observations import Detection
 from models.records import BBox
 from models.runtime import OpenVinoModel
@@ -22,16 +22,14 @@ COCO_KEPT: dict[int, tuple[str, str]] = {
 }
 
 
-def yolox_grid(height: int, width: int | None = None, strides: tuple[int, ...] = (8, 16, 32)
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Grid cell offsets and strides for every YOLOX output row, in output order (a square input unless `width`)."""
-    width = height if width is None else width
+def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell offsets and strides for every YOLOX output row, in output order."""
     grids, expanded = [], []
     for stride in strides:
-        rows, cols = height // stride, width // stride
-        ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        n = size // stride
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         grids.append(np.stack([xs, ys], -1).reshape(-1, 2))
-        expanded.append(np.full((rows * cols, 1), stride))
+        expanded.append(np.full((n * n, 1), stride))
     return np.concatenate(grids).astype(np.float32), np.concatenate(expanded).astype(np.float32)
 
 
@@ -46,49 +44,31 @@ def yolox_decode(raw: np.ndarray, grid: np.ndarray, strides: np.ndarray) -> tupl
 
 
 class ObjectDetector:
-    """YOLOX-nano on BGR frames letterboxed to 416 px, the long side; several frames go through in one batch."""
+    """YOLOX-nano on 416×416 letterboxed BGR frames; several frames go through in one batch."""
 
     size = 416
 
     def __init__(self, model_path: Path, score_threshold: float = 0.35, iou_threshold: float = 0.45,
                  min_side: int = 24):
-        # ingest's batch: 4 frames; any sides (a camera's frames need no square's padding, `tight`)
-        self.model = OpenVinoModel(model_path, static_batches=(4,), free_sides=True)
+        self.model = OpenVinoModel(model_path, static_batches=(4,))  # ingest's batch: 4 frames
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.min_side = min_side
-        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.grid, self.strides = yolox_grid(self.size)
 
-    def detect(self, frames: list[np.ndarray], score_threshold: float | None = None, tight: bool = False
-               ) -> list[list[Detection]]:
-        """Detections per frame; a tracker passes a lower threshold to see its weak second-stage boxes.
-
-        `tight`: the frames are a camera's, of shapes seen again and again, so the network runs on their own aspect
-        (`tight_canvas`: 38 % less work for 16:9 frames) instead of the 416×416 square a photo of any shape gets,
-        which is always compiled and never waits for a new shape's compilation.
-        """
+    def detect(self, frames: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
+        """Detections per frame; a tracker passes a lower threshold to see its weak second-stage boxes."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
-        found: list[list[Detection]] = [[] for _ in frames]
-        for sides, members in by_canvas(frames, self.size, tight).items():
-            for i, dets in zip(members, self._detect([frames[i] for i in members], sides, threshold), strict=True):
-                found[i] = dets
-        return found
-
-    def _detect(self, frames: list[np.ndarray], sides: tuple[int, int], threshold: float) -> list[list[Detection]]:
         boxes_in, scales = [], []
         for frame in frames:
-            canvas, scale, _ = letterbox(frame, self.size, 114, centred=False, canvas=sides)
+            canvas, scale, _ = letterbox(frame, self.size, 114, centred=False)
             boxes_in.append(canvas.transpose(2, 0, 1))
             scales.append(scale)
         raw = next(iter(self.model.infer(np.stack(boxes_in).astype(np.float32)).values()))
-        if sides not in self._grids:
-            self._grids[sides] = yolox_grid(*sides)
-        grid = self._grids[sides]
-        return [self._postprocess(raw[i], grid, scales[i], frames[i].shape, threshold) for i in range(len(frames))]
+        return [self._postprocess(raw[i], scales[i], frames[i].shape, threshold) for i in range(len(frames))]
 
-    def _postprocess(self, raw: np.ndarray, grid: tuple[np.ndarray, np.ndarray], scale: float, shape: tuple[int, ...],
-                     threshold: float) -> list[Detection]:
-        boxes, scores, cls_ids = yolox_decode(raw, *grid)
+    def _postprocess(self, raw: np.ndarray, scale: float, shape: tuple[int, ...], threshold: float) -> list[Detection]:
+        boxes, scores, cls_ids = yolox_decode(raw, self.grid, self.strides)
         wanted = np.isin(cls_ids, list(COCO_KEPT)) & (scores >= threshold)
         boxes, scores, cls_ids = boxes[wanted] / scale, scores[wanted], cls_ids[wanted]
         h, w = shape[:2]

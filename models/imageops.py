@@ -82,9 +82,9 @@ def tight_canvas(shape: tuple[int, ...], size: int, quantum: int = 64) -> tuple[
     `size` (its long side): a fully convolutional detector then spends little on the square's padding.
 
     A camera's frames share one shape, so a detector compiled for it once serves them all (models/runtime.py). The
-    quantum, twice the detectors' stride, bounds the shapes a mixed set of photos makes them compile (7 a side at 416,
-    5 at 320) for ~7 % more padding on average than 32 would: 1160×720 photos take 416×320 instead of 416×416,
-    16:9 video frames 256×416.
+    quantum, twice the plate detector's stride, bounds the shapes a mixed set of photos makes it compile (5 a side at
+    320) for ~7 % more padding on average than 32 would: at 320, 1160×720 photos take 320×256 instead of 320×320,
+    16:9 frames 192×320.
     """
     h, w = shape[:2]
     scale = min(size / h, size / w)

@@ -77,10 +77,8 @@ class FramePipeline(Protocol):
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         """Observations for each frame, in frame order."""
 
-    def detect(self, frames: list[np.ndarray], min_score: float | None = None, tight: bool = False
-               ) -> list[list[Detection]]:
-        """Vehicles and people per frame (a tracker asks for weak boxes too; `tight`: a camera's frames, whose shape
-        recurs, may be run at their own aspect)."""
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        """Vehicles and people per frame (a tracker asks for weak boxes too)."""
 
     def detect_faces(self, frame: np.ndarray, objects: Sequence[Detection | Observation] | None = None
                      ) -> list[Detection]:

@@ -55,7 +55,7 @@ class Pipeline:
     def process(self, frames: list[np.ndarray]) -> list[list[Observation]]:
         """Observations for each frame, in frame order; every model runs once per batch of crops."""
         t0 = time.perf_counter()
-        detections = self.detect(frames, tight=True)
+        detections = self.detect(frames)
         t1 = time.perf_counter()
         plates = self.plate_reader.read_frames(frames, tight=True)
         t2 = time.perf_counter()
@@ -82,11 +82,9 @@ class Pipeline:
             times.faces += t5 - t4
         return per_frame
 
-    def detect(self, frames: list[np.ndarray], min_score: float | None = None, tight: bool = False
-               ) -> list[list[Detection]]:
-        """People and vehicles: YOLOX-nano, plus the SSD vehicle detector for views YOLOX does not know.
-        `tight`: the frames are a camera's (ObjectDetector.detect); a probe photo of any shape is not."""
-        general = self.detector.detect(frames, min_score, tight)
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        """People and vehicles: YOLOX-nano, plus the SSD vehicle detector for views YOLOX does not know."""
+        general = self.detector.detect(frames, min_score)
         vehicles = self.vehicle_detector.detect(frames)
         return [merge_detections(g, v) for g, v in zip(general, vehicles, strict=True)]
 

@@ -165,7 +165,8 @@ class PlateDetector:
         """Plates per frame; `small_only` skips the 640 model (a vehicle crop: its plate is not small in it).
 
         `tight`: the frames are a camera's, whose shape recurs: each model runs on their own aspect (1160×720
-        photos: 320×256 instead of 320×320), as ObjectDetector.detect does.
+        photos: 320×256 instead of 320×320), compiled once a shape; a probe photo or a crop of any shape runs on the
+        square, compiled at load, and never waits for a compile.
         """
         found = self._run(self.small, 320, frames, tight)
         empty = [] if small_only else [i for i, dets in enumerate(found) if not dets]

@@ -28,7 +28,7 @@ import openvino.opset13 as ops
 
 _CORE: ov.Core | None = None
 # Input shapes a `free_sides` model keeps compiled besides its file's own (a camera's frames share one): each costs
-# memory, ~40 MB for YOLOX at batch 4 and ~20 MB for the 320 plate detector.
+# memory, ~20 MB for the 320 plate detector at batch 4 (~40 MB for YOLOX).
 MAX_SHAPES = 8
 _CORE_LOCK = threading.Lock()
 

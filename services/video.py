@@ -140,7 +140,7 @@ class VideoProcessor:
     def _track(self, batch: list[tuple[int, np.ndarray]], trackers: dict[SightingKind, ByteTracker],
                times: dict[int, datetime], camera_id: str, key: str, report: VideoReport) -> None:
         frames = [f for _, f in batch]
-        detections = self.pipeline.detect(frames, min_score=TRACK_LOW_SCORE, tight=True)
+        detections = self.pipeline.detect(frames, min_score=TRACK_LOW_SCORE)
         ended: list[Track] = []
         for (index, frame), dets in zip(batch, detections, strict=True):
             report.sampled += 1

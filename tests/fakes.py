@@ -109,8 +109,7 @@ class FakePipeline:
             self.frames_seen += len(frames)
         return [[self._complete(frame, ob) for ob in self._seen(frame)] for frame in frames]
 
-    def detect(self, frames: list[np.ndarray], min_score: float | None = None, tight: bool = False
-               ) -> list[list[Detection]]:
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
         out = []
         for frame in frames:
             found = [self._complete(frame, ob) for ob in self._seen(frame) if ob.kind != SightingKind.FACE]

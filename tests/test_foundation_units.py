@@ -73,12 +73,6 @@ def test_frames_are_grouped_by_their_own_canvas() -> None:
     assert by_canvas(frames, 416, tight=False) == {(416, 416): [0, 1, 2]}
 
 
-def test_yolox_grid_of_a_rectangle_runs_row_by_row() -> None:
-    grid, strides = yolox_grid(64, 32)
-    assert len(grid) == 8 * 4 + 4 * 2 + 2 * 1
-    assert grid[:5].tolist() == [[0, 0], [1, 0], [2, 0], [3, 0], [0, 1]] and strides[-1, 0] == 32
-
-
 def test_yolox_decode_maps_grid_cells_to_pixels() -> None:
     grid, strides = yolox_grid(416)
     assert len(grid) == 3549

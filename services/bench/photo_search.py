@@ -99,9 +99,8 @@ class _TimedPipeline:
     def __init__(self, inner: FramePipeline, clock: _Clock):
         self.inner, self.clock = inner, clock
 
-    def detect(self, frames: list[np.ndarray], min_score: float | None = None, tight: bool = False
-               ) -> list[list[Detection]]:
-        return self.clock.timed("detect", self.inner.detect, frames, min_score, tight)  # type: ignore[return-value]
+    def detect(self, frames: list[np.ndarray], min_score: float | None = None) -> list[list[Detection]]:
+        return self.clock.timed("detect", self.inner.detect, frames, min_score)  # type: ignore[return-value]
 
     def embed_crops(self, crops: list[np.ndarray], kind: str) -> np.ndarray:
         return self.clock.timed("embed", self.inner.embed_crops, crops, kind)  # type: ignore[return-value]

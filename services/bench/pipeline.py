@@ -106,21 +106,13 @@ def bench_video(path: Path, settings: Settings, sample_fps: float) -> dict:
     try:
         system.store.upsert_cameras([Camera("bench", "bench", 121.3, 31.2, kind=CameraKind.SURVEILLANCE)])
         processor = VideoProcessor(system.ingestor, sample_fps=sample_fps)  # loads the models, not timed
-        capture = cv2.VideoCapture(str(path))
-        ok, first = capture.read()
-        capture.release()
-        t_warm = time.perf_counter()
-        if ok:  # the detectors compiled for the video's frame shape, as a stream's first frames would (not timed)
-            system.pipeline.detect([first] * processor.batch_size, tight=True)
-            system.pipeline.detect([first], tight=True)
-        warm_up_s = time.perf_counter() - t_warm
         report = processor.ingest_file(path, "bench", datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc))
         summary = report.summary()
         return {"frames": report.frames, "sampled": report.sampled, "sample_fps": sample_fps,
                 "decoded_fps": round(report.frames / report.seconds, 1),
                 "processed_fps": round(report.sampled / report.seconds, 1), "tracks": report.tracks,
                 "sightings": len(report.sightings), "by_kind": summary.by_kind,
-                "video_seconds": summary.video_seconds, "seconds": summary.seconds, "warm_up_s": round(warm_up_s, 2),
+                "video_seconds": summary.video_seconds, "seconds": summary.seconds,
                 "realtime_factor": summary.realtime_factor}
     finally:
         system.close()
