@@ -154,10 +154,12 @@ class PlateDetector:
     """YOLOv5-face style plate detector; the 640 model runs only on frames where the 320 one found nothing."""
 
     def __init__(self, model_dir: Path, conf: float = 0.4, iou: float = 0.5):
-        self.small, self.large = (
-            OpenVinoModel(model_path(name, model_dir), rewrite=plate_detector_heads, static_batches=(4,),
-                          free_sides=True)
-            for name in ("plate_detect_y5fu_320.onnx", "plate_detect_y5fu_640.onnx"))
+        # the 320 model reads every frame, 4 at a time; the 640 one only frames where it found nothing, one at a time
+        # (compiled at batch 4 too it would cost ~100 MB and 0.5 s of loading for a rare call)
+        self.small = OpenVinoModel(model_path("plate_detect_y5fu_320.onnx", model_dir), rewrite=plate_detector_heads,
+                                   static_batches=(4,), free_sides=True)
+        self.large = OpenVinoModel(model_path("plate_detect_y5fu_640.onnx", model_dir), rewrite=plate_detector_heads,
+                                   free_sides=True)
         self.conf, self.iou = conf, iou
 
     def detect(self, frames: list[np.ndarray], small_only: bool = False, tight: bool = False
