@@ -87,7 +87,6 @@ class OpenVinoModel:
         self._config = config
         self.batch_sizes = tuple(sorted({1, *static_batches}, reverse=True)) if static_batches else ()
         self.by_batch: dict[int, ov.CompiledModel] = {}  # batch size -> a model compiled for it alone
-        self._idle: dict[int, list[ov.InferRequest]] = {}  # id(compiled model) -> its requests no call holds now
         self._lock = threading.Lock()
         self._model = model if free_sides else None  # kept to be compiled again for each new input shape
         self._by_shape: OrderedDict[tuple[int, ...], ov.CompiledModel] = OrderedDict()  # least recently used first
@@ -100,6 +99,10 @@ class OpenVinoModel:
             if free_sides:
                 self._pinned[shape] = self.by_batch[size]
         self.compiled = self.by_batch[1] if self.by_batch else core().compile_model(model, "CPU", config)
+        # Each compiled model kept -> its requests no call holds now. Keyed by the object, not its id: a dropped
+        # shape's id could be reused by the next one compiled, which would then be handed the old one's requests.
+        self._idle: dict[ov.CompiledModel, list[ov.InferRequest]] = {
+            compiled: [] for compiled in {self.compiled, *self.by_batch.values()}}
 
     def infer(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run a batch; returns output name -> array with the batch as the first axis."""
@@ -143,10 +146,11 @@ class OpenVinoModel:
                 compiled = core().compile_model(self._model, "CPU", self._config)
             with self._lock:
                 self._by_shape[shape] = compiled
+                self._idle.setdefault(compiled, [])
                 self._by_shape.move_to_end(shape)
                 while len(self._by_shape) > MAX_SHAPES:
                     _, dropped = self._by_shape.popitem(last=False)
-                    self._idle.pop(id(dropped), None)
+                    self._idle.pop(dropped, None)
             return compiled
 
     def _run(self, batch: np.ndarray, extra: dict[str, np.ndarray] | None,
@@ -156,7 +160,8 @@ class OpenVinoModel:
         if extra:
             inputs.update(extra)
         with self._lock:  # an infer request is not re-entrant: each call holds one of its own
-            idle = self._idle.setdefault(id(compiled), [])
+            # a shape dropped while this call held it: its request is used once, not kept (nor the model with it)
+            idle = self._idle.get(compiled, [])
             request = idle.pop() if idle else compiled.create_infer_request()
         try:
             result = request.infer(inputs)  # outputs copied out of the request (share_outputs=False)

@@ -19,7 +19,7 @@ from models.observations import FramePipeline, ObjectDescription
 from models.plate_text import reader_distance
 from models.records import UNKNOWN, BBox, InputError, Sighting, SightingKind
 from models.rerank import LocalFeatures, Verifier, features_key
-from models.spaces import FACE_MATCH_COSINE
+from models.spaces import FACE_MATCH_COSINE, QUERY_EXPANSION, expand_query
 
 VERIFY_THREADS = 2  # the photo search's candidates are verified this many at once
 CANDIDATE_LIMIT = 100_000  # a filter that keeps up to this many sightings is searched exactly among them
@@ -250,7 +250,8 @@ class SearchService:
         # (Beside the exact scan, before unpinning, it only moved the time: 123 / 106 / 101 against 105 / 110 / 115 ms.)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="describe") as pool:
             described = pool.submit(pipeline.describe_object, probe.image, kind)
-            hits = self.nearest(kind, pipeline.embed_crops([probe.image], kind)[0], max(k * 5, 50), filters, kind)
+            vector = pipeline.embed_crops([probe.image], kind)[0]
+            hits = self.expanded(kind, vector, self.nearest(kind, vector, max(k * 5, 50), filters, kind), filters)
             features = self.verifier.extract(probe.image) if kind == SightingKind.VEHICLE else None
             seen = described.result()
         ranked = rerank(seen, hits)
@@ -258,6 +259,17 @@ class SearchService:
             ranked = self.verify(features, ranked)
         summary = ProbeSummary(kind, probe.bbox.as_list(), seen.vehicle_color, seen.vehicle_type, seen.plate)
         return ImageSearchResult(objects, summary, [Hit(h.sighting, round(h.score, 4), h.why) for h in ranked[:k]])
+
+    def expanded(self, space: str, probe: np.ndarray, hits: list[tuple[Sighting, float]], filters: Filters
+                 ) -> list[tuple[Sighting, float]]:
+        """For a space that expands its queries (models/spaces.py: QUERY_EXPANSION), as many hits again, nearest to
+        the probe averaged with the leading hits' stored vectors, scored by their cosines to that average; else
+        the hits themselves."""
+        leading = [int(s.vector_id) for s, _ in hits[: QUERY_EXPANSION.get(space, 0)] if s.vector_id is not None]
+        stored = self.store.get_vectors(space, leading) if leading else {}
+        if not stored:
+            return hits
+        return self.nearest(space, expand_query(probe, np.stack(list(stored.values()))), len(hits), filters, space)
 
     def face(self, data: bytes, k: int, filters: Filters, threshold: float = FACE_MATCH_COSINE) -> FaceSearchResult:
         face = self.get_pipeline().subject_face(decode_image(data))

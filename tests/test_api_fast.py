@@ -217,6 +217,30 @@ def test_image_search_finds_the_same_photo_first(api: httpx.Client) -> None:
     assert [h["sighting"]["id"] for h in like.json()["results"]][:1] == [ids[2]] and len(like.json()["results"]) == 2
 
 
+def test_a_person_search_is_expanded_by_the_nearest_stored_person(api: httpx.Client, fake_pipeline: FakePipeline
+                                                                   ) -> None:
+    """The probe's nearest stored person (another view of them) is averaged into the query, which lifts a third
+    view the probe alone ranks below a stranger (models/spaces.py: QUERY_EXPANSION)."""
+    probe = jpeg(30)
+    fake_pipeline.script(probe, [person()])
+    p = fake_pipeline.embed(decode_image(probe), "person")
+    e1, e2 = (unit(v - (v @ p) * p) for v in np.random.default_rng(3).standard_normal((2, SPACES["person"])))
+    e2 = unit(e2 - (e2 @ e1) * e1)
+    views = {"near view": unit(0.9 * p + 0.436 * e1), "far view": unit(0.35 * p + 0.937 * e1),
+             "stranger": unit(0.5 * p + 0.866 * e2)}  # cosines to the probe 0.9, 0.35 and 0.5
+    ids = {}
+    for i, (name, vector) in enumerate(views.items()):
+        fake_pipeline.script(photo := jpeg(31 + i), [person(vector=vector)])
+        ids[stored(api, photo)[0]["id"]] = name
+    found = api.post("/search/image", files={"file": ("q.jpg", probe, "image/jpeg")}, data={"kind": "person"})
+    assert found.status_code == 200, found.text
+    results = found.json()["results"]
+    assert [ids[h["sighting"]["id"]] for h in results] == ["near view", "far view", "stranger"]
+    expanded = unit(p + views["near view"])  # the scores are cosines to the expanded query
+    for h in results:
+        assert h["why"]["appearance"] == pytest.approx(float(expanded @ views[ids[h["sighting"]["id"]]]), abs=1e-3)
+
+
 def test_face_search_finds_a_scripted_face(api: httpx.Client, fake_pipeline: FakePipeline) -> None:
     rng = np.random.default_rng(7)
     someone = unit(rng.standard_normal(SPACES["face"]))

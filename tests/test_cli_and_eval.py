@@ -106,6 +106,13 @@ def test_eval_reid_measures_cross_camera_matching(eval_dir: Path, model_dir: Pat
     result = sightline("eval", "reid", str(eval_dir / "reid" / kind), "--kind", kind, models=model_dir)
     figures = json.loads(result.stdout)
     assert figures["queries"] > 50 and figures["rank1"] >= rank1_floor and 0 < figures["mAP"] <= 1
+    # people are searched expanded by their nearest stored person: mAP measured 0.707 -> 0.789, vehicles not
+    expansion = figures["query_expansion"]
+    by_n = expansion["by_neighbours"]
+    assert expansion["deployed"] == (1 if kind == "person" else 0)
+    assert figures["mAP"] == by_n[str(expansion["deployed"])]["mAP"]
+    if kind == "person":
+        assert by_n["1"]["mAP"] > by_n["0"]["mAP"] + 0.05 and expansion["cross_validated"]["mAP"] > by_n["0"]["mAP"]
 
 
 @pytest.mark.models
@@ -170,6 +177,35 @@ def test_the_verifier_cross_validation_refits_its_weight_on_other_identities() -
     result = cross_validate_verifier(sims, {2.0: inliers, 1.0: blind}, labels, cameras, Verifier())
     assert result["rank1"] == result["mAP"] == 1.0
     assert all(choice.startswith(f"scale 2.0 weight {max(WEIGHT_GRID)} ") for choice in result["chosen_per_fold"])
+
+
+def test_query_expansion_in_eval_is_the_photo_search_s_and_is_chosen_again_per_fold() -> None:
+    """Each identity: one cam1 view and two cam2 views, a near one and a far one that a cam2 stranger outranks for
+    the cam1 view's query until the near view is averaged into it (the geometry of test_api_fast's expansion test)."""
+    from models.spaces import expand_query
+    from services.bench.evaluation import expanded_similarities, query_expansion
+
+    rng = np.random.default_rng(5)
+    basis = np.linalg.qr(rng.standard_normal((64, 64)))[0].T  # orthonormal rows
+    rows, labels, cameras = [], [], []
+    for i in range(10):
+        p, e1, e2 = basis[2 * i], basis[2 * i + 1], basis[20 + i]
+        views = ((p, i, "cam1"), (0.9 * p + 0.436 * e1, i, "cam2"), (0.35 * p + 0.937 * e1, i, "cam2"),
+                 (0.5 * p + 0.866 * e2, f"stranger {i}", "cam2"))
+        for vector, label, camera in views:
+            rows.append(vector / np.linalg.norm(vector))
+            labels.append(str(label))
+            cameras.append(camera)
+    vectors, labels_, cameras_ = np.array(rows, np.float32), np.array(labels), np.array(cameras)
+    sims = expanded_similarities(vectors, cameras_, 1)
+    nearest = np.argmax(np.where(cameras_ != cameras_[0], vectors @ vectors[0], -2))
+    assert np.allclose(sims[0], vectors @ expand_query(vectors[0], vectors[nearest][None, :]), atol=1e-6)
+    assert np.allclose(expanded_similarities(vectors, cameras_, 0), vectors @ vectors.T)
+    out = query_expansion(vectors, labels_, cameras_, "person")
+    assert out["deployed"] == 1
+    assert out["by_neighbours"]["1"]["mAP"] > out["by_neighbours"]["0"]["mAP"]
+    assert out["cross_validated"]["chosen_per_fold"] == {"1": 5}
+    assert query_expansion(vectors, labels_, cameras_, "vehicle")["deployed"] == 0
 
 
 @pytest.mark.models

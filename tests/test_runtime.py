@@ -153,8 +153,12 @@ def test_a_free_sides_model_compiles_each_shape_once_and_keeps_the_latest(model_
     assert list(model._by_shape) == [(1, 3, 320, 256), (1, 3, 320, 192), (1, 3, 320, 128)]
     detector.detect([frame], small_only=True)  # the square is never dropped, whatever came since
     assert sorted(model._pinned) == [(1, 3, 320, 320), (4, 3, 320, 320)] and len(model._by_shape) == 3
+    held = model._by_shape[(1, 3, 320, 256)]
     for width in (300, 200, 100):  # the photos' shape is pushed out, and comes back compiled again
         detector.detect([cv2.resize(frame, (width, 600))], small_only=True, tight=True)
     assert (1, 3, 320, 256) not in model._by_shape
+    # requests are kept only for the compiled models still held; a call that held a dropped one runs, keeping nothing
+    assert set(model._idle) == {*model._pinned.values(), *model._by_shape.values(), model.compiled}
+    assert model._run(np.zeros((1, 3, 320, 256), np.float32), None, held) and held not in model._idle
     (again,) = detector.detect([frame], small_only=True, tight=True)
     assert [(d.bbox, d.score) for d in again] == [(d.bbox, d.score) for d in before]

@@ -772,7 +772,7 @@ function showPhotoResults(found, kind) {
   const list = $("search-results");
   if (!hits.length) return;
   if (kind !== "vehicle") {
-    list.prepend(el("li", { class: "cutoff" }, "People are ranked by appearance only (no same-person check): treat every result as a look-alike until you compare."));
+    list.prepend(el("li", { class: "cutoff" }, "People are ranked by appearance only — your photo averaged with its nearest stored person — with no same-person check: treat every result as a look-alike until you compare."));
     return;
   }
   const same = hits.filter(isSameVehicle).length;

@@ -4,7 +4,7 @@ Faces: DIR/<identity>/<image>; leave-one-out rank-1 over the queries whose ident
 has another photo (single-photo identities stay in the gallery as distractors), and
 the ROC AUC of genuine vs impostor pair similarities.
 Re-identification: DIR/<identity>/<camera>_<n>.jpg; each image queries the images of
-the other cameras; rank-1 and mAP; with verification, also cross-validated over identities.
+the other cameras; rank-1 and mAP; query expansion and verification also cross-validated over identities.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder
 from models.imageops import IMAGE_SUFFIXES
 from models.records import InputError
 from models.rerank import Verifier
+from models.spaces import QUERY_EXPANSION, expand_query
 
 REID_FOLDS = 5
 WEIGHT_GRID = (0.0025, 0.005, 0.01, 0.02, 0.04)  # the verifier's inlier weight, cross-validated by `eval reid`
@@ -113,35 +114,66 @@ def reid_metrics(sims: np.ndarray, labels: np.ndarray, cameras: np.ndarray) -> t
     return round(float(np.mean(rank1)), 4), round(float(np.mean(aps)), 4), len(rank1)
 
 
-def cross_validate_verifier(sims: np.ndarray, inliers: dict[float, np.ndarray], labels: np.ndarray,
-                            cameras: np.ndarray, verifier: Verifier, seed: int = 0) -> dict:
-    """The verifier's descriptor scale, weight and cap — chosen on ../shared/eval/reid/vehicle — chosen again from a
-    grid on the queries of 4/5 of the identities (best rank-1, then mAP; ties keep the deployed values) and scored on
-    the other fifth's queries, each still searching the whole other-camera gallery; the five parts pooled.
-    `inliers`: descriptor scale -> the verifier's inlier matrix at that scale (the top candidates do not depend on
-    the weight); the scales given are the ones tried."""
+def cross_validate_choice(choices: dict[str, np.ndarray], deployed: str, labels: np.ndarray, cameras: np.ndarray,
+                          map_first: bool = False, seed: int = 0) -> dict:
+    """A setting chosen on the eval set, chosen again among `choices` (name -> similarity matrix) on the queries of
+    4/5 of the identities (best rank-1 then mAP, or mAP then rank-1; ties keep the deployed one) and scored on the
+    other fifth's queries, each still searching the whole other-camera gallery; the five parts pooled."""
     identities = np.random.default_rng(seed).permutation(np.unique(labels))
-    grid = [replace(verifier, descriptor_scale=s, weight=w, cap=c) for s in inliers for w in WEIGHT_GRID
-            for c in CAP_GRID]
-    deployed = (verifier.descriptor_scale, verifier.weight, verifier.cap)
 
-    def scored(v: Verifier, rows: np.ndarray) -> tuple[list[bool], list[float]]:
-        return _per_query(sims + v.bonus(inliers[v.descriptor_scale]), labels, cameras, rows)
-
-    def fit(rows: np.ndarray, v: Verifier) -> tuple[float, float, bool]:
-        h, a = scored(v, rows)
-        return float(np.mean(h)), float(np.mean(a)), (v.descriptor_scale, v.weight, v.cap) == deployed
+    def fit(rows: np.ndarray, name: str) -> tuple[float, float, bool]:
+        h, a = _per_query(choices[name], labels, cameras, rows)
+        r1, m = float(np.mean(h)), float(np.mean(a))
+        return (m, r1, name == deployed) if map_first else (r1, m, name == deployed)
 
     hits, aps, chosen = [], [], Counter[str]()
     for fold in np.array_split(identities, REID_FOLDS):
-        test = np.flatnonzero(np.isin(labels, fold))
-        best = max(grid, key=partial(fit, np.flatnonzero(~np.isin(labels, fold))))
-        chosen[f"scale {best.descriptor_scale} weight {best.weight} cap {best.cap}"] += 1
-        h, a = scored(best, test)
+        best = max(choices, key=partial(fit, np.flatnonzero(~np.isin(labels, fold))))
+        chosen[best] += 1
+        h, a = _per_query(choices[best], labels, cameras, np.flatnonzero(np.isin(labels, fold)))
         hits += h
         aps += a
     return {"folds": REID_FOLDS, "split": "identities", "rank1": round(float(np.mean(hits)), 4),
             "mAP": round(float(np.mean(aps)), 4), "chosen_per_fold": dict(chosen)}
+
+
+def cross_validate_verifier(sims: np.ndarray, inliers: dict[float, np.ndarray], labels: np.ndarray,
+                            cameras: np.ndarray, verifier: Verifier, seed: int = 0) -> dict:
+    """The verifier's descriptor scale, weight and cap — chosen on ../shared/eval/reid/vehicle — chosen again from a
+    grid (cross_validate_choice). `inliers`: descriptor scale -> the verifier's inlier matrix at that scale (the top
+    candidates do not depend on the weight); the scales given are the ones tried."""
+    def name(v: Verifier) -> str:
+        return f"scale {v.descriptor_scale} weight {v.weight} cap {v.cap}"
+
+    grid = [replace(verifier, descriptor_scale=s, weight=w, cap=c) for s in inliers for w in WEIGHT_GRID
+            for c in CAP_GRID]
+    choices = {name(v): sims + v.bonus(inliers[v.descriptor_scale]) for v in grid}
+    return cross_validate_choice(choices, name(verifier), labels, cameras, seed=seed)
+
+
+def expanded_similarities(vectors: np.ndarray, cameras: np.ndarray, neighbours: int) -> np.ndarray:
+    """Each image's similarities to all, its vector first averaged with those of its `neighbours` nearest images of
+    the other cameras (expand_query, as the photo search does: models/spaces.py)."""
+    sims = vectors @ vectors.T
+    if neighbours == 0:
+        return sims
+    out = np.empty_like(sims)
+    for q in range(len(vectors)):
+        gallery = np.flatnonzero(cameras != cameras[q])
+        nearest = gallery[np.argsort(-sims[q, gallery], kind="stable")[:neighbours]]
+        out[q] = vectors @ expand_query(vectors[q], vectors[nearest])
+    return out
+
+
+def query_expansion(vectors: np.ndarray, labels: np.ndarray, cameras: np.ndarray, space: str) -> dict:
+    """Rank-1 and mAP for each number of neighbours averaged into the query (0: none), the deployed number for this
+    space, and that choice made again under cross-validation over identities (by mAP: what expansion is for)."""
+    deployed = QUERY_EXPANSION.get(space, 0)
+    choices = {str(n): expanded_similarities(vectors, cameras, n) for n in sorted({0, 1, 2, 3, 5, deployed})}
+    return {"deployed": deployed,
+            "by_neighbours": {n: dict(zip(("rank1", "mAP"), reid_metrics(sims, labels, cameras)[:2], strict=True))
+                              for n, sims in choices.items()},
+            "cross_validated": cross_validate_choice(choices, str(deployed), labels, cameras, map_first=True)}
 
 
 def identity_kind(identity: str) -> str:
@@ -169,8 +201,9 @@ def rank1_by_kind(named_sims: dict[str, np.ndarray], labels: np.ndarray, cameras
 
 
 def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, verifier: Verifier | None = None) -> dict:
-    """Each image queries the other cameras' images. With a verifier, the leading candidates are re-ranked by
-    local features (models/rerank.py) and `rank1_plain` / `mAP_plain` keep the embedding-only figures."""
+    """Each image queries the other cameras' images, expanded as the photo search expands that space's queries
+    (`query_expansion` has the figures for 0 to 5 neighbours). With a verifier, the leading candidates are re-ranked
+    by local features (models/rerank.py) and `rank1_plain` / `mAP_plain` keep the figures before it."""
     items = labelled_images(directory)
     read = [cv2.imread(str(p)) for _, p in items]
     images = [im for im in read if im is not None]
@@ -180,10 +213,13 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
     vectors = np.concatenate([embedder.embed(images[i:i + 32]) for i in range(0, len(images), 32)])
     labels = np.array([identity for identity, _ in items])
     cameras = np.array([p.name.split("_", 1)[0] for _, p in items])
-    sims = vectors @ vectors.T
+    expansion = query_expansion(vectors, labels, cameras, embedder.space)
+    sims = expanded_similarities(vectors, cameras, expansion["deployed"])  # what the photo search ranks by
     rank1, mean_ap, queries = reid_metrics(sims, labels, cameras)
+    # With expansion deployed, its by_neighbours["0"] has the figures without.
+    model = embedder.version + (f"+query-expansion-{expansion['deployed']}" if expansion["deployed"] else "")
     result = {"identities": int(len(set(labels))), "images": len(items), "queries": queries, "rank1": rank1,
-              "mAP": mean_ap, "space": embedder.space, "model": embedder.version}
+              "mAP": mean_ap, "space": embedder.space, "model": model, "query_expansion": expansion}
     named = {"rank1": sims}
     if verifier is not None:
         by_scale = {scale: replace(verifier, descriptor_scale=scale).inlier_matrix(
@@ -193,7 +229,7 @@ def evaluate_reid(directory: Path, embedder: CropEmbedder | ConcatEmbedder, veri
         named = {"rank1": sims + verifier.bonus(inliers), "rank1_plain": sims}
         result["rank1"], result["mAP"], _ = reid_metrics(named["rank1"], labels, cameras)
         result.update(rank1_plain=rank1, mAP_plain=mean_ap,
-                      model=f"{embedder.version}+orb-teblid-homography-top{verifier.top_k}",
+                      model=f"{model}+orb-teblid-homography-top{verifier.top_k}",
                       cross_validated=cross_validate_verifier(sims, by_scale, labels, cameras, verifier))
     if (kinds := rank1_by_kind(named, labels, cameras)) is not None:
         result["by_kind"] = kinds
