@@ -15,7 +15,7 @@ picked 2 in 4 folds of 5 (3 in one), held-out rank-1 by inliers 0.943. Where it 
 `bench photo-search --sightings 100000` rank-1 0.629 → 0.771, each query lifted whenever its vehicle was among
 the verified, since look-alike distractors no longer reach 20–60 chance inliers. On the 35-vehicle gallery alone,
 `eval reid --rerank` gives 0.971 against ORB's 0.986 (one query of 70); its cross-validation chooses the scale
-again with the weight and cap: 0.957 held out.
+again with the weight and cap: 0.971 held out, the deployed three in 5 folds of 5 (2026-11-29).
 
 Measured on ../shared/eval/reid/vehicle (35 vehicles × 2 cameras, `sightline eval reid DIR --rerank`): with
 MobileNet beside retail-0288 as the embedding, rank-1 0.857 → 0.971, mAP 0.915 → 0.986. That set is the only vehicle
@@ -24,8 +24,8 @@ choice (`cross_validated`: the three chosen again on 4/5 of the identities, scor
 gallery: 0.957, the deployed ones picked in 4 folds of 5; an earlier 2-fold split with half-size galleries,
 MobileNet alone: 0.891 with ORB, 0.863 with SIFT); the homography estimator (MAGSAC) was then chosen for speed —
 RANSAC, USAC and MAGSAC scored 0.957-0.986, one or two queries apart. Flip test-time augmentation (0.729), α-query
-expansion (0.757) and k-reciprocal re-ranking (≤ 0.63) did not help: with one true match in a 35-image gallery there
-is no neighbourhood for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751
+expansion (0.757) and k-reciprocal re-ranking (≤ 0.63) did not help MobileNet alone, nor (2026-11-29) the pair
+(docs/performance.md): with one true match in a 35-image gallery there is no neighbourhood for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751
 → 0.705, so only vehicle searches are verified.
 
 Crops are matched at 256 px on their longer side with at most 1,000 keypoints (320 px and 1,500 until 2026-11-29):
