@@ -21,12 +21,14 @@ Measured on ../shared/eval/reid/vehicle (35 vehicles × 2 cameras, `sightline ev
 MobileNet beside retail-0288 as the embedding, rank-1 0.857 → 0.971, mAP 0.915 → 0.986. That set is the only vehicle
 set there is, so be wary: the scale, weight and cap are chosen on it, and `eval reid --rerank` cross-validates that
 choice (`cross_validated`: the three chosen again on 4/5 of the identities, scored on the rest against the whole
-gallery: 0.957, the deployed ones picked in 4 folds of 5; an earlier 2-fold split with half-size galleries,
-MobileNet alone: 0.891 with ORB, 0.863 with SIFT); the homography estimator (MAGSAC) was then chosen for speed —
+gallery: 0.971, the deployed ones picked in 5 folds of 5; 0.957 at 320 px and 1,500 keypoints; an earlier 2-fold
+split with half-size galleries, MobileNet alone: 0.891 with ORB, 0.863 with SIFT); the homography estimator
+(MAGSAC) was then chosen for speed —
 RANSAC, USAC and MAGSAC scored 0.957-0.986, one or two queries apart. Flip test-time augmentation (0.729), α-query
 expansion (0.757) and k-reciprocal re-ranking (≤ 0.63) did not help MobileNet alone, nor (2026-11-29) the pair
-(docs/performance.md): with one true match in a 35-image gallery there is no neighbourhood for them to exploit. People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751
-→ 0.705, so only vehicle searches are verified.
+(docs/performance.md): with one true match in a 35-image gallery there is no neighbourhood for them to exploit.
+People are not rigid: on ../shared/eval/reid/person it lowers rank-1 0.751 → 0.705, so only vehicle searches are
+verified.
 
 Crops are matched at 256 px on their longer side with at most 1,000 keypoints (320 px and 1,500 until 2026-11-29):
 ~600 keypoints on an ingest crop instead of ~830, so extracting them (at ingest, once per vehicle; one thread) takes
