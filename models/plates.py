@@ -87,15 +87,15 @@ PLATE_ANCHORS = {8: ((4, 5), (8, 10), (13, 16)), 16: ((23, 29), (43, 55), (73, 1
 PLATE_ROW = 15  # per anchor and cell: cx, cy, w, h, objectness, 4 corners (x, y), single-row, double-row
 
 
-def plate_detector_heads(model: ov.Model) -> int:
+def plate_detector_heads(model: ov.Model) -> None:
     """Cut the plate detector's graph at its three head convolutions, and let every reshape in it follow the input's
-    height and width; returns how many reshapes it rewrote.
+    height and width.
 
     The files decode their boxes in the graph with grids of constants for one input size, and their channel
     shuffles reshape to constant sides, so they ran square only: a 1160×720 photo spent 38 % of the 320
     model's work on padding. The heads' raw outputs are decoded by `decode_plate_heads` instead, for any sides.
     """
-    heads, rewritten = [], 0
+    heads = []
     for node in model.get_ordered_ops():
         if node.get_type_name() != "Reshape":
             continue
@@ -111,7 +111,6 @@ def plate_detector_heads(model: ov.Model) -> int:
             batch = ops.gather(shape, ops.constant(np.array([0])), ops.constant(0))
             sides = ops.gather(shape, ops.constant(np.array([rank - 2, rank - 1])), ops.constant(0))
             node.input(1).replace_source_output(ops.concat([batch, ops.constant(wanted[1:-2]), sides], 0).output(0))
-            rewritten += 1
     for result in list(model.get_results()):
         model.remove_result(result)
     for stride, head in zip(PLATE_ANCHORS, sorted(heads, key=lambda h: -h.get_partial_shape()[2].get_length()),
@@ -119,7 +118,6 @@ def plate_detector_heads(model: ov.Model) -> int:
         head.get_tensor().set_names({f"head_{stride}"})
         model.add_results([ops.result(head)])
     model.validate_nodes_and_infer_types()
-    return rewritten
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
