@@ -49,6 +49,7 @@ from indexer.store import (
 )
 from models.plate_text import CONFUSIONS, PlateMatch, plate_pattern, reader_distance
 from models.records import (
+    Attributes,
     BBox,
     Camera,
     FaceAttributes,
@@ -672,6 +673,33 @@ class ElasticsearchStore(RecordStore):
                     stale = []
         if stale:
             yield stale
+
+    def stale_attributes(self, kind: str, version: str, batch: int = 1_000) -> Iterator[list[str]]:
+        # model_versions is not indexed (as in stale_vectors): the kind's sightings are walked with it alone
+        stale: list[str] = []
+        for h in walk(self.client, self.sightings, {"term": {"kind": kind}}, [{"id": "asc"}],
+                      source=["id", "model_versions"], page=min(batch, WINDOW)):
+            src = h["_source"]
+            if (src.get("model_versions") or {}).get("attributes") != version:
+                stale.append(src["id"])
+                if len(stale) >= batch:
+                    yield stale
+                    stale = []
+        if stale:
+            yield stale
+
+    def replace_attributes(self, updates: list[tuple[str, Attributes]], version: str) -> int:
+        """One partial update per sighting: the attributes object replaced field by field (every field is sent,
+        None included), `model_versions.attributes` merged in beside the embedding's."""
+        held: dict[str, dict[str, Any]] = {}
+        for part in chunks([sid for sid, _ in updates], WINDOW):
+            for h in walk(self.client, self.sightings, {"ids": {"values": list(part)}}, [{"id": "asc"}], source=["id"]):
+                held[h["_source"]["id"]] = h
+        actions = [{"_op_type": "update", "_index": held[sid]["_index"], "_id": held[sid]["_id"],
+                    "doc": {"attributes": asdict(attributes), "model_versions": {"attributes": version}}}
+                   for sid, attributes in updates if sid in held]
+        bulk(self.client, actions, refresh="wait_for")
+        return len(actions)
 
     def _vector_docs(self, space: str, vector_ids: list[int]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []

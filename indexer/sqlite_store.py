@@ -30,7 +30,7 @@ from indexer.store import (
     VehicleColumns,
     split_by_dimension,
 )
-from models.records import BBox, Camera, Sighting, TrackInfo, attributes_from_dict
+from models.records import Attributes, BBox, Camera, Sighting, TrackInfo, attributes_from_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cameras (
@@ -270,6 +270,35 @@ class SQLiteStore(RecordStore):
                 return
             last = rows[-1][0]
             yield [int(r[1]) for r in rows]
+
+    def stale_attributes(self, kind: str, version: str, batch: int = 1_000) -> Iterator[list[str]]:
+        last = ""
+        while True:  # by sighting id, like stale_vectors: replacing a batch moves nothing
+            with self.lock:
+                rows = self.conn.execute(
+                    "SELECT id FROM sightings WHERE id > ? AND kind = ? "
+                    "AND json_extract(model_versions, '$.attributes') IS NOT ? ORDER BY id LIMIT ?",
+                    (last, kind, version, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows]
+
+    def replace_attributes(self, updates: list[tuple[str, Attributes]], version: str) -> int:
+        changed = 0
+        with self.lock, self._tx():
+            for sighting_id, attributes in updates:
+                old = self.conn.execute("SELECT model_versions FROM sightings WHERE id=?", (sighting_id,)).fetchone()
+                if old is None:
+                    continue
+                attrs = asdict(attributes)
+                versions = json.dumps({**json.loads(old[0]), "attributes": version})
+                self.conn.execute(
+                    "UPDATE sightings SET attributes=?, vehicle_type=?, vehicle_color=?, model_versions=? WHERE id=?",
+                    (json.dumps(attrs, ensure_ascii=False), attrs.get("vehicle_type"), attrs.get("vehicle_color"),
+                     versions, sighting_id))
+                changed += 1
+        return changed
 
     def sighting_ids_for_vectors(self, space: str, vector_ids: list[int]) -> dict[int, str]:
         if not vector_ids:

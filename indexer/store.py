@@ -8,11 +8,12 @@ from typing import Iterator
 
 import numpy as np
 
-from models.records import Camera, Sighting
+from models.records import Attributes, Camera, Sighting
 
 # The confidence each searchable attribute carries on the record: `min_confidence` applies to these.
 SCORE_FIELDS = {"vehicle_type": "vehicle_type_score", "vehicle_color": "vehicle_color_score",
-                "gender": "gender_score", "upper_color": "upper_color_score", "lower_color": "lower_color_score"}
+                "gender": "gender_score", "upper_color": "upper_color_score", "lower_color": "lower_color_score",
+                **{name: f"{name}_score" for name in ("bag", "backpack", "hat", "long_sleeves", "long_pants")}}
 
 
 @dataclass
@@ -199,6 +200,17 @@ class RecordStore(ABC):
         `model_versions["embedding"]`; none recorded counts as another), in batches, without reading a vector:
         what `reembed` replaces, whether or not the dimension changed. A batch is read when asked for, so the
         caller may replace one before asking for the next."""
+
+    @abstractmethod
+    def stale_attributes(self, kind: str, version: str, batch: int = 1_000) -> Iterator[list[str]]:
+        """Ids of a kind's sightings whose attributes another classifier than `version` wrote (by their
+        `model_versions["attributes"]`; none recorded, the rules', counts as another), in batches read when asked
+        for: what `reattribute` redoes."""
+
+    @abstractmethod
+    def replace_attributes(self, updates: list[tuple[str, Attributes]], version: str) -> int:
+        """Give stored sightings new attributes (the whole record, plate fields included) and record `version` as
+        their `model_versions["attributes"]`; sightings deleted meanwhile are skipped; returns how many changed."""
 
     @abstractmethod
     def vector_ids(self, space: str) -> np.ndarray:

@@ -1,11 +1,13 @@
 """Attribute classifiers: vehicle colour and type, person attributes and clothing colours, face quality."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import openvino as ov
 
 from models.colors import DEFAULT_RULES, PERSON_RULES, UNKNOWN, ColorRules, clothing_colors, vehicle_color
 from models.imageops import blob, color_name
@@ -21,28 +23,49 @@ PERSON_FLAGS = ("is_male", "has_bag", "has_backpack", "has_hat", "has_longsleeve
 MIN_PERSON_HEIGHT = 40  # pixels: below this a person's clothing colours are "unknown" (a few pixels per region)
 
 
+INNER = "inner"  # the name given to an attribute model's inner layer, added as an output for the learned heads
+
+
+def inner_output(layer: str) -> Callable[[ov.Model], None]:
+    """A graph rewrite that also outputs one inner layer (as INNER): what the learned heads read of the model
+    (models/heads.py, block `inner`). The model's own outputs are unchanged."""
+    def rewrite(model: ov.Model) -> None:
+        op = next(o for o in model.get_ordered_ops() if o.get_friendly_name() == layer)
+        op.output(0).get_tensor().set_names({INNER})
+        model.add_outputs([op.output(0)])
+    return rewrite
+
+
 @dataclass(frozen=True)
 class VehicleVote:
-    """The vehicle model's probabilities, by name: one signal among several for type and colour."""
+    """The vehicle model's probabilities, by name: one signal among several for type and colour; and its inner
+    layer, pooled, for the learned heads."""
 
     colors: dict[str, float]
     types: dict[str, float]
+    inner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def vector(self) -> np.ndarray:
+        """The model's outputs as the attribute heads read them (models/heads.py, block `model`)."""
+        return np.array([*self.colors.values(), *self.types.values()], np.float32)
 
 
 class VehicleAttributeClassifier:
     """vehicle-attributes-recognition-barrier-0039: 72×72 BGR → 7 colours, 4 types."""
 
     def __init__(self, model_path: Path):
-        self.model = OpenVinoModel(model_path)
+        # Its last shared layer (128×5×5, before the colour and type convolutions), averaged over the image.
+        self.model = OpenVinoModel(model_path, rewrite=inner_output("Eltwise3"))
 
     def votes(self, crops: list[np.ndarray]) -> list[VehicleVote]:
         if not crops:
             return []
         out = self.model.infer(blob(crops, 72, 72))
         colors, types = out["color"].reshape(len(crops), -1), out["type"].reshape(len(crops), -1)
+        inner = out[INNER].mean(axis=(2, 3)).astype(np.float32)
         return [VehicleVote(dict(zip(MODEL_VEHICLE_COLORS, c.tolist(), strict=True)),
-                            dict(zip(MODEL_TYPES, t.tolist(), strict=True)))
-                for c, t in zip(colors, types, strict=True)]
+                            dict(zip(MODEL_TYPES, t.tolist(), strict=True)), f)
+                for c, t, f in zip(colors, types, inner, strict=True)]
 
     def classify(self, crops: list[np.ndarray]) -> list[VehicleAttributes]:
         """The model's own answer (its argmax), without the other signals: the baseline `eval attributes` shows."""
@@ -71,11 +94,22 @@ def describe_vehicle(attrs: VehicleAttributes, vote: VehicleVote, crop: np.ndarr
     attrs.vehicle_color, attrs.vehicle_color_score = color, color_score
 
 
+@dataclass(frozen=True)
+class PersonOutputs:
+    """The person model's outputs for n crops."""
+
+    flags: np.ndarray  # (n, 8), PERSON_FLAGS
+    tops: np.ndarray  # (n, 2) the upper colour point, crop-relative
+    bottoms: np.ndarray  # (n, 2)
+    inner: np.ndarray  # (n, 512) inner layer, upper half then lower half
+
+
 class PersonAttributeClassifier:
     """person-attributes-recognition-crossroad-0230: 160×80 BGR → 8 flags and two colour sample points."""
 
     def __init__(self, model_path: Path, threshold: float = 0.5):
-        self.model = OpenVinoModel(model_path)
+        # Its last shared layer (256×10×5, before the flag and colour-point convolutions), for the learned heads.
+        self.model = OpenVinoModel(model_path, rewrite=inner_output("450"))
         self.threshold = threshold
         # Output names of this exact file (pinned by its sha256): 8 flags, then the top and bottom colour points.
         self.flags_name, self.top_name, self.bottom_name = "453", "456", "459"
@@ -88,14 +122,24 @@ class PersonAttributeClassifier:
         0.74, bag 0.68 → 0.73, backpack 0.73 → 0.75, sleeves 0.82 → 0.84, hat 1.00 → 0.98; nothing was tuned,
         but the choice was made on that set. Mirroring the vehicle model did nothing there, so it is not done.
         """
-        if not crops:
-            return []
+        return self.answers(crops, self.outputs(crops)) if crops else []
+
+    def answers(self, crops: list[np.ndarray], outputs: PersonOutputs) -> list[PersonAttributes]:
+        """`classify` from outputs already computed (the pipeline also hands them to the learned heads)."""
+        flags, tops, bottoms = outputs.flags, outputs.tops, outputs.bottoms
+        return [self._attributes(c, f, t, b) for c, f, t, b in zip(crops, flags, tops, bottoms, strict=True)]
+
+    def outputs(self, crops: list[np.ndarray]) -> PersonOutputs:
+        """The flags (mean of crop and mirror), the colour points, and the inner layer for the learned heads."""
         n = len(crops)
         out = self.model.infer(blob(crops + [c[:, ::-1] for c in crops], 80, 160))
         both = out[self.flags_name].reshape(2 * n, -1)
         flags = (both[:n] + both[n:]) / 2
-        tops, bottoms = out[self.top_name].reshape(2 * n, 2)[:n], out[self.bottom_name].reshape(2 * n, 2)[:n]
-        return [self._attributes(c, f, t, b) for c, f, t, b in zip(crops, flags, tops, bottoms, strict=True)]
+        # The inner layer averaged over the upper and the lower half of the person (crop and mirror together).
+        inner = out[INNER][:n] + out[INNER][n:]
+        halves = np.concatenate([inner[:, :, :5].mean(axis=(2, 3)), inner[:, :, 5:].mean(axis=(2, 3))], axis=1) / 2
+        return PersonOutputs(flags, out[self.top_name].reshape(2 * n, 2)[:n],
+                             out[self.bottom_name].reshape(2 * n, 2)[:n], halves.astype(np.float32))
 
     def _attributes(self, crop: np.ndarray, flags: np.ndarray, top: np.ndarray, bottom: np.ndarray) -> PersonAttributes:
         on = {name: bool(p >= self.threshold) for name, p in zip(PERSON_FLAGS, flags, strict=True)}

@@ -73,6 +73,21 @@ def scene_lightness(scene: np.ndarray, frame_shape: tuple[int, ...], box: BBox |
     This is the exposure reference: clipped to 35..80 so a black backdrop or a blown-out sky cannot swing
     every name.
     """
+    return float(np.clip(np.median(scene[..., 0][_around(scene, frame_shape, box)]), 35.0, 80.0))
+
+
+CAST_LIMIT = 8.0  # a*, b* units: the most of a scene's colour cast taken off an object's pixels
+
+
+def scene_cast(scene: np.ndarray, frame_shape: tuple[int, ...], box: BBox | None = None) -> np.ndarray:
+    """Median a*, b* of the scene around an object (as scene_lightness): a camera's colour cast, mostly road and
+    pavement, which are grey. Clipped to ±CAST_LIMIT so that a green lawn or a red wall is not taken for one."""
+    around = _around(scene, frame_shape, box)
+    return np.clip(np.median(scene[..., 1:][around], axis=0), -CAST_LIMIT, CAST_LIMIT).astype(np.float32)
+
+
+def _around(scene: np.ndarray, frame_shape: tuple[int, ...], box: BBox | None) -> np.ndarray:
+    """The scene's pixels outside the box; its four corners when the box fills the frame."""
     h, w = frame_shape[:2]
     size = scene.shape[0]
     outside = np.ones(scene.shape[:2], bool)
@@ -85,7 +100,7 @@ def scene_lightness(scene: np.ndarray, frame_shape: tuple[int, ...], box: BBox |
         for ys in (slice(0, corner), slice(-corner, None)):
             for xs in (slice(0, corner), slice(-corner, None)):
                 outside[ys, xs] = True
-    return float(np.clip(np.median(scene[..., 0][outside]), 35.0, 80.0))
+    return outside
 
 
 # Pixel names as small integers: the lightness ladder first (its order matters), then the hues.

@@ -100,3 +100,11 @@ class FramePipeline(Protocol):
 
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         """The photo's largest, surest face with its vector."""
+
+    def attributes_version(self, kind: str) -> str | None:
+        """The version of the learned heads that describe `kind` today (models/heads.py), None where the rules do:
+        what a sighting's `model_versions["attributes"]` says when its attributes are today's."""
+
+    def redescribe(self, crops: list[np.ndarray], attributes: list[Attributes], kind: str) -> None:
+        """Today's heads' answers written onto stored attributes, in place, from their evidence crops
+        (`reattribute`); the fields the heads do not cover (a plate) are kept."""

@@ -19,13 +19,14 @@ from models.attributes import (
     describe_vehicle,
     face_quality,
 )
-from models.colors import UNKNOWN, scene_lab, scene_lightness
+from models.colors import UNKNOWN, scene_cast, scene_lab, scene_lightness
 from models.detectors import Detection, FaceDetector, ObjectDetector, SsdVehicleDetector, merge_detections, subject_face
 from models.embedders import ConcatEmbedder, CropEmbedder, FaceEmbedder, person_embedder, vehicle_embedder
+from models.heads import HeadSet, ObjectFeatures, check, color_features, load_active
 from models.imageops import crop
 from models.observations import FaceProbe, ObjectDescription, Observation, StageTimes
 from models.plates import PlateReader, PlateReading, is_valid_plate
-from models.records import BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
+from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
 from models.registry import default_model_dir, model_path
 from models.tracking import Track
 from models.vehicle_type import two_wheeler_in_frame
@@ -35,7 +36,8 @@ class Pipeline:
     """The real models, loaded once; implements models.observations.FramePipeline. Safe to call from several
     threads at once (each inference holds a request of its own, models/runtime.py)."""
 
-    def __init__(self, model_dir: Path | None = None, faces: bool = True, faces_without_people: bool = False):
+    def __init__(self, model_dir: Path | None = None, faces: bool = True, faces_without_people: bool = False,
+                 heads: bool = True):
         d = model_dir or default_model_dir()
         self.detector = ObjectDetector(model_path("yolox_nano.onnx", d))
         self.vehicle_detector = SsdVehicleDetector(model_path("vehicle-detection-0200.xml", d))
@@ -46,6 +48,11 @@ class Pipeline:
             model_path("person-attributes-recognition-crossroad-0230.xml", d))
         self.vehicle_embedder = vehicle_embedder(d)
         self.person_embedder = person_embedder(d)
+        # Learned attribute heads where the model folder has them (models/heads.py); else the rules answer. Training
+        # and measuring the rules ask for none (`heads`), so that stale heads do not stop them.
+        self.heads: dict[str, HeadSet | None] = {
+            kind: load_active(d, kind, self._embedder(kind).version) if heads else None
+            for kind in (SightingKind.VEHICLE, SightingKind.PERSON)}
         self.face_detector = FaceDetector(model_path("yunet_s_dynamic.onnx", d)) if faces else None
         self.face_embedder = FaceEmbedder() if faces else None
         self.faces_without_people = faces_without_people
@@ -64,10 +71,10 @@ class Pipeline:
             per_frame.append(self._objects(frame, dets, frame_plates))
         vehicles = [o for obs in per_frame for o in obs if o.kind == SightingKind.VEHICLE]
         people = [o for obs in per_frame for o in obs if o.kind == SightingKind.PERSON]
-        self._classify(frames, per_frame, plates)
-        t3 = time.perf_counter()
         self._embed(vehicles, self.vehicle_embedder)
         self._embed(people, self.person_embedder)
+        t3 = time.perf_counter()
+        self._classify(frames, per_frame, plates)  # after the vectors: the heads read them
         t4 = time.perf_counter()
         if self.face_detector is not None:
             for frame, obs in zip(frames, per_frame, strict=True):
@@ -77,8 +84,8 @@ class Pipeline:
             times = self.times
             times.detect += t1 - t0
             times.plates += t2 - t1
-            times.attributes += t3 - t2
-            times.embed += t4 - t3
+            times.embed += t3 - t2
+            times.attributes += t4 - t3
             times.faces += t5 - t4
         return per_frame
 
@@ -111,6 +118,10 @@ class Pipeline:
             h, w = image.shape[:2]
             describe_vehicle(attrs, self.vehicle_attributes.votes([image])[0], image,
                              scene_lightness(scene_lab(image), image.shape, BBox(0, 0, w, h)), None)
+            heads = self.heads.get(SightingKind.VEHICLE)
+            if heads is not None:
+                for name, answers in heads.predict(self.crop_features([image], kind)).items():
+                    apply_head_answer(attrs, name, answers[0])
             # "unknown" is no evidence: a photo search must not count it against the sightings it ranks.
             described.vehicle_color = attrs.vehicle_color if attrs.vehicle_color != UNKNOWN else None
             described.vehicle_type = attrs.vehicle_type
@@ -169,10 +180,10 @@ class Pipeline:
             observations.append(ob)
         vehicles = [o for o in observations if o.kind == SightingKind.VEHICLE]
         people = [o for o in observations if o.kind == SightingKind.PERSON]
-        # Each track's observation is classified against its own best frame (its boxes are of that frame alone).
-        self._classify(frames, [[o] for o in observations if o.kind != SightingKind.FACE])
         self._embed(vehicles, self.vehicle_embedder)
         self._embed(people, self.person_embedder)
+        # Each track's observation is classified against its own best frame (its boxes are of that frame alone).
+        self._classify(frames, [[o] for o in observations if o.kind != SightingKind.FACE])
         return observations
 
     @staticmethod
@@ -213,10 +224,12 @@ class Pipeline:
         """
         vehicles: list[tuple[Observation, float, str | None, float | None]] = []
         people: list[tuple[Observation, float]] = []
+        casts: dict[int, np.ndarray] = {}  # id(observation) → its scene's colour cast, for the learned heads
         for i, (frame, obs) in enumerate(zip(frames, per_frame, strict=True)):
             scene = scene_lab(frame)
             for o in obs:
                 light = scene_lightness(scene, frame.shape, o.bbox)
+                casts[id(o)] = scene_cast(scene, frame.shape, o.bbox)
                 if o.kind == SightingKind.VEHICLE:
                     widths = _width_in_plates(o, plates[i]) if plates is not None else None
                     vehicles.append((o, light, two_wheeler_in_frame(o, obs), widths))
@@ -226,9 +239,66 @@ class Pipeline:
         for (o, light, two_wheeler, widths), vote in zip(vehicles, votes, strict=True):
             assert isinstance(o.attributes, VehicleAttributes)
             describe_vehicle(o.attributes, vote, o.crop, light, two_wheeler, widths)
-        for (o, light), p in zip(people, self.person_attributes.classify([o.crop for o, _ in people]), strict=True):
+        person_crops = [o.crop for o, _ in people]
+        outputs = self.person_attributes.outputs(person_crops) if people else None
+        answers = self.person_attributes.answers(person_crops, outputs) if outputs is not None else []
+        for (o, light), p in zip(people, answers, strict=True):
             describe_person(p, o.crop, light)
             o.attributes = p
+        if self.heads[SightingKind.VEHICLE] is not None:
+            self._apply_heads(SightingKind.VEHICLE, [o for o, _, _, _ in vehicles], [
+                ObjectFeatures(color_features(o.crop, SightingKind.VEHICLE, light, casts[id(o)]), vote.vector(),
+                               vote.inner, np.asarray(o.vector, np.float32))
+                for (o, light, _, _), vote in zip(vehicles, votes, strict=True)])
+        if self.heads[SightingKind.PERSON] is not None and outputs is not None:
+            self._apply_heads(SightingKind.PERSON, [o for o, _ in people], [
+                ObjectFeatures(color_features(o.crop, SightingKind.PERSON, light, casts[id(o)]), f, inner,
+                               np.asarray(o.vector, np.float32))
+                for (o, light), f, inner in zip(people, outputs.flags, outputs.inner, strict=True)])
+
+    def _apply_heads(self, kind: SightingKind, objects: list[Observation], features: list[ObjectFeatures]) -> None:
+        """The learned heads' answers replace the rules' for every field they cover; the head version is recorded."""
+        heads = self.heads[kind]
+        if heads is None or not objects:
+            return
+        for name, answers in heads.predict(features).items():
+            for o, answer in zip(objects, answers, strict=True):
+                apply_head_answer(o.attributes, name, answer)
+        for o in objects:
+            o.model_versions["attributes"] = heads.version
+
+    def attributes_version(self, kind: str) -> str | None:
+        heads = self.heads.get(kind)
+        return heads.version if heads is not None else None
+
+    def redescribe(self, crops: list[np.ndarray], attributes: list[Attributes], kind: str) -> None:
+        """The frame is not kept, only the crop: its own edges stand for the scene around it."""
+        heads = self.heads.get(kind)
+        if heads is None or not crops:
+            return
+        for name, answers in heads.predict(self.crop_features(crops, kind)).items():
+            for attrs, answer in zip(attributes, answers, strict=True):
+                apply_head_answer(attrs, name, answer)
+
+    def checked_heads(self, heads: HeadSet, kind: str) -> HeadSet:
+        """`heads` if this pipeline can feed them (their kind and embedding), else a HeadError naming why."""
+        return check(heads, kind, self._embedder(kind).version)
+
+    def crop_features(self, crops: list[np.ndarray], kind: str) -> list[ObjectFeatures]:
+        """What the heads read of tight crops (labelled crops, a photo): the crop's own edges are its scene."""
+        scenes = [(scene_lab(c), c.shape, BBox(0, 0, c.shape[1], c.shape[0])) for c in crops]
+        if not crops:
+            return []
+        if kind == SightingKind.VEHICLE:
+            votes = self.vehicle_attributes.votes(crops)
+            model_out, inner = [v.vector() for v in votes], [v.inner for v in votes]
+        else:
+            outputs = self.person_attributes.outputs(crops)
+            model_out, inner = list(outputs.flags), list(outputs.inner)
+        vectors = self._embedder(kind).embed(crops)
+        return [ObjectFeatures(color_features(c, kind, scene_lightness(*around), scene_cast(*around)),
+                               np.asarray(m, np.float32), i, np.asarray(v, np.float32))
+                for c, around, m, i, v in zip(crops, scenes, model_out, inner, vectors, strict=True)]
 
     @staticmethod
     def _embed(observations: list[Observation], embedder: CropEmbedder | ConcatEmbedder) -> None:
@@ -253,6 +323,28 @@ class Pipeline:
             out.append(Observation(SightingKind.FACE, det.bbox, det.score, attrs, face_crop, vec,
                                    self.face_embedder.space, parent, {"embedding": self.face_embedder.version}))
         return out
+
+
+# A head's field → the attribute it writes (its score goes to `<attribute>_score`).
+HEAD_FIELDS = {SightingKind.VEHICLE: {"color": "vehicle_color", "type": "vehicle_type"},
+               SightingKind.PERSON: {name: name for name in ("gender", "upper_color", "lower_color", "bag", "backpack",
+                                                             "hat", "long_sleeves", "long_pants")}}
+
+
+def apply_head_answer(attrs: Attributes, name: str,
+                      answer: tuple[str, float]) -> None:
+    """Write one head's answer onto a record: yes/no fields as booleans (None when unsure), the rest as labels."""
+    kind = SightingKind.VEHICLE if isinstance(attrs, VehicleAttributes) else SightingKind.PERSON
+    attribute = HEAD_FIELDS[kind].get(name)
+    if attribute is None:
+        return
+    label, score = answer
+    current = getattr(attrs, attribute, None)
+    if isinstance(current, bool) or (current is None and label in ("yes", "no")):
+        setattr(attrs, attribute, None if label == UNKNOWN else label == "yes")
+    else:
+        setattr(attrs, attribute, label)
+    setattr(attrs, f"{attribute}_score", score)
 
 
 def vote_plate(readings: list[PlateReading]) -> PlateReading | None:

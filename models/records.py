@@ -128,10 +128,15 @@ class PersonAttributes:
     gender: str | None = None
     gender_score: float | None = None
     bag: bool | None = None
+    bag_score: float | None = None  # the yes/no fields' scores: a learned head's calibrated confidence in its answer
     backpack: bool | None = None
+    backpack_score: float | None = None
     hat: bool | None = None
+    hat_score: float | None = None
     long_sleeves: bool | None = None
+    long_sleeves_score: float | None = None
     long_pants: bool | None = None
+    long_pants_score: float | None = None
     long_hair: bool | None = None
     coat_jacket: bool | None = None
     upper_color: str | None = None

@@ -89,7 +89,26 @@ def pull(model_dir: Path, mirror: Path | None = None) -> list[str]:
         finally:
             tmp.unlink(missing_ok=True)
         done.append(entry.file)
+    done.extend(install_shipped_heads(model_dir))
     return done
+
+
+SHIPPED_HEADS = Path(__file__).with_name("trained")  # the attribute heads this release ships (models/heads.py)
+
+
+def install_shipped_heads(model_dir: Path) -> list[str]:
+    """Make the shipped heads the active ones where the model folder has none of its own (a deployment's
+    retrained heads, put in place with `sightline models use-heads`, are never overwritten)."""
+    installed = []
+    for shipped in sorted(SHIPPED_HEADS.glob("*-attributes.npz")):
+        target = model_dir / "heads" / shipped.name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(shipped, tmp)
+            tmp.replace(target)
+        installed.append(f"heads/{shipped.name}")
+    return installed
 
 
 def status(model_dir: Path) -> list[dict[str, str]]:
@@ -102,6 +121,20 @@ def status(model_dir: Path) -> list[dict[str, str]]:
         else:
             state = "ok" if path.stat().st_size == entry.bytes and sha256_of(path) == entry.sha256 else "corrupt"
         out.append({"file": entry.file, "state": state, "licence": entry.licence})
+    return out + heads_status(model_dir)
+
+
+def heads_status(model_dir: Path) -> list[dict[str, str]]:
+    """The active attribute heads: their version and the licence of the data they were trained on."""
+    from models.heads import HeadError, HeadSet  # light, but only `models list` needs it
+
+    out = []
+    for path in sorted((model_dir / "heads").glob("*-attributes.npz")):
+        try:
+            heads = HeadSet.load(path)
+            out.append({"file": f"heads/{path.name}", "state": "ok", "licence": f"{heads.version}: {heads.licence}"})
+        except HeadError as exc:
+            out.append({"file": f"heads/{path.name}", "state": "corrupt", "licence": str(exc)})
     return out
 
 

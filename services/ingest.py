@@ -97,6 +97,18 @@ class ReembedReport:
     seconds: float = 0.0
 
 
+@dataclass
+class ReattributeReport:
+    """`sightline reattribute`: sightings whose attributes another classifier wrote, and what became of them."""
+
+    kind: str
+    heads: str = ""  # the version of the heads that wrote the new attributes
+    stale: int = 0
+    replaced: int = 0
+    without_crop: int = 0  # no readable crop left: their attributes stay as they were
+    seconds: float = 0.0
+
+
 class Ingestor:
     """Photos (and video tracks) in, sightings out: the one write path, whatever the entry point."""
 
@@ -224,6 +236,37 @@ class Ingestor:
         self.save_indexes()
         if space == SightingKind.VEHICLE:
             report.features_refreshed = self._refresh_features(batch)
+        report.seconds = round(time.perf_counter() - t0, 2)
+        return report
+
+    def reattribute(self, kind: str, batch: int = 256) -> ReattributeReport:
+        """Give the sightings of `kind` whose attributes the rules or older heads wrote today's heads' answers,
+        from their stored crops (the fields heads do not cover, a plate, are kept). Each batch is its own store
+        transaction: an interrupted run keeps what it did and a rerun does the rest; a server may run meanwhile."""
+        if kind not in (SightingKind.VEHICLE, SightingKind.PERSON):
+            raise InputError("only vehicle and person attributes are learned: choose vehicle or person")
+        if not 1 <= batch <= 10_000:
+            raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")
+        t0 = time.perf_counter()
+        pipeline = self.get_pipeline()
+        version = pipeline.attributes_version(kind)
+        if version is None:
+            raise InputError(f"no learned {kind} heads are active in the model folder (sightline models pull "
+                             "installs the shipped ones): nothing to recompute")
+        report = ReattributeReport(kind, heads=version)
+        for ids in self.store.stale_attributes(kind, version, batch):
+            report.stale += len(ids)
+            todo: list[tuple[Sighting, np.ndarray]] = []
+            for s in self.store.get_sightings(ids):
+                image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
+                if image is None:
+                    report.without_crop += 1
+                else:
+                    todo.append((s, image))
+            if todo:
+                with self.model_slots:
+                    pipeline.redescribe([image for _, image in todo], [s.attributes for s, _ in todo], kind)
+                report.replaced += self.store.replace_attributes([(s.id, s.attributes) for s, _ in todo], version)
         report.seconds = round(time.perf_counter() - t0, 2)
         return report
 

@@ -21,12 +21,13 @@ import numpy as np
 
 from models.imageops import color_name, crop, decode_image
 from models.observations import Detection, FaceProbe, ObjectDescription, Observation, StageTimes
-from models.records import BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
+from models.records import Attributes, BBox, FaceAttributes, PersonAttributes, SightingKind, VehicleAttributes
 from models.spaces import SPACES
 
 _THUMB = 16  # pixels a side of the thumbnail that is projected into a vector
 _NO_CROP = np.zeros((0, 0, 3), np.uint8)  # "crop it from the frame" (scripted observations)
 FAKE_VERSION = {"embedding": "fake-projection-1"}
+FAKE_HEADS = "fake-heads-1"  # what the fake's `redescribe` answers as
 
 
 def jpeg(seed: int, width: int = 128, height: int = 96, quality: int = 95) -> bytes:
@@ -133,6 +134,18 @@ class FakePipeline:
 
     def embedding_version(self, kind: str) -> str:
         return FAKE_VERSION["embedding"]
+
+    def attributes_version(self, kind: str) -> str | None:
+        """Scripted sightings carry no attribute version, as those the rules wrote: all are stale to these."""
+        return FAKE_HEADS
+
+    def redescribe(self, crops: list[np.ndarray], attributes: list[Attributes], kind: str) -> None:
+        """A vehicle's colour (a person's upper colour) named from its crop's mean pixel, scored 0.5."""
+        for image, attrs in zip(crops, attributes, strict=True):
+            if isinstance(attrs, VehicleAttributes):
+                attrs.vehicle_color, attrs.vehicle_color_score = _colour(image), 0.5
+            elif isinstance(attrs, PersonAttributes):
+                attrs.upper_color, attrs.upper_color_score = _colour(image), 0.5
 
     def subject_face(self, frame: np.ndarray) -> FaceProbe | None:
         faces = [self._complete(frame, ob) for ob in self._seen(frame) if ob.kind == SightingKind.FACE]

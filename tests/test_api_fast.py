@@ -166,10 +166,13 @@ def test_attribute_search_honours_confidence_and_near_colours(api: httpx.Client,
         assert found.status_code == 200, found.text
         return sorted(s["attributes"]["plate"] for s in found.json()["sightings"])
 
-    assert plates(vehicle_color="white") == ["京A22222"]
-    assert plates(vehicle_color="white", near_colors=True) == ["京A11111", "京A22222"]  # silver ≈ white
-    assert plates(vehicle_color="white", near_colors=True, min_confidence=0.5) == ["京A11111"]
-    assert plates(vehicle_color="white", min_confidence=0.5) == []
+    assert plates(vehicle_color="white") == ["京A11111", "京A22222"]  # silver ≈ white unless asked for exactly
+    assert plates(vehicle_color="white", exact_colors=True) == ["京A22222"]
+    assert plates(vehicle_color="silver", exact_colors=True) == ["京A11111"]
+    assert plates(vehicle_color="white", near_colors=True) == ["京A11111", "京A22222"]
+    assert plates(vehicle_color="white", min_confidence=0.5) == ["京A11111"]
+    assert plates(vehicle_color="white", exact_colors=True, min_confidence=0.5) == []
+    assert plates(vehicle_color="black") == []  # gray ≈ black only with near_colors
     people = api.post("/search/attributes", json={"kind": "person", "upper_color": "black", "min_confidence": 0.7})
     assert people.json()["count"] == 1
     unsure = api.post("/search/attributes", json={"kind": "person", "lower_color": "gray", "min_confidence": 0.1})

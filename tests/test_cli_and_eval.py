@@ -40,7 +40,11 @@ def test_models_pull_verifies_checksums(tmp_path: Path, model_dir: Path) -> None
     shutil.copyfile(model_dir / "yunet_s_dynamic.onnx", mirror / "yunet_s_dynamic.onnx")
     assert sightline("models", "pull", "--mirror", str(mirror), models=target).returncode == 0
     listed = sightline("models", "list", models=target)
-    assert listed.returncode == 0 and listed.stdout.count("ok ") == len(registry.manifest())
+    shipped = sorted(registry.SHIPPED_HEADS.glob("*-attributes.npz"))
+    assert listed.returncode == 0 and listed.stdout.count("ok ") == len(registry.manifest()) + len(shipped)
+    for head in shipped:  # the shipped heads are installed, listed with the terms of the data they learned from
+        assert (target / "heads" / head.name).is_file() and f"heads/{head.name}" in listed.stdout
+    assert "research use only" in listed.stdout  # the person heads learned from PETA
     (target / "lprnet.pth").write_bytes(b"x")
     assert "corrupt" in sightline("models", "list", models=target).stdout
     with pytest.raises(registry.ModelError, match="wrong size"):
@@ -251,7 +255,9 @@ def test_search_and_analytics_commands_refuse_bad_input(tmp_path: Path) -> None:
     assert sightline("search", "image", str(tmp_path / "missing.jpg"), *CASE, data=data).returncode == 2
     text = json.loads(sightline("search", "text", "白色SUV 皖A 昨天", "--tz", "Asia/Shanghai", *CASE, data=data).stdout)
     assert text["parsed"]["plate"] == {"q": "皖A*", "mode": "wildcard"} and text["results"] == []
-    assert text["parsed"]["filters"]["vehicle_color"] == "white"
+    assert text["parsed"]["filters"]["vehicle_color"] == ["white", "silver"]  # the silver family, as searched
+    exact = sightline("search", "text", "白色SUV", "--exact-colors", *CASE, data=data)
+    assert json.loads(exact.stdout)["parsed"]["filters"]["vehicle_color"] == "white"
     nowhere = sightline("search", "text", "white car", "--tz", "Mars/Olympus", *CASE, data=data)
     assert nowhere.returncode == 2 and "time zone" in nowhere.stderr
     for unsure in ("nan", "1.5"):

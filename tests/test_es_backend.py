@@ -6,7 +6,7 @@ expects is what tests/test_store_contract.py and tests/test_vector_contract.py c
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,7 +155,8 @@ def test_attribute_filters_any_of_colours_and_min_confidence() -> None:
                                              min_confidence=0.8))
     assert {"range": {"attributes.vehicle_color_score": {"gte": 0.8}}} in sure
     assert {"range": {"attributes.vehicle_type_score": {"gte": 0.8}}} in sure
-    assert len(sure) == 5  # three conditions and two scores: a boolean attribute has no score
+    assert {"range": {"attributes.bag_score": {"gte": 0.8}}} in sure  # the learned heads score yes/no fields too
+    assert len(sure) == 6  # three conditions and their three scores
     assert attribute_clauses(AttributeFilter(min_confidence=0.99)) == []  # confidence alone filters nothing
 
 
@@ -224,6 +225,7 @@ class Recorder(BaseNode):
     requests: ClassVar[list[tuple[str, str, Any]]] = []
     count: ClassVar[int] = 0
     indices: ClassVar[dict[str, Any]] = {}  # what GET <pattern> lists
+    hits: ClassVar[list[dict[str, Any]]] = []  # what a search finds (one page)
 
     def perform_request(self, method: str, target: str, body: bytes | None = None, headers: Any = None,
                         request_timeout: Any = None) -> NodeApiResponse:
@@ -247,7 +249,7 @@ class Recorder(BaseNode):
         elif path.endswith("/_count"):
             answer = {"count": Recorder.count}
         elif path.endswith("/_search"):
-            answer = {"hits": {"hits": []}, "aggregations": {"top": {"value": None}}}
+            answer = {"hits": {"hits": Recorder.hits}, "aggregations": {"top": {"value": None}}}
         elif path.endswith("/_delete_by_query"):
             answer = {"deleted": 0}
         elif "/_update/" in path:
@@ -261,7 +263,7 @@ class Recorder(BaseNode):
 
 @pytest.fixture
 def recorded() -> Elasticsearch:
-    Recorder.requests, Recorder.count, Recorder.indices = [], 0, {}
+    Recorder.requests, Recorder.count, Recorder.indices, Recorder.hits = [], 0, {}, []
     client = Elasticsearch("http://recorder:9200", node_class=Recorder)
     yield client
     client.close()
@@ -278,6 +280,25 @@ def test_opening_the_store_puts_the_template_and_creates_the_indices(recorded: E
     assert template[2]["index_patterns"] == want["index_patterns"] and template[2]["template"] == want["template"]
     created = {r[1].split("?")[0] for r in sent("PUT", "/sl-") if r[1].startswith("/sl-")}
     assert created == {f"/{name}" for name in other_indices("sl")}
+
+
+def test_reattribute_reads_versions_and_updates_attributes_with_the_heads_version(recorded: Elasticsearch) -> None:
+    store = ElasticsearchStore(recorded, "sl")
+    Recorder.hits = [{"_index": "sl-sightings-2026.11", "_id": "v0", "sort": ["v0"],
+                      "_source": {"id": "v0", "model_versions": {"embedding": "e1"}}},
+                     {"_index": "sl-sightings-2026.11", "_id": "v1", "sort": ["v1"],
+                      "_source": {"id": "v1", "model_versions": {"embedding": "e1", "attributes": "heads-1"}}}]
+    assert list(store.stale_attributes("vehicle", "heads-1")) == [["v0"]]
+    (search,) = sent("POST", "/_search")
+    assert search[2]["query"] == {"term": {"kind": "vehicle"}} and search[2]["_source"] == ["id", "model_versions"]
+    attrs = VehicleAttributes(plate="京A12345", vehicle_color="silver", vehicle_color_score=0.61)
+    assert store.replace_attributes([("v0", attrs), ("gone", VehicleAttributes())], "heads-1") == 1
+    (request,) = sent("PUT", "/_bulk")
+    assert "refresh=wait_for" in request[1]
+    action, doc = request[2]
+    assert action == {"update": {"_index": "sl-sightings-2026.11", "_id": "v0"}}
+    # the whole attributes object (plate kept), the version merged beside the embedding's
+    assert doc == {"doc": {"attributes": asdict(attrs), "model_versions": {"attributes": "heads-1"}}}
 
 
 def test_committed_writes_wait_for_a_refresh(recorded: Elasticsearch) -> None:

@@ -360,6 +360,40 @@ def test_stale_vectors_are_those_another_model_made(store: RecordStore, loaded: 
     assert people == sorted([loaded["p0"].vector_id, loaded["p1"].vector_id])
 
 
+def test_stale_attributes_are_replaced_whole_and_filtered_on(store: RecordStore, loaded: dict[str, Sighting]) -> None:
+    """What `reattribute` redoes: sightings of a kind whose attributes another classifier wrote (none recorded: the
+    rules), a batch at a time; the new attributes replace the old (the plate kept, as the caller passes it), the
+    version is recorded beside the embedding's, searches see the new values, a deleted sighting is skipped."""
+    assert sorted(i for b in store.stale_attributes("vehicle", "heads-1") for i in b) == ["v0", "v1", "v2", "v3"]
+    done: list[str] = []
+    for batch in store.stale_attributes("vehicle", "heads-1", batch=3):
+        assert len(batch) <= 3 and not set(batch) & set(done)
+        updates = []
+        for s in store.get_sightings(batch):
+            assert isinstance(s.attributes, VehicleAttributes)
+            s.attributes.vehicle_color, s.attributes.vehicle_color_score = "silver", 0.61
+            updates.append((s.id, s.attributes))
+        assert store.replace_attributes(updates + [("gone", VehicleAttributes())], "heads-1") == len(batch)
+        done += batch
+    assert list(store.stale_attributes("vehicle", "heads-1")) == []
+    assert sorted(i for b in store.stale_attributes("person", "heads-1") for i in b) == ["p0", "p1"]
+    v0 = store.get_sighting("v0")
+    assert v0 is not None and isinstance(v0.attributes, VehicleAttributes)
+    assert (v0.attributes.plate, v0.attributes.vehicle_color, v0.attributes.vehicle_color_score) == (
+        "京A12345", "silver", 0.61)
+    assert v0.model_versions == {"embedding": "test-1", "attributes": "heads-1"}
+    silver = store.query(SightingQuery(kind="vehicle", attributes=AttributeFilter(vehicle_color="silver",
+                                                                                   min_confidence=0.6)))
+    assert sorted(ids(silver)) == ["v0", "v1", "v2", "v3"]
+    assert store.query(SightingQuery(kind="vehicle", attributes=AttributeFilter(vehicle_color="red"))) == []
+    person = store.get_sighting("p0")
+    assert person is not None and isinstance(person.attributes, PersonAttributes)
+    person.attributes.bag, person.attributes.bag_score = False, 0.9
+    store.replace_attributes([("p0", person.attributes)], "heads-2")
+    sure = store.query(SightingQuery(kind="person", attributes=AttributeFilter(bag=False, min_confidence=0.8)))
+    assert ids(sure) == ["p0"]
+
+
 def test_a_sighting_without_a_vector(store: RecordStore) -> None:
     store.upsert_cameras(CAMERAS)
     s = car("nv", "c1", 0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from indexer.store import SightingQuery
 from services.api.app import create_app
 from services.api.localserver import serving
 from services.cameras import from_roadnet
@@ -123,6 +124,25 @@ def test_photo_search_shows_ranked_results_and_jumps_to_the_trajectory(page, eva
     first.locator("button:has-text('Trajectory')").click()
     page.wait_for_selector("body[data-trajectory]", timeout=15_000)
     assert int(page.get_attribute("body", "data-trajectory")) == 5
+
+
+def test_white_car_in_free_text_finds_the_silver_white_demo_car(page, site) -> None:  # noqa: ANN001
+    """皖AY766D is silver-white in every crop (the camera tints it blue): the learned heads store it as white or
+    silver, and "white" finds silver unless the investigator asks for exactly one colour."""
+    _, app = site
+    stored = app.state.system.store.query(SightingQuery(plate="皖AY766D", limit=10))
+    assert stored and all(s.attributes.vehicle_color in ("white", "silver") for s in stored)
+    assert all(s.model_versions.get("attributes", "").startswith("vehicle-heads-") for s in stored)
+    page.click("nav a[data-view=search]")
+    page.fill("#freetext-q", "white car 皖A")
+    page.press("#freetext-q", "Enter")
+    page.wait_for_selector("body[data-parsed]")
+    assert page.input_value("#attr-color") == "white"
+    page.click("#freetext-run")
+    page.wait_for_selector("body[data-results]")
+    listed = page.locator("#search-results li[data-sighting]").all_inner_texts()
+    assert sum("皖AY766D" in t for t in listed) == 5, listed  # the photo and its four passes along the route
+    shot(page, "search-white-car")
 
 
 def test_plate_search_form_lists_fuzzy_matches(page) -> None:  # noqa: ANN001

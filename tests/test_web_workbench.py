@@ -38,9 +38,12 @@ def site(tmp_path_factory, eval_dir: Path):  # noqa: ANN001, ANN201
     seen = [vehicle(plate=PLATE, plate_score=0.96, vehicle_color="white", vehicle_type="car")] * 3 + [
         [vehicle(plate=LOOKALIKE, plate_score=0.9, vehicle_color="red", vehicle_type="car")],
         [vehicle(plate=OTHER, plate_score=0.9, vehicle_color="white", vehicle_type="car")],
-        [person(gender="male", gender_score=0.9, upper_color="black", upper_color_score=0.92, backpack=True)],
-        [person(gender="male", gender_score=0.9, upper_color="black", upper_color_score=0.35, backpack=True)],
-        [person(gender="female", gender_score=0.9, upper_color="red", upper_color_score=0.9, bag=True)]]
+        [person(gender="male", gender_score=0.9, upper_color="black", upper_color_score=0.92, backpack=True,
+                backpack_score=0.9)],
+        [person(gender="male", gender_score=0.9, upper_color="black", upper_color_score=0.35, backpack=True,
+                backpack_score=0.9)],
+        [person(gender="female", gender_score=0.9, upper_color="red", upper_color_score=0.9, bag=True,
+                bag_score=0.85)]]
     jobs = []
     for i, (photo, observed) in enumerate(zip(photos, seen, strict=True)):
         data = photo.read_bytes()

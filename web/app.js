@@ -552,6 +552,7 @@ function attributeBody() {
   const confidence = Number($("attr-confidence").value);
   if (confidence > 0) body.min_confidence = confidence;
   if ($("attr-near").checked) body.near_colors = true;
+  if ($("attr-exact").checked) body.exact_colors = true;
   return body;
 }
 

@@ -117,10 +117,15 @@ class PersonAttributesOut(Out):
     gender: str | None
     gender_score: float | None
     bag: bool | None
+    bag_score: float | None = None
     backpack: bool | None
+    backpack_score: float | None = None
     hat: bool | None
+    hat_score: float | None = None
     long_sleeves: bool | None
+    long_sleeves_score: float | None = None
     long_pants: bool | None
+    long_pants_score: float | None = None
     long_hair: bool | None
     coat_jacket: bool | None
     upper_color: str | None

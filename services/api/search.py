@@ -22,7 +22,7 @@ from services.api.schemas import (
 )
 from services.freetext import MAX_TEXT, parse, zone
 from services.search import Filters, SearchService
-from services.vocabulary import vocabulary, widen
+from services.vocabulary import color_scope, vocabulary
 
 
 class FiltersIn(BaseModel):
@@ -43,12 +43,14 @@ class FiltersIn(BaseModel):
     long_pants: bool | None = None
     min_confidence: float | None = Field(default=None, ge=0, le=1, description=(
         "keep only sightings whose filtered colours, type and gender were classified at least this sure"))
-    near_colors: bool = Field(default=False, description="a colour also matches its near colours (silver ≈ white)")
+    near_colors: bool = Field(default=False, description="a colour also matches all its near colours (red ≈ orange)")
+    exact_colors: bool = Field(default=False, description=(
+        "a colour matches only itself; by default white, silver and gray also match each other"))
 
     def filters(self) -> Filters:
         attributes = AttributeFilter(**self.model_dump(include=set(AttributeFilter.__dataclass_fields__)))
         return Filters(*parse_range(self.start, self.end), self.camera_ids, self.area,
-                       widen(attributes) if self.near_colors else attributes)
+                       color_scope(attributes, self.near_colors, self.exact_colors))
 
 
 class AttributeSearchIn(FiltersIn):

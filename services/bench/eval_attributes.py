@@ -10,10 +10,13 @@ share answered) and `accuracy_answered` say how it errs; `balanced_accuracy` (th
 labels) is what a skewed set cannot flatter. Colours are scored strictly and, for vehicles,
 also with silver counted as white or gray.
 
-Before and after in one run: `model_alone` scores the attribute models' own answers on the same main
-objects. The rules' constants were chosen looking at these images, so `cross_validated` re-chooses them
-from a small grid with each identity (the reid folder) left out in turn and scores the left-out images
-(the plate-width cue to vehicle type is left out there: `process` does not hand back its plate boxes).
+The answers are the pipeline's: the learned heads where the model folder has them (`answered_by` names their
+version; `--heads FILE` measures another, `--rules` none), else the rules. Beside them in one run: `rules`, the
+rules on the same objects, and `model_alone`, the attribute models' own answers. Scores get their accuracy per
+band and the expected calibration error (`ece`). The rules' constants were chosen looking at the eval/attributes
+images, so `cross_validated` re-chooses them from a small grid with each identity (the reid folder) left out in
+turn and scores the left-out images (the plate-width cue to vehicle type is left out there: `process` does not
+hand back its plate boxes). The heads' own held-out figures come from `sightline train attributes`.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from models.attributes import (
     describe_vehicle,
 )
 from models.colors import DEFAULT_RULES, PERSON_RULES, UNKNOWN, ColorRules, scene_lab, scene_lightness
+from models.head_training import expected_calibration_error
 from models.imageops import decode_image
 from models.observations import Detection, FramePipeline, Observation
 from models.records import BBox, InputError, PersonAttributes, SightingKind, VehicleAttributes
@@ -67,6 +71,7 @@ class FieldScore:
     answered: int = 0
     correct_answered: int = 0
     by_score: dict[str, list[int]] = field(default_factory=dict)  # score band → [n, right]: is the confidence honest?
+    scored: list[tuple[float, bool]] = field(default_factory=list)  # (score, right) of every scored answer
 
     def add(self, label: str, predicted: str, high: bool, right: bool, score: float | None = None) -> None:
         self.n += 1
@@ -76,6 +81,7 @@ class FieldScore:
             counts = self.by_score.setdefault(band, [0, 0])
             counts[0] += 1
             counts[1] += right
+            self.scored.append((float(score), bool(right)))
         if predicted not in (UNKNOWN, NOT_DETECTED):
             self.answered += 1
             self.correct_answered += right
@@ -99,6 +105,11 @@ class FieldScore:
                 "accuracy_by_score": {band: {"n": n, "accuracy": round(r / n, 3)}
                                       for _, band in SCORE_BANDS if band in self.by_score
                                       for n, r in [self.by_score[band]]},
+                # The answers' mean gap between score and accuracy (10 score bins): 0 is a score that means what it
+                # says. Only meaningful for calibrated scores (the learned heads'); the rules' are shares of pixels.
+                "ece": round(expected_calibration_error(np.array([s for s, _ in self.scored]),
+                                                        np.array([r for _, r in self.scored])), 3)
+                if self.scored else None,
                 "confusion": {label: dict(row.most_common()) for label, row in sorted(self.confusion.items())}}
 
 
@@ -178,11 +189,33 @@ def evaluate_attributes(root: Path, labels: Path, kind: str, pipeline: FramePipe
         alone = score_fields(samples, fields, list(vehicle_model.classify(crops)))
         out["model_alone"] = _brief(alone)
         out["cross_validated"] = _vehicle_cv(samples, vehicle_model.votes(crops))
-    elif kind == SightingKind.PERSON and isinstance(person_model, PersonAttributeClassifier):
+    heads = getattr(pipeline, "heads", {}).get(kind)
+    out["answered_by"] = heads.version if heads is not None else "rules"
+    if heads is not None and isinstance(vehicle_model, VehicleAttributeClassifier) \
+            and isinstance(person_model, PersonAttributeClassifier):  # the rules on the same objects, beside them
+        out["rules"] = _brief(score_fields(samples, fields, _rules_answers(samples, kind, vehicle_model, person_model)))
+    if kind == SightingKind.PERSON and isinstance(person_model, PersonAttributeClassifier):
         alone = score_fields(samples, fields, list(person_model.classify(crops)))
         out["model_alone"] = _brief(alone)
         out["cross_validated"] = _person_cv(samples, alone)
     return out
+
+
+def _rules_answers(samples: list[Sample], kind: str, vehicle_model: VehicleAttributeClassifier,
+                   person_model: PersonAttributeClassifier) -> list[object]:
+    """What the rules (models.colors, models.vehicle_type) answer for the samples, without the learned heads."""
+    crops = [s.found.crop for s in samples]
+    if kind == SightingKind.VEHICLE:
+        answers: list[object] = []
+        for sample, vote in zip(samples, vehicle_model.votes(crops), strict=True):
+            attrs = VehicleAttributes(coco_class=getattr(sample.found.attributes, "coco_class", None))
+            describe_vehicle(attrs, vote, sample.found.crop, sample.scene_light, sample.two_wheeler, None)
+            answers.append(attrs)
+        return answers
+    people = person_model.classify(crops)
+    for sample, person in zip(samples, people, strict=True):
+        describe_person(person, sample.found.crop, sample.scene_light)
+    return list(people)
 
 
 def whole_image(pipeline: FramePipeline, frame: np.ndarray, kind: str) -> Observation:

@@ -39,10 +39,64 @@ def cmd_models(args: argparse.Namespace) -> int:
         files = registry.pull(model_dir, mirror)
         print(f"{len(files)} model files verified in {model_dir}")
         return 0
+    if args.action == "use-heads":
+        return use_heads(model_dir, args.file)
     rows = registry.status(model_dir)
     for row in rows:
         print(f"{row['state']:8} {row['file']:52} {row['licence']}")
     return 0 if all(r["state"] == "ok" for r in rows) else 1
+
+
+def use_heads(model_dir: Path, file: str | None) -> int:
+    """Make a head file (from `train attributes`) the active heads of its kind; the previous ones are kept beside."""
+    from models.heads import HeadSet, active_head_path
+
+    if not file:
+        raise InputError("models use-heads needs the head file (from `sightline train attributes`)")
+    heads = HeadSet.load(Path(file))  # a HeadError (a ModelError) ends with its message and exit 2
+    target = active_head_path(model_dir, heads.kind)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        previous = HeadSet.load(target).version if target.is_file() else "previous"
+        shutil.copyfile(target, target.with_name(f"{previous}.npz"))
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(file, tmp)
+    tmp.replace(target)
+    print(f"{heads.version} is now the active {heads.kind} attribute heads (restart running servers and workers)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`train attributes`: learn a kind's heads from labelled crops, print the held-out figures, write the file."""
+    from models.head_training import LabelledSet, extract, read_rows, train_heads
+    from models.heads import HEADS_DIR
+    from models.pipeline import Pipeline
+
+    sets = [LabelledSet(Path(args.dir), Path(args.labels), args.group)]
+    sets += [LabelledSet(Path(d), Path(f), g) for d, f, g in args.also or []]
+    rows = read_rows(sets, args.kind)
+    pipeline = Pipeline(settings_of(args).model_dir, faces=False, heads=False)
+    embedding = pipeline.embedding_version(args.kind)
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    log(f"{len(rows.files)} labelled crops; computing their features")
+    features = extract(rows, lambda crops: pipeline.crop_features(crops, args.kind),
+                       cache=Path(args.cache) if args.cache else None, key=embedding)
+    sources = [{"labels": str(s.labels), "grouping": s.grouping} for s in sets]
+    fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else None
+    heads, report = train_heads(rows, features, args.kind, embedding, args.licence, sources,
+                                evaluate=not args.no_evaluate, fields=fields, log=log)
+    heads.meta["report"] = report
+    out = Path(args.out) if args.out else None
+    version = heads.save(out or settings_of(args).model_dir / HEADS_DIR / "candidate.npz")
+    if out is None:  # named by its version, beside the active heads
+        final = settings_of(args).model_dir / HEADS_DIR / f"{version}.npz"
+        (settings_of(args).model_dir / HEADS_DIR / "candidate.npz").replace(final)
+        out = final
+    report["file"], report["version"] = str(out), version
+    print_json(report)
+    return 0
 
 
 def cmd_cameras(args: argparse.Namespace) -> int:
@@ -187,13 +241,12 @@ def _search_text(system: Sightline, args: argparse.Namespace, case: tuple[str, s
                  params: dict[str, object]) -> dict[str, object]:
     """A free-text query: parsed into filters (shown with the results), then run as a plate or attribute search."""
     from services.freetext import parse, zone
-    from services.vocabulary import widen
+    from services.vocabulary import color_scope
 
     if args.min_confidence is not None and not 0 <= args.min_confidence <= 1:  # NaN fails too
         raise InputError(f"--min-confidence is between 0 and 1, not {args.min_confidence}")
     parsed = parse(args.query, datetime.now(zone(args.tz)), system.store.list_cameras())
-    if args.near_colors:
-        parsed.attributes = widen(parsed.attributes)
+    parsed.attributes = color_scope(parsed.attributes, args.near_colors, args.exact_colors)
     parsed.attributes.min_confidence = args.min_confidence
     filters = parsed.filters()
     if args.camera:
@@ -236,6 +289,15 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     with open_system(args) as system:
         report = system.ingestor.reembed(args.space, args.batch)
         record(system, "reembed", {"space": args.space}, None, report.replaced)
+        print_json(report)
+    return 0
+
+
+def cmd_reattribute(args: argparse.Namespace) -> int:
+    """After the attribute heads changed: stored sightings get today's colours, types and clothing from their crops."""
+    with open_system(args) as system:
+        report = system.ingestor.reattribute(args.kind, args.batch)
+        record(system, "reattribute", {"kind": args.kind, "heads": report.heads}, None, report.replaced)
         print_json(report)
     return 0
 
@@ -322,11 +384,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_faces(directory, FaceDetector(registry.model_path("yunet_s_dynamic.onnx", model_dir)),
                                 FaceEmbedder())
     elif args.what == "attributes":
+        from models.heads import HeadSet
         from models.pipeline import Pipeline
         from services.bench.eval_attributes import evaluate_attributes
 
         labels = Path(args.labels) if args.labels else directory / "attributes" / f"{args.kind}_attributes.tsv"
-        result = evaluate_attributes(directory, labels, args.kind, Pipeline(model_dir))
+        pipeline = Pipeline(model_dir, faces=False, heads=not (args.rules or args.heads))
+        if args.heads:
+            pipeline.heads[args.kind] = pipeline.checked_heads(HeadSet.load(Path(args.heads)), args.kind)
+        result = evaluate_attributes(directory, labels, args.kind, pipeline)
     else:
         from models.embedders import person_embedder, vehicle_embedder
         from models.rerank import Verifier
@@ -393,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("models", help="pull and list model weights")
-    m.add_argument("action", choices=["pull", "list"])
+    m.add_argument("action", choices=["pull", "list", "use-heads"])
+    m.add_argument("file", nargs="?", help="use-heads: a head file from `sightline train attributes`")
     m.add_argument("--mirror", help="a folder holding the model files (air-gapped sites)")
     m.set_defaults(func=cmd_models)
 
@@ -437,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=64, help="crops embedded (and committed) at a time")
     e.set_defaults(func=cmd_reembed)
 
+    a = sub.add_parser("reattribute", help="after the attribute heads changed: give stored sightings today's "
+                                           "attributes, from their crops")
+    a.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
+    a.add_argument("--batch", type=int, default=256, help="crops described (and committed) at a time")
+    a.set_defaults(func=cmd_reattribute)
+
     v = sub.add_parser("serve", help="run the HTTP API")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
@@ -475,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("query", help="plate: a plate or pattern; image/face: a photo file; text: what you would say, "
                                  "e.g. '白色SUV 皖A 昨天8点到10点' or 'man in black with a backpack'")
     q.add_argument("--tz", default="UTC", help="text: the IANA zone its times are meant in (Asia/Shanghai)")
-    q.add_argument("--near-colors", action="store_true", help="text: a colour also matches its near colours")
+    q.add_argument("--near-colors", action="store_true", help="text: a colour also matches all its near colours")
+    q.add_argument("--exact-colors", action="store_true",
+                   help="text: a colour matches only itself (by default white, silver and gray match each other)")
     q.add_argument("--min-confidence", type=float, help="text: only attributes classified at least this sure")
     q.add_argument("--mode", choices=["exact", "wildcard", "fuzzy", "suffix"], default="exact")
     q.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
@@ -498,7 +573,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", help="attributes: the label TSV (default DIR/attributes/KIND_attributes.tsv)")
     e.add_argument("--kind", choices=["vehicle", "person"], default="vehicle")
     e.add_argument("--rerank", action="store_true", help="reid: verify the leading candidates by local features")
+    e.add_argument("--heads", help="attributes: measure this head file (from `train attributes`) instead of the active")
+    e.add_argument("--rules", action="store_true", help="attributes: measure the rules alone, without learned heads")
     e.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="learn attribute heads from labelled crops (prints held-out figures)")
+    t.add_argument("what", choices=["attributes"])
+    t.add_argument("dir", help="the folder the label file's paths are relative to")
+    t.add_argument("--labels", required=True, help="TSV in the `eval attributes` columns (file, color, type, ...)")
+    t.add_argument("--kind", choices=["vehicle", "person"], required=True)
+    t.add_argument("--group", choices=["folder", "prefix"], default="folder",
+                   help="what a held-out group is: the file's folder (an identity, a source) or its name's prefix "
+                        "before the first _ (a video, a camera)")
+    t.add_argument("--also", nargs=3, action="append", metavar=("DIR", "LABELS", "GROUP"),
+                   help="another labelled set trained on together (repeatable)")
+    t.add_argument("--licence", default="trained on the deployment's own labelled crops",
+                   help="the training data's terms, kept in the head file and shown by `models list`")
+    t.add_argument("--out", help="the head file (default: MODELS/heads/<version>.npz, not yet active: "
+                                 "compare with `eval attributes --heads`, then `models use-heads`)")
+    t.add_argument("--fields", help="only these fields, comma-separated (vehicle: color,type; person: gender,"
+                                    "upper_color,lower_color,bag,backpack,hat,long_sleeves,long_pants); the rules "
+                                    "answer the others")
+    t.add_argument("--cache", help="keep the computed features here and reuse them")
+    t.add_argument("--no-evaluate", action="store_true", help="skip the held-out measurement (faster)")
+    t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["ingest", "video", "alerts", "web", "geo", "search", "plates", "workers",
