@@ -79,19 +79,20 @@ class VehicleAttributeClassifier:
 
 def describe_vehicle(attrs: VehicleAttributes, vote: VehicleVote, crop: np.ndarray, scene_light: float,
                      two_wheeler: str | None, width_in_plates: float | None = None,
-                     type_rules: TypeRules = DEFAULT_TYPE_RULES, color_rules: ColorRules = DEFAULT_RULES) -> None:
-    """Fill a vehicle's type and colour, with confidences, from every signal (see models.vehicle_type and
-    models.colors).
+                     type_rules: TypeRules = DEFAULT_TYPE_RULES, color_rules: ColorRules = DEFAULT_RULES,
+                     colors: bool = True) -> None:
+    """Fill a vehicle's type and colour (unless `colors` is off: a learned head names it), with confidences, from
+    every signal (see models.vehicle_type and models.colors).
 
     A truck's colour is "unknown": a witness gives its cab's colour, and its box holds mostly the load,
     container or trailer (measured: the box's dominant colour was the cab's on 1 truck in 7).
     """
     evidence = TypeEvidence(attrs.coco_class, vote.types, two_wheeler, width_in_plates)
     vtype, type_score = vehicle_type(evidence, type_rules)
-    color, color_score = (UNKNOWN, 0.0) if vtype == "truck" else \
-        vehicle_color(crop, scene_light, vtype in TWO_WHEELERS, color_rules)
     attrs.vehicle_type, attrs.vehicle_type_score = vtype, type_score
-    attrs.vehicle_color, attrs.vehicle_color_score = color, color_score
+    if colors:
+        attrs.vehicle_color, attrs.vehicle_color_score = (UNKNOWN, 0.0) if vtype == "truck" else \
+            vehicle_color(crop, scene_light, vtype in TWO_WHEELERS, color_rules)
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,14 @@ class PersonAttributeClassifier:
 
 
 def describe_person(attrs: PersonAttributes, crop: np.ndarray, scene_light: float,
-                    rules: ColorRules = PERSON_RULES) -> None:
+                    rules: ColorRules = PERSON_RULES, colors: bool = True) -> None:
     """Refine the model's answer: clothing colours from the torso and legs (models.colors) with confidences,
-    "unknown" on crops too small to tell; a backpack is a bag (as a witness, and the labels, count it)."""
-    if crop.shape[0] < MIN_PERSON_HEIGHT:
+    "unknown" on crops too small to tell (unless `colors` is off: learned heads name them); a backpack is a bag
+    (as a witness, and the labels, count it)."""
+    if colors and crop.shape[0] < MIN_PERSON_HEIGHT:
         attrs.upper_color = attrs.lower_color = UNKNOWN
         attrs.upper_color_score = attrs.lower_color_score = 0.0
-    else:
+    elif colors:
         (attrs.upper_color, attrs.upper_color_score), (attrs.lower_color, attrs.lower_color_score) = \
             clothing_colors(crop, scene_light, rules)
     attrs.bag = bool(attrs.bag or attrs.backpack)

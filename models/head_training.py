@@ -31,11 +31,12 @@ FIELDS = {"vehicle": ("color", "type"),
           "person": ("gender", "upper_color", "lower_color", "bag", "backpack", "hat", "long_sleeves", "long_pants")}
 BINARY = {"bag", "backpack", "hat", "long_sleeves", "long_pants"}
 # Two-way fields are learned with balanced class weights: otherwise a rare "yes" (a hat, short sleeves) is never
-# said, and a search for it finds nothing (on PETA's held-out sources: hat balanced accuracy 0.51 → 0.61, sleeves
-# 0.57 → 0.71, accuracy the same or a little lower).
+# said, and a search for it finds nothing (on PETA's held-out sources: hat balanced accuracy 0.50 → 0.58, sleeves
+# 0.51 → 0.71, accuracy the same or a little lower).
 BALANCED = BINARY | {"gender"}
 COLOR_FIELDS = {"color", "upper_color", "lower_color"}
 # Labels learned as another: the training data's "car" (CCTV boxes, re-id folders) holds vans, SUVs and MPVs.
+# (So the vehicle type head is not shipped: scripts/train_heads.sh, docs/attributes.md.)
 RELABEL = {"type": {"van": "car", "suv": "car"}}
 MIN_CLASS = 8  # a label seen fewer times is left out of that field's training (too few to learn or to measure)
 # Candidate feature blocks and strengths, chosen per field by the inner cross-validation.

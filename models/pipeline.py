@@ -229,7 +229,8 @@ class Pipeline:
             scene = scene_lab(frame)
             for o in obs:
                 light = scene_lightness(scene, frame.shape, o.bbox)
-                casts[id(o)] = scene_cast(scene, frame.shape, o.bbox)
+                if self.heads.get(o.kind) is not None:
+                    casts[id(o)] = scene_cast(scene, frame.shape, o.bbox)
                 if o.kind == SightingKind.VEHICLE:
                     widths = _width_in_plates(o, plates[i]) if plates is not None else None
                     vehicles.append((o, light, two_wheeler_in_frame(o, obs), widths))
@@ -238,12 +239,14 @@ class Pipeline:
         votes = self.vehicle_attributes.votes([v[0].crop for v in vehicles])
         for (o, light, two_wheeler, widths), vote in zip(vehicles, votes, strict=True):
             assert isinstance(o.attributes, VehicleAttributes)
-            describe_vehicle(o.attributes, vote, o.crop, light, two_wheeler, widths)
+            describe_vehicle(o.attributes, vote, o.crop, light, two_wheeler, widths,
+                             colors=not self._heads_cover(SightingKind.VEHICLE, "color"))
         person_crops = [o.crop for o, _ in people]
         outputs = self.person_attributes.outputs(person_crops) if people else None
         answers = self.person_attributes.answers(person_crops, outputs) if outputs is not None else []
+        rule_colors = not self._heads_cover(SightingKind.PERSON, "upper_color", "lower_color")
         for (o, light), p in zip(people, answers, strict=True):
-            describe_person(p, o.crop, light)
+            describe_person(p, o.crop, light, colors=rule_colors)
             o.attributes = p
         if self.heads[SightingKind.VEHICLE] is not None:
             self._apply_heads(SightingKind.VEHICLE, [o for o, _, _, _ in vehicles], [
@@ -255,6 +258,11 @@ class Pipeline:
                 ObjectFeatures(color_features(o.crop, SightingKind.PERSON, light, casts[id(o)]), f, inner,
                                np.asarray(o.vector, np.float32))
                 for (o, light), f, inner in zip(people, outputs.flags, outputs.inner, strict=True)])
+
+    def _heads_cover(self, kind: SightingKind, *fields: str) -> bool:
+        """Whether active heads answer all these fields (then the rules need not compute them)."""
+        heads = self.heads[kind]
+        return heads is not None and all(f in heads.fields for f in fields)
 
     def _apply_heads(self, kind: SightingKind, objects: list[Observation], features: list[ObjectFeatures]) -> None:
         """The learned heads' answers replace the rules' for every field they cover; the head version is recorded."""

@@ -218,13 +218,9 @@ class Ingestor:
         for stale in self.store.stale_vectors(space, report.model, batch):
             report.stale += len(stale)
             owners = self.store.sighting_ids_for_vectors(space, stale)
-            crops: list[tuple[str, np.ndarray]] = []
-            for s in self.store.get_sightings(list(owners.values())):
-                image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
-                if image is None:
-                    report.without_crop += 1
-                else:
-                    crops.append((s.id, image))
+            found = self._with_crops(list(owners.values()))
+            report.without_crop += len(owners) - len(found)
+            crops = [(s.id, image) for s, image in found]
             if crops:
                 vectors = pipeline.embed_crops([c for _, c in crops], space)
                 report.replaced += self.store.replace_vectors(
@@ -256,19 +252,23 @@ class Ingestor:
         report = ReattributeReport(kind, heads=version)
         for ids in self.store.stale_attributes(kind, version, batch):
             report.stale += len(ids)
-            todo: list[tuple[Sighting, np.ndarray]] = []
-            for s in self.store.get_sightings(ids):
-                image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
-                if image is None:
-                    report.without_crop += 1
-                else:
-                    todo.append((s, image))
+            todo = self._with_crops(ids)
+            report.without_crop += len(ids) - len(todo)
             if todo:
                 with self.model_slots:
                     pipeline.redescribe([image for _, image in todo], [s.attributes for s, _ in todo], kind)
                 report.replaced += self.store.replace_attributes([(s.id, s.attributes) for s, _ in todo], version)
         report.seconds = round(time.perf_counter() - t0, 2)
         return report
+
+    def _with_crops(self, ids: list[str]) -> list[tuple[Sighting, np.ndarray]]:
+        """The sightings of `ids` whose evidence crop can still be read, each with its decoded crop."""
+        found = []
+        for s in self.store.get_sightings(ids):
+            image = decode_stored(self.blobs.get(s.crop)) if s.crop else None
+            if image is not None:
+                found.append((s, image))
+        return found
 
     def _refresh_features(self, batch: int) -> int:
         """Give every vehicle whose stored local features are missing or another format (ORB's own descriptors,

@@ -36,17 +36,15 @@ COLOR_WORDS: dict[str, str] = {
 }
 
 # Every word names a value the classifiers write, or a search for it could never match: no classifier tells
-# tricycles yet, so 三轮车 is shown as not understood rather than searched in vain (tests/test_freetext.py); and the
-# learned heads call vans and MPVs "car" (their training data's "car" holds them), so those words ask
-# for car rather than for a "van" no head writes.
+# tricycles yet, so 三轮车 is shown as not understood rather than searched in vain (tests/test_freetext.py).
 VEHICLE_TYPE_WORDS: dict[str, str] = {
     "car": "car", "cars": "car", "sedan": "car", "saloon": "car", "suv": "car", "hatchback": "car",
-    "coupe": "car", "taxi": "car", "van": "car", "minivan": "car", "mpv": "car", "truck": "truck",
+    "coupe": "car", "taxi": "car", "van": "van", "minivan": "van", "mpv": "van", "truck": "truck",
     "lorry": "truck", "pickup": "truck", "bus": "bus", "coach": "bus", "minibus": "bus", "motorcycle": "motorcycle",
     "motorbike": "motorcycle", "scooter": "motorcycle", "moped": "motorcycle", "e-bike": "motorcycle",
     "ebike": "motorcycle", "bicycle": "bicycle", "bike": "bicycle",
     "轿车": "car", "小车": "car", "小汽车": "car", "汽车": "car", "出租车": "car", "越野车": "car", "SUV": "car",
-    "面包车": "car", "商务车": "car", "MPV": "car", "货车": "truck", "卡车": "truck", "皮卡": "truck",
+    "面包车": "van", "商务车": "van", "MPV": "van", "货车": "truck", "卡车": "truck", "皮卡": "truck",
     "大货车": "truck", "渣土车": "truck", "公交车": "bus", "公交": "bus", "大巴": "bus", "客车": "bus",
     "巴士": "bus", "摩托车": "motorcycle", "摩托": "motorcycle", "电动车": "motorcycle", "电瓶车": "motorcycle",
     "自行车": "bicycle", "单车": "bicycle",
