@@ -49,15 +49,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def use_heads(model_dir: Path, file: str | None) -> int:
     """Make a head file (from `train attributes`) the active heads of its kind; the previous ones are kept beside."""
-    from models.heads import HeadSet, active_head_path
+    from models.heads import HeadError, HeadSet, active_head_path
 
     if not file:
         raise InputError("models use-heads needs the head file (from `sightline train attributes`)")
     heads = HeadSet.load(Path(file))  # a HeadError (a ModelError) ends with its message and exit 2
     target = active_head_path(model_dir, heads.kind)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        previous = HeadSet.load(target).version if target.is_file() else "previous"
+    if target.is_file():  # kept beside, by its version, to switch back to
+        try:
+            previous = HeadSet.load(target).version
+        except HeadError:  # an unreadable active file is replaced all the same
+            previous = f"{heads.kind}-heads-unreadable"
         shutil.copyfile(target, target.with_name(f"{previous}.npz"))
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.copyfile(file, tmp)
@@ -77,6 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rows = read_rows(sets, args.kind)
     pipeline = Pipeline(settings_of(args).model_dir, faces=False, heads=False)
     embedding = pipeline.embedding_version(args.kind)
+
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
