@@ -97,13 +97,22 @@ SHIPPED_HEADS = Path(__file__).with_name("trained")  # the attribute heads this 
 
 
 def install_shipped_heads(model_dir: Path) -> list[str]:
-    """Make the shipped heads the active ones where the model folder has none of its own (a deployment's
-    retrained heads, put in place with `sightline models use-heads`, are never overwritten)."""
+    """Make the shipped heads the active ones where the model folder has none of its own that this release can read
+    (a deployment's retrained heads, put in place with `sightline models use-heads`, are never overwritten; heads
+    of another feature version, which the pipeline would refuse, are)."""
+    from models.heads import FEATURES, HeadError, HeadSet  # light, but only pulling needs it
+
     installed = []
     for shipped in sorted(SHIPPED_HEADS.glob("*-attributes.npz")):
         target = model_dir / "heads" / shipped.name
-        if not target.exists():
+        try:
+            usable = target.exists() and HeadSet.load(target).meta.get("features") == FEATURES
+        except HeadError:
+            usable = False
+        if not usable:
             target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # kept aside: retrain on its data, or delete it
+                target.replace(target.with_name(f"unusable-{target.name}"))
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(shipped, tmp)
             tmp.replace(target)

@@ -309,3 +309,21 @@ def test_train_use_and_measure_heads_from_the_command_line(tmp_path: Path, eval_
     broken.write_bytes(b"PK not really")
     refused = sightline("models", "use-heads", str(broken), models=models)
     assert refused.returncode == 2 and "not an attribute head file" in refused.stderr
+
+
+def test_pull_installs_the_shipped_heads_and_replaces_only_unusable_ones(tmp_path: Path) -> None:
+    from models.registry import SHIPPED_HEADS, install_shipped_heads
+
+    shipped = sorted(p.name for p in SHIPPED_HEADS.glob("*-attributes.npz"))
+    assert shipped == ["person-attributes.npz", "vehicle-attributes.npz"]
+    assert install_shipped_heads(tmp_path) == [f"heads/{name}" for name in shipped]
+    vehicle = active_head_path(tmp_path, "vehicle")
+    assert vehicle.read_bytes() == (SHIPPED_HEADS / vehicle.name).read_bytes()
+    own = HeadSet("vehicle", {"color": _head()}, "emb-1", {"features": FEATURES, "licence": "ours"})
+    own.save(vehicle)  # a deployment's retrained heads: kept
+    install_shipped_heads(tmp_path)
+    assert HeadSet.load(vehicle).licence == "ours"
+    HeadSet("vehicle", {"color": _head()}, "emb-1", {"features": FEATURES - 1}).save(vehicle)  # unusable: set aside
+    install_shipped_heads(tmp_path)
+    assert vehicle.read_bytes() == (SHIPPED_HEADS / vehicle.name).read_bytes()
+    assert (vehicle.parent / "unusable-vehicle-attributes.npz").is_file()
