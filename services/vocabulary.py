@@ -79,4 +79,5 @@ def vocabulary() -> dict[str, object]:
     """What the search form offers (served to the web app, so both speak the same words)."""
     return {"vehicle_colors": list(VEHICLE_COLORS), "person_colors": list(PERSON_COLORS),
             "vehicle_types": list(VEHICLE_TYPES), "genders": list(GENDERS),
-            "near_colors": {c: list(near_colors(c)[1:]) for c in sorted(set(VEHICLE_COLORS) | set(PERSON_COLORS))}}
+            "near_colors": {c: list(near_colors(c)[1:]) for c in sorted(set(VEHICLE_COLORS) | set(PERSON_COLORS))},
+            "default_near": {c: list(near_colors(c, SILVER_NEAR)[1:]) for c in ("white", "silver", "gray")}}

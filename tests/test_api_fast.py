@@ -181,6 +181,7 @@ def test_attribute_search_honours_confidence_and_near_colours(api: httpx.Client,
     assert refused.status_code in (400, 422) and "min_confidence" in refused.text
     words = api.get("/search/vocabulary").json()
     assert "silver" in words["vehicle_colors"] and "white" in words["near_colors"]["silver"]
+    assert words["default_near"] == {"white": ["silver"], "silver": ["gray", "white"], "gray": ["silver"]}
 
 
 def test_free_text_is_parsed_into_filters_that_find_the_sighting(api: httpx.Client, fake_pipeline: FakePipeline

@@ -484,13 +484,16 @@ const SAME_VEHICLE_INLIERS = 20;
 /* The attribute form's words come from the server (GET /search/vocabulary): one vocabulary for form and parser. */
 const FALLBACK_VOCABULARY = { vehicle_colors: ["white", "silver", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange"],
   person_colors: ["white", "gray", "black", "red", "blue", "green", "yellow", "brown", "orange", "purple", "pink"],
-  vehicle_types: ["car", "van", "truck", "bus", "motorcycle", "tricycle", "bicycle"], genders: ["male", "female"] };
+  vehicle_types: ["car", "van", "truck", "bus", "motorcycle", "tricycle", "bicycle"], genders: ["male", "female"],
+  default_near: { white: ["silver"], silver: ["gray", "white"], gray: ["silver"] } };
+let vocabulary = FALLBACK_VOCABULARY;
 
 async function loadVocabulary() {
   let words = FALLBACK_VOCABULARY;
   if (hasRole("investigator")) {
     try { words = await api("/search/vocabulary"); } catch (_) { /* the form still works with the built-in words */ }
   }
+  vocabulary = words;
   for (const select of document.querySelectorAll("select[data-vocabulary]")) {
     select.replaceChildren(el("option", { value: "" }, "any"), ...(words[select.dataset.vocabulary] || []).map((w) => el("option", { value: w }, w)));
   }
@@ -708,7 +711,9 @@ async function runFreeText(signal) {
   const note = ` — from “${parsed.text}”`;
   if (!parsed.chips.some((c) => c.applied && c.field === "plate")) { await attributeSearch(signal, note); return; }
   const colour = $("attr-color").value, type = $("attr-type").value;
-  const keep = colour || type ? (s) => (!colour || s.attributes.vehicle_color === colour) && (!type || s.attributes.vehicle_type === type) : null;
+  // As the attribute search does: white, silver and gray match each other unless "exactly this colour" is ticked.
+  const colours = colour ? [colour, ...($("attr-exact").checked ? [] : (vocabulary.default_near || {})[colour] || [])] : [];
+  const keep = colour || type ? (s) => (!colour || colours.includes(s.attributes.vehicle_color)) && (!type || s.attributes.vehicle_type === type) : null;
   await plateSearch($("plate-q").value.trim(), $("plate-mode").value, signal, { keep, note });
 }
 

@@ -240,6 +240,7 @@ class VocabularyOut(Out):
     vehicle_types: list[str]
     genders: list[str]
     near_colors: dict[str, list[str]]
+    default_near: dict[str, list[str]] = Field(description="what a colour also matches unless `exact_colors`")
 
 
 class ChipOut(Out):
