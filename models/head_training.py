@@ -36,7 +36,6 @@ BINARY = {"bag", "backpack", "hat", "long_sleeves", "long_pants"}
 BALANCED = BINARY | {"gender"}
 COLOR_FIELDS = {"color", "upper_color", "lower_color"}
 # Labels learned as another: the training data's "car" (CCTV boxes, re-id folders) holds vans, SUVs and MPVs.
-# (So the vehicle type head is not shipped: scripts/train_heads.sh, docs/attributes.md.)
 RELABEL = {"type": {"van": "car", "suv": "car"}}
 MIN_CLASS = 8  # a label seen fewer times is left out of that field's training (too few to learn or to measure)
 # Candidate feature blocks and strengths, chosen per field by the inner cross-validation.
@@ -55,7 +54,6 @@ class LabelledSet:
     root: Path
     labels: Path
     grouping: str = "folder"  # folder: the file's parent folder; prefix: the file name before its first "_"
-    licence: str = ""
 
     def name(self) -> str:
         return self.labels.parent.name + "/" + self.labels.name

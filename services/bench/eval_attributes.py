@@ -37,7 +37,7 @@ from models.attributes import (
     describe_vehicle,
 )
 from models.colors import DEFAULT_RULES, PERSON_RULES, UNKNOWN, ColorRules, scene_lab, scene_lightness
-from models.head_training import expected_calibration_error
+from models.head_training import SCORE_BANDS, expected_calibration_error
 from models.imageops import decode_image
 from models.observations import Detection, FramePipeline, Observation
 from models.records import BBox, InputError, PersonAttributes, SightingKind, VehicleAttributes
@@ -48,7 +48,6 @@ VEHICLE_FIELDS = {"color": "vehicle_color", "type": "vehicle_type"}
 PERSON_FIELDS = {name: name for name in ("gender", "upper_color", "lower_color", "bag", "backpack", "hat",
                                          "long_sleeves", "long_pants")}
 NOT_DETECTED = "(none)"
-SCORE_BANDS = ((0.5, "<0.5"), (0.7, "0.5-0.7"), (0.9, "0.7-0.9"), (float("inf"), ">=0.9"))
 # The grids the cross-validation re-chooses the rules' constants from (the defaults are among them).
 TYPE_GRID = [TypeRules(model_trust=t) for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
 VEHICLE_COLOR_GRID = [replace(DEFAULT_RULES, black=b, gray=g, silver=s)
