@@ -5,7 +5,7 @@ regression learned from thousands of labelled crops (`sightline train attributes
 features and strength chosen by cross-validation over cameras or identities, and its scores calibrated by a
 temperature fitted on groups it was not trained on, so that 0.9 means right about nine times in ten.
 
-The features are three blocks, each as its model gives it (never a projection learned elsewhere, so improving
+The features are four blocks, each as its model gives it (never a projection learned elsewhere, so improving
 photo search cannot silently move an attribute):
 - `color`: colour statistics of the body region(s) in CIELAB, relative to the scene's lightness (`color_features`);
 - `model`: the attribute model's own outputs (vehicle: 7 colour and 4 type probabilities; person: 8 flags);
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.colors import lab
+from models.colors import DEFAULT_RULES, lab
 from models.records import UNKNOWN
 from models.registry import ModelError
 
@@ -48,7 +48,7 @@ def active_head_path(model_dir: Path, kind: str) -> Path:
 
 # --- features ---------------------------------------------------------------------------------------------------
 
-_CHROMA = 12.0  # L*a*b* chroma above which a pixel is "hued" (models.colors uses the same)
+_CHROMA = DEFAULT_RULES.chroma  # L*a*b* chroma above which a pixel is "hued", as the rules name colours
 _REL_EDGES = np.array([0.3, 0.5, 0.65, 0.8, 0.95, 1.1, 1.3])  # lightness / scene lightness, for unhued pixels
 _ABS_EDGES = np.array([15.0, 30.0, 45.0, 60.0, 75.0])  # absolute L*, for unhued pixels
 _HUE_BINS = 12
@@ -147,9 +147,11 @@ class FieldHead:
 
     def predict(self, features: list[ObjectFeatures]) -> list[tuple[str, float]]:
         """(label, calibrated score) per object; "unknown" where the top score is under `unknown_below`."""
-        if not features:
-            return []
-        p = self.probabilities(stack(features, self.blocks))
+        return self.answers(stack(features, self.blocks)) if features else []
+
+    def answers(self, x: np.ndarray) -> list[tuple[str, float]]:
+        """`predict` from the (n, d) matrix of this head's blocks."""
+        p = self.probabilities(x)
         top = p.argmax(axis=1)
         return [(UNKNOWN if s < self.unknown_below else self.labels[i], round(float(s), 3))
                 for i, s in zip(top, p[np.arange(len(p)), top], strict=True)]
@@ -173,7 +175,14 @@ class HeadSet:
         return str(self.meta.get("licence", ""))
 
     def predict(self, features: list[ObjectFeatures]) -> dict[str, list[tuple[str, float]]]:
-        return {name: head.predict(features) for name, head in self.fields.items()}
+        """Every field's answers; the fields that read the same blocks share one matrix."""
+        if not features:
+            return {name: [] for name in self.fields}
+        matrices: dict[tuple[str, ...], np.ndarray] = {}
+        for head in self.fields.values():
+            if head.blocks not in matrices:
+                matrices[head.blocks] = stack(features, head.blocks)
+        return {name: head.answers(matrices[head.blocks]) for name, head in self.fields.items()}
 
     def save(self, path: Path) -> str:
         """Write the heads (atomically) and return their version: the sha256 of the arrays and settings, short."""
