@@ -8,6 +8,7 @@ also checked against its user's current token, so none outlives a rotation even 
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,8 @@ from models.accounts import Role, User
 
 KEYWORD = {"type": "keyword"}
 
+
+SWEEP_EVERY_S = 600.0  # expired sessions are swept at a login at most this often (session() refuses them anyway)
 
 def account_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """Index suffix → settings and mappings (what is searched: names to list users, a user's sessions to end them,
@@ -44,6 +47,7 @@ class ElasticsearchAccountStore(AccountStore):
     def __init__(self, client: Elasticsearch, prefix: str = "sightline", replicas: int = 1):
         self.client = client
         self.index = ensure_indices(client, prefix, account_index_bodies(replicas))
+        self._swept = -SWEEP_EVERY_S  # monotonic time of this process's last sweep of expired sessions
 
     def _get(self, suffix: str, doc_id: str) -> dict[str, Any] | None:
         try:
@@ -116,9 +120,11 @@ class ElasticsearchAccountStore(AccountStore):
         src = self._get("users", user_id)
         if src is None:
             return
-        self.client.delete_by_query(index=self.index["sessions"],
-                                    query={"range": {"expires": {"lt": iso(datetime.now(timezone.utc))}}},
-                                    conflicts="proceed")
+        if time.monotonic() - self._swept >= SWEEP_EVERY_S:  # not a delete-by-query per login
+            self._swept = time.monotonic()
+            self.client.delete_by_query(index=self.index["sessions"],
+                                        query={"range": {"expires": {"lt": iso(datetime.now(timezone.utc))}}},
+                                        conflicts="proceed")
         # refreshed before returning, so a later "end this user's sessions" (a search) finds it
         self.client.index(index=self.index["sessions"], id=id_hash, refresh="wait_for",
                           document={"user_id": user_id, "csrf_hash": csrf_hash, "expires": iso(expires),

@@ -24,7 +24,7 @@ import numpy as np
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from indexer.alert_store import DELIVERY_FIELDS, AlertStore, rule_from_json, rule_json, shown_url
-from indexer.es_common import PAGE, chunks, ensure_index, walk, written_ok
+from indexer.es_common import PAGE, chunks, ensure_index, once, walk, written_ok
 from indexer.es_store import decode_vector, encode_vector, from_iso, iso
 from models.watchlists import Alert, Rule, WatchEntry, Watchlist
 
@@ -194,7 +194,7 @@ class ElasticsearchAlertStore(AlertStore):
         """One bulk request, visible when it returns; on failure the documents it did write are deleted again."""
         written: list[tuple[str, str, str]] = []
         try:
-            written_ok(self.client, actions, written, refresh="wait_for")
+            written_ok(once(self.client), actions, written, refresh="wait_for")
         except BaseException:
             undo = [{"_op_type": "delete", "_index": index, "_id": doc_id} for _, index, doc_id in written]
             try:
@@ -273,7 +273,7 @@ class ElasticsearchAlertStore(AlertStore):
     def ack(self, alert_id: str, user: str) -> bool:
         """A conditional update (acknowledged once: a second acknowledgement, from any process, is a no-op)."""
         try:
-            answer = self.client.update(index=self.alerts_index, id=alert_id, script=ack_script(user, _now()),
+            answer = once(self.client).update(index=self.alerts_index, id=alert_id, script=ack_script(user, _now()),
                                         retry_on_conflict=CLAIM_RETRIES, refresh="wait_for")
         except NotFoundError:
             return False
@@ -338,17 +338,17 @@ class ElasticsearchAlertStore(AlertStore):
     def claim_delivery(self, alert_id: str, webhook_id: str, lease_s: float) -> bool:
         """The conditional scripted update of the module docstring: True only when this call changed it."""
         try:
-            answer = self.client.update(index=self.deliveries_index, id=delivery_id(alert_id, webhook_id),
-                                        script=claim_script(_now(), lease_s), retry_on_conflict=CLAIM_RETRIES)
+            answer = once(self.client).update(index=self.deliveries_index, id=delivery_id(alert_id, webhook_id),
+                                              script=claim_script(_now(), lease_s), retry_on_conflict=CLAIM_RETRIES)
         except (NotFoundError, ConflictError):  # gone (its webhook or alert deleted), or still contended
             return False
         return answer.get("result") == "updated"
 
     def _update(self, alert_id: str, webhook_id: str, script: dict[str, Any]) -> None:
         """A delivery's outcome; none when it was deleted meanwhile (as SQLite's UPDATE of no row)."""
-        self.client.options(ignore_status=404).update(index=self.deliveries_index,
-                                                      id=delivery_id(alert_id, webhook_id), script=script,
-                                                      retry_on_conflict=CLAIM_RETRIES, refresh="wait_for")
+        once(self.client).options(ignore_status=404).update(index=self.deliveries_index,
+                                                            id=delivery_id(alert_id, webhook_id), script=script,
+                                                            retry_on_conflict=CLAIM_RETRIES, refresh="wait_for")
 
     def delivery_done(self, alert_id: str, webhook_id: str) -> None:
         self._update(alert_id, webhook_id, {"source": DONE_SCRIPT, "lang": "painless"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch
@@ -88,6 +89,9 @@ class ElasticsearchAuditStore(AuditStore):
                 return chained
             except ConflictError:  # another writer took this number: chain after its entry instead
                 taken = self.client.get(index=self.index, id=str(chained.seq))["_source"]
+                if taken["hash"] == chained.hash:  # our own entry: a create the transport resent after a timeout
+                    self._tail = (chained.seq, chained.hash)
+                    return chained
                 seq, prev = int(taken["seq"]), taken["hash"]
 
     def entries(self, actor: str | None = None, case_ref: str | None = None, action: str | None = None,
@@ -98,8 +102,8 @@ class ElasticsearchAuditStore(AuditStore):
             hits = self.client.search(index=self.index, query=query, sort=[{"seq": "desc"}], from_=offset,
                                       size=limit)["hits"]["hits"]
         else:
-            hits = [h for i, h in enumerate(walk(self.client, self.index, query, [{"seq": "desc"}]))
-                    if offset <= i < offset + limit]
+            # a deep page: read up to its end, not the whole log
+            hits = list(islice(walk(self.client, self.index, query, [{"seq": "desc"}]), offset, offset + limit))
         return [audit_from_doc(h["_source"]) for h in hits]
 
     def walk(self, batch: int = 10_000) -> list[AuditEntry]:

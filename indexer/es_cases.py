@@ -17,7 +17,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
 from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind
-from indexer.es_common import ensure_indices, small_index, walk
+from indexer.es_common import ensure_indices, once, small_index, walk
 from indexer.es_store import from_iso, iso
 
 KEYWORD = {"type": "keyword"}
@@ -148,7 +148,7 @@ class ElasticsearchCaseStore(CaseStore):
 
     def close_case(self, case_id: str, by: str, at: datetime) -> bool:
         try:
-            answer = self.client.update(index=self.index["cases"], id=case_id, script=close_script(by, at),
+            answer = once(self.client).update(index=self.index["cases"], id=case_id, script=close_script(by, at),
                                         retry_on_conflict=3, refresh="wait_for")
         except NotFoundError:
             return False

@@ -9,7 +9,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, helpers
+
+from models.records import InputError
 
 # streaming_bulk retries a chunk's documents answered 429 (the cluster's write queue full) with exponential
 # back-off: 1 s, 2 s, 4 s, ... up to 60 s, five times, before it gives up with an error.
@@ -31,7 +33,11 @@ class ESConnection:
     ca_certs: str | None = None
 
     def client(self) -> Elasticsearch:
-        # Transport-level retries cover a node that restarts or times out; bulk retries (429) are BULK_OPTIONS.
+        return Elasticsearch(self.url, **self.client_options())
+
+    def client_options(self) -> dict[str, Any]:
+        # Transport-level retries cover a node that restarts or times out, for the requests that may be sent
+        # twice; the others go through once(). Bulk retries of rejected documents (429) are BULK_OPTIONS.
         kwargs: dict[str, Any] = {"request_timeout": 30, "retry_on_timeout": True, "max_retries": 3}
         if self.api_key:
             kwargs["api_key"] = self.api_key
@@ -39,7 +45,15 @@ class ESConnection:
             kwargs["basic_auth"] = (self.user or "elastic", self.password)
         if self.ca_certs:
             kwargs["ca_certs"] = self.ca_certs
-        return Elasticsearch(self.url, **kwargs)
+        return kwargs
+
+
+def once(client: Elasticsearch) -> Elasticsearch:
+    """The client for a request that must not be applied twice: a scripted increment, numbers taken from a
+    sequence, a bulk that carries such updates. The transport resends a request that timed out (or met a 502,
+    503 or 504), which the cluster may already have applied; these are sent once, and a caller that meets an
+    unknown outcome repairs by recounting (ElasticsearchStore._undo), never by replaying."""
+    return client.options(max_retries=0, retry_on_timeout=False)
 
 
 def bulk(client: Elasticsearch, actions: Iterable[dict[str, Any]], refresh: bool | str = False,
@@ -70,10 +84,36 @@ def walk(client: Elasticsearch, index: str, query: dict[str, Any], sort: list[An
         after = hits[-1]["sort"]
 
 
-def ensure_index(client: Elasticsearch, name: str, body: dict[str, Any]) -> None:
-    """Create an index with its settings and mappings unless it exists (several processes may race here)."""
-    if not client.indices.exists(index=name):
-        client.options(ignore_status=400).indices.create(index=name, **body)  # 400: another process was first
+def ensure_index(client: Elasticsearch, name: str, body: dict[str, Any]) -> bool:
+    """Create an index with its settings and mappings unless it exists (several processes may race here);
+    True when this call created it.
+
+    Only "already exists" is another process having been first; any other refusal (a mapping this cluster's
+    version does not know, a bad setting) is raised as IndexRefused: left silent, later writes would create the
+    index with a mapping guessed from the first document, or reads would fail with 404."""
+    if client.indices.exists(index=name):
+        return False
+    try:
+        client.indices.create(index=name, **body)
+        return True
+    except BadRequestError as exc:
+        kind, reason = error_of(exc)
+        if kind != "resource_already_exists_exception":
+            raise IndexRefused(f"Elasticsearch refused to create the index {name}: {reason}") from exc
+        return False
+
+
+class IndexRefused(InputError):
+    """The cluster would not create an index as Sightline defines it: the operator's cluster (its version, its
+    settings) does not fit the configuration, which the CLI reports as such (exit 2)."""
+
+
+def error_of(exc: ApiError) -> tuple[str, str]:
+    """(type, reason) of the cluster's error answer, e.g. ("mapper_parsing_exception", "Unknown ...")."""
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("type", "")), str(error.get("reason") or error.get("type", ""))
+    return "", str(error or exc)
 
 
 def small_index(properties: dict[str, Any], replicas: int) -> dict[str, Any]:
@@ -111,6 +151,25 @@ def written_ok(client: Elasticsearch, actions: Iterable[dict[str, Any]], written
             failed.append(item)
     if failed:
         raise helpers.BulkIndexError(f"{len(failed)} document(s) failed to index", failed)
+
+
+def conflicts(client: Elasticsearch, actions: Iterable[dict[str, Any]]) -> list[str]:
+    """Send conditional actions (if_seq_no); returns the ids refused because the document changed since it was
+    read (409), for the caller to read and try again. A document gone meanwhile (404) is not retried; any other
+    failure raises BulkIndexError."""
+    options = {**BULK_OPTIONS, "raise_on_error": False}
+    refused, failed = [], []
+    for ok, item in helpers.streaming_bulk(client, actions, refresh="wait_for", **options):
+        if ok:
+            continue
+        result = next(iter(item.values()))
+        if result.get("status") == 409:
+            refused.append(str(result["_id"]))
+        elif result.get("status") != 404:
+            failed.append(item)
+    if failed:
+        raise helpers.BulkIndexError(f"{len(failed)} document(s) failed to update", failed)
+    return refused
 
 
 def drop_prefix(client: Elasticsearch, prefix: str) -> None:

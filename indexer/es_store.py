@@ -31,8 +31,19 @@ from typing import Any, Iterator
 
 import numpy as np
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
+from elasticsearch.helpers import BulkIndexError
 
-from indexer.es_common import MAX_TERMS, bulk, chunks, drop_prefix, ensure_index, walk, written_ok
+from indexer.es_common import (
+    MAX_TERMS,
+    bulk,
+    chunks,
+    conflicts,
+    drop_prefix,
+    ensure_index,
+    once,
+    walk,
+    written_ok,
+)
 from indexer.plate_index import PlateHit
 from indexer.store import (
     SCORE_FIELDS,
@@ -67,6 +78,7 @@ SETTLE_US = 120_000_000  # a writer commits the ids it took within this (bulk re
 # retries, under a minute); shorter than the queue's re-delivery of a dead worker's frames times its tries.
 CLAIM_TIMEOUT = timedelta(minutes=2)
 CLAIM_WAIT_S = 30.0  # how long a writer waits for another writer's claim of the same frame to commit
+RECOUNT_TRIES = 5  # a plate whose count changed while recounted is counted again, this many times at most
 WINDOW = 10_000  # index.max_result_window: from + size beyond it is read with search_after
 KEYWORD = {"type": "keyword"}
 SCORE = {"type": "float"}
@@ -133,6 +145,16 @@ def sightings_template(prefix: str, shards: int = 1, replicas: int = 1) -> dict[
             "meta": {"owner": "sightline", "why": "monthly sighting indices: retention drops whole months"}}
 
 
+VECTOR_PROPERTIES: dict[str, Any] = {"space": KEYWORD, "id": {"type": "long"}, "sighting_id": KEYWORD,
+                                     "dim": {"type": "integer"},
+                                     "vector": {"type": "binary"}}  # float32 bytes: exact and compact
+
+
+def vector_doc(space: str, vector_id: int, sighting_id: str, vector: np.ndarray) -> dict[str, Any]:
+    return {"space": space, "id": vector_id, "sighting_id": sighting_id, "dim": int(vector.shape[-1]),
+            "vector": encode_vector(vector)}
+
+
 def other_indices(prefix: str, replicas: int = 1) -> dict[str, dict[str, Any]]:
     """The indices that are not split by time: name -> create body."""
     def body(properties: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +172,7 @@ def other_indices(prefix: str, replicas: int = 1) -> dict[str, dict[str, Any]]:
         f"{prefix}-plates": body({"plate": plate_mapping(), "rowid": {"type": "long"},
                                   "sightings": {"type": "long"}, "first_us": {"type": "long"},
                                   "last_us": {"type": "long"}, "created_us": {"type": "long"}}),
-        f"{prefix}-vectors": body({"space": KEYWORD, "id": {"type": "long"}, "sighting_id": KEYWORD,
-                                   "vector": {"type": "binary"}}),  # float32 bytes: exact and compact
+        f"{prefix}-vectors": body(VECTOR_PROPERTIES),
         f"{prefix}-sequences": body({"value": {"type": "long"}}),
     }
 
@@ -322,6 +343,12 @@ def settled_prefix(after: int, ids: list[int], created_us: list[int], now_us: in
     return len(ids)
 
 
+def recount_action(index: str, plate: str, n: int, seq_no: int, primary_term: int) -> dict[str, Any]:
+    """A plate's recounted sightings (deleted at none), applied only if the document is unchanged since read."""
+    guard = {"_index": index, "_id": plate, "if_seq_no": seq_no, "if_primary_term": primary_term}
+    return {**guard, "_op_type": "update", "doc": {"sightings": n}} if n else {**guard, "_op_type": "delete"}
+
+
 def plate_uncount_update(index: str, plate: str, n: int) -> dict[str, Any]:
     """A bulk update that takes deleted sightings off a plate's count and drops the plate at zero."""
     return {"_op_type": "update", "_index": index, "_id": plate, "retry_on_conflict": 10,
@@ -344,13 +371,15 @@ class ElasticsearchStore(RecordStore):
         self.plates, self.vectors, self.sequences = f"{prefix}-plates", f"{prefix}-vectors", f"{prefix}-sequences"
         self.client.indices.put_index_template(**sightings_template(prefix, shards, replicas))
         for name, body in other_indices(prefix, replicas).items():
-            ensure_index(client, name, body)
+            if not ensure_index(client, name, body) and name == self.vectors:
+                # an index made by an earlier release: map the fields added since (adding fields is allowed)
+                client.indices.put_mapping(index=name, properties=VECTOR_PROPERTIES)
 
     # ids -----------------------------------------------------------------------------------------------------
     def _allocate(self, name: str, n: int) -> int:
         """Take n numbers of a sequence and return the last: an atomic scripted update on one document, so two
         writers never get the same number, and numbers are never given twice (deletions never lower it)."""
-        resp = self.client.update(index=self.sequences, id=name, retry_on_conflict=20, source=True,
+        resp = once(self.client).update(index=self.sequences, id=name, retry_on_conflict=20, source=True,
                                   script={"source": "ctx._source.value += params.n", "params": {"n": n}},
                                   upsert={"value": n})
         got = (resp.get("get") or {}).get("_source")
@@ -424,6 +453,7 @@ class ElasticsearchStore(RecordStore):
         by_id = {s.id: s for s in sightings}
         spans = _plate_spans(sightings)
         written: list[tuple[str, str, str]] = []
+        in_doubt: list[dict[str, Any]] = []
         try:
             actions: list[dict[str, Any]] = []
             for space, count in Counter(v.space for v in vectors).items():
@@ -431,27 +461,45 @@ class ElasticsearchStore(RecordStore):
                 for v in (v for v in vectors if v.space == space):
                     by_id[v.sighting_id].vector_id, by_id[v.sighting_id].embedding_space = next_id, space
                     actions.append({"_op_type": "create", "_index": self.vectors, "_id": f"{space}:{next_id}",
-                                    "_source": {"space": space, "id": next_id, "sighting_id": v.sighting_id,
-                                                "vector": encode_vector(v.vector)}})
+                                    "_source": vector_doc(space, next_id, v.sighting_id, v.vector)})
                     next_id += 1
             actions += self._sighting_actions(sightings) + self._plate_actions(spans)
-            written_ok(self.client, actions, written, refresh=self.commit_refresh)
+            self._commit(actions, written, in_doubt, self.commit_refresh)
             self.client.update(index=self.frames, id=frame.sha256, doc={"committed": True})
         except BaseException:
-            self._undo(written, spans, claim=frame.sha256)
+            self._undo(written, spans, claim=frame.sha256, in_doubt=in_doubt)
             raise
 
-    def _undo(self, written: list[tuple[str, str, str]], spans: dict[str, list[int]], claim: str | None) -> None:
+    def _commit(self, actions: list[dict[str, Any]], written: list[tuple[str, str, str]],
+                in_doubt: list[dict[str, Any]], refresh: bool | str) -> None:
+        """Send a commit's actions once (plate counts are increments: es_common.once). When no answer came (a
+        timeout), every action goes to `in_doubt`: any of them may have been applied."""
+        try:
+            written_ok(once(self.client), actions, written, refresh=refresh)
+        except BulkIndexError:
+            raise  # every action answered: `written` is exact
+        except BaseException:
+            in_doubt.extend(actions)
+            raise
+
+    def _undo(self, written: list[tuple[str, str, str]], spans: dict[str, list[int]], claim: str | None,
+              in_doubt: list[dict[str, Any]] | None = None) -> None:
         """Best effort after a failed write: remove the documents it created, take back the plate counts it
-        added, then release the frame's claim."""
+        added, then release the frame's claim. When the outcome of some actions is unknown (`in_doubt`), their
+        documents are deleted all the same (each has an id this writer made: a random sighting id, a vector id
+        it allocated) and the plates are recounted, never decremented (an increment may not have happened)."""
         undo: list[dict[str, Any]] = []
         for op, index, doc_id in written:
             if op in ("index", "create"):
                 undo.append({"_op_type": "delete", "_index": index, "_id": doc_id})
-            elif op == "update" and index == self.plates:
+            elif op == "update" and index == self.plates and not in_doubt:
                 undo.append(plate_uncount_update(self.plates, doc_id, spans[doc_id][0]))
+        undo += [{"_op_type": "delete", "_index": a["_index"], "_id": a["_id"]} for a in in_doubt or ()
+                 if a["_op_type"] == "create"]
         try:
-            bulk(self.client, undo, refresh="wait_for", ignore_status=(404,))
+            bulk(once(self.client), undo, refresh="wait_for", ignore_status=(404,))
+            if in_doubt:
+                self._recount_plates(sorted(spans))
             if claim is not None:
                 self.client.options(ignore_status=404).delete(index=self.frames, id=claim, refresh="wait_for")
         except Exception:  # noqa: BLE001 - the original error is the one to report; the claim then times out
@@ -482,11 +530,12 @@ class ElasticsearchStore(RecordStore):
     def add_sightings(self, sightings: list[Sighting]) -> None:
         spans = _plate_spans(sightings)
         written: list[tuple[str, str, str]] = []
+        in_doubt: list[dict[str, Any]] = []
         try:
-            written_ok(self.client, self._sighting_actions(sightings) + self._plate_actions(spans), written,
-                       refresh="wait_for")
+            self._commit(self._sighting_actions(sightings) + self._plate_actions(spans), written, in_doubt,
+                         "wait_for")
         except BaseException:
-            self._undo(written, spans, claim=None)
+            self._undo(written, spans, claim=None, in_doubt=in_doubt)
             raise
 
     def add_vehicle_columns(self, columns: VehicleColumns) -> None:
@@ -506,8 +555,8 @@ class ElasticsearchStore(RecordStore):
             _span(plates, plate, ts)
         actions = ({"_op_type": "create", "_index": sighting_index(self.prefix, s.ts), "_id": s.id,
                     "_source": sighting_doc(s)} for s in sightings())
-        bulk(self.client, actions)
-        bulk(self.client, self._plate_actions(plates))
+        bulk(once(self.client), actions)
+        bulk(once(self.client), self._plate_actions(plates))
         self.client.indices.refresh(index=[self.sightings, self.plates], ignore_unavailable=True)
 
     # plates --------------------------------------------------------------------------------------------------
@@ -530,12 +579,14 @@ class ElasticsearchStore(RecordStore):
         """Plate patterns answered by the cluster over the distinct plates (not yet used by SearchService, which
         keeps its in-memory dictionary fed by plates_after); fuzzy candidates are verified as PlateDictionary does."""
         query = plate_query(text, mode, max_distance)
-        size = limit if mode != PlateMatch.FUZZY else min(WINDOW, limit * 20)
-        hits = self.client.search(index=self.plates, query=query, size=size, sort=[{"plate": "asc"}],
-                                  source_includes=["plate"])["hits"]["hits"]
-        plates = [h["_source"]["plate"] for h in hits]
         if mode != PlateMatch.FUZZY:
-            return [PlateHit(p, 1.0) for p in plates[:limit]]
+            hits = self.client.search(index=self.plates, query=query, size=limit, sort=[{"plate": "asc"}],
+                                      source_includes=["plate"])["hits"]["hits"]
+            return [PlateHit(h["_source"]["plate"], 1.0) for h in hits]
+        # Every fuzzy candidate is verified before any is cut: sorted by plate, a cut would keep the plates
+        # that sort first, not the nearest (the query's expansions bound how many there are).
+        plates = [h["_source"]["plate"] for h in walk(self.client, self.plates, query, [{"plate": "asc"}],
+                                                      source=["plate"])]
         pattern = plate_pattern(text, mode)
         found = []
         for p in plates:
@@ -645,14 +696,13 @@ class ElasticsearchStore(RecordStore):
             next_id = self._allocate(f"vectors-{space}", count) - count + 1
             for v in (v for v in todo if v.space == space):
                 actions.append({"_op_type": "create", "_index": self.vectors, "_id": f"{space}:{next_id}",
-                                "_source": {"space": space, "id": next_id, "sighting_id": v.sighting_id,
-                                            "vector": encode_vector(v.vector)}})
+                                "_source": vector_doc(space, next_id, v.sighting_id, v.vector)})
                 hit = held[v.sighting_id]
                 actions.append({"_op_type": "update", "_index": hit["_index"], "_id": hit["_id"],
                                 "doc": {"embedding_space": space, "vector_id": next_id,
                                         "model_versions": {"embedding": model}}})  # merged into the object
                 next_id += 1
-        bulk(self.client, actions, refresh="wait_for")
+        bulk(once(self.client), actions, refresh="wait_for")  # creates: a replay would be refused
         old = [(src["embedding_space"], src["vector_id"]) for h in held.values()
                if (src := h["_source"]).get("embedding_space") and src.get("vector_id") is not None]
         bulk(self.client, [{"_op_type": "delete", "_index": self.vectors, "_id": f"{space}:{i}"} for space, i in old],
@@ -719,8 +769,13 @@ class ElasticsearchStore(RecordStore):
                                                                 {"term": {"space": space}}, [{"id": "asc"}],
                                                                 source=["id"])], dtype=np.int64)
 
-    def vector_count(self, space: str) -> int:
-        return int(self.client.count(index=self.vectors, query={"term": {"space": space}})["count"])
+    def vector_count(self, space: str, dim: int | None = None) -> int:
+        """Of one dimension: the documents that record it (those written before `dim` was stored count as
+        another dimension, so an index opening compares ids in full rather than miss a deletion)."""
+        query: dict[str, Any] = {"term": {"space": space}}
+        if dim is not None:
+            query = {"bool": {"filter": [query, {"term": {"dim": dim}}]}}
+        return int(self.client.count(index=self.vectors, query=query)["count"])
 
     # deletion ------------------------------------------------------------------------------------------------
     def delete_sightings(self, before: datetime | None = None, camera_ids: list[str] | None = None,
@@ -758,8 +813,9 @@ class ElasticsearchStore(RecordStore):
 
     def _drop_month(self, name: str, batch: int) -> Purged:
         """Read a whole month for what retention must clean up (crops, vectors, frames), delete its vectors and
-        the frames it leaves empty, drop the index, then recount its plates from what remains. Every step can be
-        repeated after a crash (a recount, unlike a decrement, is never applied twice)."""
+        the frames it leaves empty, recount its plates from the other months, then drop the index. Every step can
+        be repeated after a crash (a recount, unlike a decrement, is never applied twice), and the month stays
+        until its plates are recounted: dropped first, a crash would lose the list of plates to recount."""
         done, plates, hits = Purged(), set(), []
         for h in walk(self.client, name, {"match_all": {}}, [{"id": "asc"}]):
             hits.append(h)
@@ -769,21 +825,45 @@ class ElasticsearchStore(RecordStore):
                 hits = []
         done.merge(self._delete_hits(hits, documents=False))
         plates |= _plates_of(hits)
+        self._recount_plates(sorted(plates), without=name)
         self.client.indices.delete(index=name)
-        self._recount_plates(sorted(plates))
         return done
 
-    def _recount_plates(self, plates: list[str]) -> None:
-        """Set each plate's count to the sightings that remain; drop the plates none remain of."""
-        for part in chunks(plates, WINDOW):
-            resp = self.client.search(index=self.sightings, size=0, ignore_unavailable=True, allow_no_indices=True,
-                                      query={"terms": {"attributes.plate": list(part)}},
-                                      aggs={"plates": {"terms": {"field": "attributes.plate", "size": len(part)}}})
-            counts = {b["key"]: int(b["doc_count"])
-                      for b in resp.get("aggregations", {}).get("plates", {}).get("buckets", [])}
-            bulk(self.client, ({"_op_type": "update", "_index": self.plates, "_id": p, "doc": {"sightings": counts[p]}}
-                               if p in counts else {"_op_type": "delete", "_index": self.plates, "_id": p}
-                               for p in part), refresh="wait_for", ignore_status=(404,))
+    def _recount_plates(self, plates: list[str], without: str | None = None) -> None:
+        """Set each plate's count to the sightings that remain (outside the index `without`, about to be dropped);
+        drop the plates none remain of.
+
+        Each plate document is read (its sequence number) before the sightings are counted and written only if
+        unchanged since: a sighting counted in meanwhile by another writer makes the write a conflict, and that
+        plate is counted again, rather than the recount overwriting the increment."""
+        todo = list(plates)
+        for _ in range(RECOUNT_TRIES):
+            if not todo:
+                return
+            changed: list[str] = []
+            for part in chunks(todo, WINDOW):
+                seen = {d["_id"]: (d["_seq_no"], d["_primary_term"])
+                        for d in self.client.mget(index=self.plates, ids=list(part), source=False)["docs"]
+                        if d.get("found")}
+                if not seen:
+                    continue
+                self.client.indices.refresh(index=self.sightings, ignore_unavailable=True, allow_no_indices=True)
+                counts = self._plate_counts(sorted(seen), without)
+                changed += conflicts(self.client, (recount_action(self.plates, p, counts.get(p, 0), *seen[p])
+                                                   for p in sorted(seen)))
+            todo = changed
+        raise RuntimeError(f"plate counts kept changing while recounted: {todo[:5]}")
+
+    def _plate_counts(self, plates: list[str], without: str | None) -> dict[str, int]:
+        """Sightings per plate in the sightings indices (but `without`)."""
+        query: dict[str, Any] = {"terms": {"attributes.plate": plates}}
+        if without is not None:
+            query = {"bool": {"filter": [query], "must_not": [{"term": {"_index": without}}]}}
+        resp = self.client.search(index=self.sightings, size=0, ignore_unavailable=True, allow_no_indices=True,
+                                  query=query,
+                                  aggs={"plates": {"terms": {"field": "attributes.plate", "size": len(plates)}}})
+        buckets = resp.get("aggregations", {}).get("plates", {}).get("buckets", [])
+        return {b["key"]: int(b["doc_count"]) for b in buckets}
 
     def _delete_hits(self, hits: list[dict[str, Any]], documents: bool = True) -> Purged:
         """Delete sightings (unless their whole index goes next) with their vectors and plate counts, then the
@@ -797,11 +877,11 @@ class ElasticsearchStore(RecordStore):
                 done.vectors.setdefault(s["embedding_space"], []).append(int(s["vector_id"]))
         actions: list[dict[str, Any]] = [{"_op_type": "delete", "_index": self.vectors, "_id": f"{space}:{i}"}
                                          for space, vids in done.vectors.items() for i in vids]
-        if documents:  # (a month dropped whole recounts its plates after the drop instead)
+        if documents:  # (a month dropped whole has its plates recounted instead)
             plates = Counter(p for s in sources if (p := (s.get("attributes") or {}).get("plate")))
             actions += [plate_uncount_update(self.plates, p, n) for p, n in sorted(plates.items())]
             actions += [{"_op_type": "delete", "_index": h["_index"], "_id": h["_id"]} for h in hits]
-        bulk(self.client, actions, refresh="wait_for", ignore_status=(404,))
+        bulk(once(self.client), actions, refresh="wait_for", ignore_status=(404,))
         frames = sorted({s["frame_sha256"] for s in sources if s.get("frame_sha256")})
         if frames:
             remaining = self._frames_with_sightings(frames, skip_index=None if documents else hits[0]["_index"])

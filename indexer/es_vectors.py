@@ -7,10 +7,11 @@ API replica and worker shares it; save() has nothing to write.
 Search follows the FAISS backend's rules so that both pass one contract: up to `exact_limit` vectors, and for
 any filter of at most EXACT_FILTER ids, an exact brute-force script_score query (true nearest, however narrow
 the filter); past that, approximate kNN on the HNSW graph with the filter applied inside the graph search
-(Elasticsearch's filtered kNN, which still returns k hits when k match). Either way the candidates come back with
-their float vectors and are scored here as inner products, so scores are exact cosines of unit vectors, not
-the index's (int8-quantised, (1+cos)/2-scaled) scores, and a few extra candidates re-ranked this way recover
-what quantisation misorders.
+(Elasticsearch's filtered kNN, which still returns k hits when k match). Either way the candidates come back as
+ids, are read from the record store as float vectors and scored here as inner products, so scores are exact
+cosines of unit vectors, not the index's (int8-quantised, (1+cos)/2-scaled) scores, and a few extra candidates
+re-ranked this way recover what quantisation misorders. (The index's own `_source` is not read for vectors:
+Elasticsearch 9.2 leaves dense vectors out of it by default.)
 """
 from __future__ import annotations
 
@@ -18,28 +19,54 @@ import time
 from typing import Any
 
 import numpy as np
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import AuthorizationException, Elasticsearch
 
 from indexer.es_common import MAX_TERMS, bulk, chunks, ensure_index, walk
 from indexer.store import RecordStore
 from indexer.vectors import EXACT_LIMIT, VectorIndex
 
 EXACT_FILTER = 10_000  # a filter this narrow is searched exactly: brute force over it is cheap for the cluster
-OVERSAMPLE = 2  # candidates fetched per hit kept, re-ranked on the float vectors
 MAX_K = 10_000  # Elasticsearch's limit on k and num_candidates
 HOLE_WINDOW = 1_000  # how far below the newest id a gap can be a writer still at work (ids taken before writes)
 HOLE_TTL = 300.0  # seconds a gap is looked up again: longer than any commit takes (bulk back-off is ≤ 60 s)
-# int8_hnsw keeps a byte per dimension in memory (4x less than float) and recall stays high once the few
-# oversampled candidates are re-ranked on the float vectors; the 128-d faces are small enough to stay float,
-# and their match threshold (cosine 0.92, a narrow margin) is the least tolerant of quantisation.
-INDEX_TYPES = {"vehicle": "int8_hnsw", "person": "int8_hnsw", "face": "hnsw"}
 HNSW = {"m": 16, "ef_construction": 100}  # Elasticsearch's defaults: good recall at modest build cost
+# Candidates fetched per hit kept, re-ranked on the float vectors: the coarser the index's quantisation, the more
+# (3 for BBQ is Elasticsearch's own default oversampling for it).
+OVERSAMPLE = {"hnsw": 2, "int8_hnsw": 2, "bbq_hnsw": 3}
+INT8_SINCE, BBQ_SINCE = (8, 12), (8, 18)  # the cluster versions that take int8_hnsw, and bbq_hnsw as GA
+BBQ_MIN_DIM = 64  # below it binary quantisation keeps too little of a vector
 
 
-def knn_index_body(space: str, dim: int, replicas: int = 1) -> dict[str, Any]:
+def index_type(space: str, dim: int, version: tuple[int, int]) -> str:
+    """The kNN index a space gets on a cluster of this version. bbq_hnsw keeps a bit per dimension in memory
+    (32x less than float) and int8_hnsw a byte (4x less); recall is recovered by re-ranking oversampled candidates
+    on the float vectors. The 128-d faces stay float: their match threshold (cosine 0.92, a narrow margin) is the
+    least tolerant of quantisation, and they are small."""
+    if space == "face":
+        return "hnsw"
+    if version >= BBQ_SINCE and dim >= BBQ_MIN_DIM:
+        return "bbq_hnsw"
+    return "int8_hnsw" if version >= INT8_SINCE else "hnsw"
+
+
+def cluster_version(client: Elasticsearch) -> tuple[int, int]:
+    """(major, minor) the cluster reports; (0, 0) when it does not say (no quantised index is then assumed). A
+    key not allowed to ask (`monitor`) is taken as INT8_SINCE: older clusters then refuse the index by name."""
+    try:
+        number = str(client.info().get("version", {}).get("number", "0.0"))
+    except AuthorizationException:
+        return INT8_SINCE
+    try:
+        major, minor = (int(x) for x in number.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+    return (major, minor)
+
+
+def knn_index_body(space: str, dim: int, replicas: int = 1, version: tuple[int, int] = BBQ_SINCE) -> dict[str, Any]:
     """The index of one space: `cosine` (Sightline's vectors are unit length, so cosine is their inner product,
     and unlike dot_product a vector a little off unit length is not refused)."""
-    options = {"type": INDEX_TYPES.get(space, "int8_hnsw"), **HNSW}
+    options = {"type": index_type(space, dim, version), **HNSW}
     return {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
             "mappings": {"dynamic": False, "properties": {
                 "id": {"type": "long"},
@@ -52,34 +79,41 @@ def num_candidates(k: int) -> int:
     return min(MAX_K, max(100, 10 * k))
 
 
-def knn_body(query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> dict[str, Any]:
+def knn_body(query: np.ndarray, k: int, allowed: np.ndarray | None = None, oversample: int = 2) -> dict[str, Any]:
     """Approximate kNN, filtered inside the graph search when `allowed` is given; `k` oversampled for re-ranking."""
-    fetch = min(MAX_K, k * OVERSAMPLE)
+    fetch = min(MAX_K, k * oversample)
     knn: dict[str, Any] = {"field": "vec", "query_vector": [float(x) for x in query], "k": fetch,
                            "num_candidates": max(fetch, num_candidates(fetch))}
     if allowed is not None:
         knn["filter"] = {"terms": {"id": [int(i) for i in allowed]}}
-    return {"knn": knn, "size": fetch, "_source": ["id", "vec"]}
+    return {"knn": knn, "size": fetch, "_source": ["id"]}
 
 
 def exact_body(query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> dict[str, Any]:
-    """Brute force over every vector (or the allowed ones): script_score with the cosine, +1 to stay positive."""
+    """Brute force over every vector (or the allowed ones, at most MAX_TERMS): script_score with the cosine, +1 to
+    stay positive."""
     within = {"terms": {"id": [int(i) for i in allowed]}} if allowed is not None else {"match_all": {}}
-    return {"size": k, "_source": ["id", "vec"],
+    return {"size": k, "_source": ["id"],
             "query": {"script_score": {"query": within, "script": {
                 "source": "cosineSimilarity(params.q, 'vec') + 1.0", "params": {"q": [float(x) for x in query]}}}}}
 
 
-def rerank(query: np.ndarray, hits: list[dict[str, Any]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best hits by the exact inner product of their float vectors; -1 ids (and -inf) fill a short row."""
+def hit_ids(hits: list[dict[str, Any]]) -> list[int]:
+    return [int(h["_source"]["id"]) for h in hits]
+
+
+def rerank(query: np.ndarray, candidates: list[int], vectors: dict[int, np.ndarray], k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates by the exact inner product of their float vectors (a candidate without one, deleted
+    meanwhile, is dropped); -1 ids (and -inf) fill a short row."""
     scores = np.full(k, -np.inf, dtype=np.float32)
     ids = np.full(k, -1, dtype=np.int64)
-    if hits:
-        vectors = np.array([h["_source"]["vec"] for h in hits], dtype=np.float32)
-        exact = vectors @ np.asarray(query, dtype=np.float32)
+    kept = sorted({i for i in candidates if i in vectors})
+    if kept:
+        exact = np.stack([vectors[i] for i in kept]).astype(np.float32) @ np.asarray(query, dtype=np.float32)
         order = np.argsort(-exact, kind="stable")[:k]
         scores[:len(order)] = exact[order]
-        ids[:len(order)] = [int(hits[i]["_source"]["id"]) for i in order]
+        ids[:len(order)] = np.asarray(kept, dtype=np.int64)[order]
     return scores, ids
 
 
@@ -90,20 +124,24 @@ class ElasticsearchVectorIndex(VectorIndex):
                  exact_limit: int = EXACT_LIMIT, replicas: int = 1):
         self.client, self.space, self.dim, self.store, self.exact_limit = client, space, dim, store, exact_limit
         self.name = f"{prefix}-knn-{space}"
-        self._open(replicas)
+        self.oversample = OVERSAMPLE.get(self._open(replicas), max(OVERSAMPLE.values()))
         self.last_id = self._max_id()
         self.holes: dict[int, float] = {}  # ids skipped past by catch_up that a writer may still store
         self.catch_up()
         self._drop_deleted()
 
-    def _open(self, replicas: int) -> None:
-        """Create the index; one made for another dimension (an earlier model) is a stale cache: rebuilt."""
+    def _open(self, replicas: int) -> str:
+        """Create the index (its type chosen for the cluster's version); one made for another dimension (an earlier
+        model) is a stale cache: rebuilt. Returns the index type it has."""
         if self.client.indices.exists(index=self.name):
             mapping = self.client.indices.get_mapping(index=self.name)[self.name]["mappings"]
-            if mapping.get("properties", {}).get("vec", {}).get("dims") == self.dim:
-                return
+            vec = mapping.get("properties", {}).get("vec", {})
+            if vec.get("dims") == self.dim:
+                return str(vec.get("index_options", {}).get("type", "hnsw"))
             self.client.indices.delete(index=self.name)
-        ensure_index(self.client, self.name, knn_index_body(self.space, self.dim, replicas))
+        body = knn_index_body(self.space, self.dim, replicas, cluster_version(self.client))
+        ensure_index(self.client, self.name, body)
+        return str(body["mappings"]["properties"]["vec"]["index_options"]["type"])
 
     def _max_id(self) -> int:
         resp = self.client.search(index=self.name, size=0, aggs={"top": {"max": {"field": "id"}}})
@@ -149,7 +187,9 @@ class ElasticsearchVectorIndex(VectorIndex):
         return self._take(ids, np.stack([found[int(i)] for i in ids]))
 
     def _drop_deleted(self) -> None:
-        if self.store.vector_count(self.space) < len(self):
+        """Drop what the store no longer holds; the store's count is of this index's dimension only (vectors of an
+        earlier model, waiting for re-embedding, would otherwise hide as many deletions)."""
+        if self.store.vector_count(self.space, self.dim) < len(self):
             held = np.array([int(h["_id"]) for h in walk(self.client, self.name, {"match_all": {}},
                                                          [{"id": "asc"}], source=False)], dtype=np.int64)
             self.remove(np.setdiff1d(held, self.store.vector_ids(self.space)))
@@ -171,10 +211,10 @@ class ElasticsearchVectorIndex(VectorIndex):
         return removed
 
     def vector(self, vector_id: int) -> np.ndarray:
-        try:
-            return np.array(self.client.get(index=self.name, id=str(int(vector_id)))["_source"]["vec"], np.float32)
-        except NotFoundError as exc:
-            raise KeyError(vector_id) from exc
+        found = self.store.get_vectors(self.space, [int(vector_id)]).get(int(vector_id))
+        if found is None or len(found) != self.dim or not self.client.exists(index=self.name, id=str(int(vector_id))):
+            raise KeyError(vector_id)
+        return found
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
@@ -187,10 +227,24 @@ class ElasticsearchVectorIndex(VectorIndex):
         exact = (allowed_ids is not None and len(allowed_ids) <= EXACT_FILTER) or len(self) <= self.exact_limit
         if allowed_ids is not None and len(allowed_ids) > MAX_TERMS and not exact:
             return self._search_post_filtered(queries, k, allowed_ids)
-        bodies = [exact_body(q, k, allowed_ids) if exact else knn_body(q, k, allowed_ids) for q in queries]
-        for row, (q, hits) in enumerate(zip(queries, self._msearch(bodies), strict=True)):
-            out_scores[row], out_ids[row] = rerank(q, hits, k)
+        if exact:  # a filter past MAX_TERMS ids is sent in parts, one brute-force query each, merged here
+            parts: list[np.ndarray | None] = [None] if allowed_ids is None else [
+                allowed_ids[i:i + MAX_TERMS] for i in range(0, len(allowed_ids), MAX_TERMS)]
+            bodies = [exact_body(q, k, part) for q in queries for part in parts]
+        else:
+            parts, bodies = [None], [knn_body(q, k, allowed_ids, self.oversample) for q in queries]
+        found = self._msearch(bodies)
+        candidates = [[i for hits in found[row * len(parts):(row + 1) * len(parts)] for i in hit_ids(hits)]
+                      for row in range(len(queries))]
+        vectors = self._vectors({i for row in candidates for i in row})
+        for row, q in enumerate(queries):
+            out_scores[row], out_ids[row] = rerank(q, candidates[row], vectors, k)
         return out_scores, out_ids
+
+    def _vectors(self, ids: set[int]) -> dict[int, np.ndarray]:
+        """The float vectors of candidates, from the record store (of this dimension only)."""
+        found = self.store.get_vectors(self.space, sorted(ids))
+        return {i: v for i, v in found.items() if len(v) == self.dim}
 
     def _search_post_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A filter too wide to send as terms: unfiltered kNN, growing k until k allowed hits survive."""
@@ -199,10 +253,11 @@ class ElasticsearchVectorIndex(VectorIndex):
         for row, q in enumerate(queries):
             fetch = k
             while True:
-                hits = self._msearch([knn_body(q, fetch)])[0]
-                kept = [h for h in hits if np.isin(int(h["_source"]["id"]), allowed)]
-                if len(kept) >= k or fetch * OVERSAMPLE >= MAX_K or len(hits) < fetch * OVERSAMPLE:
-                    out_scores[row], out_ids[row] = rerank(q, kept, k)
+                hits = hit_ids(self._msearch([knn_body(q, fetch, oversample=self.oversample)])[0])
+                kept = [i for i, ok in zip(hits, np.isin(hits, allowed), strict=True) if ok]
+                wanted = fetch * self.oversample
+                if len(kept) >= k or wanted >= MAX_K or len(hits) < wanted:
+                    out_scores[row], out_ids[row] = rerank(q, kept, self._vectors(set(kept)), k)
                     break
                 fetch *= 4
         return out_scores, out_ids

@@ -368,9 +368,14 @@ class SQLiteStore(RecordStore):
                 "AND NOT EXISTS (SELECT 1 FROM sightings WHERE frame_sha256 = frames.sha256)", frames).rowcount
         return done
 
-    def vector_count(self, space: str) -> int:
+    def vector_count(self, space: str, dim: int | None = None) -> int:
+        args: tuple[object, ...] = (space,)
+        if dim is None:
+            query = "SELECT COUNT(*) FROM vectors WHERE space=?"
+        else:  # float32 blobs: 4 bytes a dimension
+            query, args = "SELECT COUNT(*) FROM vectors WHERE space=? AND length(vector)=?", (space, 4 * dim)
         with self.lock:
-            return self.conn.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+            return int(self.conn.execute(query, args).fetchone()[0])
 
     def vector_ids(self, space: str) -> np.ndarray:
         with self.lock:

@@ -217,8 +217,9 @@ class RecordStore(ABC):
         """Every stored vector id of a space (an index checks itself against it after a crash)."""
 
     @abstractmethod
-    def vector_count(self, space: str) -> int:
-        """How many vectors a space holds: an index opening compares it with its own size."""
+    def vector_count(self, space: str, dim: int | None = None) -> int:
+        """How many vectors a space holds (of one dimension, when given): an index opening compares it with its
+        own size, which counts only its dimension's (vectors of an earlier model wait for re-embedding)."""
 
     @abstractmethod
     def camera_window(self, camera_id: str, start: datetime, end: datetime, kind: str = "vehicle"

@@ -271,8 +271,9 @@ class FaissIndex(VectorIndex):
         return added
 
     def _drop_deleted(self) -> None:
-        """Drop what the store no longer holds (a deletion whose index save a crash cut off, or a graph's removals)."""
-        if self.store.vector_count(self.space) < len(self):
+        """Drop what the store no longer holds (a deletion whose index save a crash cut off, or a graph's removals).
+        The store's count is of this dimension: vectors of an earlier model would otherwise hide as many deletions."""
+        if self.store.vector_count(self.space, self.dim) < len(self):
             with self.lock:
                 held = _held_ids(self.index)
             self.remove(np.setdiff1d(held, self.store.vector_ids(self.space)))

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from models.records import Camera
 from services.settings import Settings
 from services.system import Sightline
+from tests.es_recorder import recorded  # noqa: F401 - a fixture of the Elasticsearch unit tests
 
 if TYPE_CHECKING:
     from tests.fakes import FakePipeline

@@ -10,12 +10,9 @@ from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-from elastic_transport import ApiResponseMeta, BaseNode, HttpHeaders
-from elastic_transport._node._base import NodeApiResponse
 from elasticsearch import Elasticsearch
 
 from indexer.audit_store import GENESIS, entry_hash
@@ -42,9 +39,10 @@ from indexer.es_store import (
 )
 from indexer.es_vectors import (
     EXACT_FILTER,
-    INDEX_TYPES,
+    OVERSAMPLE,
     ElasticsearchVectorIndex,
     exact_body,
+    index_type,
     knn_body,
     knn_index_body,
     num_candidates,
@@ -57,6 +55,7 @@ from models.records import BBox, Camera, InputError, PersonAttributes, Sighting,
 from models.spaces import SPACES
 from services.settings import Settings
 from services.system import AUDIT_BACKENDS, STORE_BACKENDS, VECTOR_BACKENDS, Sightline
+from tests.es_recorder import Recorder, sent
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=UTC)
@@ -104,8 +103,28 @@ def test_each_space_has_a_dense_vector_field_with_hnsw(space: str) -> None:
     vec = knn_index_body(space, SPACES[space])["mappings"]["properties"]["vec"]
     assert vec["type"] == "dense_vector" and vec["dims"] == SPACES[space] and vec["index"] is True
     assert vec["similarity"] == "cosine"
-    assert vec["index_options"] == {"type": INDEX_TYPES[space], "m": 16, "ef_construction": 100}
-    assert vec["index_options"]["type"] == ("hnsw" if space == "face" else "int8_hnsw")
+    assert vec["index_options"] == {"type": index_type(space, SPACES[space], (9, 1)), "m": 16, "ef_construction": 100}
+
+
+def test_the_index_type_follows_the_clusters_version() -> None:
+    assert [index_type("vehicle", 1280, v) for v in ((8, 11), (8, 12), (8, 17), (8, 18), (9, 2))] == [
+        "hnsw", "int8_hnsw", "int8_hnsw", "bbq_hnsw", "bbq_hnsw"]  # int8 since 8.12, BBQ generally available 8.18
+    assert index_type("face", 128, (9, 2)) == "hnsw" and index_type("person", 32, (9, 2)) == "int8_hnsw"
+    assert knn_body(np.ones(4, np.float32), 10, oversample=3)["knn"]["k"] == 30  # BBQ: more candidates re-ranked
+
+
+def test_the_vector_index_reads_the_clusters_version_before_creating_its_index(recorded: Elasticsearch,
+                                                                                tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    for number, want in (("8.11.4", "hnsw"), ("8.15.0", "int8_hnsw"), ("9.2.1", "bbq_hnsw")):
+        Recorder.answer = lambda method, path, body, n=number: (200, {"version": {"number": n}}) if (
+            method == "GET" and path == "/") else None
+        Recorder.requests.clear()
+        index = ElasticsearchVectorIndex(recorded, "sl", "vehicle", 1280, store)
+        (create,) = sent("PUT", "/sl-knn-vehicle")
+        assert create[2]["mappings"]["properties"]["vec"]["index_options"]["type"] == want
+        assert index.oversample == OVERSAMPLE[want]
+    store.close()
 
 
 # documents ---------------------------------------------------------------------------------------------------
@@ -213,66 +232,12 @@ def test_filtered_knn_body_sizes_candidates_from_k() -> None:
 
 def test_rerank_scores_by_exact_inner_product() -> None:
     q = np.array([1.0, 0.0], np.float32)
-    hits = [{"_source": {"id": 1, "vec": [0.6, 0.8]}}, {"_source": {"id": 2, "vec": [1.0, 0.0]}}]
-    scores, ids = rerank(q, hits, 3)
+    vectors = {1: np.array([0.6, 0.8], np.float32), 2: np.array([1.0, 0.0], np.float32)}
+    scores, ids = rerank(q, [1, 2, 9], vectors, 3)  # 9: deleted from the store meanwhile, dropped
     assert ids.tolist() == [2, 1, -1] and np.allclose(scores[:2], [1.0, 0.6]) and scores[2] == -np.inf
 
 
 # whole calls, recorded ---------------------------------------------------------------------------------------
-class Recorder(BaseNode):
-    """Records every request and acknowledges it: bulk items succeed, searches find nothing, HEAD finds no index."""
-
-    requests: ClassVar[list[tuple[str, str, Any]]] = []
-    count: ClassVar[int] = 0
-    indices: ClassVar[dict[str, Any]] = {}  # what GET <pattern> lists
-    hits: ClassVar[list[dict[str, Any]]] = []  # what a search finds (one page)
-
-    def perform_request(self, method: str, target: str, body: bytes | None = None, headers: Any = None,
-                        request_timeout: Any = None) -> NodeApiResponse:
-        text = body.decode() if body else ""
-        lines = [json.loads(x) for x in text.splitlines() if x.strip()]
-        parsed = lines[0] if len(lines) == 1 and "_bulk" not in target and "_msearch" not in target else lines
-        Recorder.requests.append((method, target, parsed))
-        path = target.split("?")[0]
-        status, answer = 200, {"acknowledged": True}
-        if method == "HEAD":
-            status, answer = 404, {}
-        elif method == "GET" and "*" in path:
-            answer = Recorder.indices
-        elif path.endswith("/_bulk"):
-            items = [{op: {"_index": meta.get("_index"), "_id": meta.get("_id"), "status": 201}}
-                     for entry in lines if len(entry) == 1 and (op := next(iter(entry))) in
-                     ("index", "create", "update", "delete") and isinstance(meta := entry[op], dict)]
-            answer = {"errors": False, "items": items}
-        elif path.endswith("/_msearch"):
-            answer = {"responses": [{"hits": {"hits": []}} for _ in lines[::2]]}
-        elif path.endswith("/_count"):
-            answer = {"count": Recorder.count}
-        elif path.endswith("/_search"):
-            answer = {"hits": {"hits": Recorder.hits}, "aggregations": {"top": {"value": None}}}
-        elif path.endswith("/_delete_by_query"):
-            answer = {"deleted": 0}
-        elif "/_update/" in path:
-            answer = {"result": "created"}  # a sequence's first numbers
-        elif path.endswith("/_mget"):
-            answer = {"docs": [{"_id": i, "found": False} for i in parsed.get("ids", [])]}
-        meta = ApiResponseMeta(status, "1.1", HttpHeaders({"x-elastic-product": "Elasticsearch",
-                                                           "content-type": "application/json"}), 0.0, self.config)
-        return NodeApiResponse(meta, json.dumps(answer).encode())
-
-
-@pytest.fixture
-def recorded() -> Elasticsearch:
-    Recorder.requests, Recorder.count, Recorder.indices, Recorder.hits = [], 0, {}, []
-    client = Elasticsearch("http://recorder:9200", node_class=Recorder)
-    yield client
-    client.close()
-
-
-def sent(method: str, path_part: str) -> list[tuple[str, str, Any]]:
-    return [r for r in Recorder.requests if r[0] == method and path_part in r[1]]
-
-
 def test_opening_the_store_puts_the_template_and_creates_the_indices(recorded: Elasticsearch) -> None:
     ElasticsearchStore(recorded, "sl")
     (template,) = sent("PUT", "/_index_template/sl-sightings")
@@ -469,7 +434,7 @@ def test_catch_up_takes_in_a_vector_stored_after_a_later_one(recorded: Elasticse
         if ids:
             yield np.array(ids, np.int64), np.stack([stored[i] for i in ids])
 
-    store = SimpleNamespace(vectors_after=vectors_after, vector_count=lambda space: len(stored),
+    store = SimpleNamespace(vectors_after=vectors_after, vector_count=lambda space, dim=None: len(stored),
                             get_vectors=lambda space, ids: {i: stored[i] for i in ids if i in stored})
     index = ElasticsearchVectorIndex(recorded, "sl", "vehicle", 4, store)
     assert index.last_id == 4 and sorted(index.holes) == [3]  # 3 was taken by a writer that has not stored it yet
