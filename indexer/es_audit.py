@@ -98,6 +98,7 @@ class ElasticsearchAuditStore(AuditStore):
                 start: datetime | None = None, end: datetime | None = None, limit: int = 1000, offset: int = 0,
                 about: str | None = None) -> list[AuditEntry]:
         query = audit_query(actor, case_ref, action, start, end, about)
+        self.client.indices.refresh(index=self.index)  # appends do not wait for a refresh; a reader of the log does
         if offset + limit <= 10_000:
             hits = self.client.search(index=self.index, query=query, sort=[{"seq": "desc"}], from_=offset,
                                       size=limit)["hits"]["hits"]

@@ -1,0 +1,101 @@
+"""The audit-store contract: one suite over every backend in services.system.AUDIT_BACKENDS.
+
+SQLite always; Elasticsearch against a real cluster when SIGHTLINE_ES_URL is set (tests/es_cluster.py), skipped with
+that reason otherwise. Several handles on one log stand for the replicas of a deployment appending at once.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from indexer.audit_store import GENESIS, AuditStore, entry_hash
+from models.accounts import AuditEntry
+from services.audit import AuditLog
+from services.settings import Settings
+from services.system import AUDIT_BACKENDS
+from tests.es_cluster import for_backend
+
+T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc)
+PLATE = "皖AY766D"
+
+
+@pytest.fixture(params=sorted(AUDIT_BACKENDS))
+def open_audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AuditStore]]:
+    opened: list[AuditStore] = []
+    with for_backend(request.param, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
+
+        def open_one() -> AuditStore:
+            opened.append(AUDIT_BACKENDS[request.param](settings))
+            return opened[-1]
+
+        yield open_one
+        for store in opened:
+            store.close()
+
+
+def entry(i: int, actor: str = "ada", case: str | None = "CASE-1", action: str = "search.plates",
+          params: dict[str, object] | None = None) -> AuditEntry:
+    return AuditEntry(0, T0 + timedelta(minutes=i), actor, "investigator", action, "10.0.0.1", case, "theft",
+                      params if params is not None else {"q": f"A{i}"}, i, 200)
+
+
+def test_appends_are_numbered_and_chained(open_audit: Callable[[], AuditStore]) -> None:
+    store = open_audit()
+    first, second = store.append(entry(0)), store.append(entry(1))
+    assert (first.seq, second.seq) == (1, 2)
+    assert first.prev_hash == GENESIS and second.prev_hash == first.hash
+    assert first.hash == entry_hash(first) and second.hash == entry_hash(second)
+    assert [e.seq for e in store.walk()] == [1, 2] and store.walk()[1] == second
+    assert AuditLog(store).verify().ok
+
+
+def test_entries_are_newest_first_and_filtered(open_audit: Callable[[], AuditStore]) -> None:
+    store = open_audit()
+    store.append(entry(0, actor="ada", case="CASE-1", params={"q": PLATE, "mode": "exact"}))
+    store.append(entry(1, actor="bob", case="CASE-2", action="search.photo"))
+    store.append(entry(2, actor="ada", case="CASE-2", action="export.case"))
+    assert [e.seq for e in store.entries()] == [3, 2, 1]
+    assert [e.seq for e in store.entries(actor="ada")] == [3, 1]
+    assert [e.seq for e in store.entries(case_ref="CASE-2")] == [3, 2]
+    assert [e.seq for e in store.entries(action="search.photo")] == [2]
+    assert [e.seq for e in store.entries(start=T0 + timedelta(minutes=1), end=T0 + timedelta(minutes=2))] == [2]
+    assert [e.seq for e in store.entries(about=PLATE)] == [1]  # a plate named in the parameters, CJK included
+    assert [e.seq for e in store.entries(limit=1, offset=1)] == [2]
+    (found,) = store.entries(about=PLATE)
+    assert found.params == {"q": PLATE, "mode": "exact"} and found.ts == T0 and found.result_count == 0
+
+
+def test_replicas_appending_at_once_keep_one_unbroken_chain(open_audit: Callable[[], AuditStore]) -> None:
+    stores = [open_audit() for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def append_many(store: AuditStore, who: str) -> None:
+        try:
+            for i in range(15):
+                store.append(entry(i, actor=who))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append_many, args=(s, f"user{n}")) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    walked = open_audit().walk()
+    assert [e.seq for e in walked] == list(range(1, 46))
+    verdict = AuditLog(open_audit()).verify()
+    assert verdict.ok and verdict.entries == 45
+
+
+def test_the_log_outlives_its_handle(open_audit: Callable[[], AuditStore]) -> None:
+    store = open_audit()
+    written = [store.append(entry(i)) for i in range(3)]
+    store.close()
+    reopened = open_audit()
+    assert reopened.walk() == written
+    assert reopened.append(entry(3)).prev_hash == written[-1].hash  # the chain goes on from the stored tail
