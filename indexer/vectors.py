@@ -50,21 +50,27 @@ class VectorIndex(ABC):
 
 
 EXACT_LIMIT = 20_000  # exact search up to this many vectors a space (SIGHTLINE_EXACT_LIMIT)
-# Then an HNSW graph up to this many (SIGHTLINE_GRAPH_LIMIT), then IVF: past a few million a graph's rebuild (after
-# many removals) takes too long on a small machine, while an IVF takes removals in place.
-GRAPH_LIMIT = 2_000_000
+# Then an HNSW graph up to this many (SIGHTLINE_GRAPH_LIMIT), then a compressed IVF: a graph keeps every float in
+# RAM (~1.3 GB here at 1,280 dimensions) and takes minutes to build past it; the IVF keeps PQ codes (a byte per
+# 8 dimensions) and takes removals in place.
+GRAPH_LIMIT = 250_000
 # The graph: 16 links a node; 256 candidates followed a query. At 100k × 1,280 vehicle vectors of `bench photo-search`'s
 # distribution, 98.5 % of the exact top 50 in 2.5 ms against 21 ms for the exact scan; built in 25 s on 2 cores,
 # ~1 ms a vector added (M 32: 98.9 %, 4.3 ms, 42 s; ef 128: 94 %).
 GRAPH_LINKS, GRAPH_EF_SEARCH, GRAPH_EF_BUILD = 16, 256, 40
 REBUILD_SHARE = 0.25  # a graph cannot drop a node: it skips removed ids until they are this share, then is rebuilt
-# Lists scanned per query: recall@10 1.00 on clustered 1024-d data at 1M in 2.4 ms (bench search); raise it
-# to trade speed for recall on data with weak neighbourhoods (SIGHTLINE_NPROBE).
-NPROBE = 32
+# Lists scanned per query (SIGHTLINE_NPROBE): PQ codes are cheap to scan, so more lists than a float IVF could
+# afford, for data with weak neighbourhoods (appearance vectors); raise it to trade speed for recall.
+NPROBE = 64
+# Candidates the compressed IVF hands to exact re-ranking on the record store's float vectors, at least (4 per hit
+# wanted past it): PQ scores misorder near neighbours; the floats put them right.
+RERANK = 200
+PQ_BITS, PQ_DIMS, PQ_MIN_BYTES = 8, 8, 16  # PQ codes: a byte for every 8 dimensions (1,280 → 160 bytes a vector)
 FEW_QUERIES = 20  # below this many queries at once, a flat index is searched by numpy (FaissIndex._flat_search)
 TRAIN_PER_LIST = 40  # k-means sample per list: faiss's lower bound for stable centroids, and fast to train
 REPLAY_UNDER_LOCK = 8  # a build replays the changes logged meanwhile outside the lock until this few are left
 GATHER_ROWS = 16_384  # rows copied out at a time by an exact search among allowed ids (bounds its memory)
+GET_BATCH = 10_000  # vectors read from the record store per request by re-ranking (SQLite binds at most 32,766)
 
 
 def ivf_lists(n: int) -> int:
@@ -72,7 +78,7 @@ def ivf_lists(n: int) -> int:
     return int(2 ** np.clip(np.round(np.log2(2 * np.sqrt(max(n, 1)))), 6, 16))
 
 
-def _lists(ivf: faiss.IndexIVFFlat) -> faiss.InvertedLists:
+def _lists(ivf: faiss.IndexIVF) -> faiss.InvertedLists:
     lists = ivf.invlists
     if lists is None:  # never for an index this module builds or reads: an IVFFlat owns its lists
         raise ValueError("IVF index without inverted lists")
@@ -80,9 +86,9 @@ def _lists(ivf: faiss.IndexIVFFlat) -> faiss.InvertedLists:
 
 
 def index_kind(index: faiss.Index) -> str:
-    """"flat", "hnsw" or "ivf": what `FaissIndex` builds and saves."""
-    if isinstance(index, faiss.IndexIVFFlat):
-        return "ivf"
+    """"flat", "hnsw" or "ivfpq": what `FaissIndex` builds and saves."""
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
     assert isinstance(index, faiss.IndexIDMap2)
     return "hnsw" if isinstance(faiss.downcast_index(index.index), faiss.IndexHNSWFlat) else "flat"
 
@@ -122,25 +128,14 @@ def _sorted_contains(values: np.ndarray, value: int) -> bool:
     return at < len(values) and int(values[at]) == value
 
 
-def _held_ids(index: faiss.IndexIVFFlat | faiss.IndexIDMap2) -> np.ndarray:
+def _held_ids(index: faiss.IndexIVF | faiss.IndexIDMap2) -> np.ndarray:
     """Every id an index holds (a graph's removed ones too), without copying its vectors (an IVF's in list order)."""
-    if not isinstance(index, faiss.IndexIVFFlat):
+    if not isinstance(index, faiss.IndexIVF):
         return _mapped_ids(index).copy()
     lists = _lists(index)
     ids = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
            for i in range(index.nlist) if lists.list_size(i)]
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
-
-
-def _ivf_contents(ivf: faiss.IndexIVFFlat) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of every vector in an IVF's inverted lists, copied out."""
-    lists, vectors = _lists(ivf), []
-    for i in range(ivf.nlist):
-        size = lists.list_size(i)
-        if size:
-            codes = faiss.rev_swig_ptr(lists.get_codes(i), size * ivf.code_size)
-            vectors.append(np.frombuffer(codes, dtype=np.float32).reshape(size, ivf.d).copy())
-    return _held_ids(ivf), np.concatenate(vectors) if vectors else np.zeros((0, ivf.d), np.float32)
 
 
 def _id_array(ids: np.ndarray) -> faiss.IDSelectorArray:
@@ -175,7 +170,7 @@ def _build_graph(ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2:
     return mapped
 
 
-def _replay(built: faiss.IndexIDMap2 | faiss.IndexIVFFlat, kind: str, removed: np.ndarray,
+def _replay(built: faiss.IndexIDMap2 | faiss.IndexIVFPQ, kind: str, removed: np.ndarray,
             ops: list[tuple[str, np.ndarray, np.ndarray | None]]) -> np.ndarray:
     """Apply logged adds and removals to a new index; returns its removed ids (a graph's; none for the others)."""
     for op, op_ids, op_vectors in ops:
@@ -189,16 +184,31 @@ def _replay(built: faiss.IndexIDMap2 | faiss.IndexIVFFlat, kind: str, removed: n
     return removed
 
 
-def _train_ivf(ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> faiss.IndexIVFFlat:
-    dim, nlist = vectors.shape[1], ivf_lists(len(vectors))
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+def pq_bytes(dim: int) -> int:
+    """Sub-quantisers of a vector's PQ code: a byte per PQ_DIMS dimensions, at least PQ_MIN_BYTES (a short vector
+    coded coarser picks poor candidates); the largest divisor of dim at most that."""
+    return max(m for m in range(1, max(min(dim, PQ_MIN_BYTES), dim // PQ_DIMS) + 1) if dim % m == 0)
+
+
+def _untrained_ivfpq(dim: int, n: int, nprobe: int, seed: int = 0) -> faiss.IndexIVFPQ:
+    """Coarse lists by k-means, residuals coded by PQ, both trained on one sample of TRAIN_PER_LIST a list (10
+    iterations each: the codes only choose candidates, which exact re-ranking then orders)."""
+    ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, ivf_lists(n), pq_bytes(dim), PQ_BITS,
+                           faiss.METRIC_INNER_PRODUCT)
     ivf.cp.max_points_per_centroid, ivf.cp.niter, ivf.cp.seed = TRAIN_PER_LIST, 10, seed
-    sample = np.random.default_rng(seed).choice(len(vectors), min(len(vectors), TRAIN_PER_LIST * nlist), replace=False)
-    ivf.train(vectors[np.sort(sample)])
+    ivf.pq.cp.max_points_per_centroid, ivf.pq.cp.niter, ivf.pq.cp.seed = 64, 10, seed
     # reconstruct and remove by arbitrary id (faiss's stubs lack the DirectMap enum)
     ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-    ivf.add_with_ids(vectors, ids)
     ivf.nprobe, ivf.parallel_mode = nprobe, 1  # one query at a time: split its lists over the threads
+    return ivf
+
+
+def _train_ivfpq(ids: np.ndarray, vectors: np.ndarray, nprobe: int = NPROBE, seed: int = 0) -> faiss.IndexIVFPQ:
+    ivf = _untrained_ivfpq(vectors.shape[1], len(vectors), nprobe, seed)
+    sample = np.random.default_rng(seed).choice(len(vectors), min(len(vectors), TRAIN_PER_LIST * ivf.nlist),
+                                                replace=False)
+    ivf.train(vectors[np.sort(sample)])
+    ivf.add_with_ids(vectors, ids)
     return ivf
 
 
@@ -206,16 +216,17 @@ class FaissIndex(VectorIndex):
     """FAISS inner-product search persisted as `<space>.faiss`; the index type follows the size.
 
     Up to `exact_limit` vectors it is exact (IndexFlatIP under an id map: nothing to train, perfect
-    recall, fast enough). Past it an HNSW graph, up to `graph_limit`; past that an IVF index (flat lists,
-    ~√n of them, NPROBE scanned per query), trained again whenever the data has doubled since. Each is
+    recall, fast enough). Past it an HNSW graph, up to `graph_limit`; past that a compressed IVF (~√n lists,
+    NPROBE scanned per query, residuals PQ-coded), trained again whenever the data has doubled since: it holds
+    no float vector, and its best RERANK candidates are scored exactly on the record store's floats. Each is
     built in a background thread from a snapshot while the current index keeps answering; adds and
     removals that arrive during a build are logged and replayed into the new index before it takes over.
     A graph cannot drop a node: removed ids are skipped at search time (`removed`) and the graph is
     rebuilt once they are REBUILD_SHARE of it; a reopened graph learns them again from the record store.
 
     Filtered search: a filter that keeps no more vectors than one query scans anyway is searched
-    exactly over the allowed ids (an IVF: every list probed, the others skipped by an id selector; a
-    graph: the allowed rows scored directly), so a filter that removes most candidates still returns the
+    exactly over the allowed ids (an IVF: every list probed, the others skipped by an id selector, then
+    re-ranked; a graph: the allowed rows scored directly), so a filter that removes most candidates still returns the
     true nearest matching ones; a wide filter is searched like an unfiltered query restricted to the
     allowed ids (an IVF probing more lists until k survive; a graph falling back to scoring them all).
     """
@@ -232,18 +243,18 @@ class FaissIndex(VectorIndex):
         self.removed = np.zeros(0, np.int64)  # a graph's removed ids, sorted: skipped by every search
         self.index, self.last_id = self._load()
         self.kind = index_kind(self.index)
-        self.trained_size = len(self) if self.kind == "ivf" else 0
+        self.trained_size = len(self) if self.kind == "ivfpq" else 0
         self.catch_up()
         self._drop_deleted()
 
-    def _load(self) -> tuple[faiss.IndexIVFFlat | faiss.IndexIDMap2, int]:
+    def _load(self) -> tuple[faiss.IndexIVFPQ | faiss.IndexIDMap2, int]:
         if self.path.exists():
             try:
                 index = faiss.read_index(str(self.path))
                 # save() writes only these kinds; anything else is not this cache's file: rebuilt below
-                if isinstance(index, (faiss.IndexIVFFlat, faiss.IndexIDMap2)) and index.d == self.dim:
+                if isinstance(index, (faiss.IndexIVFPQ, faiss.IndexIDMap2)) and index.d == self.dim:
                     # The watermark is the largest id inside the file itself, so it can never disagree with it.
-                    if isinstance(index, faiss.IndexIVFFlat):
+                    if isinstance(index, faiss.IndexIVFPQ):
                         index.nprobe, index.parallel_mode = self.nprobe, 1
                     elif isinstance(graph := faiss.downcast_index(index.index), faiss.IndexHNSWFlat):
                         graph.hnsw.efSearch = GRAPH_EF_SEARCH
@@ -251,7 +262,29 @@ class FaissIndex(VectorIndex):
                     return index, int(ids.max()) if len(ids) else 0
             except RuntimeError:
                 pass  # a damaged cache: rebuild it from the record store below
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0
+        if self.store.vector_count(self.space, self.dim) > self.graph_limit:
+            return self._ivfpq_from_store()
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0  # catch_up() fills it
+
+    def _ivfpq_from_store(self) -> tuple[faiss.IndexIVFPQ, int]:
+        """No usable index file for a store too large for a graph: train the compressed IVF on an even sample of the
+        store's vectors, then add them batch by batch (two reads of the store; never every float in memory at once,
+        which a flat index filled first would need: 51 GB at 10M × 1,280)."""
+        n = self.store.vector_count(self.space, self.dim)
+        ivf = _untrained_ivfpq(self.dim, n, self.nprobe)
+        step, taken, sample = max(1, n // (TRAIN_PER_LIST * ivf.nlist)), 0, []
+        for _, vectors in self.store.vectors_after(self.space, 0):
+            if vectors.shape[1] == self.dim:
+                sample.append(vectors[(-taken) % step::step])
+                taken += len(vectors)
+        ivf.train(np.concatenate(sample))
+        del sample
+        last = 0
+        for ids, vectors in self.store.vectors_after(self.space, 0):
+            if vectors.shape[1] == self.dim:
+                ivf.add_with_ids(vectors, ids)
+            last = max(last, int(ids.max()))
+        return ivf, last
 
     def catch_up(self) -> int:
         """Add every vector the store holds past this index's last id; returns how many.
@@ -291,7 +324,7 @@ class FaissIndex(VectorIndex):
             n = len(self)
             self._rebuild_if((self.kind == "flat" and n > self.exact_limit)
                              or (self.kind == "hnsw" and n > self.graph_limit)
-                             or (self.kind == "ivf" and n > 2 * self.trained_size))
+                             or (self.kind == "ivfpq" and n > 2 * self.trained_size))
 
     def remove(self, ids: np.ndarray) -> int:
         ids = np.asarray(ids, dtype=np.int64)
@@ -313,20 +346,36 @@ class FaissIndex(VectorIndex):
             self.builder.start()
 
     def _contents(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of every vector the index holds and has not removed, copied out."""
+        """(ids, vectors) of every vector the index holds and has not removed, copied out (a compressed IVF's
+        floats read back from the record store)."""
         index = self.index
-        if isinstance(index, faiss.IndexIVFFlat):
-            return _ivf_contents(index)
+        if isinstance(index, faiss.IndexIVFPQ):
+            return self._stored(np.sort(_held_ids(index)))
         ids, rows = _mapped_ids(index), _rows(index)
         if not len(self.removed):
             return ids.copy(), rows.copy()
         live = ~np.isin(ids, self.removed)
         return ids[live], rows[live]
 
-    def _new_index(self, ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2 | faiss.IndexIVFFlat:
+    def _stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float vectors) of these sorted ids that the record store holds at this dimension, in id order."""
+        found_ids, found = [], []
+        if len(ids):
+            for batch_ids, batch in self.store.vectors_after(self.space, int(ids[0]) - 1):
+                if batch.shape[1] == self.dim:
+                    keep = np.isin(batch_ids, ids)
+                    found_ids.append(batch_ids[keep])
+                    found.append(batch[keep])
+                if int(batch_ids.max()) >= int(ids[-1]):
+                    break
+        if not found:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return np.concatenate(found_ids), np.concatenate(found).astype(np.float32)
+
+    def _new_index(self, ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2 | faiss.IndexIVFPQ:
         """The kind of index this many vectors call for, holding them."""
         if len(ids) > self.graph_limit:
-            return _train_ivf(ids, vectors, self.nprobe)
+            return _train_ivfpq(ids, vectors, self.nprobe)
         if len(ids) > self.exact_limit:
             return _build_graph(ids, vectors)
         flat = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))  # a graph mostly removed: exact again
@@ -371,35 +420,73 @@ class FaissIndex(VectorIndex):
                 raise KeyError(vector_id)
             try:
                 # faiss's stubs resolve reconstruct() without a buffer to its torch overload
-                return self.index.reconstruct(vector_id)  # type: ignore[return-value]
+                held: np.ndarray = self.index.reconstruct(vector_id)  # type: ignore[assignment]
             except RuntimeError as exc:
                 raise KeyError(vector_id) from exc
+            if self.kind != "ivfpq":
+                return held
+        stored = self.store.get_vectors(self.space, [int(vector_id)]).get(int(vector_id))
+        if stored is None or len(stored) != self.dim:  # a PQ code is not the vector: the store's float is
+            raise KeyError(vector_id)
+        return stored
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self.lock:
             if self.kind == "hnsw":
                 return self._graph_search(queries, k, allowed)
-            if allowed is None and self.kind == "flat" and len(queries) < FEW_QUERIES and 0 < k <= len(self):
+            if self.kind == "ivfpq":
+                candidates = self._ivf_candidates(queries, max(RERANK, 4 * k), k, allowed)
+            elif allowed is None and len(queries) < FEW_QUERIES and 0 < k <= len(self):
                 return self._flat_search(queries, k)
-            if allowed is None:
+            elif allowed is None:
                 return self.index.search(queries, k)
-            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-            index = self.index
-            if not isinstance(index, faiss.IndexIVFFlat):
+            else:
                 params = faiss.SearchParameters()
-                params.sel = selector  # the same as the keyword form: faiss keeps a reference either way
-                return index.search(queries, k, params=params)
-            nlist = index.nlist
-            # No larger than what NPROBE lists hold: scan every list (exact); else grow the probe until k survive.
-            nprobe = nlist if len(allowed) * nlist <= len(self) * self.nprobe else self.nprobe
-            while True:
-                ivf_params = faiss.SearchParametersIVF()
-                ivf_params.sel, ivf_params.nprobe = selector, nprobe
-                scores, found = index.search(queries, k, params=ivf_params)
-                if nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
-                    return scores, found
-                nprobe = min(nlist, nprobe * 4)
+                params.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))  # faiss keeps a reference
+                return self.index.search(queries, k, params=params)
+        return self._rerank(queries, candidates, k)  # the store's reads outside the lock
+
+    def _ivf_candidates(self, queries: np.ndarray, depth: int, k: int, allowed: np.ndarray | None) -> np.ndarray:
+        """The compressed IVF's best `depth` ids per query (-1 where fewer), within `allowed`. A filter no larger
+        than what NPROBE lists hold scans every list (all its ids can be candidates); a wider one grows the probe
+        until k survive."""
+        index = self.index
+        assert isinstance(index, faiss.IndexIVFPQ)
+        if allowed is None:
+            return index.search(queries, depth)[1]
+        selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        nlist = index.nlist
+        nprobe = nlist if len(allowed) * nlist <= len(self) * self.nprobe else self.nprobe
+        while True:
+            params = faiss.SearchParametersIVF()
+            params.sel, params.nprobe = selector, nprobe
+            found = index.search(queries, depth, params=params)[1]
+            if nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
+                return found
+            nprobe = min(nlist, nprobe * 4)
+
+    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best candidates of each query by the exact inner product of the record store's float vectors (a
+        candidate the store no longer holds, deleted meanwhile, is dropped); padded with (-inf, -1)."""
+        unique = np.unique(candidates[candidates >= 0])
+        found: dict[int, np.ndarray] = {}
+        for lo in range(0, len(unique), GET_BATCH):
+            found |= self.store.get_vectors(self.space, unique[lo:lo + GET_BATCH].tolist())
+        held = np.array(sorted(i for i, v in found.items() if len(v) == self.dim), dtype=np.int64)
+        scores = np.full((len(queries), max(k, 0)), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), max(k, 0)), -1, dtype=np.int64)
+        if not len(held) or k <= 0:
+            return scores, ids
+        sims = queries @ np.stack([found[int(i)] for i in held]).T  # (queries, held)
+        at = np.minimum(np.searchsorted(held, candidates), len(held) - 1)
+        ranked = np.where((candidates >= 0) & (held[at] == candidates), np.take_along_axis(sims, at, 1), -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(ranked, order, 1)
+        n = best.shape[1]
+        scores[:, :n] = best
+        ids[:, :n] = np.where(np.isfinite(best), np.take_along_axis(candidates, order, 1), -1)
+        return scores, ids
 
     def _graph_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The graph's answer, removed ids skipped; a filter keeping no more than the exact limit (or an eighth

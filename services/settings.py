@@ -34,8 +34,8 @@ class Settings:
     faces_without_people: bool = False
     # Keep this many days of sightings (None: keep everything); the API applies it hourly.
     retention_days: float | None = None
-    # Vector indexes: exact search up to this many vectors a space, then an HNSW graph up to graph_limit, then IVF
-    # with nprobe lists probed.
+    # Vector indexes: exact search up to this many vectors a space, then an HNSW graph up to graph_limit, then a
+    # compressed IVF with nprobe lists probed.
     exact_limit: int = EXACT_LIMIT
     graph_limit: int = GRAPH_LIMIT
     nprobe: int = NPROBE

@@ -77,13 +77,23 @@ def _clustered(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def _store_vectors(store: SQLiteStore, vectors: np.ndarray) -> None:
+    """Store vectors as sightings (vector ids 1, 2, ... in order), as ingestion does before an index takes them."""
+    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    rows = [Sighting(f"s{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes())
+            for i in range(len(vectors))]
+    store.add_frame(FrameRecord("f", "c", t0, "test"), rows,
+                    [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors, strict=True)])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
 def test_filtered_vector_search_matches_brute_force(tmp_path: Path, kind: str) -> None:
     store = SQLiteStore(tmp_path / "db.sqlite")
     rng = np.random.default_rng(0)
     vectors = _clustered(rng, 6000, 32)
     index = FaissIndex(tmp_path / "vec", "vehicle", 32, store, exact_limit=100_000 if kind == "flat" else 2_000,
-                       graph_limit=2_000 if kind == "ivf" else 100_000)
+                       graph_limit=2_000 if kind == "ivfpq" else 100_000)
+    _store_vectors(store, vectors)  # a compressed IVF re-ranks on the store's floats
     index.add(np.arange(1, 6001), vectors)
     index.wait_for_build(60)
     assert index.kind == kind
@@ -106,17 +116,15 @@ def test_filtered_vector_search_matches_brute_force(tmp_path: Path, kind: str) -
     store.close()
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
 def test_index_turns_approximate_past_the_exact_limit_with_removals_and_reloads(tmp_path: Path, kind: str) -> None:
-    """Past the exact limit a graph, past the graph limit an IVF: each built while adds and removals go on."""
+    """Past the exact limit a graph, past the graph limit a compressed IVF: each built while adds and removals go
+    on."""
     limits = {"exact_limit": 1000, "graph_limit": 100_000 if kind == "hnsw" else 1000}
     store = SQLiteStore(tmp_path / "db.sqlite")
     vectors = _clustered(np.random.default_rng(2), 3000, 16)
-    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
-    rows = [Sighting(f"s{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes()) for i in range(3000)]
-    store.add_frame(FrameRecord("f", "c", t0, "test"), rows,
-                    [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, vectors, strict=True)])
-    index = FaissIndex(tmp_path / "vec", "vehicle", 16, SQLiteStore(tmp_path / "empty.sqlite"), **limits)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, **limits)  # opened empty: it learns by add() here
+    _store_vectors(store, vectors)
     index.add(np.arange(1, 1201), vectors[:1200])  # past the limit: built in the background
     index.add(np.arange(1201, 3001), vectors[1200:])  # arrives while (or after) it trains
     assert index.remove(np.arange(1, 6)) == 5  # retention, also while it trains
@@ -252,7 +260,7 @@ def test_trajectory_by_appearance_and_by_fuzzy_plate(settings, pipeline, eval_di
 def test_search_benchmarks_report_what_the_issue_asks(tmp_path: Path) -> None:
     from services.bench.search import bench_plates, bench_search
 
-    for kind in ("hnsw", "ivf"):
+    for kind in ("hnsw", "ivfpq"):
         vectors = bench_search(5000, 32, queries=50, kind=kind)
         assert {"vectors", "p50_ms", "p99_ms", "recall_at_10", "flat_p50_ms", "build_s", "memory_mb"} <= set(vectors)
         assert vectors["index"] == kind and vectors["vectors"] == 5000 and vectors["recall_at_10"] >= 0.9
@@ -272,3 +280,18 @@ def test_an_unknown_colour_neither_helps_nor_hurts_a_photo_match() -> None:
     assert ranked["s-white"].why["colour"] == 0.03 and ranked["s-red"].why["colour"] == -0.03
     assert "colour" not in ranked["s-unknown"].why and ranked["s-unknown"].score == ranked["s-unknown"].why[
         "appearance"] + ranked["s-unknown"].why["type"]
+
+
+def test_a_store_too_large_for_a_graph_is_indexed_from_a_stream_of_its_vectors(tmp_path: Path) -> None:
+    """No index file (a first start, a lost cache) and more vectors than the graph limit: the compressed IVF is
+    trained on a sample read from the store and filled batch by batch, never through a flat index of every float."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    rng = np.random.default_rng(4)
+    vectors = _clustered(rng, 3000, 16)
+    _store_vectors(store, vectors)
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=500, graph_limit=1000)
+    assert index.kind == "ivfpq" and index.builder is None and len(index) == 3000  # ready when opened
+    scores, ids = index.search(vectors[:50], 1)
+    assert (ids[:, 0] == np.arange(1, 51)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)  # exact floats
+    assert np.allclose(index.vector(7), vectors[6])
+    store.close()

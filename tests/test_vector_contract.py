@@ -86,7 +86,7 @@ def filled(bench: Bench) -> tuple[Bench, VectorIndex, np.ndarray, np.ndarray]:
     index = bench.open()
     if bench.backend == "faiss":  # the kind follows the size: exact, then a graph, then IVF
         s = bench.settings
-        assert index.kind == ("flat" if N <= s.exact_limit else "hnsw" if N <= s.graph_limit else "ivf")
+        assert index.kind == ("flat" if N <= s.exact_limit else "hnsw" if N <= s.graph_limit else "ivfpq")
     return bench, index, ids, vectors
 
 

@@ -614,8 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--distribution", choices=["clustered", "uniform"], default="clustered",
                    help="search: vectors shaped like a sighting store (groups, objects, sightings), "
                         "or i.i.d. on the sphere")
-    b.add_argument("--index", choices=["hnsw", "ivf"], default="hnsw",
-                   help="search: the approximate index to measure (a graph up to SIGHTLINE_GRAPH_LIMIT, then IVF)")
+    b.add_argument("--index", choices=["hnsw", "ivfpq"], default="ivfpq",
+                   help="search: the approximate index to measure (a graph up to SIGHTLINE_GRAPH_LIMIT, then a "
+                        "compressed IVF re-ranked on the stored floats)")
     b.add_argument("path", nargs="?", help="ingest: a folder of photos; video: a video file; alerts: optional photos")
     b.add_argument("--sample-fps", type=float, default=5.0)
     b.add_argument("--rules", type=int, default=100)
