@@ -23,7 +23,7 @@ from elasticsearch import AuthorizationException, Elasticsearch
 
 from indexer.es_common import MAX_TERMS, bulk, chunks, ensure_index, walk
 from indexer.store import RecordStore
-from indexer.vectors import EXACT_LIMIT, VectorIndex
+from indexer.vectors import EXACT_LIMIT, GET_BATCH, VectorIndex
 
 EXACT_FILTER = 10_000  # a filter this narrow is searched exactly: brute force over it is cheap for the cluster
 MAX_K = 10_000  # Elasticsearch's limit on k and num_candidates
@@ -243,7 +243,9 @@ class ElasticsearchVectorIndex(VectorIndex):
 
     def _vectors(self, ids: set[int]) -> dict[int, np.ndarray]:
         """The float vectors of candidates, from the record store (of this dimension only)."""
-        found = self.store.get_vectors(self.space, sorted(ids))
+        wanted, found = sorted(ids), dict[int, np.ndarray]()
+        for lo in range(0, len(wanted), GET_BATCH):
+            found |= self.store.get_vectors(self.space, wanted[lo:lo + GET_BATCH])
         return {i: v for i, v in found.items() if len(v) == self.dim}
 
     def _search_post_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

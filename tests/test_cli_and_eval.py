@@ -148,6 +148,8 @@ def test_bench_photo_search_says_by_kind_whether_verification_had_the_match(tmp_
     assert sum(k["queries"] for k in kinds.values()) == figures["queries"] == 35
     assert all(k["match_verified"] >= k["rank1"] for k in kinds.values())
     assert figures["stored_features"]["rank1"] >= 0.8 and figures["stored_path_fallbacks"] == 0
+    assert figures["candidate_recall"] == 1.0  # an exact index (49 vectors) loses nothing: misses are the embedding's
+    assert 0 < figures["match_exact"] <= 1 and figures["index"] == "FaissIndex flat"
     stages = ("detect", "embed", "describe", "search", "features", "verify")  # each timed, none folded into another
     assert all(figures["stored_features"][f"{stage}_ms"]["p50"] > 0 for stage in stages)
 

@@ -295,3 +295,18 @@ def test_a_store_too_large_for_a_graph_is_indexed_from_a_stream_of_its_vectors(t
     assert (ids[:, 0] == np.arange(1, 51)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)  # exact floats
     assert np.allclose(index.vector(7), vectors[6])
     store.close()
+
+
+def test_a_backlog_that_outgrows_the_graph_is_indexed_from_the_store(tmp_path: Path) -> None:
+    """An index opened small (a flat one) whose store then receives more than the graph limit at once (a bulk
+    load, another process's ingest) is replaced by the compressed IVF streamed from the store on catch-up."""
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    index = FaissIndex(tmp_path / "vec", "vehicle", 16, store, exact_limit=500, graph_limit=5000)
+    assert index.kind == "flat"
+    vectors = _clustered(np.random.default_rng(5), 12_000, 16)
+    _store_vectors(store, vectors)
+    assert index.catch_up() == 12_000
+    assert index.kind == "ivfpq" and index.builder is None and len(index) == 12_000
+    _, ids = index.search(vectors[100:110], 1)
+    assert (ids[:, 0] == np.arange(101, 111)).all()
+    store.close()
