@@ -217,7 +217,8 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         identity = {str(p): who for who, p in gallery}
         who_is = {s.id: identity[r.source] for r in report.results for s in r.sightings
                   if s.kind == SightingKind.VEHICLE}
-        sighting_of = {s.vector_id: s.id for r in report.results for s in r.sightings if s.vector_id is not None}
+        sighting_of = {s.vector_id: s.id for r in report.results for s in r.sightings  # ids are per space
+                       if s.vector_id is not None and s.embedding_space == "vehicle"}
         real = system.store.get_vectors("vehicle", list(sighting_of))
         real_vectors, real_ids = list(real.values()), [sighting_of[v] for v in real]
 
