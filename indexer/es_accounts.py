@@ -20,9 +20,8 @@ from indexer.es_store import from_iso, iso
 from models.accounts import Role, User
 
 KEYWORD = {"type": "keyword"}
-
-
 SWEEP_EVERY_S = 600.0  # expired sessions are swept at a login at most this often (session() refuses them anyway)
+
 
 def account_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """Index suffix → settings and mappings (what is searched: names to list users, a user's sessions to end them,

@@ -274,7 +274,7 @@ class ElasticsearchAlertStore(AlertStore):
         """A conditional update (acknowledged once: a second acknowledgement, from any process, is a no-op)."""
         try:
             answer = once(self.client).update(index=self.alerts_index, id=alert_id, script=ack_script(user, _now()),
-                                        retry_on_conflict=CLAIM_RETRIES, refresh="wait_for")
+                                              retry_on_conflict=CLAIM_RETRIES, refresh="wait_for")
         except NotFoundError:
             return False
         return answer.get("result") == "updated"

@@ -380,8 +380,8 @@ class ElasticsearchStore(RecordStore):
         """Take n numbers of a sequence and return the last: an atomic scripted update on one document, so two
         writers never get the same number, and numbers are never given twice (deletions never lower it)."""
         resp = once(self.client).update(index=self.sequences, id=name, retry_on_conflict=20, source=True,
-                                  script={"source": "ctx._source.value += params.n", "params": {"n": n}},
-                                  upsert={"value": n})
+                                        script={"source": "ctx._source.value += params.n", "params": {"n": n}},
+                                        upsert={"value": n})
         got = (resp.get("get") or {}).get("_source")
         if got is not None:
             return int(got["value"])

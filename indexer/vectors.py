@@ -59,13 +59,16 @@ GRAPH_LIMIT = 250_000
 # ~1 ms a vector added (M 32: 98.9 %, 4.3 ms, 42 s; ef 128: 94 %).
 GRAPH_LINKS, GRAPH_EF_SEARCH, GRAPH_EF_BUILD = 16, 256, 40
 REBUILD_SHARE = 0.25  # a graph cannot drop a node: it skips removed ids until they are this share, then is rebuilt
-# Lists scanned per query (SIGHTLINE_NPROBE); raise it to trade speed for recall on data with weak neighbourhoods.
-# At 1M × 1024 clustered vectors (2,048 lists) 16, 32 and 64 lists give the same recall; 32 costs ~1.2 ms, 64 ~2.
+# Lists scanned per query at least (SIGHTLINE_NPROBE); more when more candidates are wanted (below). At 1M × 1024
+# clustered vectors (2,048 lists) 16, 32 and 64 lists give the same recall; 32 cost ~1.2 ms, 64 ~2.
 NPROBE = 32
-# Candidates the compressed IVF hands to exact re-ranking on the record store's float vectors, at least (4 per hit
-# wanted past it): PQ scores misorder near neighbours; the floats put them right. At 1M × 1024: recall@10 0.973 /
-# 0.988 / 0.993 with 100 / 150 / 200, reading their floats from SQLite 1.4–2 / 1.9–2.7 / 3–3.5 ms.
-RERANK = 150
+# Candidates the compressed IVF hands to exact re-ranking on the record store's float vectors: RERANK_PER_HIT a hit
+# wanted, RERANK at least; and a list probed for every CANDIDATES_PER_LIST of them (NPROBE at least). PQ scores
+# misorder near neighbours, and on vectors with weak neighbourhoods (`bench photo-search`'s at 1M: 50 wanted) the
+# true 50 nearest are spread over many lists: 32 lists and 200 candidates kept 60 % of them, 200 and 800 keep 95 %.
+# At 1M × 1024 clustered vectors (10 wanted) recall@10 is 0.973 / 0.988 / 0.993 with 100 / 150 / 200 candidates,
+# their floats read from SQLite in ~15 µs each.
+RERANK, RERANK_PER_HIT, CANDIDATES_PER_LIST = 150, 16, 4
 PQ_BITS, PQ_DIMS, PQ_MIN_BYTES = 8, 8, 16  # PQ codes: a byte for every 8 dimensions (1,280 → 160 bytes a vector)
 FEW_QUERIES = 20  # below this many queries at once, a flat index is searched by numpy (FaissIndex._flat_search)
 TRAIN_PER_LIST = 40  # k-means sample per list: faiss's lower bound for stable centroids, and fast to train
@@ -453,7 +456,7 @@ class FaissIndex(VectorIndex):
             if self.kind == "hnsw":
                 return self._graph_search(queries, k, allowed)
             if self.kind == "ivfpq":
-                candidates = self._ivf_candidates(queries, max(RERANK, 4 * k), k, allowed)
+                candidates = self._ivf_candidates(queries, k, allowed)
             elif allowed is None and len(queries) < FEW_QUERIES and 0 < k <= len(self):
                 return self._flat_search(queries, k)
             elif allowed is None:
@@ -464,22 +467,24 @@ class FaissIndex(VectorIndex):
                 return self.index.search(queries, k, params=params)
         return self._rerank(queries, candidates, k)  # the store's reads outside the lock
 
-    def _ivf_candidates(self, queries: np.ndarray, depth: int, k: int, allowed: np.ndarray | None) -> np.ndarray:
-        """The compressed IVF's best `depth` ids per query (-1 where fewer), within `allowed`. A filter no larger
-        than what NPROBE lists hold scans every list (all its ids can be candidates); a wider one grows the probe
-        until k survive."""
+    def _ivf_candidates(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
+        """The compressed IVF's best candidates for k hits per query (-1 where fewer), within `allowed`. A filter no
+        larger than what the probed lists hold scans every list (all its ids can be candidates); a wider one grows
+        the probe until k survive."""
         index = self.index
         assert isinstance(index, faiss.IndexIVFPQ)
-        if allowed is None:
-            return index.search(queries, depth)[1]
-        selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-        nlist = index.nlist
-        nprobe = nlist if len(allowed) * nlist <= len(self) * self.nprobe else self.nprobe
+        depth, nlist = max(RERANK, RERANK_PER_HIT * k), index.nlist
+        nprobe = min(nlist, max(self.nprobe, depth // CANDIDATES_PER_LIST))
+        selector = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        if allowed is not None and len(allowed) * nlist <= len(self) * nprobe:
+            nprobe = nlist
         while True:
             params = faiss.SearchParametersIVF()
-            params.sel, params.nprobe = selector, nprobe
+            params.nprobe = nprobe
+            if selector is not None:
+                params.sel = selector  # faiss keeps a reference to it
             found = index.search(queries, depth, params=params)[1]
-            if nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
+            if allowed is None or nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
                 return found
             nprobe = min(nlist, nprobe * 4)
 

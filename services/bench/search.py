@@ -15,7 +15,16 @@ import numpy as np
 from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector, VehicleColumns
-from indexer.vectors import GRAPH_EF_SEARCH, GRAPH_LINKS, NPROBE, RERANK, FaissIndex, pq_bytes
+from indexer.vectors import (
+    CANDIDATES_PER_LIST,
+    GRAPH_EF_SEARCH,
+    GRAPH_LINKS,
+    NPROBE,
+    RERANK,
+    RERANK_PER_HIT,
+    FaissIndex,
+    pq_bytes,
+)
 from models.records import BBox, Camera, Sighting, SightingKind, VehicleAttributes
 from services.bench.alerts import random_plate
 
@@ -114,11 +123,13 @@ def bench_search(vectors: int, dim: int, real_dir: Path | None = None, queries: 
     p50, p99 = _percentiles(ann_ms)
     flat_p50, _ = _percentiles(flat_ms)
     graph = kind == "hnsw"
+    depth = max(RERANK, RERANK_PER_HIT * 10)  # the candidates of a query for 10 hits
     per_vector = 8 + 16 + (dim * 4 + 2 * GRAPH_LINKS * 4 if graph else pq_bytes(dim))  # ids both ways, then data
     return {"vectors": vectors, "dim": dim, "distribution": distribution, "real_vectors": real, "index": kind,
-            "lists": lists, "nprobe": None if graph else NPROBE, "links": GRAPH_LINKS if graph else None,
-            "ef_search": GRAPH_EF_SEARCH if graph else None, "pq_bytes": None if graph else pq_bytes(dim),
-            "reranked": None if graph else RERANK, "p50_ms": p50, "p99_ms": p99,
+            "lists": lists, "nprobe": None if graph else min(lists or 0, max(NPROBE, depth // CANDIDATES_PER_LIST)),
+            "links": GRAPH_LINKS if graph else None, "ef_search": GRAPH_EF_SEARCH if graph else None,
+            "pq_bytes": None if graph else pq_bytes(dim), "reranked": None if graph else depth,
+            "p50_ms": p50, "p99_ms": p99,
             "recall_at_10": round(float(np.mean(recall)), 4), "flat_p50_ms": flat_p50,
             "speedup_vs_flat": round(flat_p50 / p50, 1) if p50 else None, "build_s": round(build_s, 1),
             # a graph keeps every float and ~2 × links neighbours a vector at its lowest level; the compressed IVF
