@@ -154,6 +154,17 @@ def test_bench_photo_search_says_by_kind_whether_verification_had_the_match(tmp_
     assert all(figures["stored_features"][f"{stage}_ms"]["p50"] > 0 for stage in stages)
 
 
+def test_bench_photo_search_can_fill_its_store_with_real_vehicles(tmp_path: Path, model_dir: Path) -> None:
+    """Real distractors: traffic_cctv crops (here 13, spread over its list), each embedded and stored with its own
+    crop, colour and type; the figures are those of the synthetic mode."""
+    result = sightline("bench", "photo-search", "--sightings", "60", "--distractors", "real", data=tmp_path / "data",
+                       models=model_dir)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["distractors"] == "real" and figures["sightings"] == 60 and figures["distractor_crops"] == 13
+    assert figures["candidate_recall"] == 1.0 and figures["stored_features"]["rank1"] >= 0.7
+
+
 def test_rank1_by_kind_splits_the_queries_by_their_identity_names_prefix() -> None:
     from services.bench.evaluation import rank1_by_kind
 

@@ -179,6 +179,25 @@ class _ExactSearch:
         return ids[best[np.argsort(-scores[best], kind="stable")]].tolist()
 
 
+def _cctv_pool(pipeline: FramePipeline, eval_root: Path, limit: int, batch: int = 32) -> list[Observation]:
+    """Up to `limit` vehicle crops of `eval/traffic_cctv` (another road's highway camera; evenly spread over its
+    sorted list when fewer than all), as observations of their own: each embedded and described (colour, type) as
+    a photo-search probe is."""
+    paths = sorted((eval_root / "traffic_cctv" / "crops").glob("*/*.jpg"))
+    if limit < len(paths):
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).astype(int)] if limit > 0 else []
+    crops = [im for p in paths if (im := cv2.imread(str(p))) is not None and min(im.shape[:2]) >= 32]
+    out: list[Observation] = []
+    for lo in range(0, len(crops), batch):
+        part = crops[lo:lo + batch]
+        for crop, vector in zip(part, pipeline.embed_crops(part, SightingKind.VEHICLE), strict=True):
+            described = pipeline.describe_object(crop, SightingKind.VEHICLE)
+            attributes = VehicleAttributes(vehicle_type=described.vehicle_type, vehicle_color=described.vehicle_color)
+            out.append(Observation(SightingKind.VEHICLE, BBox(0, 0, crop.shape[1], crop.shape[0]), 1.0, attributes,
+                                   crop, vector, SightingKind.VEHICLE))
+    return out
+
+
 def _distractor_vectors(rng: np.random.Generator, real: np.ndarray, n: int) -> np.ndarray:
     """N unit vectors from the Gaussian fitted to the real ones (see the module docstring)."""
     mean = real.mean(axis=0)
@@ -198,8 +217,13 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 
 def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sightings: int,
-                       gallery_camera: str = "cam1", seed: int = 0, video_frames: int = 30) -> dict:
-    """Fill a store (see the module docstring), then time each query photo of the other camera both ways."""
+                       gallery_camera: str = "cam1", seed: int = 0, video_frames: int = 30,
+                       distractors: str = "synthetic") -> dict:
+    """Fill a store (see the module docstring), then time each query photo of the other camera both ways.
+
+    `distractors="real"`: instead of synthetic ones, the vehicle crops of `eval/traffic_cctv` (up to the count), each
+    embedded, described and stored like any sighting with its own crop: real vehicles, which a projection or a new
+    embedding moves as it moves the gallery (the synthetic ones are fitted to the embedding under test)."""
     items = labelled_images(reid_dir)
     gallery = [(who, p) for who, p in items if p.name.split("_", 1)[0] == gallery_camera]
     queries = [(who, p) for who, p in items if p.name.split("_", 1)[0] != gallery_camera]
@@ -223,16 +247,22 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         real_vectors, real_ids = list(real.values()), [sighting_of[v] for v in real]
 
         t = time.perf_counter()
-        pool = _pool(system.pipeline, eval_root, video_frames)
+        count = max(0, sightings - len(who_is))
+        pool = _cctv_pool(system.pipeline, eval_root, count) if distractors == "real" else _pool(
+            system.pipeline, eval_root, video_frames)
         pool_keys = []
         for j, ob in enumerate(pool):
             key = f"distractors/{j}.jpg"
             system.blobs.put(key, cv2.imencode(".jpg", ob.crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
             system.blobs.put(features_key(key), system.verifier.encode(ob.crop))
             pool_keys.append(key)
-        count = max(0, sightings - len(who_is))
-        vectors = _distractor_vectors(rng, np.array(real_vectors + [ob.vector for ob in pool], np.float32), count)
-        picks = rng.integers(0, len(pool), count)
+        if distractors == "real":  # each crop once, with its own vector
+            count = min(count, len(pool))
+            vectors = np.array([ob.vector for ob in pool[:count]], np.float32).reshape(count, -1)
+            picks = np.arange(count)
+        else:
+            vectors = _distractor_vectors(rng, np.array(real_vectors + [ob.vector for ob in pool], np.float32), count)
+            picks = rng.integers(0, len(pool), count)
         distractor_ids: list[str] = []
         for lo in range(0, count, 2_000):  # one synthetic "frame" per 2 000 distractors: 1 transaction each
             frame = FrameRecord(uuid.uuid4().hex, "distractors", _T0 + timedelta(minutes=lo), "synthetic")
@@ -297,6 +327,7 @@ def bench_photo_search(settings: Settings, eval_root: Path, reid_dir: Path, sigh
         n = len(queries)
         return {
             "sightings": system.store.count("vehicle"), "gallery_vehicles": len(who_is), "queries": n,
+            "distractors": distractors,
             "distractor_crops": len(pool), "ingest_gallery_s": round(ingest_s, 1), "fill_s": round(fill_s, 1),
             "index": f"{type(index).__name__} {getattr(index, 'kind', '')}".strip(),
             "stored_features": {"p50_ms": _stats(runs["stored"]["total"])["p50"], **{

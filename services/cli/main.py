@@ -441,7 +441,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from services.bench.photo_search import bench_photo_search
 
             reid = Path(args.eval) if args.eval else EVAL_DIR / "reid" / "vehicle"
-            print_json(bench_photo_search(settings, EVAL_DIR, reid, args.sightings))
+            print_json(bench_photo_search(settings, EVAL_DIR, reid, args.sightings, distractors=args.distractors))
         elif args.what == "web":
             from services.bench.web import bench_web
 
@@ -627,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cameras", type=int, default=1_000, help="web: cameras on the map")
     b.add_argument("--points", type=int, default=500, help="web: points in the drawn trajectory")
     b.add_argument("--cache", help="geo: keep the loaded city in this folder and reuse it (a 10M load takes minutes)")
+    b.add_argument("--distractors", choices=["synthetic", "real"], default="synthetic",
+                   help="photo-search: synthetic sightings fitted to the embedding, or the real vehicle crops of "
+                        "eval/traffic_cctv (at most their number)")
     b.add_argument("--eval", help="photo-search: a DIR/<vehicle>/<camera>_<n>.jpg folder (default: the shared "
                                   "eval/reid/vehicle); cam1 is stored, the other cameras' photos are the queries")
     b.set_defaults(func=cmd_bench)
