@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -271,24 +272,30 @@ class FaissIndex(VectorIndex):
             return self._ivfpq_from_store()
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0  # catch_up() fills it
 
-    def _ivfpq_from_store(self) -> tuple[faiss.IndexIVFPQ, int]:
-        """No usable index file for a store too large for a graph: train the compressed IVF on an even sample of the
-        store's vectors, then add them batch by batch (two reads of the store; never every float in memory at once,
-        which a flat index filled first would need: 51 GB at 10M × 1,280)."""
-        n = self.store.vector_count(self.space, self.dim)
+    def _ivfpq_from_store(self, only: np.ndarray | None = None) -> tuple[faiss.IndexIVFPQ, int]:
+        """A compressed IVF of the store's vectors (those of the sorted ids `only`, when given), trained on an even
+        sample of them and filled batch by batch: two reads of the store, never every float in memory at once
+        (a flat index filled first would need 51 GB at 10M × 1,280). Returns it and the largest id read."""
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for ids, vectors in self.store.vectors_after(self.space, 0):
+                keep = np.full(len(ids), vectors.shape[1] == self.dim)
+                if only is not None:
+                    keep &= np.isin(ids, only)
+                yield ids[keep], vectors[keep]
+
+        n = self.store.vector_count(self.space, self.dim) if only is None else len(only)
         ivf = _untrained_ivfpq(self.dim, n, self.nprobe)
         step, taken, sample = max(1, n // (TRAIN_PER_LIST * ivf.nlist)), 0, []
-        for _, vectors in self.store.vectors_after(self.space, 0):
-            if vectors.shape[1] == self.dim:
-                sample.append(vectors[(-taken) % step::step])
-                taken += len(vectors)
+        for _, vectors in batches():
+            sample.append(vectors[(-taken) % step::step])
+            taken += len(vectors)
         ivf.train(np.concatenate(sample))
         del sample
         last = 0
-        for ids, vectors in self.store.vectors_after(self.space, 0):
-            if vectors.shape[1] == self.dim:
+        for ids, vectors in batches():
+            if len(ids):
                 ivf.add_with_ids(vectors, ids)
-            last = max(last, int(ids.max()))
+                last = max(last, int(ids.max()))
         return ivf, last
 
     def catch_up(self) -> int:
@@ -366,31 +373,14 @@ class FaissIndex(VectorIndex):
             self.builder.start()
 
     def _contents(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of every vector the index holds and has not removed, copied out (a compressed IVF's
-        floats read back from the record store)."""
+        """(ids, vectors) of every vector a flat index or graph holds and has not removed, copied out."""
         index = self.index
-        if isinstance(index, faiss.IndexIVFPQ):
-            return self._stored(np.sort(_held_ids(index)))
+        assert isinstance(index, faiss.IndexIDMap2)  # a compressed IVF holds no float: see _build
         ids, rows = _mapped_ids(index), _rows(index)
         if not len(self.removed):
             return ids.copy(), rows.copy()
         live = ~np.isin(ids, self.removed)
         return ids[live], rows[live]
-
-    def _stored(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, float vectors) of these sorted ids that the record store holds at this dimension, in id order."""
-        found_ids, found = [], []
-        if len(ids):
-            for batch_ids, batch in self.store.vectors_after(self.space, int(ids[0]) - 1):
-                if batch.shape[1] == self.dim:
-                    keep = np.isin(batch_ids, ids)
-                    found_ids.append(batch_ids[keep])
-                    found.append(batch[keep])
-                if int(batch_ids.max()) >= int(ids[-1]):
-                    break
-        if not found:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return np.concatenate(found_ids), np.concatenate(found).astype(np.float32)
 
     def _new_index(self, ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2 | faiss.IndexIVFPQ:
         """The kind of index this many vectors call for, holding them."""
@@ -407,13 +397,17 @@ class FaissIndex(VectorIndex):
 
         The replay runs outside the lock while much is logged (a backlog taken in on open can be most of the
         data), then under it for the last few changes, so searches wait only for those.
-        Should the build fail, the current index simply stays (the next add or removal tries again).
+        Should the build fail, the current index simply stays (the next add or removal tries again). A compressed
+        IVF grown past twice its training is retrained from a stream of the store's floats, not a copy of them all.
         """
         try:
             with self.lock:
-                ids, vectors = self._contents()
+                if self.kind == "ivfpq":
+                    ids, vectors = np.sort(_held_ids(self.index)), None
+                else:
+                    ids, vectors = self._contents()
                 self.pending = []  # from this snapshot on, every change is logged for the replay
-            built = self._new_index(ids, vectors)
+            built = self._ivfpq_from_store(ids)[0] if vectors is None else self._new_index(ids, vectors)
             del vectors
             kind, removed, replayed = index_kind(built), np.zeros(0, np.int64), 0
             while True:

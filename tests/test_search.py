@@ -294,6 +294,17 @@ def test_a_store_too_large_for_a_graph_is_indexed_from_a_stream_of_its_vectors(t
     scores, ids = index.search(vectors[:50], 1)
     assert (ids[:, 0] == np.arange(1, 51)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)  # exact floats
     assert np.allclose(index.vector(7), vectors[6])
+    more = _clustered(np.random.default_rng(6), 3500, 16)  # past twice its training: retrained from a stream
+    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    rows = [Sighting(f"m{i}", "c", t0, "vehicle", BBox(0, 0, 1, 1), 0.9, VehicleAttributes()) for i in range(3500)]
+    store.add_frame(FrameRecord("more", "c", t0, "test"), rows,
+                    [StoredVector(s.id, "vehicle", v) for s, v in zip(rows, more, strict=True)])
+    assert index.catch_up() == 3500
+    index.remove(np.array([1, 2]))  # while it may be retraining: replayed into the new one
+    index.wait_for_build(60)
+    assert index.kind == "ivfpq" and index.trained_size >= 6000 and len(index) == 6498
+    _, ids = index.search(np.concatenate([vectors[2:4], more[:2]]), 1)
+    assert ids[:, 0].tolist() == [3, 4, 3001, 3002]
     store.close()
 
 
