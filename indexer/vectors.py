@@ -190,6 +190,12 @@ def _replay(built: faiss.IndexIDMap2 | faiss.IndexIVFPQ, kind: str, removed: np.
     return removed
 
 
+def candidate_plan(k: int, nlist: int, nprobe: int = NPROBE) -> tuple[int, int]:
+    """(candidates re-ranked, lists probed) of a compressed IVF's search for k hits."""
+    depth = max(RERANK, RERANK_PER_HIT * k)
+    return depth, min(nlist, max(nprobe, depth // CANDIDATES_PER_LIST))
+
+
 def pq_bytes(dim: int) -> int:
     """Sub-quantisers of a vector's PQ code: a byte per PQ_DIMS dimensions, at least PQ_MIN_BYTES (a short vector
     coded coarser picks poor candidates); the largest divisor of dim at most that."""
@@ -467,8 +473,8 @@ class FaissIndex(VectorIndex):
         the probe until k survive."""
         index = self.index
         assert isinstance(index, faiss.IndexIVFPQ)
-        depth, nlist = max(RERANK, RERANK_PER_HIT * k), index.nlist
-        nprobe = min(nlist, max(self.nprobe, depth // CANDIDATES_PER_LIST))
+        nlist = index.nlist
+        depth, nprobe = candidate_plan(k, nlist, self.nprobe)
         selector = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
         if allowed is not None and len(allowed) * nlist <= len(self) * nprobe:
             nprobe = nlist

@@ -15,16 +15,7 @@ import numpy as np
 from indexer.plate_index import PlateDictionary
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import FrameRecord, SightingQuery, StoredVector, VehicleColumns
-from indexer.vectors import (
-    CANDIDATES_PER_LIST,
-    GRAPH_EF_SEARCH,
-    GRAPH_LINKS,
-    NPROBE,
-    RERANK,
-    RERANK_PER_HIT,
-    FaissIndex,
-    pq_bytes,
-)
+from indexer.vectors import GRAPH_EF_SEARCH, GRAPH_LINKS, FaissIndex, candidate_plan, pq_bytes
 from models.records import BBox, Camera, Sighting, SightingKind, VehicleAttributes
 from services.bench.alerts import random_plate
 
@@ -123,10 +114,10 @@ def bench_search(vectors: int, dim: int, real_dir: Path | None = None, queries: 
     p50, p99 = _percentiles(ann_ms)
     flat_p50, _ = _percentiles(flat_ms)
     graph = kind == "hnsw"
-    depth = max(RERANK, RERANK_PER_HIT * 10)  # the candidates of a query for 10 hits
+    depth, nprobe = candidate_plan(10, lists or 1)  # a query for 10 hits
     per_vector = 8 + 16 + (dim * 4 + 2 * GRAPH_LINKS * 4 if graph else pq_bytes(dim))  # ids both ways, then data
     return {"vectors": vectors, "dim": dim, "distribution": distribution, "real_vectors": real, "index": kind,
-            "lists": lists, "nprobe": None if graph else min(lists or 0, max(NPROBE, depth // CANDIDATES_PER_LIST)),
+            "lists": lists, "nprobe": None if graph else nprobe,
             "links": GRAPH_LINKS if graph else None, "ef_search": GRAPH_EF_SEARCH if graph else None,
             "pq_bytes": None if graph else pq_bytes(dim), "reranked": None if graph else depth,
             "p50_ms": p50, "p99_ms": p99,
