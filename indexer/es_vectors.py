@@ -23,7 +23,7 @@ from elasticsearch import AuthorizationException, Elasticsearch
 
 from indexer.es_common import MAX_TERMS, bulk, chunks, ensure_index, walk
 from indexer.store import RecordStore
-from indexer.vectors import EXACT_LIMIT, GET_BATCH, VectorIndex
+from indexer.vectors import EXACT_LIMIT, VectorIndex, rerank_on_store
 
 EXACT_FILTER = 10_000  # a filter this narrow is searched exactly: brute force over it is cheap for the cluster
 MAX_K = 10_000  # Elasticsearch's limit on k and num_candidates
@@ -102,19 +102,12 @@ def hit_ids(hits: list[dict[str, Any]]) -> list[int]:
     return [int(h["_source"]["id"]) for h in hits]
 
 
-def rerank(query: np.ndarray, candidates: list[int], vectors: dict[int, np.ndarray], k: int
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """The k best candidates by the exact inner product of their float vectors (a candidate without one, deleted
-    meanwhile, is dropped); -1 ids (and -inf) fill a short row."""
-    scores = np.full(k, -np.inf, dtype=np.float32)
-    ids = np.full(k, -1, dtype=np.int64)
-    kept = sorted({i for i in candidates if i in vectors})
-    if kept:
-        exact = np.stack([vectors[i] for i in kept]).astype(np.float32) @ np.asarray(query, dtype=np.float32)
-        order = np.argsort(-exact, kind="stable")[:k]
-        scores[:len(order)] = exact[order]
-        ids[:len(order)] = np.asarray(kept, dtype=np.int64)[order]
-    return scores, ids
+def candidate_rows(rows: list[list[int]]) -> np.ndarray:
+    """Ragged lists of candidate ids as one (queries, longest) array, -1 where a row is shorter."""
+    out = np.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=np.int64)
+    for n, row in enumerate(rows):
+        out[n, :len(row)] = row
+    return out
 
 
 class ElasticsearchVectorIndex(VectorIndex):
@@ -234,19 +227,9 @@ class ElasticsearchVectorIndex(VectorIndex):
         else:
             parts, bodies = [None], [knn_body(q, k, allowed_ids, self.oversample) for q in queries]
         found = self._msearch(bodies)
-        candidates = [[i for hits in found[row * len(parts):(row + 1) * len(parts)] for i in hit_ids(hits)]
-                      for row in range(len(queries))]
-        vectors = self._vectors({i for row in candidates for i in row})
-        for row, q in enumerate(queries):
-            out_scores[row], out_ids[row] = rerank(q, candidates[row], vectors, k)
-        return out_scores, out_ids
-
-    def _vectors(self, ids: set[int]) -> dict[int, np.ndarray]:
-        """The float vectors of candidates, from the record store (of this dimension only)."""
-        wanted, found = sorted(ids), dict[int, np.ndarray]()
-        for lo in range(0, len(wanted), GET_BATCH):
-            found |= self.store.get_vectors(self.space, wanted[lo:lo + GET_BATCH])
-        return {i: v for i, v in found.items() if len(v) == self.dim}
+        candidates = candidate_rows([[i for hits in found[row * len(parts):(row + 1) * len(parts)]
+                                      for i in hit_ids(hits)] for row in range(len(queries))])
+        return rerank_on_store(self.store, self.space, self.dim, queries, candidates, k)
 
     def _search_post_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A filter too wide to send as terms: unfiltered kNN, growing k until k allowed hits survive."""
@@ -259,7 +242,8 @@ class ElasticsearchVectorIndex(VectorIndex):
                 kept = [i for i, ok in zip(hits, np.isin(hits, allowed), strict=True) if ok]
                 wanted = fetch * self.oversample
                 if len(kept) >= k or wanted >= MAX_K or len(hits) < wanted:
-                    out_scores[row], out_ids[row] = rerank(q, kept, self._vectors(set(kept)), k)
+                    scores, ids = rerank_on_store(self.store, self.space, self.dim, q, candidate_rows([kept]), k)
+                    out_scores[row], out_ids[row] = scores[0], ids[0]
                     break
                 fetch *= 4
         return out_scores, out_ids

@@ -168,6 +168,38 @@ def _top_k(sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return scores.astype(np.float32), found
 
 
+def rerank_on_store(store: RecordStore, space: str, dim: int, queries: np.ndarray, candidates: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """rerank_exact on the record store's float vectors of the candidates (of this dimension only), read GET_BATCH
+    at a time: how an index that keeps no exact float (the compressed IVF, Elasticsearch's kNN) scores its hits."""
+    wanted = np.unique(candidates[candidates >= 0]).tolist()
+    found: dict[int, np.ndarray] = {}
+    for lo in range(0, len(wanted), GET_BATCH):
+        found |= store.get_vectors(space, wanted[lo:lo + GET_BATCH])
+    return rerank_exact(queries, candidates, {i: v for i, v in found.items() if len(v) == dim}, k)
+
+
+def rerank_exact(queries: np.ndarray, candidates: np.ndarray, floats: dict[int, np.ndarray], k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates of each query (a row of ids, -1 for none) by the exact inner product of their float
+    vectors; a candidate without one (deleted meanwhile) is dropped. Padded with (-inf, -1), best first."""
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    scores = np.full((len(queries), max(k, 0)), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), max(k, 0)), -1, dtype=np.int64)
+    held = np.array(sorted(floats), dtype=np.int64)
+    if not len(held) or k <= 0:
+        return scores, ids
+    sims = queries @ np.stack([floats[int(i)] for i in held]).T  # (queries, held)
+    at = np.minimum(np.searchsorted(held, candidates), len(held) - 1)
+    ranked = np.where((candidates >= 0) & (held[at] == candidates), np.take_along_axis(sims, at, 1), -np.inf)
+    order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(ranked, order, 1)
+    n = best.shape[1]
+    scores[:, :n] = best
+    ids[:, :n] = np.where(np.isfinite(best), np.take_along_axis(candidates, order, 1), -1)
+    return scores, ids
+
+
 def _build_graph(ids: np.ndarray, vectors: np.ndarray) -> faiss.IndexIDMap2:
     graph = faiss.IndexHNSWFlat(vectors.shape[1], GRAPH_LINKS, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction, graph.hnsw.efSearch = GRAPH_EF_BUILD, GRAPH_EF_SEARCH
@@ -465,7 +497,8 @@ class FaissIndex(VectorIndex):
                 params = faiss.SearchParameters()
                 params.sel = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))  # faiss keeps a reference
                 return self.index.search(queries, k, params=params)
-        return self._rerank(queries, candidates, k)  # the store's reads outside the lock
+        # the store's reads outside the lock
+        return rerank_on_store(self.store, self.space, self.dim, queries, candidates, k)
 
     def _ivf_candidates(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
         """The compressed IVF's best candidates for k hits per query (-1 where fewer), within `allowed`. A filter no
@@ -487,28 +520,6 @@ class FaissIndex(VectorIndex):
             if allowed is None or nprobe >= nlist or (found >= 0).sum(axis=1).min() >= min(k, len(allowed)):
                 return found
             nprobe = min(nlist, nprobe * 4)
-
-    def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best candidates of each query by the exact inner product of the record store's float vectors (a
-        candidate the store no longer holds, deleted meanwhile, is dropped); padded with (-inf, -1)."""
-        unique = np.unique(candidates[candidates >= 0])
-        found: dict[int, np.ndarray] = {}
-        for lo in range(0, len(unique), GET_BATCH):
-            found |= self.store.get_vectors(self.space, unique[lo:lo + GET_BATCH].tolist())
-        held = np.array(sorted(i for i, v in found.items() if len(v) == self.dim), dtype=np.int64)
-        scores = np.full((len(queries), max(k, 0)), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), max(k, 0)), -1, dtype=np.int64)
-        if not len(held) or k <= 0:
-            return scores, ids
-        sims = queries @ np.stack([found[int(i)] for i in held]).T  # (queries, held)
-        at = np.minimum(np.searchsorted(held, candidates), len(held) - 1)
-        ranked = np.where((candidates >= 0) & (held[at] == candidates), np.take_along_axis(sims, at, 1), -np.inf)
-        order = np.argsort(-ranked, axis=1, kind="stable")[:, :k]
-        best = np.take_along_axis(ranked, order, 1)
-        n = best.shape[1]
-        scores[:, :n] = best
-        ids[:, :n] = np.where(np.isfinite(best), np.take_along_axis(candidates, order, 1), -1)
-        return scores, ids
 
     def _graph_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The graph's answer, removed ids skipped; a filter keeping no more than the exact limit (or an eighth

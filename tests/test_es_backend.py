@@ -41,15 +41,16 @@ from indexer.es_vectors import (
     EXACT_FILTER,
     OVERSAMPLE,
     ElasticsearchVectorIndex,
+    candidate_rows,
     exact_body,
     index_type,
     knn_body,
     knn_index_body,
     num_candidates,
-    rerank,
 )
 from indexer.sqlite_store import SQLiteStore
 from indexer.store import SCORE_FIELDS, AttributeFilter, FrameRecord, SightingQuery, StoredVector
+from indexer.vectors import rerank_exact
 from models.accounts import AuditEntry
 from models.records import BBox, Camera, InputError, PersonAttributes, Sighting, TrackInfo, VehicleAttributes
 from models.spaces import SPACES
@@ -233,7 +234,8 @@ def test_filtered_knn_body_sizes_candidates_from_k() -> None:
 def test_rerank_scores_by_exact_inner_product() -> None:
     q = np.array([1.0, 0.0], np.float32)
     vectors = {1: np.array([0.6, 0.8], np.float32), 2: np.array([1.0, 0.0], np.float32)}
-    scores, ids = rerank(q, [1, 2, 9], vectors, 3)  # 9: deleted from the store meanwhile, dropped
+    scores, ids = rerank_exact(q, candidate_rows([[1, 2, 9]]), vectors, 3)  # 9: deleted meanwhile, dropped
+    scores, ids = scores[0], ids[0]
     assert ids.tolist() == [2, 1, -1] and np.allclose(scores[:2], [1.0, 0.6]) and scores[2] == -np.inf
 
 
