@@ -306,14 +306,23 @@ class FaissIndex(VectorIndex):
                     return index, int(ids.max()) if len(ids) else 0
             except RuntimeError:
                 pass  # a damaged cache: rebuild it from the record store below
-        if self.store.vector_count(self.space, self.dim) > self.graph_limit:
-            return self._ivfpq_from_store()
+        if n := self._count_past(self.graph_limit):
+            return self._ivfpq_from_store(n)
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim)), 0  # catch_up() fills it
 
-    def _ivfpq_from_store(self, only: np.ndarray | None = None) -> tuple[faiss.IndexIVFPQ, int]:
-        """A compressed IVF of the store's vectors (those of the sorted ids `only`, when given), trained on an even
-        sample of them and filled batch by batch: two reads of the store, never every float in memory at once
-        (a flat index filled first would need 51 GB at 10M × 1,280). Returns it and the largest id read."""
+    def _count_past(self, limit: int) -> int:
+        """How many vectors of this dimension the store holds, when more than `limit` (else 0). Counting one
+        dimension reads every vector's row, so the count of them all (from the store's id index) goes first."""
+        if self.store.vector_count(self.space) <= limit:
+            return 0
+        n = self.store.vector_count(self.space, self.dim)
+        return n if n > limit else 0
+
+    def _ivfpq_from_store(self, n: int, only: np.ndarray | None = None) -> tuple[faiss.IndexIVFPQ, int]:
+        """A compressed IVF of the store's n vectors of this dimension (those of the sorted ids `only`, when given),
+        trained on an even sample of them and filled batch by batch: two reads of the store, never every float in
+        memory at once (a flat index filled first would need 51 GB at 10M × 1,280). Returns it and the largest id
+        read."""
         def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for ids, vectors in self.store.vectors_after(self.space, 0):
                 keep = np.full(len(ids), vectors.shape[1] == self.dim)
@@ -321,7 +330,6 @@ class FaissIndex(VectorIndex):
                     keep &= np.isin(ids, only)
                 yield ids[keep], vectors[keep]
 
-        n = self.store.vector_count(self.space, self.dim) if only is None else len(only)
         ivf = _untrained_ivfpq(self.dim, n, self.nprobe)
         step, taken, sample = max(1, n // (TRAIN_PER_LIST * ivf.nlist)), 0, []
         for _, vectors in batches():
@@ -346,8 +354,8 @@ class FaissIndex(VectorIndex):
         added = 0
         with self.lock:
             for ids, vectors in self.store.vectors_after(self.space, self.last_id):
-                if not added and len(ids) >= BACKLOG and self._outgrown():
-                    return self._index_the_store()
+                if not added and len(ids) >= BACKLOG and (n := self._outgrown()):
+                    return self._index_the_store(n)
                 self.last_id = max(self.last_id, int(ids.max()))
                 if vectors.shape[1] != self.dim:
                     continue  # made by an earlier model of this space: those sightings need re-embedding
@@ -355,26 +363,28 @@ class FaissIndex(VectorIndex):
                 added += len(ids)
         return added
 
-    def _outgrown(self) -> bool:
-        """A backlog that takes the store past the graph limit while this index is not yet the compressed IVF."""
-        return (self.kind != "ivfpq" and self.builder is None
-                and self.store.vector_count(self.space, self.dim) > self.graph_limit)
+    def _outgrown(self) -> int:
+        """The store's vectors of this dimension when a backlog takes them past the graph limit while this index is
+        not yet the compressed IVF (else 0)."""
+        return 0 if self.kind == "ivfpq" or self.builder is not None else self._count_past(self.graph_limit)
 
-    def _index_the_store(self) -> int:
-        """Replace this index by a compressed IVF streamed from the store (rather than adding a large backlog to a
-        flat index or graph first); returns how many vectors it gained."""
+    def _index_the_store(self, n: int) -> int:
+        """Replace this index by a compressed IVF streamed from the store's n vectors (rather than adding a large
+        backlog to a flat index or graph first); returns how many vectors it gained."""
         before = len(self)
-        self.index, self.last_id = self._ivfpq_from_store()
+        self.index, self.last_id = self._ivfpq_from_store(n)
         self.kind, self.removed, self.trained_size = "ivfpq", np.zeros(0, np.int64), int(self.index.ntotal)
         return len(self) - before
 
     def _drop_deleted(self) -> None:
         """Drop what the store no longer holds (a deletion whose index save a crash cut off, or a graph's removals).
-        The store's count is of this dimension: vectors of an earlier model would otherwise hide as many deletions."""
-        if self.store.vector_count(self.space, self.dim) < len(self):
-            with self.lock:
-                held = _held_ids(self.index)
-            self.remove(np.setdiff1d(held, self.store.vector_ids(self.space)))
+        Compared by id, from the store's id index: a comparison of counts misses as many deletions as there are
+        vectors of an earlier model waiting for re-embedding, and counting one dimension reads every vector's row."""
+        with self.lock:
+            held = _held_ids(self.index)
+        gone = np.setdiff1d(held, self.store.vector_ids(self.space))
+        if len(gone):
+            self.remove(gone)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, dtype=np.int64)
@@ -445,7 +455,7 @@ class FaissIndex(VectorIndex):
                 else:
                     ids, vectors = self._contents()
                 self.pending = []  # from this snapshot on, every change is logged for the replay
-            built = self._ivfpq_from_store(ids)[0] if vectors is None else self._new_index(ids, vectors)
+            built = self._ivfpq_from_store(len(ids), ids)[0] if vectors is None else self._new_index(ids, vectors)
             del vectors
             kind, removed, replayed = index_kind(built), np.zeros(0, np.int64), 0
             while True:
