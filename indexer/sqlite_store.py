@@ -258,31 +258,29 @@ class SQLiteStore(RecordStore):
             last = int(ids[-1])
 
     def stale_vectors(self, space: str, model: str, batch: int = 10_000) -> Iterator[list[int]]:
-        last = ""
-        while True:  # by sighting id (the primary key): a page costs its own rows, and replacing one moves nothing
-            with self.lock:
-                rows = self.conn.execute(
-                    "SELECT id, vector_id FROM sightings WHERE id > ? AND embedding_space = ? "
-                    "AND vector_id IS NOT NULL AND json_extract(model_versions, '$.embedding') IS NOT ? "
-                    "ORDER BY id LIMIT ?",
-                    (last, space, model, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
+        where = ("embedding_space = ? AND vector_id IS NOT NULL "
+                 "AND json_extract(model_versions, '$.embedding') IS NOT ?")
+        for rows in self._sighting_pages("id, vector_id", where, (space, model), batch):
             yield [int(r[1]) for r in rows]
 
     def stale_attributes(self, kind: str, version: str, batch: int = 1_000) -> Iterator[list[str]]:
+        where = "kind = ? AND json_extract(model_versions, '$.attributes') IS NOT ?"
+        for rows in self._sighting_pages("id", where, (kind, version), batch):
+            yield [r[0] for r in rows]
+
+    def _sighting_pages(self, columns: str, where: str, args: tuple[object, ...], batch: int
+                        ) -> Iterator[list[tuple]]:
+        """`columns` (the id first) of the sightings matching `where`, a page at a time by sighting id (the primary
+        key): a page costs its own rows, and replacing what a page names moves nothing."""
         last = ""
-        while True:  # by sighting id, like stale_vectors: replacing a batch moves nothing
+        while True:
             with self.lock:
-                rows = self.conn.execute(
-                    "SELECT id FROM sightings WHERE id > ? AND kind = ? "
-                    "AND json_extract(model_versions, '$.attributes') IS NOT ? ORDER BY id LIMIT ?",
-                    (last, kind, version, batch)).fetchall()
+                rows = self.conn.execute(f"SELECT {columns} FROM sightings WHERE id > ? AND {where} "
+                                         "ORDER BY id LIMIT ?", (last, *args, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield [r[0] for r in rows]
+            yield rows
 
     def replace_attributes(self, updates: list[tuple[str, Attributes]], version: str) -> int:
         changed = 0

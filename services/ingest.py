@@ -208,10 +208,7 @@ class Ingestor:
 
         Each batch is its own store transaction, so an interrupted run keeps what it did and a rerun does the rest.
         """
-        if space not in (SightingKind.VEHICLE, SightingKind.PERSON):
-            raise InputError("only vehicle and person vectors are made from their crops: choose vehicle or person")
-        if not 1 <= batch <= 10_000:
-            raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")
+        _check_crop_job(space, batch, "vectors are made from their crops")
         t0 = time.perf_counter()
         pipeline = self.get_pipeline()
         report = ReembedReport(space, model=pipeline.embedding_version(space))
@@ -239,10 +236,7 @@ class Ingestor:
         """Give the sightings of `kind` whose attributes the rules or older heads wrote today's heads' answers,
         from their stored crops (the fields heads do not cover, a plate, are kept). Each batch is its own store
         transaction: an interrupted run keeps what it did and a rerun does the rest; a server may run meanwhile."""
-        if kind not in (SightingKind.VEHICLE, SightingKind.PERSON):
-            raise InputError("only vehicle and person attributes are learned: choose vehicle or person")
-        if not 1 <= batch <= 10_000:
-            raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")
+        _check_crop_job(kind, batch, "attributes are learned")
         t0 = time.perf_counter()
         pipeline = self.get_pipeline()
         version = pipeline.attributes_version(kind)
@@ -445,3 +439,11 @@ def jobs_from_files(rows: Iterable[tuple[Path, str, datetime]]) -> Iterable[Phot
     """Read each file only when the batch reaches it, so a large folder never sits in memory."""
     for path, camera_id, ts in rows:
         yield PhotoJob(str(path), path.read_bytes(), camera_id, ts)
+
+
+def _check_crop_job(kind: str, batch: int, what: str) -> None:
+    """A recomputation from stored crops (reembed, reattribute): of vehicles or people, a batch from 1 to 10,000."""
+    if kind not in (SightingKind.VEHICLE, SightingKind.PERSON):
+        raise InputError(f"only vehicle and person {what}: choose vehicle or person")
+    if not 1 <= batch <= 10_000:
+        raise InputError(f"the batch must be between 1 and 10000 crops, not {batch}")

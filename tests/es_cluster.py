@@ -4,9 +4,11 @@ Elasticsearch cases skip: nothing here imitates a cluster. Each test gets its ow
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,18 @@ def for_backend(backend: str, settings: Settings) -> Iterator[Settings]:
         return
     with on_cluster(settings) as on:
         yield on
+
+
+def handles(backends: dict[str, Callable[[Settings], Any]], backend: str, tmp_path: Path) -> Iterator[Callable]:
+    """For a contract suite's fixture: a function that opens `backend` on this test's data, each call another
+    handle on the same data (as another process or replica would hold); every handle is closed at the end."""
+    opened: list[Any] = []
+    with for_backend(backend, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
+
+        def open_one() -> Any:  # noqa: ANN401 - whichever store the backends make
+            opened.append(backends[backend](settings))
+            return opened[-1]
+
+        yield open_one
+        for store in opened:
+            store.close()

@@ -16,9 +16,8 @@ import pytest
 
 from indexer.alert_store import AlertStore
 from models.watchlists import Alert, Rule, WatchEntry, Watchlist
-from services.settings import Settings
 from services.system import ALERT_BACKENDS
-from tests.es_cluster import for_backend
+from tests.es_cluster import handles
 
 T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc)
 Opener = Callable[[], AlertStore]
@@ -26,18 +25,7 @@ Opener = Callable[[], AlertStore]
 
 @pytest.fixture(params=sorted(ALERT_BACKENDS))
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
-    """Opens the backend on this test's data (each call another handle on the same data, as another process would
-    hold); every handle is closed at the end."""
-    opened: list[AlertStore] = []
-    with for_backend(request.param, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
-
-        def open_one() -> AlertStore:
-            opened.append(ALERT_BACKENDS[request.param](settings))
-            return opened[-1]
-
-        yield open_one
-        for store in opened:
-            store.close()
+    yield from handles(ALERT_BACKENDS, request.param, tmp_path)
 
 
 @pytest.fixture

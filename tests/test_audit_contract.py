@@ -15,9 +15,8 @@ import pytest
 from indexer.audit_store import GENESIS, AuditStore, entry_hash
 from models.accounts import AuditEntry
 from services.audit import AuditLog
-from services.settings import Settings
 from services.system import AUDIT_BACKENDS
-from tests.es_cluster import for_backend
+from tests.es_cluster import handles
 
 T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc)
 PLATE = "皖AY766D"
@@ -25,16 +24,7 @@ PLATE = "皖AY766D"
 
 @pytest.fixture(params=sorted(AUDIT_BACKENDS))
 def open_audit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AuditStore]]:
-    opened: list[AuditStore] = []
-    with for_backend(request.param, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
-
-        def open_one() -> AuditStore:
-            opened.append(AUDIT_BACKENDS[request.param](settings))
-            return opened[-1]
-
-        yield open_one
-        for store in opened:
-            store.close()
+    yield from handles(AUDIT_BACKENDS, request.param, tmp_path)
 
 
 def entry(i: int, actor: str = "ada", case: str | None = "CASE-1", action: str = "search.plates",

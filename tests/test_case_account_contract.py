@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,35 +27,21 @@ from indexer.es_cases import (
     note_from_doc,
 )
 from models.accounts import Role, User
-from services.settings import Settings
 from services.system import ACCOUNT_BACKENDS, CASE_BACKENDS
-from tests.es_cluster import for_backend
+from tests.es_cluster import handles
 
 T0 = datetime(2026, 11, 2, 8, 0, 0, 123456, tzinfo=timezone.utc)
 PLATE = "皖AY766D"
 
 
-def _opener(backends: dict[str, Callable[[Settings], Any]], backend: str, tmp_path: Path) -> Iterator[Callable]:
-    opened: list[Any] = []
-    with for_backend(backend, Settings(data_dir=tmp_path, roads_geojson=None)) as settings:
-
-        def open_one() -> Any:  # noqa: ANN401 - a CaseStore or an AccountStore
-            opened.append(backends[backend](settings))
-            return opened[-1]
-
-        yield open_one
-        for store in opened:
-            store.close()
-
-
 @pytest.fixture(params=sorted(CASE_BACKENDS))
 def open_cases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], CaseStore]]:
-    yield from _opener(CASE_BACKENDS, request.param, tmp_path)
+    yield from handles(CASE_BACKENDS, request.param, tmp_path)
 
 
 @pytest.fixture(params=sorted(ACCOUNT_BACKENDS))
 def open_accounts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AccountStore]]:
-    yield from _opener(ACCOUNT_BACKENDS, request.param, tmp_path)
+    yield from handles(ACCOUNT_BACKENDS, request.param, tmp_path)
 
 
 # cases ---------------------------------------------------------------------------------------------------------
