@@ -15,6 +15,7 @@ import numpy as np
 from models.attributes import (
     PersonAttributeClassifier,
     VehicleAttributeClassifier,
+    VehicleVote,
     describe_person,
     describe_vehicle,
     face_quality,
@@ -116,12 +117,10 @@ class Pipeline:
             # The photo is the vehicle: no detector class, the photo's own edges are the scene.
             attrs = VehicleAttributes()
             h, w = image.shape[:2]
-            describe_vehicle(attrs, self.vehicle_attributes.votes([image])[0], image,
+            votes = self.vehicle_attributes.votes([image])
+            describe_vehicle(attrs, votes[0], image,
                              scene_lightness(scene_lab(image), image.shape, BBox(0, 0, w, h)), None)
-            heads = self.heads.get(SightingKind.VEHICLE)
-            if heads is not None:
-                for name, answers in heads.predict(self.crop_features([image], kind)).items():
-                    apply_head_answer(attrs, name, answers[0])
+            self.redescribe([image], [attrs], kind, votes)
             # "unknown" is no evidence: a photo search must not count it against the sightings it ranks.
             described.vehicle_color = attrs.vehicle_color if attrs.vehicle_color != UNKNOWN else None
             described.vehicle_type = attrs.vehicle_type
@@ -279,12 +278,14 @@ class Pipeline:
         heads = self.heads.get(kind)
         return heads.version if heads is not None else None
 
-    def redescribe(self, crops: list[np.ndarray], attributes: list[Attributes], kind: str) -> None:
-        """The frame is not kept, only the crop: its own edges stand for the scene around it."""
+    def redescribe(self, crops: list[np.ndarray], attributes: list[Attributes], kind: str,
+                   votes: list[VehicleVote] | None = None) -> None:
+        """The frame is not kept, only the crop: its own edges stand for the scene around it. `votes`: the vehicle
+        attribute model's, when the caller has them already."""
         heads = self.heads.get(kind)
         if heads is None or not crops:
             return
-        for name, answers in heads.predict(self.crop_features(crops, kind)).items():
+        for name, answers in heads.predict(self.crop_features(crops, kind, votes)).items():
             for attrs, answer in zip(attributes, answers, strict=True):
                 apply_head_answer(attrs, name, answer)
 
@@ -292,13 +293,14 @@ class Pipeline:
         """`heads` if this pipeline can feed them (their kind and embedding), else a HeadError naming why."""
         return check(heads, kind, self._embedder(kind).version)
 
-    def crop_features(self, crops: list[np.ndarray], kind: str) -> list[ObjectFeatures]:
+    def crop_features(self, crops: list[np.ndarray], kind: str, votes: list[VehicleVote] | None = None
+                      ) -> list[ObjectFeatures]:
         """What the heads read of tight crops (labelled crops, a photo): the crop's own edges are its scene."""
-        scenes = [(scene_lab(c), c.shape, BBox(0, 0, c.shape[1], c.shape[0])) for c in crops]
         if not crops:
             return []
+        scenes = [(scene_lab(c), c.shape, BBox(0, 0, c.shape[1], c.shape[0])) for c in crops]
         if kind == SightingKind.VEHICLE:
-            votes = self.vehicle_attributes.votes(crops)
+            votes = votes if votes is not None else self.vehicle_attributes.votes(crops)
             model_out, inner = [v.vector() for v in votes], [v.inner for v in votes]
         else:
             outputs = self.person_attributes.outputs(crops)
