@@ -100,24 +100,30 @@ def install_shipped_heads(model_dir: Path) -> list[str]:
     """Make the shipped heads the active ones where the model folder has none of its own that this release can read
     (a deployment's retrained heads, put in place with `sightline models use-heads`, are never overwritten; heads
     of another feature version, which the pipeline would refuse, are)."""
-    from models.heads import FEATURES, HeadError, HeadSet  # light, but only pulling needs it
+    from models.heads import FEATURES, HEADS_DIR, HeadError, HeadSet  # light, but only pulling needs it
 
     installed = []
     for shipped in sorted(SHIPPED_HEADS.glob("*-attributes.npz")):
-        target = model_dir / "heads" / shipped.name
+        target = model_dir / HEADS_DIR / shipped.name
         try:
             usable = target.exists() and HeadSet.load(target).meta.get("features") == FEATURES
         except HeadError:
             usable = False
         if not usable:
-            target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # kept aside: retrain on its data, or delete it
                 target.replace(target.with_name(f"unusable-{target.name}"))
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(shipped, tmp)
-            tmp.replace(target)
-        installed.append(f"heads/{shipped.name}")
+            place(shipped, target)
+        installed.append(f"{HEADS_DIR}/{shipped.name}")
     return installed
+
+
+def place(source: Path, target: Path) -> None:
+    """Copy a file into place whole: through a temporary file beside the target, renamed over it, so a process
+    that opens the target meanwhile reads the old file or the new one, never half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
 
 
 def status(model_dir: Path) -> list[dict[str, str]]:
@@ -135,15 +141,16 @@ def status(model_dir: Path) -> list[dict[str, str]]:
 
 def heads_status(model_dir: Path) -> list[dict[str, str]]:
     """The active attribute heads: their version and the licence of the data they were trained on."""
-    from models.heads import HeadError, HeadSet  # light, but only `models list` needs it
+    from models.heads import HEADS_DIR, HeadError, HeadSet  # light, but only `models list` needs it
 
     out = []
-    for path in sorted((model_dir / "heads").glob("*-attributes.npz")):
+    for path in sorted((model_dir / HEADS_DIR).glob("*-attributes.npz")):
         try:
             heads = HeadSet.load(path)
-            out.append({"file": f"heads/{path.name}", "state": "ok", "licence": f"{heads.version}: {heads.licence}"})
+            out.append({"file": f"{HEADS_DIR}/{path.name}", "state": "ok",
+                        "licence": f"{heads.version}: {heads.licence}"})
         except HeadError as exc:
-            out.append({"file": f"heads/{path.name}", "state": "corrupt", "licence": str(exc)})
+            out.append({"file": f"{HEADS_DIR}/{path.name}", "state": "corrupt", "licence": str(exc)})
     return out
 
 

@@ -55,16 +55,13 @@ def use_heads(model_dir: Path, file: str | None) -> int:
         raise InputError("models use-heads needs the head file (from `sightline train attributes`)")
     heads = HeadSet.load(Path(file))  # a HeadError (a ModelError) ends with its message and exit 2
     target = active_head_path(model_dir, heads.kind)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():  # kept beside, by its version, to switch back to
         try:
             previous = HeadSet.load(target).version
         except HeadError:  # an unreadable active file is replaced all the same
             previous = f"{heads.kind}-heads-unreadable"
         shutil.copyfile(target, target.with_name(f"{previous}.npz"))
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(file, tmp)
-    tmp.replace(target)
+    registry.place(Path(file), target)
     print(f"{heads.version} is now the active {heads.kind} attribute heads (restart running servers and workers)")
     return 0
 
@@ -92,12 +89,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     heads, report = train_heads(rows, features, args.kind, embedding, args.licence, sources,
                                 evaluate=not args.no_evaluate, fields=fields, log=log)
     heads.meta["report"] = report
+    heads_dir = settings_of(args).model_dir / HEADS_DIR
     out = Path(args.out) if args.out else None
-    version = heads.save(out or settings_of(args).model_dir / HEADS_DIR / "candidate.npz")
-    if out is None:  # named by its version, beside the active heads
-        final = settings_of(args).model_dir / HEADS_DIR / f"{version}.npz"
-        (settings_of(args).model_dir / HEADS_DIR / "candidate.npz").replace(final)
-        out = final
+    version = heads.save(out or heads_dir / "candidate.npz")
+    if out is None:  # named by its version (known once saved), beside the active heads
+        out = heads_dir / f"{version}.npz"
+        (heads_dir / "candidate.npz").replace(out)
     report["file"], report["version"] = str(out), version
     print_json(report)
     return 0
