@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 import time
 import uuid
@@ -24,8 +25,12 @@ from models.registry import sha256_of
 from models.tracking import ByteTracker, Track
 from services.ingest import Ingestor
 from services.outbound import STREAM_SCHEMES, OutboundPolicy
+from services.stream_gate import StreamGate
 
 OPEN_TIMEOUT_MS = 5000
+OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # FFmpeg options OpenCV reads as a capture opens
+_OPERATOR_OPTIONS = os.environ.get(OPTIONS_VARIABLE)
+_options_lock = threading.Lock()
 TRACK_LOW_SCORE = 0.2  # weak detections only extend existing tracks (ByteTrack's second association)
 
 
@@ -63,13 +68,29 @@ class VideoSummary:
     realtime_factor: float | None
 
 
-def open_capture(source: str) -> cv2.VideoCapture:
-    """Open a file or URL with a bounded wait, so a URL that never answers is an error, not a hang."""
+def open_capture(source: str, options: str = "", name: str | None = None) -> cv2.VideoCapture:
+    """Open a file or URL with a bounded wait, so a URL that never answers is an error, not a hang.
+
+    `options` are FFmpeg's (key;value|...), after any the operator set (the last of a key wins). OpenCV reads
+    them from one process-wide variable as a capture opens, so each open sets it under a lock (OpenCV opens one
+    capture at a time anyway). `name` is what an error calls the source."""
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
-    capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    with _options_lock:
+        _set_options("|".join(o for o in (_OPERATOR_OPTIONS, options) if o))
+        try:
+            capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+        finally:
+            _set_options(_OPERATOR_OPTIONS)
     if not capture.isOpened():
-        raise InputError(f"cannot open video {source!r} (unreadable file, unsupported format, or no answer)")
+        raise InputError(f"cannot open video {name or source!r} (unreadable file, unsupported format, or no answer)")
     return capture
+
+
+def _set_options(options: str | None) -> None:
+    if options:
+        os.environ[OPTIONS_VARIABLE] = options
+    else:
+        os.environ.pop(OPTIONS_VARIABLE, None)
 
 
 class VideoProcessor:
@@ -193,7 +214,8 @@ class StreamStatus:
 class StreamWorker(threading.Thread):
     """One live source: reads, processes, and reconnects with exponential back-off when the stream drops.
 
-    The URL passes the outbound policy again before every (re)connection: DNS may have changed since."""
+    The URL passes the outbound policy again before every (re)connection (DNS may have changed since), and the
+    decoder connects only through a StreamGate, which checks every hop: redirects, playlist entries, RTSP."""
 
     def __init__(self, processor: VideoProcessor, url: str, camera_id: str, max_backoff_s: float = 30.0,
                  policy: OutboundPolicy | None = None):
@@ -207,29 +229,38 @@ class StreamWorker(threading.Thread):
     def run(self) -> None:
         backoff = 0.5
         while not self.stop_event.is_set():
+            opened, reason = self._connect_once()
+            if opened:
+                backoff = 0.5
+            if not self.stop_event.is_set():
+                self._wait(backoff, reason)
+            if not opened:
+                backoff = min(self.max_backoff_s, backoff * 2)
+        self.status.state = "stopped"
+
+    def _connect_once(self) -> tuple[bool, str]:
+        """One connection, through a gate of its own (services/stream_gate.py): whether it opened, why it ended."""
+        with StreamGate(self.status.url, self.policy) as gate:
             try:
                 self.policy.check(self.status.url, STREAM_SCHEMES, "stream")
-                capture = open_capture(self.status.url)
+                source, options = gate.decoder_source()
+                capture = open_capture(source, options, name=self.status.url)
             except InputError as exc:
-                self._wait(backoff, str(exc))
-                backoff = min(self.max_backoff_s, backoff * 2)
-                continue
-            backoff = 0.5
+                return False, gate.refused or str(exc)
             self.status.state = "running"
             report = VideoReport(self.status.url)
             key = hashlib.sha256(f"{self.status.url}:{time.time_ns()}".encode()).hexdigest()
+            error = None
             try:
                 self.processor.run(capture, capture.get(cv2.CAP_PROP_FPS) or 25.0, self.status.camera_id,
                                    lambda _i: datetime.now(timezone.utc), key, report, self.stop_event,
                                    self._count_frame)
             except Exception as exc:  # noqa: BLE001 - a failing stream must not take the others down
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
             finally:
                 capture.release()
             self.status.sightings += len(report.sightings)
-            if not self.stop_event.is_set():
-                self._wait(backoff, self.status.last_error or "the stream ended")
-        self.status.state = "stopped"
+            return True, gate.refused or error or "the stream ended"
 
     def _wait(self, seconds: float, reason: str) -> None:
         self.status.state, self.status.last_error = "reconnecting", reason
@@ -248,8 +279,8 @@ class StreamManager:
     """The service's live streams, each in its own thread.
 
     A stream is an rtsp://, rtsps://, http:// or https:// URL that passes `policy` (services/outbound.py; the
-    default allows public addresses only): never a local path or file:// — local videos are ingested with the
-    CLI (VideoProcessor.ingest_file)."""
+    default allows public addresses only), as does every connection its decoder makes (services/stream_gate.py):
+    never a local path or file:// — local videos are ingested with the CLI (VideoProcessor.ingest_file)."""
 
     def __init__(self, ingestor: Ingestor, sample_fps: float = 5.0, policy: OutboundPolicy | None = None):
         self.ingestor, self.sample_fps = ingestor, sample_fps
