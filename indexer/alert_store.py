@@ -113,8 +113,13 @@ class AlertStore(ABC):
 
     # alerts
     @abstractmethod
+    def add_alerts(self, alerts: list[Alert]) -> None:
+        """The alerts and one pending delivery each per registered webhook, all together: one write for the
+        alerts one sighting raises (50 rules on one list raise 50), so the first is not kept waiting by the rest."""
+
     def add_alert(self, a: Alert) -> None:
-        """The alert and one pending delivery per registered webhook, together."""
+        """One alert and its deliveries."""
+        self.add_alerts([a])
 
     @abstractmethod
     def alerts(self, rule_id: str | None = None, acked: bool | None = None, since: datetime | None = None,
@@ -275,17 +280,18 @@ class SQLiteAlertStore(AlertStore):
         return self._write("DELETE FROM rules WHERE id=?", (rule_id,)) > 0
 
     # alerts and deliveries -----------------------------------------------------------------------
-    def add_alert(self, a: Alert) -> None:
-        """The alert and one pending delivery per webhook, atomically."""
+    def add_alerts(self, alerts: list[Alert]) -> None:
+        """The alerts and one pending delivery each per webhook, in one transaction (one sync to disk)."""
+        if not alerts:
+            return
+        rows = [(a.id, a.rule_id, a.sighting_id, a.camera_id, to_us(a.ts), to_us(a.raised_at), a.severity, a.target,
+                 json.dumps(a.details, ensure_ascii=False, default=str), a.crop, None, None) for a in alerts]
         with self.lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                                  (a.id, a.rule_id, a.sighting_id, a.camera_id, to_us(a.ts), to_us(a.raised_at),
-                                   a.severity, a.target, json.dumps(a.details, ensure_ascii=False, default=str),
-                                   a.crop, None, None))
-                self.conn.execute("INSERT INTO deliveries SELECT ?, id, 'pending', 0, ?, NULL FROM webhooks",
-                                  (a.id, _now_us()))
+                self.conn.executemany("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self.conn.executemany("INSERT INTO deliveries SELECT ?, id, 'pending', 0, ?, NULL FROM webhooks",
+                                      [(a.id, _now_us()) for a in alerts])
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")

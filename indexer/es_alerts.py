@@ -245,13 +245,17 @@ class ElasticsearchAlertStore(AlertStore):
         return self._delete(self.rules_index, rule_id)
 
     # alerts ------------------------------------------------------------------------------------
-    def add_alert(self, a: Alert) -> None:
-        """The alert (create: an id stored already is refused) and its deliveries in one bulk request."""
-        actions = [{"_op_type": "create", "_index": self.alerts_index, "_id": a.id, "_source": alert_doc(a)}]
-        due = _us(_now())
-        actions += [{"_op_type": "create", "_index": self.deliveries_index, "_id": delivery_id(a.id, webhook_id),
-                     "_source": {"alert_id": a.id, "webhook_id": webhook_id, "state": "pending", "attempts": 0,
-                                 "next_us": due, "last_error": None}} for webhook_id in self._webhooks()]
+    def add_alerts(self, alerts: list[Alert]) -> None:
+        """The alerts (create: an id stored already is refused) and their deliveries in one bulk request."""
+        if not alerts:
+            return
+        due, webhooks = _us(_now()), list(self._webhooks())
+        actions: list[dict[str, Any]] = []
+        for a in alerts:
+            actions.append({"_op_type": "create", "_index": self.alerts_index, "_id": a.id, "_source": alert_doc(a)})
+            actions += [{"_op_type": "create", "_index": self.deliveries_index, "_id": delivery_id(a.id, webhook_id),
+                         "_source": {"alert_id": a.id, "webhook_id": webhook_id, "state": "pending", "attempts": 0,
+                                     "next_us": due, "last_error": None}} for webhook_id in webhooks]
         self._write_all(actions)
 
     def alerts(self, rule_id: str | None = None, acked: bool | None = None, since: datetime | None = None,

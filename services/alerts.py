@@ -2,9 +2,13 @@
 
 Matching is indexed so that it costs about the same with 10 or 10,000 entries:
 exact plates by dictionary, wildcards by their literal prefix, fuzzy plates by
-deletion neighbourhoods (symmetric delete), faces by a FAISS inner-product index.
-Watchlists and rules are changed through services.watchlists, which recompiles
-the engine after each change; raised alerts go to services.delivery.
+deletion neighbourhoods (symmetric delete), faces by a FAISS inner-product index;
+and a sighting looks each watchlist up once, visiting only the rules of the lists
+it matched, so 100 rules over two lists cost about two lookups. Watchlists and
+rules are changed through services.watchlists, which recompiles the engine after
+each change (queue workers, other processes, recompile every few seconds:
+services/worker.py); the alerts one sighting raises are stored in one write, then
+go to services.delivery.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class PlateMatcher:
         self.exact: dict[str, list[WatchEntry]] = {}
         self.wildcards: dict[str, list[tuple[re.Pattern, WatchEntry]]] = {}  # by literal 2-char prefix, "" = any
         self.fuzzy: dict[str, list[WatchEntry]] = {}
+        self.tolerance = max((e.tolerance for e in entries if e.match == PlateMatch.FUZZY), default=0)
         for e in entries:
             if e.match == PlateMatch.EXACT:
                 self.exact.setdefault(e.value, []).append(e)
@@ -66,7 +71,7 @@ class PlateMatcher:
         for prefix in (plate[:2], ""):
             found += [e for rx, e in self.wildcards.get(prefix, ()) if rx.fullmatch(plate)]
         if self.fuzzy:
-            candidates = {id(e): e for key in deletions(plate, 2) for e in self.fuzzy.get(key, ())}
+            candidates = {id(e): e for key in deletions(plate, self.tolerance) for e in self.fuzzy.get(key, ())}
             found += [e for e in candidates.values() if e not in found and edit_distance(plate, e.value) <= e.tolerance]
         return found
 
@@ -125,6 +130,13 @@ class RuleEngine:
                 else:
                     self.attributes[wid] = [e for e, _ in mine]
             self.rules = [r for r in self.store.rules() if r.active]
+            # Watchlist rules by their list: a sighting that matches no entry of a list (nearly every sighting)
+            # passes all that list's rules with one lookup, so 100 rules cost about what 2 lists do.
+            self.by_list: dict[str, list[Rule]] = {}
+            for r in self.rules:
+                if r.kind == RuleKind.WATCHLIST and r.watchlist_id:
+                    self.by_list.setdefault(r.watchlist_id, []).append(r)
+            self.other_rules = [r for r in self.rules if r.kind != RuleKind.WATCHLIST]
             cameras = self.records.list_cameras()
             clone_rules = [r for r in self.rules if r.kind == RuleKind.CLONED_PLATE]
             # One streaming clone check for all clone rules; the strictest confidence any of them asks for.
@@ -144,21 +156,39 @@ class RuleEngine:
     # evaluation ------------------------------------------------------------------------------------
     def check(self, sightings: list[Sighting], vectors: dict[str, np.ndarray] | None = None) -> list[Alert]:
         """Evaluate the rules on newly stored sightings (faces need their vectors); returns raised alerts."""
-        raised = []
+        raised: list[Alert] = []
+        vectors = vectors or {}
         with self._lock:
             for s in sightings:
                 memo: dict[str, list] = {}  # one lookup per watchlist per sighting, however many rules share it
                 if self.clone_monitor is not None and s.kind == SightingKind.VEHICLE:
                     case = self.clone_monitor.check(s)
                     memo["cloned_plate"] = [case] if case else []
-                for rule in self.rules:
+                candidates = [r for wid, rules in self.by_list.items() if self._hits(wid, s, vectors, memo)
+                              for r in rules]
+                for rule in candidates + self.other_rules:
                     if self._in_scope(rule, s):
-                        for target, details in self._matches(rule, s, vectors or {}, memo):
+                        for target, details in self._matches(rule, s, vectors, memo):
                             alert = self._raise(rule, s, target, details)
                             if alert:
                                 raised.append(alert)
+            self.store.add_alerts(raised)  # one write for them all: the first is not kept waiting by the others
         self.delivery.deliver(raised)
         return raised
+
+    def _hits(self, wid: str, s: Sighting, vectors: dict[str, np.ndarray], memo: dict[str, list]) -> list:
+        """The entries of list `wid` that the sighting matches before any rule's confidence, scope or cool-down
+        (plates: entries; faces: (entry, similarity)); looked up once per sighting and list."""
+        if wid not in memo:
+            plate = getattr(s.attributes, "plate", None)
+            if wid in self.plates:
+                memo[wid] = self.plates[wid].match(plate) if plate else []
+            elif wid in self.faces:
+                memo[wid] = (self.faces[wid].match(vectors[s.id])
+                             if s.kind == SightingKind.FACE and s.id in vectors else [])
+            else:
+                memo[wid] = [e for e in self.attributes.get(wid, ()) if attribute_match(e, s)]
+        return memo[wid]
 
     def _companions_of(self, rule: Rule) -> set[str]:
         """The target's co-travellers over the past week, recomputed every COMPANIONS_TTL (a few ms each)."""
@@ -197,33 +227,26 @@ class RuleEngine:
                                "appearance": c.appearance, "reason": "plate seen too far away too soon"})
                     for c in memo.get("cloned_plate", []) if plate_ok]
         if wid in self.plates and plate_ok:
-            if wid not in memo:
-                memo[wid] = self.plates[wid].match(plate)
             if rule.kind == RuleKind.NOT_ON_WHITELIST:
-                return [] if memo[wid] else [(plate, {"reason": "not on the whitelist"})]
+                return [] if self._hits(wid, s, vectors, memo) else [(plate, {"reason": "not on the whitelist"})]
             return [(plate, {"entry_id": e.id, "pattern": e.value, "match": e.match, "reason": e.reason})
-                    for e in memo[wid][:1]]
+                    for e in self._hits(wid, s, vectors, memo)[:1]]
         if wid in self.faces and s.kind == SightingKind.FACE and s.id in vectors:
             if (getattr(s.attributes, "quality", 0) or 0) < rule.min_confidence:
                 return []
-            if wid not in memo:
-                memo[wid] = self.faces[wid].match(vectors[s.id])
             return [(e.value, {"entry_id": e.id, "similarity": round(score, 3), "reason": e.reason})
-                    for e, score in memo[wid][:1]]
+                    for e, score in self._hits(wid, s, vectors, memo)[:1]]
         if wid in self.attributes and s.det_score >= rule.min_confidence:
-            found: list[tuple[str, Details]] = [
-                (e.value or "attributes", {"entry_id": e.id, "conditions": e.conditions, "reason": e.reason})
-                for e in self.attributes[wid] if attribute_match(e, s)]
-            return found[:1]
+            return [(e.value or "attributes", {"entry_id": e.id, "conditions": e.conditions, "reason": e.reason})
+                    for e in self._hits(wid, s, vectors, memo)[:1]]
         return []
 
     def _raise(self, rule: Rule, s: Sighting, target: str, details: Details) -> Alert | None:
+        """The alert, unless the rule's cool-down holds it back; `check` stores all a batch raises in one write."""
         key = (rule.id, target, s.camera_id)
         last = self._cooldown.get(key)
         if last is not None and abs((s.ts - last).total_seconds()) < rule.cooldown_s:
             return None  # one alert per rule, target and camera within the cool-down
         self._cooldown[key] = s.ts
-        alert = Alert(uuid.uuid4().hex, rule.id, s.id, s.camera_id, s.ts, datetime.now(timezone.utc), rule.severity,
-                      target, {**details, "rule": rule.name, "kind": s.kind}, s.crop)
-        self.store.add_alert(alert)
-        return alert
+        return Alert(uuid.uuid4().hex, rule.id, s.id, s.camera_id, s.ts, datetime.now(timezone.utc), rule.severity,
+                     target, {**details, "rule": rule.name, "kind": s.kind}, s.crop)

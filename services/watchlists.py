@@ -18,6 +18,7 @@ from models.plate_text import PlateMatch, normalize_plate, plate_pattern
 from models.records import InputError
 from models.watchlists import ENTRY_MATCHES, Rule, RuleKind, WatchEntry, Watchlist, WatchlistKind, choice
 from services.alerts import RuleEngine
+from services.csvsafe import csv_text, original_cell
 
 CSV_FIELDS = ("value", "match", "tolerance", "reason", "created_by")
 
@@ -177,12 +178,8 @@ def _who(n: int, reason: str, created_by: str) -> tuple[str, str]:
 
 
 def entries_to_csv(entries: list[WatchEntry]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_FIELDS)
-    for e in entries:
-        writer.writerow([e.value, e.match, e.tolerance, e.reason, e.created_by])
-    return out.getvalue()
+    """The entries as CSV that `entries_from_csv` reads back; a reason like `=cmd|...` is neutralised (csvsafe)."""
+    return csv_text(CSV_FIELDS, ([e.value, e.match, e.tolerance, e.reason, e.created_by] for e in entries))
 
 
 def entries_from_csv(text: str) -> list[EntrySpec]:
@@ -196,7 +193,8 @@ def entries_from_csv(text: str) -> list[EntrySpec]:
             tolerance = int(row.get("tolerance") or 1)
         except ValueError:
             raise InputError(f"line {line}: tolerance must be a whole number") from None
-        specs.append(EntrySpec(reason=row.get("reason") or "", created_by=row.get("created_by") or "",
-                               value=row.get("value") or "", match=row.get("match") or PlateMatch.EXACT,
+        specs.append(EntrySpec(reason=original_cell(row.get("reason") or ""),
+                               created_by=original_cell(row.get("created_by") or ""),
+                               value=original_cell(row.get("value") or ""), match=row.get("match") or PlateMatch.EXACT,
                                tolerance=tolerance))
     return specs

@@ -154,6 +154,15 @@ def test_each_alert_gets_one_pending_delivery_per_webhook(store: AlertStore) -> 
         ("h1", "pending", 0, None), ("h2", "pending", 0, None)]
 
 
+def test_the_alerts_of_one_sighting_are_stored_in_one_write_each_with_its_deliveries(store: AlertStore) -> None:
+    store.add_webhook("h1", "https://8.8.8.8/one", "k1")
+    store.add_alerts([])  # a sighting that raised nothing writes nothing
+    store.add_alerts([alert(f"a{i}", "s1", 0, rule=f"r{i}") for i in range(3)])
+    assert store.alert_count() == 3 and {a.rule_id for a in store.alerts()} == {"r0", "r1", "r2"}
+    assert sorted((d["alert_id"], d["webhook_id"], d["state"]) for d in store.deliveries()) == [
+        ("a0", "h1", "pending"), ("a1", "h1", "pending"), ("a2", "h1", "pending")]
+
+
 def test_a_delivery_is_claimed_once_until_its_lease_ends(store: AlertStore) -> None:
     store.add_webhook("h1", "https://8.8.8.8/one", "k1")
     store.add_alert(alert("a1", "s1", 0))

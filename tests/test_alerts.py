@@ -3,22 +3,37 @@ face enrolment on real eval faces, restarts, and bad input."""
 from __future__ import annotations
 
 import json
+import random
+import re
 import socket
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from models.plate_text import edit_distance, plate_pattern
-from models.records import InputError
-from models.watchlists import WatchEntry
+from models.plate_text import edit_distance, plate_pattern, wildcard_regex
+from models.records import (
+    Attributes,
+    BBox,
+    FaceAttributes,
+    InputError,
+    PersonAttributes,
+    Sighting,
+    SightingKind,
+    VehicleAttributes,
+)
+from models.spaces import FACE_MATCH_COSINE
+from models.watchlists import Rule, WatchEntry
 from services.alerts import PlateMatcher, deletions
 from services.api.app import create_app
 from services.api.localserver import serving
+from services.watchlists import EntrySpec
 from tests.conftest import auth_headers, client
 
 CAMERA = {"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21}
@@ -219,3 +234,123 @@ def test_clone_and_co_traveller_rules_raise_alerts_from_simulated_traffic(settin
     assert seen_with == followers
     assert clones and clones <= city.truth.cloned_plates
     system.close()
+
+
+# The rule engine's index (services/alerts.py): watchlist rules grouped by list, each list looked up once ----------
+T = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+
+
+def _plate(rng: random.Random) -> str:
+    return rng.choice("京沪皖苏") + rng.choice("AB") + "".join(rng.choice(LETTERS) for _ in range(5))
+
+
+def _sighting(n: int, kind: str, attributes: Attributes, camera: str = "gate-1", det_score: float = 0.9
+              ) -> Sighting:
+    return Sighting(f"s{n}", camera, T + timedelta(seconds=n), SightingKind(kind), BBox(0, 0, 10, 10), det_score,
+                    attributes)
+
+
+def _slow_path(rule: Rule, s: Sighting, vectors: dict[str, np.ndarray], kinds: dict[str, str],
+               entries: list[tuple[WatchEntry, np.ndarray | None]]) -> set[str]:
+    """Every entry of the rule's list the sighting matches, checked one by one (what the index must agree with);
+    {""} for a whitelist rule that the plate is missing from."""
+    if rule.camera_ids and s.camera_id not in rule.camera_ids:
+        return set()
+    mine = [(e, f) for e, f in entries if e.watchlist_id == rule.watchlist_id]
+    a, kind = s.attributes, kinds[rule.watchlist_id or ""]
+    if kind == "plate":
+        plate = getattr(a, "plate", None)
+        if not plate or (getattr(a, "plate_score", 0) or 0) < rule.min_confidence:
+            return set()
+        found = {e.id for e, _ in mine if (plate == e.value if e.match == "exact" else
+                                           re.fullmatch(wildcard_regex(e.value), plate) if e.match == "wildcard"
+                                           else edit_distance(plate, e.value) <= e.tolerance)}
+        return ({""} if not found else set()) if rule.kind == "not_on_whitelist" else found
+    if kind == "face":
+        if s.kind != "face" or (getattr(a, "quality", 0) or 0) < rule.min_confidence:
+            return set()
+        return {e.id for e, f in mine if f is not None and float(f @ vectors[s.id]) >= FACE_MATCH_COSINE}
+    return {e.id for e, _ in mine if s.det_score >= rule.min_confidence
+            and all((s.kind if k == "kind" else getattr(a, k, None)) == v for k, v in e.conditions.items())}
+
+
+def test_the_indexed_rules_raise_exactly_what_checking_every_rule_and_entry_raises(fake_system) -> None:  # noqa: ANN001
+    rng, np_rng = random.Random(5), np.random.default_rng(5)
+    service, engine = fake_system.watchlists, fake_system.rules
+    plates, faces, people = (service.create(n, n) for n in ("plate", "face", "attribute"))
+    known = [_plate(rng) for _ in range(60)]
+    service.add_entries(plates.id, [EntrySpec("stolen", "t", p, "exact") for p in known[:40]]
+                        + [EntrySpec("stolen", "t", p[:4] + "*", "wildcard") for p in known[40:50]]
+                        + [EntrySpec("stolen", "t", p, "fuzzy", 1 + i % 2) for i, p in enumerate(known[50:])])
+    enrolled = [np_rng.normal(size=128).astype(np.float32) for _ in range(20)]
+    enrolled = [v / np.linalg.norm(v) for v in enrolled]
+    service.store.add_entries([WatchEntry(f"f{i}", faces.id, "wanted", "t", f"face {i}") for i in range(20)], enrolled)
+    service.add_entries(people.id, [EntrySpec("bolo", "t", "hat", conditions={"hat": True}),
+                                    EntrySpec("bolo", "t", "bag", conditions={"kind": "person", "bag": True})])
+    rules = [Rule(f"r{i}", f"rule {i}", watchlist_id=(plates.id, faces.id, people.id)[i % 3], cooldown_s=0,
+                  min_confidence=(0.0, 0.5, 0.8)[i // 3],
+                  camera_ids=["gate-2"] if i == 4 else []) for i in range(9)]
+    rules += [Rule("white", "not on the list", kind="not_on_whitelist", watchlist_id=plates.id, cooldown_s=0),
+              Rule("off", "inactive", watchlist_id=plates.id, cooldown_s=0, active=False)]
+    for rule in rules:
+        service.put_rule(rule)
+
+    sightings, vectors = [], {}
+    for n in range(300):
+        camera = rng.choice(["gate-1", "gate-2"])
+        if n % 3 == 0:
+            plate = rng.choice(known) if rng.random() < 0.6 else _plate(rng)
+            if rng.random() < 0.3:  # a misread: one character off
+                i = rng.randrange(2, 7)
+                plate = plate[:i] + rng.choice(LETTERS) + plate[i + 1:]
+            sightings.append(_sighting(n, "vehicle", VehicleAttributes(plate=plate, plate_score=rng.random()), camera))
+        elif n % 3 == 1:
+            base = rng.choice(enrolled) if rng.random() < 0.5 else np_rng.normal(size=128).astype(np.float32)
+            v = base + np_rng.normal(scale=0.02, size=128).astype(np.float32)
+            sightings.append(_sighting(n, "face", FaceAttributes(quality=rng.random()), camera))
+            vectors[f"s{n}"] = v / np.linalg.norm(v)
+        else:
+            sightings.append(_sighting(n, "person", PersonAttributes(hat=rng.random() < 0.5, bag=rng.random() < 0.5),
+                                       camera, det_score=rng.random()))
+    raised = engine.check(sightings, vectors)
+
+    entries, kinds = service.store.entries(), {w.id: w.kind for w in service.all()}
+    expected = {(r.id, s.id) for r in rules if r.active for s in sightings
+                if _slow_path(r, s, vectors, kinds, entries)}
+    assert {(a.rule_id, a.sighting_id) for a in raised} == expected and len(raised) == len(expected)
+    assert len({r for r, _ in expected}) == 10  # every active rule, each kind of list, raised something
+    for a in raised:  # and the entry each names is one that matches
+        s = next(s for s in sightings if s.id == a.sighting_id)
+        rule = next(r for r in rules if r.id == a.rule_id)
+        assert a.details.get("entry_id", "") in _slow_path(rule, s, vectors, kinds, entries)
+    assert fake_system.alert_store.alert_count() == len(raised)  # stored, in one write per check
+
+
+def test_the_rule_index_follows_every_change_and_another_process_follows_on_reload(fake_system) -> None:  # noqa: ANN001
+    from services.alerts import RuleEngine
+
+    service, engine = fake_system.watchlists, fake_system.rules
+    other = RuleEngine(fake_system.alert_store, fake_system.store, fake_system.delivery)  # another process's engine
+    plates = service.create("stolen", "plate")
+    service.put_rule(Rule("r1", "stolen", watchlist_id=plates.id, cooldown_s=0))
+    n = iter(range(100))
+
+    def hits(rules: RuleEngine, plate: str) -> list[str]:
+        return [a.target for a in rules.check([_sighting(next(n), "vehicle", VehicleAttributes(plate, 0.9))])]
+
+    assert hits(engine, "京A12345") == [] and hits(other, "京A12345") == []
+    added = service.add_entries(plates.id, [EntrySpec("stolen", "t", "京A12345", "exact"),
+                                            EntrySpec("stolen", "t", "沪B1*", "wildcard")])
+    assert hits(engine, "京A12345") == ["京A12345"] and hits(engine, "沪B1XYZ9") == ["沪B1XYZ9"]
+    assert hits(other, "京A12345") == []  # its compiled index is stale until it reloads (workers: every few s)
+    other.reload()
+    assert hits(other, "京A12345") == ["京A12345"]
+    service.delete_entry(added[0].id)
+    assert hits(engine, "京A12345") == [] and hits(engine, "沪B1XYZ9") == ["沪B1XYZ9"]
+    service.put_rule(Rule("r1", "stolen", watchlist_id=plates.id, cooldown_s=0, active=False))
+    assert hits(engine, "沪B1XYZ9") == []
+    service.put_rule(Rule("r1", "stolen", watchlist_id=plates.id, cooldown_s=0, camera_ids=["gate-1"]))
+    assert hits(engine, "沪B1XYZ9") == ["沪B1XYZ9"]
+    service.delete(plates.id)
+    assert hits(engine, "沪B1XYZ9") == []

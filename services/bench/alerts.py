@@ -123,12 +123,21 @@ def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sight
 
     ingestor.listeners.insert(0, record)
     latencies: list[float] = []
+    refused: list[str] = []
     measured = min(100, entries)
+    _, token = system.accounts.add("bench-duty-officer", "viewer")  # the stream, like every route, needs a user
     with serving(app) as url:
+        signed = httpx.post(f"{url}/auth/login", json={"token": token}, timeout=30)  # the web app's session cookie
+        signed.raise_for_status()
         done, ready = threading.Event(), threading.Event()
 
         def listen() -> None:
-            with httpx.stream("GET", url + "/alerts/stream", timeout=120) as response:
+            with httpx.stream("GET", url + "/alerts/stream", cookies=signed.cookies, timeout=120) as response:
+                if response.status_code != 200:
+                    refused.append(f"HTTP {response.status_code} {response.read().decode(errors='replace')[:200]}")
+                    ready.set()
+                    done.set()
+                    return
                 for line in response.iter_lines():
                     ready.set()
                     if line.startswith("data: "):
@@ -144,6 +153,9 @@ def bench_alerts(settings: Settings, rules: int, entries: int, faces: int, sight
             frames.commit(ingestor, plate)
             time.sleep(0.01)
         done.wait(30)
+        if not latencies:  # a bench that measured nothing must not look like a result
+            raise RuntimeError("bench alerts measured no alert: the alert stream "
+                               + (f"refused the listener ({refused[0]})" if refused else "sent none within 30 s"))
         ingestor.listeners.remove(record)
         rate_rules = frames.rate(ingestor, sightings // 2)
         photo_rates = _photo_rates(settings, photos_dir, system) if photos_dir is not None else {}
