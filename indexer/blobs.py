@@ -25,9 +25,10 @@ class BlobStore(ABC):
         """Remove a blob; False when there was none."""
 
     @abstractmethod
-    def keys(self, modified_before: datetime | None = None) -> Iterator[str]:
-        """Every stored key (written before `modified_before`, when given), a crashed write's leftover
-        included, so that retention can find and remove the blobs nothing refers to."""
+    def keys(self, modified_before: datetime | None = None, prefix: str = "") -> Iterator[str]:
+        """Every stored key (written before `modified_before`, when given; under `prefix`, a folder such as
+        "frames/", when given), a crashed write's leftover included, so that retention can find and remove the
+        blobs nothing refers to."""
 
 
 class FileBlobStore(BlobStore):
@@ -80,12 +81,13 @@ class FileBlobStore(BlobStore):
         except (FileNotFoundError, KeyError):
             return False
 
-    def keys(self, modified_before: datetime | None = None) -> Iterator[str]:
+    def keys(self, modified_before: datetime | None = None, prefix: str = "") -> Iterator[str]:
         """Relative paths of the files under the folder (the `.name.XXXX.tmp` of a write that crashed included)."""
         cutoff = modified_before.timestamp() if modified_before is not None else None
-        if not self.directory.is_dir():
+        top = self._path(prefix.rstrip("/")) if prefix else self.directory
+        if not top.is_dir():
             return
-        for folder, _, files in os.walk(self.directory):
+        for folder, _, files in os.walk(top):
             for name in sorted(files):
                 path = Path(folder) / name
                 try:

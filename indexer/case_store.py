@@ -7,8 +7,10 @@ an item keeps the plate, times and ids it named even after the sightings themsel
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +19,14 @@ from pathlib import Path
 
 from indexer.sqlite_conn import open_sqlite
 from indexer.sqlite_store import from_us, to_us
+
+log = logging.getLogger(__name__)
+
+
+def case_key(ref: str) -> str:
+    """What makes two spellings of a case number the same case: letters and digits only, folded (width and
+    case), so `CASE-A`, `case-a`, `CASE-A.` and `CASE -A` are one number, and a closed one stays closed."""
+    return "".join(c for c in unicodedata.normalize("NFKC", ref).casefold() if c.isalnum())
 
 
 class CaseStatus(StrEnum):
@@ -45,6 +55,8 @@ class Case:
     status: CaseStatus = CaseStatus.OPEN
     closed: datetime | None = None
     closed_by: str | None = None
+    collaborators: list[str] = field(default_factory=list)  # who may edit it beside its owner
+    zone: str = "UTC"  # IANA name: the zone its report prints times in (times are stored in UTC)
 
 
 @dataclass
@@ -83,7 +95,12 @@ class CaseStore(ABC):
     def get(self, case_id: str) -> Case | None: ...
 
     @abstractmethod
-    def by_ref(self, ref: str) -> Case | None: ...
+    def by_ref(self, ref: str) -> Case | None:
+        """The case of this number however it is spelt (`case_key`)."""
+
+    @abstractmethod
+    def set_collaborators(self, case_id: str, names: list[str]) -> bool:
+        """Replace the case's collaborators; False when there is no such case."""
 
     @abstractmethod
     def cases(self, status: CaseStatus | None = None, limit: int = 200) -> list[Case]:
@@ -116,7 +133,8 @@ class CaseStore(ABC):
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
     id TEXT PRIMARY KEY, ref TEXT NOT NULL UNIQUE, title TEXT NOT NULL, reason TEXT NOT NULL, owner TEXT NOT NULL,
-    created_us INTEGER NOT NULL, status TEXT NOT NULL, closed_us INTEGER, closed_by TEXT
+    created_us INTEGER NOT NULL, status TEXT NOT NULL, closed_us INTEGER, closed_by TEXT, ref_key TEXT,
+    collaborators TEXT NOT NULL DEFAULT '[]', zone TEXT NOT NULL DEFAULT 'UTC'
 );
 CREATE TABLE IF NOT EXISTS case_items (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
@@ -133,7 +151,7 @@ CREATE TABLE IF NOT EXISTS case_notes (
 CREATE INDEX IF NOT EXISTS case_notes_case ON case_notes(case_id, seq);
 """
 
-_CASE_COLUMNS = "id, ref, title, reason, owner, created_us, status, closed_us, closed_by"
+_CASE_COLUMNS = "id, ref, title, reason, owner, created_us, status, closed_us, closed_by, collaborators, zone"
 _ITEM_COLUMNS = "id, case_id, kind, added_by, added_us, note, sighting_ids, plate, other_plate, start_us, end_us, query"
 
 
@@ -152,6 +170,27 @@ class SQLiteCaseStore(CaseStore):
         self.conn = open_sqlite(path, "foreign_keys=ON")
         self.conn.executescript(SCHEMA)
         self.lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """A cases.db from before case numbers were folded and cases had collaborators and a zone: add them (an old
+        case's zone is UTC, the zone its report printed), and key every number. Two registered numbers that now fold
+        to one (unlikely) keep working: the closed one wins lookups."""
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(cases)")}
+        with self.lock, self.conn:
+            if "ref_key" not in columns:
+                self.conn.execute("ALTER TABLE cases ADD COLUMN ref_key TEXT")
+            if "collaborators" not in columns:
+                self.conn.execute("ALTER TABLE cases ADD COLUMN collaborators TEXT NOT NULL DEFAULT '[]'")
+            if "zone" not in columns:
+                self.conn.execute("ALTER TABLE cases ADD COLUMN zone TEXT NOT NULL DEFAULT 'UTC'")
+            unkeyed = self.conn.execute("SELECT id, ref FROM cases WHERE ref_key IS NULL").fetchall()
+            self.conn.executemany("UPDATE cases SET ref_key=? WHERE id=?", [(case_key(r), i) for i, r in unkeyed])
+        try:
+            self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS cases_ref_key ON cases(ref_key)")
+        except sqlite3.IntegrityError:
+            log.warning("cases.db holds case numbers that differ only in case or punctuation; each stays reachable")
+            self.conn.execute("CREATE INDEX IF NOT EXISTS cases_ref_key_dup ON cases(ref_key)")
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.lock:
@@ -163,23 +202,32 @@ class SQLiteCaseStore(CaseStore):
 
     @staticmethod
     def _case(r: tuple) -> Case:
-        return Case(r[0], r[1], r[2], r[3], r[4], from_us(r[5]), CaseStatus(r[6]), _ts(r[7]), r[8])
+        return Case(r[0], r[1], r[2], r[3], r[4], from_us(r[5]), CaseStatus(r[6]), _ts(r[7]), r[8], json.loads(r[9]),
+                    r[10])
 
     def create(self, case: Case) -> None:
-        try:
-            self._write(f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (case.id, case.ref, case.title, case.reason, case.owner, to_us(case.created),
-                         case.status.value, _us(case.closed), case.closed_by))
-        except sqlite3.IntegrityError:
-            raise KeyError(case.ref) from None
+        with self.lock:
+            if self.by_ref(case.ref) is not None:  # the unique index says so too, where a legacy pair allows it
+                raise KeyError(case.ref)
+            try:
+                self._write(f"INSERT INTO cases ({_CASE_COLUMNS}, ref_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (case.id, case.ref, case.title, case.reason, case.owner, to_us(case.created),
+                             case.status.value, _us(case.closed), case.closed_by, json.dumps(case.collaborators),
+                             case.zone, case_key(case.ref)))
+            except sqlite3.IntegrityError:
+                raise KeyError(case.ref) from None
 
     def get(self, case_id: str) -> Case | None:
         rows = self._rows(f"SELECT {_CASE_COLUMNS} FROM cases WHERE id=?", (case_id,))
         return self._case(rows[0]) if rows else None
 
     def by_ref(self, ref: str) -> Case | None:
-        rows = self._rows(f"SELECT {_CASE_COLUMNS} FROM cases WHERE ref=?", (ref,))
+        rows = self._rows(f"SELECT {_CASE_COLUMNS} FROM cases WHERE ref_key=? ORDER BY status='closed' DESC, "
+                          "created_us LIMIT 1", (case_key(ref),))
         return self._case(rows[0]) if rows else None
+
+    def set_collaborators(self, case_id: str, names: list[str]) -> bool:
+        return self._write("UPDATE cases SET collaborators=? WHERE id=?", (json.dumps(names), case_id)) > 0
 
     def cases(self, status: CaseStatus | None = None, limit: int = 200) -> list[Case]:
         where, args = ("WHERE status=?", (status.value,)) if status else ("", ())

@@ -9,14 +9,13 @@ would add up to a second to every audited request); a listing sees an entry with
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime
 from itertools import islice
 from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch
 
-from indexer.audit_store import GENESIS, AuditStore, entry_hash
+from indexer.audit_store import GENESIS, AuditKey, AuditStore, sealed
 from indexer.es_common import ensure_index, walk
 from indexer.es_store import from_iso, iso
 from models.accounts import AuditEntry
@@ -33,20 +32,21 @@ def audit_index_body(replicas: int = 1) -> dict[str, Any]:
                 "action": KEYWORD, "source": KEYWORD, "case_ref": KEYWORD,
                 "reason": {"type": "keyword", "ignore_above": 1024},  # a longer reason is kept, just not a term
                 "params": {"type": "wildcard"}, "result_count": {"type": "long"}, "status": {"type": "integer"},
-                "prev_hash": KEYWORD, "hash": KEYWORD}}}
+                "prev_hash": KEYWORD, "hash": KEYWORD, "key_id": KEYWORD}}}
 
 
 def audit_doc(e: AuditEntry) -> dict[str, Any]:
     return {"seq": e.seq, "ts": iso(e.ts), "actor": e.actor, "role": e.role, "action": e.action, "source": e.source,
             "case_ref": e.case_ref, "reason": e.reason,
             "params": json.dumps(e.params, sort_keys=True, ensure_ascii=False, default=str),
-            "result_count": e.result_count, "status": e.status, "prev_hash": e.prev_hash, "hash": e.hash}
+            "result_count": e.result_count, "status": e.status, "prev_hash": e.prev_hash, "hash": e.hash,
+            "key_id": e.key_id}
 
 
 def audit_from_doc(src: dict[str, Any]) -> AuditEntry:
     return AuditEntry(src["seq"], from_iso(src["ts"]), src["actor"], src["role"], src["action"], src["source"],
                       src.get("case_ref"), src.get("reason"), json.loads(src["params"]), src.get("result_count"),
-                      src.get("status"), src["prev_hash"], src["hash"])
+                      src.get("status"), src["prev_hash"], src["hash"], src.get("key_id") or "")
 
 
 def audit_query(actor: str | None, case_ref: str | None, action: str | None, start: datetime | None,
@@ -67,7 +67,9 @@ def audit_query(actor: str | None, case_ref: str | None, action: str | None, sta
 class ElasticsearchAuditStore(AuditStore):
     def __init__(self, client: Elasticsearch, prefix: str = "sightline", replicas: int = 1):
         self.client, self.index = client, f"{prefix}-audit"
-        ensure_index(client, self.index, audit_index_body(replicas))
+        if not ensure_index(client, self.index, audit_index_body(replicas)):
+            # a log from before keying: its mapping learns the key id (its entries keep their plain hashes)
+            client.indices.put_mapping(index=self.index, properties={"key_id": KEYWORD})
         self._tail: tuple[int, str] | None = None  # (seq, hash) of the last entry this process saw
 
     def _last(self) -> tuple[int, str]:
@@ -78,11 +80,10 @@ class ElasticsearchAuditStore(AuditStore):
             self._tail = (int(hits[0]["_source"]["seq"]), hits[0]["_source"]["hash"]) if hits else (0, GENESIS)
         return self._tail
 
-    def append(self, entry: AuditEntry) -> AuditEntry:
+    def append(self, entry: AuditEntry, key: AuditKey) -> AuditEntry:
         seq, prev = self._last()
         while True:
-            chained = replace(entry, seq=seq + 1, prev_hash=prev)
-            chained.hash = entry_hash(chained)
+            chained = sealed(entry, seq + 1, prev, key)
             try:
                 self.client.create(index=self.index, id=str(chained.seq), document=audit_doc(chained))
                 self._tail = (chained.seq, chained.hash)

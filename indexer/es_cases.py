@@ -1,10 +1,11 @@
 """Cases in Elasticsearch: what every API replica on every host reads and writes (SQLite's cases.db is one host's).
 
-Four indices under the deployment's prefix: `cases` (id = the case's id), `case-refs` (id = the case number: its
-`op_type=create` is what makes a number one case's, however many replicas create at once), `case-items` and
-`case-notes` (id = the item's or note's id, ordered by `seq`, a per-process strictly increasing nanosecond clock,
-then by id). Writes wait for a refresh, so the listing an investigator opens next shows what was just added;
-closing a case is a conditional update, so only the first close counts.
+Four indices under the deployment's prefix: `cases` (id = the case's id), `case-refs` (id = the case number's
+folded key, `case_key`: its `op_type=create` is what makes a number one case's, however many replicas create at
+once, and however it is spelt; numbers registered before folding stay reachable by their exact spelling),
+`case-items` and `case-notes` (id = the item's or note's id, ordered by `seq`, a per-process strictly increasing
+nanosecond clock, then by id). Writes wait for a refresh, so the listing an investigator opens next shows what was
+just added; closing a case is a conditional update, so only the first close counts.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError
 
-from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind
+from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind, case_key
 from indexer.es_common import ensure_indices, once, small_index, walk
 from indexer.es_store import from_iso, iso
 
@@ -27,11 +28,12 @@ CLOSE_SCRIPT = ("if (ctx._source.status == params.open) { ctx._source.status = p
 
 def case_index_bodies(replicas: int = 1) -> dict[str, dict[str, Any]]:
     """Index suffix → settings and mappings: only what is filtered or sorted on is mapped (titles, reasons, notes
-    and the rest stay in _source, of any length); times are date_nanos, exact to the microsecond."""
+    and the rest stay in _source, of any length; so does a case's zone, which no query filters on, so indices made
+    before cases had one need no change); times are date_nanos, exact to the microsecond."""
     when = {"type": "date_nanos"}
     return {
         "cases": small_index({"id": KEYWORD, "ref": KEYWORD, "owner": KEYWORD, "created": when, "status": KEYWORD,
-                              "closed": when, "closed_by": KEYWORD}, replicas),
+                              "closed": when, "closed_by": KEYWORD, "collaborators": KEYWORD}, replicas),
         "case-refs": small_index({"case_id": KEYWORD}, replicas),
         "case-items": small_index({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
         "case-notes": small_index({"id": KEYWORD, "case_id": KEYWORD, "seq": {"type": "long"}}, replicas),
@@ -49,12 +51,13 @@ def _ts(value: str | None) -> datetime | None:
 def case_doc(case: Case) -> dict[str, Any]:
     return {"id": case.id, "ref": case.ref, "title": case.title, "reason": case.reason, "owner": case.owner,
             "created": iso(case.created), "status": case.status.value, "closed": _iso(case.closed),
-            "closed_by": case.closed_by}
+            "closed_by": case.closed_by, "collaborators": case.collaborators, "zone": case.zone}
 
 
 def case_from_doc(src: dict[str, Any]) -> Case:
     return Case(src["id"], src["ref"], src["title"], src["reason"], src["owner"], from_iso(src["created"]),
-                CaseStatus(src["status"]), _ts(src.get("closed")), src.get("closed_by"))
+                CaseStatus(src["status"]), _ts(src.get("closed")), src.get("closed_by"), src.get("collaborators") or [],
+                src.get("zone") or "UTC")  # a case written before cases had a zone printed UTC
 
 
 def item_doc(item: CaseItem, seq: int) -> dict[str, Any]:
@@ -107,20 +110,23 @@ class ElasticsearchCaseStore(CaseStore):
         before its case was written is taken over, conditionally, so two takers still cannot both win. A creation
         that was only slow, not dead, finds its number taken over when it checks after writing its case, and
         withdraws it: a number never ends up naming two cases."""
+        key = case_key(case.ref)
+        if self._legacy(case.ref) is not None:
+            raise KeyError(case.ref)
         try:
-            self.client.create(index=self.index["case-refs"], id=case.ref, document={"case_id": case.id},
+            self.client.create(index=self.index["case-refs"], id=key, document={"case_id": case.id},
                                refresh="wait_for")
         except ConflictError:
-            held = self.client.get(index=self.index["case-refs"], id=case.ref)
+            held = self.client.get(index=self.index["case-refs"], id=key)
             if self.get(held["_source"]["case_id"]) is not None:
                 raise KeyError(case.ref) from None
             try:
-                self.client.index(index=self.index["case-refs"], id=case.ref, document={"case_id": case.id},
+                self.client.index(index=self.index["case-refs"], id=key, document={"case_id": case.id},
                                   if_seq_no=held["_seq_no"], if_primary_term=held["_primary_term"], refresh="wait_for")
             except ConflictError:
                 raise KeyError(case.ref) from None
         self.client.index(index=self.index["cases"], id=case.id, document=case_doc(case), refresh="wait_for")
-        if self.client.get(index=self.index["case-refs"], id=case.ref)["_source"]["case_id"] != case.id:
+        if self.client.get(index=self.index["case-refs"], id=key)["_source"]["case_id"] != case.id:
             self.client.delete(index=self.index["cases"], id=case.id, refresh="wait_for")
             raise KeyError(case.ref)
 
@@ -131,12 +137,27 @@ class ElasticsearchCaseStore(CaseStore):
             return None
 
     def by_ref(self, ref: str) -> Case | None:
+        return self._held(case_key(ref), ref) or self._legacy(ref)
+
+    def _held(self, doc_id: str, ref: str) -> Case | None:
         try:
-            held = self.client.get(index=self.index["case-refs"], id=ref)["_source"]
+            held = self.client.get(index=self.index["case-refs"], id=doc_id)["_source"]
         except NotFoundError:
             return None
         case = self.get(held["case_id"])
-        return case if case is not None and case.ref == ref else None
+        return case if case is not None and case_key(case.ref) == case_key(ref) else None
+
+    def _legacy(self, ref: str) -> Case | None:
+        """A number registered before folding, under its exact spelling."""
+        return self._held(ref, ref) if ref != case_key(ref) else None
+
+    def set_collaborators(self, case_id: str, names: list[str]) -> bool:
+        try:
+            self.client.update(index=self.index["cases"], id=case_id, doc={"collaborators": names},
+                               refresh="wait_for")
+        except NotFoundError:
+            return False
+        return True
 
     def cases(self, status: CaseStatus | None = None, limit: int = 200) -> list[Case]:
         if limit <= 0:

@@ -42,8 +42,9 @@ class User:
 class AuditEntry:
     """One accountable act: who, when, from where, under which case and why, with what, and how much it found.
 
-    `hash` chains the log: sha256 over the previous entry's hash and this entry's fields, so an entry
-    altered, removed or inserted afterwards breaks every hash from there on.
+    `hash` chains the log: an HMAC over the previous entry's hash and this entry's fields, so an entry
+    altered, removed or inserted afterwards breaks every hash from there on, and only the key's holder can
+    compute a new one.
     """
 
     seq: int
@@ -59,3 +60,4 @@ class AuditEntry:
     status: int | None = None  # the HTTP status, or the CLI's exit code
     prev_hash: str = ""
     hash: str = ""
+    key_id: str = ""  # the key that sealed it (indexer/audit_store.AuditKey); empty before the log was keyed

@@ -1,9 +1,15 @@
 """Cases: the investigator's file of findings, and the rule that ties every query to one.
 
-How `X-Case` relates to cases: every case-bound query names a case reference (X-Case). A reference that is
-registered here and closed is refused (`check_query` raises CaseConflict, a 409): a closed file takes no more
-searching. A reference not registered is still accepted, as before cases existed, so command-line users and
-scripts that quote a case number kept elsewhere keep working; the audit log records the reference either way.
+How `X-Case` relates to cases: every case-bound query names a case reference (X-Case, or --case on the command
+line), checked here once for both (`query_purpose`). Case numbers are compared folded (`case_key`: case,
+width, spaces and punctuation aside), so a closed case cannot be searched under another spelling of its
+number. A reference that is registered and closed is refused (`check_query` raises CaseConflict, a 409); one
+registered to others is refused to an investigator who is not on it (CaseForbidden, a 403). A reference not
+registered is still accepted, as before cases existed, so scripts that quote a case number kept elsewhere keep
+working; the audit log records the registered spelling, or the one given.
+
+Who may do what with a case: its owner and named collaborators read and change its contents; supervisors and
+admins read every case and may close it, and change only the ones they are on; the owner names collaborators.
 """
 from __future__ import annotations
 
@@ -12,20 +18,57 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind
+from indexer.case_store import Case, CaseItem, CaseNote, CaseStatus, CaseStore, ItemKind, case_key
 from indexer.store import RecordStore
+from models.accounts import Role, User
 from models.plate_text import normalize_plate
 from models.records import InputError
 
-# The X-Case header's own pattern (services/api/security.py): a case number is what a query quotes.
-CASE_REF = re.compile(r"^[\w./:# -]{1,64}$")
+# A case number is what a query quotes (X-Case, percent-encoded as UTF-8 over HTTP, or --case): letters of any
+# script, digits, spaces, and the punctuation case numbers use, e.g. 2026/0412 or 沪公(2026)0412号.
+CASE_REF = re.compile(r"^[\w./:#()\[\]（）〔〕【】 -]{1,64}$")
+CASE_REF_RULE = "1–64 letters, digits, spaces or . / : # _ - ( ) [ ], with a letter or digit"
 MAX_TITLE, MAX_REASON, MAX_NOTE, MAX_QUERY = 200, 500, 2000, 2000
-MAX_SIGHTINGS_PER_ITEM, MAX_ITEMS, MAX_NOTES = 100, 2000, 2000
+MAX_SIGHTINGS_PER_ITEM, MAX_ITEMS, MAX_NOTES, MAX_COLLABORATORS = 100, 2000, 2000, 50
+ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$")  # IANA names: Asia/Shanghai, Etc/GMT-8
 
 
 class CaseConflict(Exception):
     """The request contradicts the case's state: a closed case, a case number taken already (HTTP 409)."""
+
+
+class CaseForbidden(PermissionError):
+    """The caller is not on this case for what they asked (HTTP 403)."""
+
+
+def query_purpose(case_ref: str | None, reason: str | None, names: tuple[str, str] = ("X-Case", "X-Reason")
+                  ) -> tuple[str, str]:
+    """The (case, reason) a query must carry, checked the same way for every adapter; `names` are what the
+    adapter calls them in its messages (the headers, or --case and --reason)."""
+    ref, why = (case_ref or "").strip(), (reason or "").strip()
+    if not ref or not why:
+        raise InputError(f"this query must say which case it serves and why: give {names[0]} (a case number) "
+                         f"and {names[1]} (the reason)")
+    if not CASE_REF.match(ref) or not case_key(ref):
+        raise InputError(f"{names[0]} is {CASE_REF_RULE}")
+    if len(why) > MAX_REASON or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in why):
+        raise InputError(f"{names[1]} is at most {MAX_REASON} characters of plain text (no control characters)")
+    return ref, why
+
+
+def may_read(case: Case, user: User) -> bool:
+    return user.name == case.owner or user.name in case.collaborators or user.role >= Role.SUPERVISOR
+
+
+def may_edit(case: Case, user: User) -> bool:
+    return user.name == case.owner or user.name in case.collaborators
+
+
+def _refuse(case: Case, what: str) -> CaseForbidden:
+    return CaseForbidden(f"case {case.ref} is {case.owner}'s: only its owner and collaborators may {what} "
+                         "(ask the owner to add you)")
 
 
 @dataclass
@@ -62,6 +105,19 @@ def _text(value: str | None, what: str, limit: int, required: bool = True) -> st
     return text
 
 
+def check_zone(zone: str | None) -> str:
+    """A case's time zone: an IANA name this host's zone database knows (e.g. Asia/Shanghai); none is UTC. Checked
+    here, when the case is opened, so its report never guesses."""
+    name = (zone or "").strip() or "UTC"
+    try:
+        if len(name) <= 64 and ZONE_NAME.match(name) and name not in ("localtime", "posixrules"):  # host files
+            ZoneInfo(name)
+            return name
+    except (ZoneInfoNotFoundError, ValueError):
+        pass
+    raise InputError(f"unknown time zone {name[:64]!r}: give an IANA name such as Asia/Shanghai or UTC")
+
+
 def _plate(value: str | None, what: str) -> str:
     plate = normalize_plate(_text(value, what, 32))
     if not plate:
@@ -76,15 +132,13 @@ class CaseService:
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.store, self.records, self.clock = store, records, clock
 
-    def create(self, ref: str, title: str, reason: str, owner: str) -> Case:
+    def create(self, ref: str, title: str, reason: str, owner: str, zone: str | None = None) -> Case:
+        """Open a case; `zone` (IANA, default UTC) is where its investigators are: the report prints times there."""
         ref = (ref or "").strip()
-        if not CASE_REF.match(ref):
-            raise InputError("a case number is 1–64 letters, digits, spaces or . / : # _ -")
-        if not ref.isascii() and any(ord(c) > 255 for c in ref):
-            raise InputError("a case number travels in the X-Case header, which carries Latin letters only: "
-                             "write it without Chinese characters (the title may have them)")
+        if not CASE_REF.match(ref) or not case_key(ref):
+            raise InputError(f"a case number is {CASE_REF_RULE}")
         case = Case(uuid.uuid4().hex[:16], ref, _text(title, "the title", MAX_TITLE),
-                    _text(reason, "the reason", MAX_REASON), owner, self.clock())
+                    _text(reason, "the reason", MAX_REASON), owner, self.clock(), zone=check_zone(zone))
         try:
             self.store.create(case)
         except KeyError:
@@ -97,7 +151,7 @@ class CaseService:
         return self.store.cases(CaseStatus(status) if status else None, limit)
 
     def by_ref(self, ref: str) -> Case | None:
-        """The registered case of a case number, if any."""
+        """The registered case of a case number, however it is spelt."""
         return self.store.by_ref(ref.strip())
 
     def get(self, case_id: str) -> Case:
@@ -106,30 +160,62 @@ class CaseService:
             raise LookupError(f"no case {case_id}")
         return case
 
+    def read(self, case_id: str, user: User) -> Case:
+        """The case, for a caller allowed to read its contents."""
+        case = self.get(case_id)
+        if not may_read(case, user):
+            raise _refuse(case, "read it")
+        return case
+
     def file(self, case_id: str) -> CaseFile:
         case = self.get(case_id)
         return CaseFile(case, self.store.items(case_id), self.store.notes(case_id))
 
-    def _open(self, case_id: str) -> Case:
+    def _open(self, case_id: str, user: User) -> Case:
+        """The case, open, for a caller allowed to change it."""
         case = self.get(case_id)
+        if not may_edit(case, user):
+            raise _refuse(case, "change it")
         if case.status is not CaseStatus.OPEN:
             raise CaseConflict(f"case {case.ref} is closed: its file takes no more changes")
         return case
 
-    def close(self, case_id: str, by: str) -> Case:
-        case = self._open(case_id)
-        self.store.close_case(case_id, by, self.clock())
+    def close(self, case_id: str, by: User) -> Case:
+        case = self.get(case_id)
+        if by.name != case.owner and by.role < Role.SUPERVISOR:
+            raise CaseForbidden(f"only the case's owner ({case.owner}) or a supervisor may close it")
+        if case.status is not CaseStatus.OPEN:
+            raise CaseConflict(f"case {case.ref} is closed already")
+        self.store.close_case(case_id, by.name, self.clock())
         return self.get(case.id)
 
-    def check_query(self, ref: str) -> None:
-        """A query made for a registered case needs the case open (a reference not registered is accepted)."""
-        case = self.store.by_ref(ref)
-        if case is not None and case.status is not CaseStatus.OPEN:
-            raise CaseConflict(f"case {ref} is closed: open a new case (or ask for this one to be reopened) "
-                               "before searching for it")
+    def set_collaborators(self, case_id: str, names: list[str], by: User) -> Case:
+        """The owner names who else may change the case (the names are checked against the accounts by the
+        caller); the owner is implied, so it is not listed."""
+        case = self.get(case_id)
+        if by.name != case.owner:
+            raise CaseForbidden(f"only the case's owner ({case.owner}) names its collaborators")
+        kept = [n for n in dict.fromkeys(n.strip() for n in names) if n and n != case.owner]
+        if len(kept) > MAX_COLLABORATORS:
+            raise InputError(f"a case has at most {MAX_COLLABORATORS} collaborators")
+        self.store.set_collaborators(case_id, kept)
+        return self.get(case_id)
 
-    def add_item(self, case_id: str, new: NewItem, by: str) -> CaseItem:
-        self._open(case_id)
+    def check_query(self, ref: str, user: User) -> str:
+        """A query made for a registered case needs the case open and the caller allowed to read it (a reference
+        not registered is accepted); returns the number as registered, for the audit log."""
+        case = self.store.by_ref(ref)
+        if case is None:
+            return ref
+        if case.status is not CaseStatus.OPEN:
+            raise CaseConflict(f"case {case.ref} is closed: open a new case (or ask for this one to be reopened) "
+                               "before searching for it")
+        if not may_read(case, user):
+            raise _refuse(case, "search under its number")
+        return case.ref
+
+    def add_item(self, case_id: str, new: NewItem, by: User) -> CaseItem:
+        self._open(case_id, by)
         if len(self.store.items(case_id)) >= MAX_ITEMS:
             raise InputError(f"a case holds at most {MAX_ITEMS} items")
         kinds = [k.value for k in ItemKind]
@@ -139,8 +225,8 @@ class CaseService:
         ids = list(dict.fromkeys(new.sighting_ids or []))
         if len(ids) > MAX_SIGHTINGS_PER_ITEM:
             raise InputError(f"an item names at most {MAX_SIGHTINGS_PER_ITEM} sightings")
-        item = CaseItem(uuid.uuid4().hex[:16], case_id, kind, by, self.clock(), _text(new.note, "the note", MAX_NOTE,
-                                                                                       required=False),
+        item = CaseItem(uuid.uuid4().hex[:16], case_id, kind, by.name, self.clock(),
+                        _text(new.note, "the note", MAX_NOTE, required=False),
                         query=_text(new.query, "the query", MAX_QUERY, required=kind is ItemKind.SEARCH) or None)
         if kind is ItemKind.SIGHTING and len(ids) != 1:
             raise InputError("a sighting item names exactly one sighting (sighting_ids)")
@@ -163,15 +249,15 @@ class CaseService:
         self.store.add_item(item)
         return item
 
-    def remove_item(self, case_id: str, item_id: str) -> None:
-        self._open(case_id)
+    def remove_item(self, case_id: str, item_id: str, by: User) -> None:
+        self._open(case_id, by)
         if not self.store.remove_item(case_id, item_id):
             raise LookupError(f"no item {item_id} in this case")
 
-    def add_note(self, case_id: str, text: str, author: str) -> CaseNote:
-        self._open(case_id)
+    def add_note(self, case_id: str, text: str, by: User) -> CaseNote:
+        self._open(case_id, by)
         if len(self.store.notes(case_id)) >= MAX_NOTES:
             raise InputError(f"a case holds at most {MAX_NOTES} notes")
-        note = CaseNote(uuid.uuid4().hex[:16], case_id, author, self.clock(), _text(text, "the note", MAX_NOTE))
+        note = CaseNote(uuid.uuid4().hex[:16], case_id, by.name, self.clock(), _text(text, "the note", MAX_NOTE))
         self.store.add_note(note)
         return note

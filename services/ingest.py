@@ -38,6 +38,7 @@ T = TypeVar("T")
 FUTURE_TOLERANCE = timedelta(minutes=5)
 # Batches the models run on at once (see Ingestor.ingest): two fill the 2 cores this was measured on.
 PARALLEL_BATCHES = 2
+FRAMES_PREFIX = "frames/"  # original frames in the blob store, beside the crops (YYYY/MM/DD/<sighting>.jpg)
 # Called after each committed frame with its sightings and their vectors (the rule engine's hook).
 Listener = Callable[[list[Sighting], dict[str, np.ndarray]], object]
 
@@ -115,8 +116,11 @@ class Ingestor:
     def __init__(self, store: RecordStore, indexes: dict[str, VectorIndex], blobs: BlobStore,
                  pipeline: Callable[[], FramePipeline], listeners: list[Listener] | None = None,
                  batch_size: int = 4, save_every: int = 200, verifier: Verifier | None = None,
-                 parallel_batches: int = PARALLEL_BATCHES):
+                 parallel_batches: int = PARALLEL_BATCHES, keep_frames: bool = True):
         self.store, self.indexes, self.blobs, self.get_pipeline = store, indexes, blobs, pipeline
+        # The uploaded photo itself, as evidence: stored once per frame (content-addressed, shared by its sightings)
+        # before the transaction, like the crops, so the evidence package shows the full frame and its hash checks.
+        self.keep_frames = keep_frames
         # Each vehicle's local features (models/rerank.py), extracted once here and stored beside its crop, so that
         # a photo search matches its candidates' stored features instead of extracting 20 crops per query: the
         # same verifier as the search's (the composition root gives both one), or the stored side would not match.
@@ -313,6 +317,8 @@ class Ingestor:
 
     def _store(self, job: PhotoJob, sha: str, observations: list[Observation]) -> IngestResult:
         frame = FrameRecord(sha, job.camera_id, job.ts, job.source)
+        if self.keep_frames and observations:
+            self.blobs.put(frame_key(job.ts, sha), job.data)  # a duplicate writes the same bytes to the same key
         try:
             return IngestResult(job.source, sha, False, self.commit(frame, observations))
         except DuplicateFrame:  # the same photo committed meanwhile by another upload or process
@@ -364,6 +370,22 @@ class Ingestor:
             raise RuntimeError(f"could not encode the crop of sighting {sighting_id}")
         self.blobs.put(key, buf.tobytes())
         return key
+
+
+def frame_key(ts: datetime, sha256: str) -> str:
+    """Where an original frame is kept: by its capture day (retention drops whole days) and its SHA-256."""
+    return f"{FRAMES_PREFIX}{ts.astimezone(timezone.utc):%Y/%m/%d}/{sha256}"
+
+
+def frame_of_key(key: str) -> tuple[datetime, str] | None:
+    """The capture day and SHA-256 of a frame key, or None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 5 or parts[0] + "/" != FRAMES_PREFIX or len(parts[4]) != 64:
+        return None
+    try:
+        return datetime(int(parts[1]), int(parts[2]), int(parts[3]), tzinfo=timezone.utc), parts[4]
+    except ValueError:
+        return None
 
 
 def _prefetch(jobs: Iterable[PhotoJob], prepare: Callable[[PhotoJob], T], ahead: int) -> Iterator[tuple[PhotoJob, T]]:

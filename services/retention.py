@@ -23,24 +23,28 @@ from indexer.store import RecordStore
 from indexer.vectors import VectorIndex
 from models.records import InputError
 from models.rerank import evidence_keys
+from services.ingest import FRAMES_PREFIX, frame_key, frame_of_key
 
 
 @dataclass
 class PurgeReport:
-    """What one deletion removed, store by store."""
+    """What one deletion removed, store by store (`frames`: frame records; `frame_files`: kept original frames)."""
 
     sightings: int
     frames: int
     vectors: int
     crops: int
+    frame_files: int = 0
 
 
 @dataclass
 class SweepReport:
-    """What a sweep of orphans removed: crop files no sighting refers to, alerts naming sightings that are gone."""
+    """What a sweep of orphans removed: crop files no sighting refers to, alerts naming sightings that are gone,
+    kept frames of frames no longer stored."""
 
     crops: int
     alerts: int
+    frames: int = 0
 
 
 # An ingest writes its crops before its transaction: a crop younger than this may still be about to be referred to.
@@ -66,6 +70,8 @@ class Retention:
             unknown = sorted(set(camera_ids) - known)
             if unknown:
                 raise InputError(f"unknown camera(s): {', '.join(unknown)}")
+        # the original frames these sightings came from: each goes once no sighting of its frame is left
+        named = self.store.get_sightings(list(ids)) if ids is not None else []
         done = self.store.delete_sightings(before=before, camera_ids=camera_ids, ids=ids)
         if self.alerts is not None:  # the alerts that name them keep their plates, cameras, times and crops
             if ids is not None:
@@ -82,7 +88,34 @@ class Retention:
             crop, features = evidence_keys(key)
             crops += self.blobs.delete(crop)  # the report counts crops; a vehicle's features go with its crop
             self.blobs.delete(features)
-        return PurgeReport(done.sightings, done.frames, vectors, crops)
+        if ids is not None:
+            frames = self._drop_frames([frame_key(s.ts, s.frame_sha256) for s in named if s.frame_sha256])
+        else:
+            frames = self._drop_frames(self._frame_keys(until=before), unreferenced_only=True) if before else 0
+        return PurgeReport(done.sightings, done.frames, vectors, crops, frames)
+
+    def _frame_keys(self, until: datetime | None = None) -> list[str]:
+        """The kept frames captured on days up to `until`'s (all with None)."""
+        last = until.astimezone(timezone.utc).date() if until is not None else None
+        return [key for key in self.blobs.keys(prefix=FRAMES_PREFIX)
+                if (parsed := frame_of_key(key)) is not None and (last is None or parsed[0].date() <= last)]
+
+    def _drop_frames(self, keys: list[str], unreferenced_only: bool = True) -> int:
+        """Delete the frame files whose frame has no sighting left (every one, with `unreferenced_only` off)."""
+        dropped = 0
+        for key in dict.fromkeys(keys):
+            parsed = frame_of_key(key)
+            if parsed is not None and (not unreferenced_only or not self.store.has_frame(parsed[1])):
+                dropped += self.blobs.delete(key)
+        return dropped
+
+    def drop_frames_before(self, days: float) -> int:
+        """The frame retention, shorter than the sightings': frames of days older than `days` go, their sightings
+        stay (the evidence package then says the frame is no longer kept)."""
+        cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+        return self._drop_frames([k for k in self._frame_keys(until=cutoff)
+                                  if (p := frame_of_key(k)) and p[0] + timedelta(days=1) <= cutoff],
+                                 unreferenced_only=False)
 
     def apply_policy(self, days: float) -> PurgeReport:
         """The retention policy: keep `days` days of sightings; then sweep the orphans (`last_sweep` says what)."""
@@ -93,15 +126,18 @@ class Retention:
     def sweep_orphans(self, grace: timedelta = ORPHAN_GRACE) -> SweepReport:
         """Remove the crop files no sighting refers to (older than `grace`: an ingest in flight writes its crops
         before its transaction) and the alerts that name sightings which are gone."""
-        crops = 0
+        crops = frames = 0
         keys = self.blobs.keys(modified_before=datetime.now(timezone.utc) - grace)
         while chunk := list(islice(keys, _BATCH)):
+            # a kept frame whose frame record is gone (an ingest that died before its transaction, a purge)
+            frames += self._drop_frames([key for key in chunk if key.startswith(FRAMES_PREFIX)])
+            chunk = [key for key in chunk if not key.startswith(FRAMES_PREFIX)]
             # A crop's key ends in its sighting's id (YYYY/MM/DD/<id>.jpg, services/ingest.py): the sightings
             # named so are looked up, and a key is kept only if its sighting still refers to it.
             named = sorted({key.rsplit("/", 1)[-1].split(".", 1)[0] for key in chunk} - {""})
             referred = {key for s in self.store.get_sightings(named) if s.crop for key in evidence_keys(s.crop)}
             crops += sum(self.blobs.delete(key) for key in chunk if key not in referred)
-        self.last_sweep = SweepReport(crops, self._drop_orphan_alerts())
+        self.last_sweep = SweepReport(crops, self._drop_orphan_alerts(), frames)
         return self.last_sweep
 
     def _drop_orphan_alerts(self) -> int:
@@ -118,12 +154,14 @@ class Retention:
 
 
 class RetentionWorker:
-    """Applies the policy at start and then every `every_s` seconds, in a daemon thread, while the API runs."""
+    """Applies the policies at start and then every `every_s` seconds, in a daemon thread, while the API runs: the
+    sightings' (`days`) and the kept frames' (`frame_days`, shorter), either of which may be None."""
 
-    def __init__(self, retention: Retention, days: float, every_s: float = 3600.0):
-        if days <= 0:
+    def __init__(self, retention: Retention, days: float | None, every_s: float = 3600.0,
+                 frame_days: float | None = None):
+        if days is not None and days <= 0:
             raise InputError(f"SIGHTLINE_RETENTION_DAYS must be positive, not {days}")
-        self.retention, self.days, self.every_s = retention, days, every_s
+        self.retention, self.days, self.every_s, self.frame_days = retention, days, every_s, frame_days
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="retention")
         self.last: PurgeReport | None = None
@@ -135,7 +173,11 @@ class RetentionWorker:
     def _run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                self.last, self.last_error = self.retention.apply_policy(self.days), None
+                if self.frame_days is not None:
+                    self.retention.drop_frames_before(self.frame_days)
+                if self.days is not None:
+                    self.last = self.retention.apply_policy(self.days)
+                self.last_error = None
             except Exception as exc:  # noqa: BLE001 - one failed pass (a locked database) must not end retention
                 self.last_error = f"{type(exc).__name__}: {exc}"
             self.stop_event.wait(self.every_s)

@@ -34,6 +34,9 @@ class Settings:
     faces_without_people: bool = False
     # Keep this many days of sightings (None: keep everything); the API applies it hourly.
     retention_days: float | None = None
+    # Keep uploaded photos (the original frames, for evidence packages) this many days, at most as long as their
+    # sightings; None: as long as the sightings; 0: never keep them.
+    frame_retention_days: float | None = None
     # Vector indexes: exact search up to this many vectors a space, then an HNSW graph up to graph_limit, then a
     # compressed IVF with nprobe lists probed.
     exact_limit: int = EXACT_LIMIT
@@ -49,6 +52,8 @@ class Settings:
     # named here: host names, IP addresses or networks (CIDR). Public addresses need no entry.
     outbound_allow: tuple[str, ...] = ()
     secure_cookies: bool = False  # set behind TLS: session cookies then travel over HTTPS only
+    # Failed sign-ins (wrong tokens) one address may make in a minute before its tries are refused with 429.
+    failed_sign_in_limit: int = 10
     # Scale-out: the Redis URL (redis://HOST:PORT/DB) of the frame queue that `sightline worker`s consume; the API
     # then reports the queue on /health and /metrics and shows alerts raised by the workers on its SSE stream.
     queue: str | None = None
@@ -65,6 +70,11 @@ class Settings:
     es_visible_on_commit: bool = True
     # Crops and frames in a folder that several machines mount (SIGHTLINE_BLOBS); None: <data>/crops, one machine.
     blobs_dir: Path | None = None
+    # The audit log's key and its signed checkpoint live outside the data folder, so that whoever can rewrite the
+    # data cannot reseal the log nor hide its truncation: by default in the folder `<data>.audit` beside it; a site
+    # puts the key in a secret store and the checkpoint on another disk (every replica of a cluster uses one key).
+    audit_key_file: Path | None = None
+    audit_checkpoint: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +100,7 @@ class Settings:
             vector_backend=get("SIGHTLINE_VECTORS") or base.vector_backend,
             max_upload_bytes=int(number("SIGHTLINE_MAX_UPLOAD_MB", 1, 10_000, base.max_upload_bytes >> 20)) << 20,
             retention_days=_number(env, "SIGHTLINE_RETENTION_DAYS", 1e-3, 36_500, None),
+            frame_retention_days=_number(env, "SIGHTLINE_FRAME_RETENTION_DAYS", 0, 36_500, None),
             exact_limit=int(number("SIGHTLINE_EXACT_LIMIT", 1, 1e9, base.exact_limit)),
             graph_limit=int(number("SIGHTLINE_GRAPH_LIMIT", 0, 1e9, base.graph_limit)),
             nprobe=int(number("SIGHTLINE_NPROBE", 1, 65_536, base.nprobe)),
@@ -98,6 +109,7 @@ class Settings:
             tile_url=get("SIGHTLINE_TILE_URL"),
             web_dir=Path(get("SIGHTLINE_WEB_DIR") or base.web_dir).resolve(),
             secure_cookies=switched_on("SIGHTLINE_SECURE_COOKIES"),
+            failed_sign_in_limit=int(number("SIGHTLINE_FAILED_SIGNIN_LIMIT", 1, 1e6, base.failed_sign_in_limit)),
             faces_without_people=switched_on("SIGHTLINE_FACES_WITHOUT_PEOPLE"),
             outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
             queue=get("SIGHTLINE_QUEUE"),
@@ -108,6 +120,8 @@ class Settings:
             es_ca_certs=Path(ca).resolve() if (ca := get("SIGHTLINE_ES_CA_CERTS")) else None,
             es_prefix=_es_prefix(get("SIGHTLINE_ES_PREFIX") or base.es_prefix),
             blobs_dir=Path(blobs).resolve() if (blobs := get("SIGHTLINE_BLOBS")) else None,
+            audit_key_file=Path(key).resolve() if (key := get("SIGHTLINE_AUDIT_KEY_FILE")) else None,
+            audit_checkpoint=Path(cp).resolve() if (cp := get("SIGHTLINE_AUDIT_CHECKPOINT")) else None,
         )
 
     def with_dirs(self, data_dir: str | None, model_dir: str | None) -> Settings:
@@ -122,6 +136,14 @@ class Settings:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "vectors"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.data_dir.with_name(self.data_dir.name + ".audit") / "audit.key"
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return self.audit_checkpoint or self.data_dir.with_name(self.data_dir.name + ".audit") / "checkpoint.json"
 
 
 def _es_prefix(text: str) -> str:

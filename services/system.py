@@ -16,7 +16,7 @@ from elasticsearch import Elasticsearch
 
 from indexer.accounts_store import AccountStore, SQLiteAccountStore
 from indexer.alert_store import AlertStore, SQLiteAlertStore
-from indexer.audit_store import AuditStore, SQLiteAuditStore
+from indexer.audit_store import AuditKey, AuditStore, SQLiteAuditStore
 from indexer.blobs import BlobStore, FileBlobStore, SharedFolderBlobStore
 from indexer.case_store import CaseStore, SQLiteCaseStore
 from indexer.es_accounts import ElasticsearchAccountStore
@@ -37,10 +37,11 @@ from models.rerank import Verifier
 from models.spaces import SPACES
 from services.accounts import Accounts
 from services.alerts import RuleEngine
-from services.audit import AuditLog
+from services.audit import AuditLog, Checkpoints
 from services.cases import CaseService
 from services.delivery import AlertDelivery
 from services.evidence import EvidencePackager
+from services.exports import ExportJobs
 from services.ingest import Ingestor
 from services.outbound import OutboundPolicy
 from services.queue import AlertRelay, RedisFrameQueue
@@ -105,6 +106,21 @@ def _beside_records(table: dict[str, Callable[[Settings], T]], settings: Setting
     return table.get(settings.store_backend, table["sqlite"])(settings)
 
 
+def _audit_log(settings: Settings) -> AuditLog:
+    """The log where the records are, sealed by the key and checkpointed in the places the settings name, which
+    must lie outside the data folder (a key beside the data it seals protects nothing)."""
+    key_path, checkpoint = settings.audit_key_path, settings.audit_checkpoint_path
+    for path, what in ((key_path, "SIGHTLINE_AUDIT_KEY_FILE"), (checkpoint, "SIGHTLINE_AUDIT_CHECKPOINT")):
+        if path.resolve().is_relative_to(settings.data_dir.resolve()):
+            raise InputError(f"{what}={path} lies inside the data folder {settings.data_dir}: keep it elsewhere")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {path.parent} ({what}): {exc.strerror}") from None
+    key = AuditKey.load_or_create(key_path)
+    return AuditLog(_beside_records(AUDIT_BACKENDS, settings), key, Checkpoints(checkpoint, key))
+
+
 def _backend(table: dict, name: str, what: str):  # noqa: ANN202 - one of the tables above
     if name not in table:
         raise InputError(f"unknown {what} backend {name!r}; choose one of {sorted(table)}")
@@ -137,14 +153,17 @@ class Sightline:
         self.watchlists = WatchlistService(self.alert_store, self.rules, self._face_vector)
         self.verifier = Verifier()  # vehicles' local features: written by ingest, matched by photo search
         self.ingestor = Ingestor(self.store, self.indexes, self.blobs, self.get_pipeline, listeners=[self.rules.check],
-                                 verifier=self.verifier, parallel_batches=settings.parallel_batches)
+                                 verifier=self.verifier, parallel_batches=settings.parallel_batches,
+                                 keep_frames=settings.frame_retention_days != 0)
         self.search = SearchService(self.store, self.indexes, self.plates, self.blobs, self.get_pipeline,
                                     self.verifier)
         self.retention = Retention(self.store, self.indexes, self.blobs, self.alert_store)
         self.accounts = Accounts(_beside_records(ACCOUNT_BACKENDS, settings))
-        self.audit = AuditLog(_beside_records(AUDIT_BACKENDS, settings))  # never purged with sightings
+        self.audit = _audit_log(settings)  # never purged with sightings
         self.cases = CaseService(_beside_records(CASE_BACKENDS, settings), self.store)  # kept past retention
-        self.evidence = EvidencePackager(self.cases, self.store, self.blobs, settings.roads_geojson)
+        self.evidence = EvidencePackager(self.cases, self.store, self.blobs, settings.roads_geojson,
+                                         self.audit.checkpoint)
+        self.exports = ExportJobs(self.evidence, settings.data_dir / "exports")  # packages built in the background
         self._workers: list[RetentionWorker] = []
         # Scale-out (SIGHTLINE_QUEUE): the frame queue, and alerts relayed between this process and the others.
         self.queue: RedisFrameQueue | None = None
@@ -179,8 +198,9 @@ class Sightline:
         self.delivery.start()
         if self.relay is not None:
             self.relay.listen(self.delivery.relayed)  # alerts raised by the queue's workers reach our SSE clients
-        if self.settings.retention_days is not None and not self._workers:
-            worker = RetentionWorker(self.retention, self.settings.retention_days)
+        kept = self.settings.frame_retention_days or None  # 0: none are kept, so none to drop
+        if (self.settings.retention_days is not None or kept is not None) and not self._workers:
+            worker = RetentionWorker(self.retention, self.settings.retention_days, frame_days=kept)
             worker.start()
             self._workers.append(worker)
 

@@ -184,7 +184,7 @@ def test_the_web_session_needs_its_csrf_token_on_changes_and_ends_at_logout(fres
         assert SESSION_COOKIE not in browser.cookies
     with httpx.Client(base_url=url, timeout=30, cookies={SESSION_COOKIE: session}) as replay:
         assert replay.get("/auth/me").status_code == 401  # the session ended on the server, not only in the browser
-    entries = app.state.system.audit.entries(action="login failed")
+    entries = app.state.system.audit.entries(action="POST /auth/login", actor="?")
     assert len(entries) == 1 and entries[0].status == 401
 
 
@@ -221,3 +221,58 @@ def test_a_disabled_user_and_a_rotated_token_are_refused_at_once(fresh: tuple[Fa
     assert _me(url, token).status_code == 401  # the old token stops working at once
     assert _me(url, session=session).status_code == 401  # and so do the sessions opened with it
     assert _me(url, new).json()["name"] == user.name
+
+
+def test_failed_sign_ins_are_limited_per_address_and_folded_on_the_log(fresh: tuple[FastAPI, str]) -> None:
+    app, url = fresh
+    _, token = app.state.system.accounts.add("officer", "investigator")
+    audit = app.state.system.audit
+    before = len(audit.entries(limit=10_000))
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        answers = [anonymous.post("/auth/login", json={"token": f"sl_guess{i}"}) for i in range(300)]
+        assert [a.status_code for a in answers[:10]] == [401] * 10
+        assert {a.status_code for a in answers[10:]} == {429}
+        assert int(answers[-1].headers["Retry-After"]) > 0 and "too many failed sign-ins" in answers[-1].text
+        assert anonymous.post("/auth/login", json={"token": token}).status_code == 429  # not even a right token
+        with_bearer = anonymous.get("/cameras", headers={"Authorization": f"Bearer {token}"})
+        assert with_bearer.status_code == 429  # the same address, by header
+        assert anonymous.get("/cameras").status_code == 401  # no token offered: nothing to limit
+    written = audit.entries(limit=10_000)[: len(audit.entries(limit=10_000)) - before]
+    assert len(written) <= 5  # not 300: the first of each kind at once, the repeats folded
+    assert {(e.action, e.status) for e in written} >= {("POST /auth/login", 401), ("POST /auth/login", 429),
+                                                         ("GET /cameras", 429), ("GET /cameras", 401)}
+
+
+def test_refused_requests_are_audited_with_who_asked(fresh: tuple[FastAPI, str]) -> None:
+    app, url = fresh
+    tokens(app)
+    audit = app.state.system.audit
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        assert anonymous.get("/search/plates", params={"q": "京A12345"}).status_code == 401
+    assert status_of(url, "GET", "/audit", auth_headers(app, "investigator", case=False)) == 403
+    no_case = status_of(url, "GET", "/clones", auth_headers(app, "investigator", case=False))
+    bad_reason = status_of(url, "GET", "/clones", {**auth_headers(app, "investigator", case=False),
+                                                     "X-Case": "C-1", "X-Reason": "=HYPERLINK(x)\x7f"})
+    assert no_case == 400 and bad_reason == 400
+    got = [(e.actor, e.action, e.status, e.case_ref) for e in audit.entries(limit=10)]
+    assert ("?", "GET /search/plates", 401, None) in got
+    assert ("test-investigator", "GET /audit", 403, None) in got
+    # the second refusal of the same caller, route and status is folded into a count, written when its window closes
+    assert [g for g in got if g[1] == "GET /clones"] == [("test-investigator", "GET /clones", 400, None)]
+
+
+def test_denials_fold_repeats_into_one_entry_with_their_count(fake_system) -> None:  # noqa: ANN001
+    from services.api.security import Denials
+
+    now = [0.0]
+    denials = Denials(fake_system.audit, clock=lambda: now[0])
+    for _ in range(50):
+        denials.refused("?", "-", "POST /auth/login", "10.0.0.9", 401, {"path": "/auth/login"})
+    denials.refused("?", "-", "POST /auth/login", "10.0.0.8", 401, {"path": "/auth/login"})  # another address
+    assert len(fake_system.audit.entries(action="POST /auth/login")) == 2
+    now[0] = Denials.FOLD_S + 1  # the window closes at the next refusal
+    denials.refused("eve", "viewer", "GET /audit", "10.0.0.9", 403, {"path": "/audit"})
+    folded = fake_system.audit.entries(action="POST /auth/login")
+    assert len(folded) == 3 and folded[0].params["repeats"] == 49 and folded[0].source == "10.0.0.9"
+    denials.flush()
+    assert len(fake_system.audit.entries()) == 4  # nothing to fold for the others: no empty counts

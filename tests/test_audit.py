@@ -1,25 +1,36 @@
 """The audit trail: every search says who made it, under which case and why, with what and how much it found;
-the log is read back filtered, exported as CSV and summarised (who looked up this plate, and why); its hash
-chain finds an entry altered or removed behind its back; purging sightings leaves it whole; and the CLI's
+the log is read back filtered, exported as CSV and summarised (who looked up this plate, and why); its sealed
+chain and signed checkpoint find an entry altered, removed, forged or re-chained and a log cut short or deleted;
+purging sightings leaves it whole; and the CLI's
 `users` and `audit` commands. Over real HTTP with the fake pipeline (no weights)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import shutil
 import sqlite3
+import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from indexer.audit_store import COLUMNS, GENESIS, entry_hash
+from models.accounts import AuditEntry
+from models.records import Camera
 from services.api.app import create_app
 from services.api.auth import CSV_COLUMNS
 from services.api.localserver import serving
+from services.audit import CHECKPOINT_FILE
 from services.cli.main import main as sightline
 from services.settings import Settings
+from services.system import Sightline
 from tests.fakes import FakePipeline, jpeg, vehicle
 
 CAMERAS = [{"id": "gate-1", "name": "Gate 1", "lon": 121.29, "lat": 31.21},
@@ -94,6 +105,7 @@ def test_searches_are_recorded_with_who_why_what_and_how_much(officers: Officers
     assert by_photo.status_code == 200, by_photo.text
     (photo,) = entries(officers.app, action="POST /search/image")
     assert photo.params["upload_bytes"] > len(jpeg(1)) and photo.result_count == len(by_photo.json()["results"])
+    assert photo.params["upload_sha256"] == hashlib.sha256(jpeg(1)).hexdigest()  # which photo, not only its size
 
     listed = alice.get("/sightings", params={"camera_id": ["gate-1", "gate-2"]}, headers=ALICE_CASE)
     (sightings,) = entries(officers.app, action="GET /sightings")
@@ -121,7 +133,9 @@ def test_searches_are_recorded_with_who_why_what_and_how_much(officers: Officers
     assert refused.status_code == 400
     viewer_less = httpx.get(officers.url + "/search/plates", params={"q": STOLEN}, headers=ALICE_CASE)
     assert viewer_less.status_code == 401
-    assert len(entries(officers.app, action="GET /search/plates")) == 2
+    # refused requests are on the log too, with who asked (if anyone could be told) and the case they named
+    assert [(e.actor, e.status, e.case_ref) for e in entries(officers.app, action="GET /search/plates")][:2] == [
+        ("?", 401, "CASE-7"), ("alice", 400, None)]
 
 
 def test_the_log_is_filtered_exported_and_summarised(officers: Officers) -> None:
@@ -139,7 +153,7 @@ def test_the_log_is_filtered_exported_and_summarised(officers: Officers) -> None
     mine = audit(user="alice")
     assert {e["actor"] for e in mine} == {"alice"} and [e["seq"] for e in mine] == sorted(
         (e["seq"] for e in mine), reverse=True)  # newest first
-    assert {e["action"] for e in mine} == {"GET /search/plates", "POST /frames"}
+    assert {e["action"] for e in mine} == {"GET /search/plates", "begun POST /frames", "POST /frames"}
     assert [e["params"].get("q") for e in audit(case="CASE-7")] == [OTHER, STOLEN]
     assert {(e["actor"], e["case_ref"]) for e in audit(action="GET /search/plates")} == {
         ("alice", "CASE-7"), ("bob", "CASE-9")}
@@ -168,7 +182,8 @@ def test_the_log_is_filtered_exported_and_summarised(officers: Officers) -> None
     assert who["reasons"] == {"CASE-7": ["stolen car report 7"], "CASE-9": ["hit and run"]}
     assert alice.get("/audit").status_code == 403  # an investigator does not read the log
     written = len(entries(officers.app, limit=10_000))
-    assert bob.get("/audit/verify").json() == {"entries": written, "ok": True, "first_broken": None, "problem": None}
+    assert bob.get("/audit/verify").json() == {"entries": written, "ok": True, "first_broken": None, "problem": None,
+                                               "checkpoint": written, "unkeyed": 0}
 
 
 def test_purging_sightings_leaves_the_audit_log_whole(officers: Officers) -> None:
@@ -178,7 +193,8 @@ def test_purging_sightings_leaves_the_audit_log_whole(officers: Officers) -> Non
     assert root.delete("/sightings", params={"before": "2026-11-03T00:00:00Z"}).json()["sightings"] == 2
     assert officers.app.state.system.store.count() == 0
     after = entries(officers.app, limit=10_000)
-    assert after[1:] == before  # every entry as it was, the purge itself added on top
+    assert after[2:] == before  # every entry as it was, the purge itself added on top: begun, then done
+    assert (after[1].actor, after[1].action, after[1].status) == ("root", "begun DELETE /sightings", None)
     assert (after[0].actor, after[0].action, after[0].result_count) == ("root", "DELETE /sightings", 2)
     assert after[0].params["before"] == "2026-11-03T00:00:00Z"
     assert officers["bob"].get("/audit/verify").json()["ok"] is True
@@ -224,8 +240,8 @@ def test_users_add_shows_the_token_once_and_list_never(data: Path, capsys: pytes
     assert code == 0 and [e["params"]["name"] for e in json.loads(out)] == ["duty", "chief"]
 
 
-def test_audit_verify_finds_an_altered_entry_and_a_removed_one(data: Path, capsys: pytest.CaptureFixture[str]
-                                                               ) -> None:
+def test_the_cli_records_each_case_bound_command_and_verifies_the_log(data: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, data, "users", "add", "chief", "--role", "admin")[0] == 0  # entry 1
     code, out, _ = cli(capsys, data, "search", "plate", STOLEN, *CLI_CASE)  # entry 2
     assert code == 0 and json.loads(out) == []
@@ -238,23 +254,184 @@ def test_audit_verify_finds_an_altered_entry_and_a_removed_one(data: Path, capsy
     assert [e["action"] for e in listed] == ["trajectory", "sightings", "search plate"]
     assert {(e["actor"].startswith("cli:"), e["reason"], e["result_count"]) for e in listed} == {
         (True, "checking the command line", 0)}
-
     code, out, _ = cli(capsys, data, "audit", "verify")
     assert code == 0 and "4 entries" in out
+    assert not list(data.glob("*.key")) and (data.parent / "data.audit" / "audit.key").is_file()  # kept apart
 
-    honest = data.parent / "honest"  # a copy to remove an entry from, after altering this one
-    honest.mkdir()
+
+def test_the_cli_checks_case_and_reason_as_the_api_does(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for reason in ("line one\nline two", "bell\a", "escape\x1b[31m", "c1\x85c1"):
+        code, _, err = cli(capsys, data, "search", "plate", STOLEN, "--case", "CASE-CLI", "--reason", reason)
+        assert code == 2 and "control characters" in err, (reason, err)
+    code, _, err = cli(capsys, data, "search", "plate", STOLEN, "--case=-./", "--reason", "r")
+    assert code == 2 and "letter or digit" in err
+    assert cli(capsys, data, "watchlist", "create", "stolen")[0] == 0
+    assert cli(capsys, data, "watchlist", "add", "stolen", STOLEN, "--reason", "stolen", "--by", "ops")[0] == 0
+    code, _, err = cli(capsys, data, "watchlist", "export", "stolen")
+    assert code == 2 and "--case" in err  # the list leaves the system only for a case
+    code, out, _ = cli(capsys, data, "watchlist", "export", "stolen", *CLI_CASE)
+    assert code == 0 and STOLEN in out
+    code, out, _ = cli(capsys, data, "audit", "list", "--action", "watchlist export")
+    (entry,) = json.loads(out)
+    assert (entry["case_ref"], entry["reason"], entry["result_count"]) == ("CASE-CLI", "checking the command line", 1)
+
+
+LOG_SIZE = 20
+
+
+@pytest.fixture
+def sealed_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder whose log holds LOG_SIZE entries, its key and checkpoint in `data.audit` beside it."""
+    for name in ("SIGHTLINE_DATA", "SIGHTLINE_AUDIT_KEY_FILE", "SIGHTLINE_AUDIT_CHECKPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    with Sightline(Settings(data_dir=tmp_path / "log" / "data", roads_geojson=None)) as system:
+        for i in range(LOG_SIZE):
+            system.audit.record("alice", "investigator", "GET /search/plates", "10.0.0.7", "CASE-7",
+                                "stolen car report 7", {"q": STOLEN, "i": i}, 1, 200)
+    return tmp_path / "log" / "data"
+
+
+def tampered(sealed_log: Path, name: str) -> Path:
+    """A copy of the sealed log's data folder and its key folder, for one attack."""
+    copy = sealed_log.parent.parent / name
+    shutil.copytree(sealed_log.parent, copy)
+    return copy / "data"
+
+
+def rows(data: Path) -> list[AuditEntry]:
     with sqlite3.connect(data / "audit.db") as db:
-        db.execute("VACUUM INTO ?", (str(honest / "audit.db"),))
+        return [AuditEntry(r[0], datetime.fromtimestamp(r[1] / 1e6, timezone.utc), *r[2:8], json.loads(r[8]),
+                           *r[9:14]) for r in db.execute(f"SELECT {COLUMNS} FROM audit ORDER BY seq")]
+
+
+def rewrite(data: Path, entries: list[AuditEntry]) -> None:
     with sqlite3.connect(data / "audit.db") as db:
+        db.execute("DELETE FROM audit")
+        db.executemany(f"INSERT INTO audit ({COLUMNS}) VALUES ({','.join('?' * 14)})",
+                       [(e.seq, round(e.ts.timestamp() * 1e6), e.actor, e.role, e.action, e.source, e.case_ref,
+                         e.reason, json.dumps(e.params, sort_keys=True, ensure_ascii=False), e.result_count,
+                         e.status, e.prev_hash, e.hash, e.key_id) for e in entries])
+
+
+def rechained(entries: list[AuditEntry], start: int) -> list[AuditEntry]:
+    """The entries from `start` on re-linked with plain SHA-256, as someone without the key would."""
+    out = entries[:start]
+    for e in entries[start:]:
+        linked = replace(e, prev_hash=out[-1].hash if out else GENESIS)
+        linked.hash = entry_hash(linked, None)
+        out.append(linked)
+    return out
+
+
+def broken(capsys: pytest.CaptureFixture[str], data: Path, *extra: str) -> str:
+    code, _, err = cli(capsys, data, "audit", "verify", *extra)
+    assert code == 1, err
+    return err
+
+
+def test_audit_verify_names_an_entry_altered_or_removed(sealed_log: Path, capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    assert cli(capsys, sealed_log, "audit", "verify")[0] == 0
+    altered = tampered(sealed_log, "altered")
+    with sqlite3.connect(altered / "audit.db") as db:
         db.execute("UPDATE audit SET reason='x' WHERE seq=2")  # someone edits the log behind its back
-    code, _, err = cli(capsys, data, "audit", "verify")
-    assert code != 0 and "entry 2" in err and "altered" in err
+    assert "entry 2" in (err := broken(capsys, altered)) and "altered" in err
+    removed = tampered(sealed_log, "removed")
+    with sqlite3.connect(removed / "audit.db") as db:
+        db.execute("DELETE FROM audit WHERE seq=3")
+    assert "entry 4" in (err := broken(capsys, removed)) and "missing" in err
 
-    with sqlite3.connect(honest / "audit.db") as db:
-        db.execute("DELETE FROM audit WHERE seq=2")
-    code, _, err = cli(capsys, honest, "audit", "verify")
-    assert code != 0 and "entry 3" in err and "missing" in err
+
+def test_audit_verify_refuses_a_forged_entry_with_a_recomputed_hash(sealed_log: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = tampered(sealed_log, "forged")
+    entries = rows(data)
+    forged = replace(entries[-1], seq=LOG_SIZE + 1, actor="mallory", prev_hash=entries[-1].hash)
+    forged.hash = entry_hash(forged, None)
+    rewrite(data, [*entries, forged])
+    err = broken(capsys, data)
+    assert f"entry {LOG_SIZE + 1}" in err and "forged" in err and "without the key" in err
+
+
+def test_audit_verify_names_the_last_entries_cut(sealed_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tampered(sealed_log, "cut")
+    rewrite(data, rows(data)[:-10])
+    err = broken(capsys, data)
+    assert f"vouches for {LOG_SIZE} entries and the log holds {LOG_SIZE - 10}" in err and "10 entries were cut" in err
+
+
+def test_audit_verify_names_re_chaining_after_an_edit(sealed_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tampered(sealed_log, "rechained")
+    entries = rows(data)
+    entries[5] = replace(entries[5], reason="routine check")  # the edit, then every later link recomputed
+    rewrite(data, rechained(entries, 5))
+    err = broken(capsys, data)
+    assert "entry 6" in err and "re-chained" in err
+    # sealed-looking but recomputed with a made-up key: the seal does not check either
+    data = tampered(sealed_log, "rekeyed")
+    entries = rows(data)
+    entries[5] = replace(entries[5], reason="routine check")
+    rewrite(data, [*entries[:5], *[replace(e, hash="0" * 64) for e in entries[5:]]])
+    assert "entry 6" in (err := broken(capsys, data)) and "does not carry the key's seal" in err
+
+
+def test_audit_verify_names_a_deleted_log(sealed_log: Path, capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    package = tmp_path / "evidence.zip"  # an evidence package exported before the deletion carries a checkpoint
+    with Sightline(Settings(data_dir=sealed_log, roads_geojson=None)) as system, \
+            zipfile.ZipFile(package, "w") as archive:
+        point = system.audit.checkpoint()
+        assert point is not None and point.seq == LOG_SIZE
+        archive.writestr(CHECKPOINT_FILE, point.to_json())
+    data = tampered(sealed_log, "deleted")
+    (data / "audit.db").unlink()
+    assert "the log is empty: it was deleted or emptied" in broken(capsys, data)
+    # the checkpoint deleted too: its absence is named, and the package's copy still vouches for the log
+    (data.parent / "data.audit" / "checkpoint.json").unlink()
+    rewrite_empty = tampered(sealed_log, "both")
+    (rewrite_empty / "audit.db").unlink()
+    (rewrite_empty.parent / "data.audit" / "checkpoint.json").unlink()
+    assert "the log is empty" in broken(capsys, rewrite_empty, "--checkpoint", str(package))
+    kept = tampered(sealed_log, "kept")
+    (kept.parent / "data.audit" / "checkpoint.json").unlink()
+    assert "checkpoint" in (err := broken(capsys, kept)) and "missing" in err
+    assert cli(capsys, sealed_log, "audit", "verify", "--checkpoint", str(package))[0] == 0
+
+
+def test_a_checkpoint_not_signed_by_the_key_is_refused(sealed_log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tampered(sealed_log, "cut-and-resigned")
+    rewrite(data, rows(data)[:-10])
+    path = data.parent / "data.audit" / "checkpoint.json"
+    point = json.loads(path.read_text())
+    path.write_text(json.dumps({**point, "seq": LOG_SIZE - 10, "hash": rows(data)[-1].hash}))
+    assert "does not carry this key's signature" in broken(capsys, data)
+    assert cli(capsys, data, "audit", "verify", "--checkpoint", str(data / "nothing.json"))[0] == 2
+
+
+def test_a_log_from_before_keying_is_adopted_and_sealed_from_then_on(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "audit.db") as db:  # the schema and plain chain of the release before keying
+        db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, actor TEXT NOT NULL, "
+                   "role TEXT NOT NULL, action TEXT NOT NULL, source TEXT NOT NULL, case_ref TEXT, reason TEXT, "
+                   "params TEXT NOT NULL, result_count INTEGER, status INTEGER, prev_hash TEXT NOT NULL, "
+                   "hash TEXT NOT NULL)")
+    old = rechained([AuditEntry(i + 1, datetime(2026, 1, 1, tzinfo=timezone.utc), "ada", "admin", "login")
+                     for i in range(3)], 0)
+    rewrite_old = [(e.seq, round(e.ts.timestamp() * 1e6), e.actor, e.role, e.action, e.source, e.case_ref,
+                    e.reason, "{}", e.result_count, e.status, e.prev_hash, e.hash) for e in old]
+    with sqlite3.connect(data / "audit.db") as db:
+        db.executemany(f"INSERT INTO audit VALUES ({','.join('?' * 13)})", rewrite_old)
+    assert cli(capsys, data, "users", "add", "chief", "--role", "admin")[0] == 0  # entry 4: sealed
+    code, out, _ = cli(capsys, data, "audit", "verify")
+    assert code == 0 and "4 entries (3 from before keying" in out
+    later = rows(data)
+    assert [bool(e.key_id) for e in later] == [False, False, False, True]
+    forged = replace(later[-1], seq=5, prev_hash=later[-1].hash, key_id="")
+    forged.hash = entry_hash(forged, None)  # an unsealed entry after keying is a forgery, not an old entry
+    rewrite(data, [*later, forged])
+    assert "entry 5" in broken(capsys, data)
 
 
 def test_a_reason_in_any_script_arrives_percent_encoded(officers: Officers) -> None:
@@ -270,3 +447,54 @@ def test_a_reason_in_any_script_arrives_percent_encoded(officers: Officers) -> N
     assert answer.status_code == 200, answer.text
     found = officers["root"].get("/audit", params={"case": "CASE-11"}).json()
     assert [e["reason"] for e in found] == [reason]
+
+
+HANGING_SERVER = """
+import sys, time
+from pathlib import Path
+from services.api.app import create_app
+from services.api.localserver import serving
+from services.settings import Settings
+from tests.fakes import FakePipeline
+
+data = Path(sys.argv[1])
+app = create_app(Settings(data_dir=data, model_dir=data / "no-models", roads_geojson=None), FakePipeline())
+app.state.system.ingestor.listeners.append(lambda *_: time.sleep(600))  # committed, and never answered
+_, token = app.state.system.accounts.add("ada", "investigator")
+with serving(app) as url:
+    print(url, token, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_frame_committed_just_before_a_kill_has_its_audit_entry(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    data = tmp_path / "data"
+    with Sightline(Settings(data_dir=data, model_dir=data / "no-models", roads_geojson=None)) as system:
+        system.store.upsert_cameras([Camera(**CAMERAS[0])])  # type: ignore[arg-type]
+    server = subprocess.Popen([sys.executable, "-c", HANGING_SERVER, str(data)], cwd=repo, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        assert server.stdout is not None
+        url, token = server.stdout.readline().split()
+        with httpx.Client(base_url=url, timeout=1, headers={"Authorization": f"Bearer {token}"}) as api, \
+                pytest.raises(httpx.TimeoutException):
+            api.post("/frames", files={"file": ("p.jpg", jpeg(1), "image/jpeg")},
+                     data={"camera_id": "gate-1", "captured_at": MORNING})
+        with Sightline(Settings(data_dir=data, model_dir=data / "no-models", roads_geojson=None)) as system:
+            deadline = time.monotonic() + 30
+            while system.store.count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert system.store.count() == 1  # the frame is committed; its answer never comes
+    finally:
+        server.kill()  # SIGKILL: no shutdown, no audit write at the end of the request
+        server.wait(10)
+    with Sightline(Settings(data_dir=data, model_dir=data / "no-models", roads_geojson=None)) as system:
+        (begun,) = system.audit.entries(action="begun POST /frames")
+        assert begun.actor == "ada" and begun.params["path"] == "/frames"
+        assert system.audit.verify().ok

@@ -47,7 +47,7 @@ def open_accounts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 # cases ---------------------------------------------------------------------------------------------------------
 def test_cases_keep_their_items_and_notes_for_every_handle(open_cases: Callable[[], CaseStore]) -> None:
     store = open_cases()
-    case = Case("c1", "2026/0412", "stolen car", "enquiry", "alice", T0)
+    case = Case("c1", "2026/0412", "stolen car", "enquiry", "alice", T0, zone="Asia/Shanghai")
     store.create(case)
     with pytest.raises(KeyError):
         store.create(Case("c2", "2026/0412", "again", "x", "bob", T0))  # the number is taken
@@ -64,6 +64,7 @@ def test_cases_keep_their_items_and_notes_for_every_handle(open_cases: Callable[
     got = other.by_ref("2026/0412")
     assert got is not None and got.status is CaseStatus.CLOSED and got.closed_by == "alice"
     assert got.created == T0 and got.closed == T0 + timedelta(days=1) and other.get("c1") == got
+    assert got.zone == "Asia/Shanghai" and store.cases()[0].zone == "Asia/Shanghai"
     assert other.by_ref("2026/9999") is None and other.get("c9") is None
     items = other.items("c1")
     assert [i.id for i in items] == ["i1", "i2", "i0"]  # in the order they were added, not by id
@@ -150,8 +151,9 @@ def test_users_tokens_and_sessions_for_every_handle(open_accounts: Callable[[], 
 # the Elasticsearch documents, without a cluster ---------------------------------------------------------------
 def test_the_elasticsearch_documents_read_back_as_written() -> None:
     case = Case("c1", "2026/0412", "stolen car", "enquiry", "alice", T0, CaseStatus.CLOSED,
-                T0 + timedelta(days=1), "bob")
+                T0 + timedelta(days=1), "bob", zone="Asia/Shanghai")
     assert case_from_doc(case_doc(case)) == case
+    assert case_from_doc({k: v for k, v in case_doc(case).items() if k != "zone"}).zone == "UTC"  # a doc from before
     item = CaseItem("i1", "c1", ItemKind.COTRAVEL, "alice", T0, "together", ["s1", "s2"], PLATE, "沪B12345",
                     T0, T0 + timedelta(hours=2), "cotravel plate=皖AY766D")
     assert item_from_doc(item_doc(item, 7)) == item and item_doc(item, 7)["seq"] == 7

@@ -249,7 +249,8 @@ def test_watchlist_commands(tmp_path: Path) -> None:
     csv_file = tmp_path / "more.csv"
     csv_file.write_text("value,match,tolerance,reason,created_by\n沪B12345,fuzzy,1,case 8,ops\n")
     assert sightline("watchlist", "import", "stolen", str(csv_file), data=data).returncode == 0
-    exported = sightline("watchlist", "export", "stolen", data=data).stdout
+    exported = sightline("watchlist", "export", "stolen", "--case", "CASE-1", "--reason", "handover",
+                         data=data).stdout
     assert "京A1*,wildcard" in exported and "沪B12345,fuzzy,1,case 8,ops" in exported
     assert sightline("watchlist", "rule", "stolen", "--severity", "high", data=data).returncode == 0
     assert sightline("watchlist", "add", "nope", "京A1", "--reason", "x", "--by", "y", data=data).returncode == 2

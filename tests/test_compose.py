@@ -100,3 +100,13 @@ def test_every_sightline_variable_is_one_the_settings_read(compose: dict[str, An
         for variable in service.get("environment") or {}:
             if variable.startswith("SIGHTLINE_"):
                 assert variable in read, f"{name} sets {variable}, which Sightline never reads"
+
+
+def test_the_audit_key_and_checkpoint_outlive_containers_apart_from_the_data(compose: dict[str, Any]) -> None:
+    for name in ("worker1", "worker2", "api1", "api2", "sightline"):
+        service = compose["services"][name]
+        mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])  # container path -> volume
+        env = service["environment"]
+        for variable in ("SIGHTLINE_AUDIT_KEY_FILE", "SIGHTLINE_AUDIT_CHECKPOINT"):
+            folder = str(Path(env[variable]).parent)
+            assert folder in mounts and mounts[folder] != mounts["/data"], (name, variable)

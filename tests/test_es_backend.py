@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from elasticsearch import Elasticsearch
 
-from indexer.audit_store import GENESIS, entry_hash
+from indexer.audit_store import GENESIS, AuditKey, entry_hash
 from indexer.es_audit import ElasticsearchAuditStore, audit_doc, audit_from_doc, audit_index_body, audit_query
 from indexer.es_common import BULK_OPTIONS, ESConnection
 from indexer.es_store import (
@@ -394,12 +394,18 @@ def test_choosing_elasticsearch_without_a_url_is_a_clear_error(tmp_path: Path) -
 
 
 # the audit log -----------------------------------------------------------------------------------------------
+KEY = AuditKey(b"k" * 32)
+
+
 def test_audit_entries_round_trip_and_keep_their_hash() -> None:
     entry = AuditEntry(3, T0, "ada", "investigator", "search.plates", "10.0.0.1", "CASE-1", "theft",
-                       {"q": "京A12345", "mode": "fuzzy"}, 2, 200, "a" * 64)
-    entry.hash = entry_hash(entry)
+                       {"q": "京A12345", "mode": "fuzzy"}, 2, 200, "a" * 64, key_id=KEY.key_id)
+    entry.hash = entry_hash(entry, KEY)
     back = audit_from_doc(json.loads(json.dumps(audit_doc(entry))))
-    assert back == entry and entry_hash(back) == entry.hash  # verification recomputes the same hash
+    assert back == entry and entry_hash(back, KEY) == entry.hash  # verification recomputes the same seal
+    legacy = audit_doc(entry)
+    del legacy["key_id"]  # an entry written before the log was keyed reads back without a key id
+    assert audit_from_doc(legacy).key_id == ""
     props = audit_index_body()["mappings"]["properties"]
     assert props["params"] == {"type": "wildcard"} and props["seq"] == {"type": "long"}
     query = audit_query("ada", None, "search.plates", T0, None, "京A1*")["bool"]["filter"]
@@ -409,11 +415,11 @@ def test_audit_entries_round_trip_and_keep_their_hash() -> None:
 
 def test_audit_appends_take_their_sequence_number_with_create(recorded: Elasticsearch) -> None:
     store = ElasticsearchAuditStore(recorded, "sl")
-    first = store.append(AuditEntry(0, T0, "ada", "admin", "login"))
-    assert first.seq == 1 and first.prev_hash == GENESIS and first.hash == entry_hash(first)
+    first = store.append(AuditEntry(0, T0, "ada", "admin", "login"), KEY)
+    assert first.seq == 1 and first.prev_hash == GENESIS and first.hash == entry_hash(first, KEY)
     (create,) = sent("PUT", "/sl-audit/_create/")
     assert create[1].startswith("/sl-audit/_create/1") and create[2]["hash"] == first.hash  # op_type=create on seq
-    second = store.append(AuditEntry(0, T0, "ada", "admin", "logout"))
+    second = store.append(AuditEntry(0, T0, "ada", "admin", "logout"), KEY)
     assert second.seq == 2 and second.prev_hash == first.hash
     assert AUDIT_BACKENDS["sqlite"] and AUDIT_BACKENDS["elasticsearch"]
 

@@ -15,6 +15,7 @@ import pytest
 from elastic_transport import ConnectionTimeout
 from elasticsearch import Elasticsearch
 
+from indexer.audit_store import AuditKey
 from indexer.es_accounts import ElasticsearchAccountStore
 from indexer.es_audit import ElasticsearchAuditStore, audit_doc
 from indexer.es_common import MAX_TERMS, ESConnection, IndexRefused
@@ -151,7 +152,7 @@ def test_defect_4_an_audit_entry_resent_after_a_timeout_is_recognised_not_chaine
 
     Recorder.answer = answer
     store = ElasticsearchAuditStore(retrying, "sl")
-    entry = store.append(AuditEntry(0, T0, "ada", "admin", "login"))
+    entry = store.append(AuditEntry(0, T0, "ada", "admin", "login"), AuditKey(b"k" * 32))
     assert entry.seq == 1 and list(stored) == ["1"]
 
 

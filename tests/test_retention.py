@@ -134,3 +134,54 @@ def test_the_server_applies_the_retention_policy(settings: Settings, pipeline, e
     assert {s["id"] for s in left} == {s.id for s in recent.sightings}
     with pytest.raises(InputError, match="positive"):
         RetentionWorker(system.retention, 0)  # "keep nothing" is a mistake, not a policy
+
+
+def test_original_frames_are_kept_once_and_go_with_their_last_sighting(fake_system: Sightline,
+                                                                       fake_pipeline) -> None:  # noqa: ANN001
+    from services.ingest import frame_key
+    from tests.fakes import jpeg, vehicle
+
+    fake_system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.29, 31.21)])
+    day = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
+    fake_pipeline.script(jpeg(1), [vehicle(plate="京A12345"), vehicle(plate="京B22222")])
+    fake_pipeline.script(jpeg(2), [vehicle(plate="京C33333")])
+    two = fake_system.ingestor.ingest_one(PhotoJob("1.jpg", jpeg(1), "gate-1", day))
+    one = fake_system.ingestor.ingest_one(PhotoJob("2.jpg", jpeg(2), "gate-1", day + timedelta(days=1)))
+    again = fake_system.ingestor.ingest_one(PhotoJob("1-again.jpg", jpeg(1), "gate-1", day))
+    assert again.duplicate
+    blobs, retention = fake_system.blobs, fake_system.retention
+    first, second = frame_key(day, two.frame_sha256), frame_key(day + timedelta(days=1), one.frame_sha256)
+    assert blobs.get(first) == jpeg(1) and blobs.get(second) == jpeg(2)  # the photo's own bytes: its hash checks
+    assert len(list(blobs.keys(prefix="frames/"))) == 2  # one per frame, shared by its sightings
+
+    assert retention.purge(ids=[two.sightings[0].id]).frame_files == 0  # the frame still shows another sighting
+    assert blobs.get(first) == jpeg(1)
+    assert retention.purge(ids=[two.sightings[1].id]).frame_files == 1 and blobs.get(first) is None
+    # the frame retention, shorter than the sightings': the frame goes, its sighting stays
+    assert retention.drop_frames_before(days=(datetime.now(timezone.utc) - day).days - 2) == 1
+    assert blobs.get(second) is None and fake_system.store.count() == 1
+    blobs.put(frame_key(day, "f" * 64), b"a frame whose ingest died before its transaction")
+    assert retention.sweep_orphans(grace=timedelta(0)).frames == 1
+
+
+def test_a_purge_by_time_takes_the_frames_of_those_days(fake_system: Sightline, fake_pipeline) -> None:  # noqa: ANN001
+    from tests.fakes import jpeg, vehicle
+
+    fake_system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.29, 31.21)])
+    day = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
+    for seed in (1, 2):
+        fake_pipeline.script(jpeg(seed), [vehicle(plate=f"京A1234{seed}")])
+        fake_system.ingestor.ingest_one(PhotoJob(f"{seed}.jpg", jpeg(seed), "gate-1", day + timedelta(days=seed)))
+    assert fake_system.retention.purge(before=day + timedelta(days=1, hours=12)).frame_files == 1
+    assert len(list(fake_system.blobs.keys(prefix="frames/"))) == 1
+
+
+def test_frames_are_not_kept_when_the_setting_says_none(tmp_path: Path, fake_pipeline) -> None:  # noqa: ANN001
+    from tests.fakes import jpeg
+
+    settings = Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "m", roads_geojson=None,
+                        frame_retention_days=0)
+    with Sightline(settings, fake_pipeline) as system:
+        system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.29, 31.21)])
+        system.ingestor.ingest_one(PhotoJob("1.jpg", jpeg(1), "gate-1", datetime(2026, 11, 2, tzinfo=timezone.utc)))
+        assert system.store.count() == 1 and list(system.blobs.keys(prefix="frames/")) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from datetime import time
 from typing import Annotated, AsyncIterator
 
@@ -12,6 +13,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from indexer.alert_store import AlertStore, new_secret
+from models.accounts import User
 from models.records import InputError, parse_time
 from models.spaces import FACE_MATCH_RULE
 from models.watchlists import Rule
@@ -31,8 +33,10 @@ from services.delivery import AlertDelivery
 from services.outbound import WEBHOOK_SCHEMES
 from services.watchlists import EntrySpec, WatchlistService, entries_from_csv, entries_to_csv
 
+RECHECK_S, KEEPALIVE_S = 5.0, 15.0  # how often a quiet stream re-checks its caller, and sends a comment
 SSE_EVENTS = ("`: connected` and a `: keep-alive` comment every 15 s; per new alert an `alert` event whose `id` is "
-              "the alert's id and whose `data` is the alert as JSON (AlertOut)")
+              "the alert's id and whose `data` is the alert as JSON (AlertOut); `signed-out`, and the end of the "
+              "stream, once the caller is disabled or their token or session no longer holds")
 
 
 class WatchlistIn(BaseModel):
@@ -74,7 +78,9 @@ class WebhookIn(BaseModel):
         "the operator allows them (SIGHTLINE_OUTBOUND_ALLOW)"))
 
 
-def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: AlertDelivery) -> APIRouter:
+def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: AlertDelivery,
+                  signed_in: Callable[[Request], User | None]) -> APIRouter:
+    """`signed_in` re-reads who a request's credential belongs to now: a live stream asks it again and again."""
     router = APIRouter()
 
     def watchlist_or_404(watchlist_id: str) -> None:
@@ -178,19 +184,39 @@ def alerts_router(watchlists: WatchlistService, store: AlertStore, delivery: Ale
     @router.get("/alerts/stream", tags=["alerts"], response_class=StreamingResponse, responses={
         200: {"description": SSE_EVENTS, "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
     async def stream(request: Request) -> StreamingResponse:
-        """Server-Sent Events: one `alert` event per new alert, a comment every 15 s to keep proxies open."""
+        """Server-Sent Events: one `alert` event per new alert, a comment every 15 s to keep proxies open. The
+        caller's credential is checked again before every alert and every few seconds: a user disabled, or whose
+        token was rotated or session ended, gets a `signed-out` event and the stream ends."""
         queue = delivery.broadcaster.subscribe()
+        user = request.state.caller.user
+
+        def still_signed_in() -> bool:
+            now = signed_in(request)
+            return now is not None and now.id == user.id and not now.disabled
 
         async def events() -> AsyncIterator[str]:
             try:
                 yield ": connected\n\n"
+                quiet = 0.0
                 while not await request.is_disconnected():
                     try:
-                        payload = await asyncio.wait_for(queue.get(), timeout=15)
+                        burst = [await asyncio.wait_for(queue.get(), timeout=RECHECK_S)]
                     except asyncio.TimeoutError:
-                        yield ": keep-alive\n\n"
+                        burst = []
+                    while not queue.empty():  # the alerts one sighting raised together: one check for all
+                        burst.append(queue.get_nowait())
+                    if not await asyncio.to_thread(still_signed_in):
+                        yield "event: signed-out\ndata: {}\n\n"
+                        return
+                    if not burst:
+                        quiet += RECHECK_S
+                        if quiet >= KEEPALIVE_S:
+                            quiet = 0.0
+                            yield ": keep-alive\n\n"
                         continue
-                    yield f"event: alert\nid: {payload['id']}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+                    for payload in burst:
+                        yield (f"event: alert\nid: {payload['id']}\n"
+                               f"data: {json.dumps(payload, ensure_ascii=False)}\n\n")
             finally:
                 delivery.broadcaster.unsubscribe(queue)
 

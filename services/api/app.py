@@ -41,7 +41,15 @@ from services.api.schemas import (
     StreamOut,
 )
 from services.api.search import search_router
-from services.api.security import AuditMiddleware, authorizer, check_table
+from services.api.security import (
+    AuditMiddleware,
+    Denials,
+    SignInGuard,
+    audited_upload,
+    authorizer,
+    caller_of,
+    check_table,
+)
 from services.ingest import PhotoJob
 from services.settings import Settings
 from services.system import Sightline
@@ -77,24 +85,28 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     system = Sightline(settings, pipeline)
     store, ingestor, retention = system.store, system.ingestor, system.retention
     streams = StreamManager(ingestor, policy=system.outbound)
+    guard, denials = SignInGuard(settings.failed_sign_in_limit), Denials(system.audit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         system.start()  # webhook delivery, retention policy
         yield
         streams.stop_all()
+        denials.flush()  # the counts of refusals still being folded
         system.close()  # persist the vector indexes on a clean shutdown
 
     app = FastAPI(title="Sightline", version="0.1.0", lifespan=lifespan,
-                  dependencies=[Depends(authorizer(system.accounts)), Depends(case_guard(system.cases))],
+                  dependencies=[Depends(authorizer(system.accounts, guard, system.audit)),
+                                Depends(case_guard(system.cases))],
                   description="Vehicles, people and faces from camera frames, as searchable sightings.")
     app.state.system = system
-    app.include_router(auth_router(system.accounts, system.audit, settings.secure_cookies))
-    app.include_router(alerts_router(system.watchlists, system.alert_store, system.delivery))
+    app.include_router(auth_router(system.accounts, system.audit, settings.secure_cookies, guard))
+    app.include_router(alerts_router(system.watchlists, system.alert_store, system.delivery,
+                                     lambda request: caller_of(request, system.accounts)))
     app.include_router(search_router(system.search))
     app.include_router(geo_router(store, system.search, system.plates))
     app.include_router(metrics_router(system))  # /metrics: Prometheus text
-    app.include_router(cases_router(system.cases, system.evidence, store))
+    app.include_router(cases_router(system.cases, system.evidence, system.exports, store, system.accounts))
 
     @app.exception_handler(InputError)
     async def input_error(_: Request, exc: InputError) -> JSONResponse:
@@ -144,6 +156,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
 
     @app.post("/frames", status_code=201, responses={413: {"model": ErrorOut, "description": "too large an upload"}})
     def post_frame(
+        request: Request,
         file: Annotated[UploadFile, File(description="a JPEG or PNG camera frame")],
         camera_id: Annotated[str, Form()],
         captured_at: Annotated[str, Form(description="ISO 8601 with a zone, e.g. 2026-11-22T08:30:00+08:00")],
@@ -152,6 +165,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         data = file.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload exceeds the limit of {limit} bytes")
+        audited_upload(request, data)
         result = ingestor.ingest_one(PhotoJob(file.filename or "upload", data, camera_id, parse_time(captured_at)))
         return IngestOut.from_record(result)
 
@@ -228,7 +242,7 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
         app.mount("/app", StaticFiles(directory=settings.web_dir, html=True), name="web")
     check_table(app)  # every route has its role, case binding and audit declared
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_SLACK)
-    app.add_middleware(AuditMiddleware, audit=system.audit)  # outermost: it sees the 413 too
+    app.add_middleware(AuditMiddleware, audit=system.audit, denials=denials)  # outermost: it sees the 413 too
     return app
 
 

@@ -1,8 +1,6 @@
 """Signing in (the web app's session) and the audit log over HTTP."""
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -12,8 +10,9 @@ from pydantic import BaseModel, Field
 from geo.trajectories import parse_range
 from models.accounts import AuditEntry
 from services.accounts import SESSION_HOURS, Accounts
-from services.api.security import CSRF_COOKIE, SESSION_COOKIE, Caller
+from services.api.security import CSRF_COOKIE, SESSION_COOKIE, Caller, SignInGuard, source_of
 from services.audit import AuditLog, AuditSummary, Verification
+from services.csvsafe import csv_text
 
 
 class LoginIn(BaseModel):
@@ -58,22 +57,26 @@ class VerificationOut(BaseModel):
     ok: bool
     first_broken: int | None
     problem: str | None
+    checkpoint: int | None = None  # the entry count the signed checkpoint vouches for
+    unkeyed: int = 0  # entries from before the log was keyed
 
 
 CSV_COLUMNS = ("seq", "ts", "actor", "role", "action", "source", "case_ref", "reason", "params", "result_count",
                "status", "hash")
 
 
-def auth_router(accounts: Accounts, audit: AuditLog, secure_cookies: bool) -> APIRouter:
+def auth_router(accounts: Accounts, audit: AuditLog, secure_cookies: bool, guard: SignInGuard) -> APIRouter:
     router = APIRouter(tags=["accounts and audit"])
 
     @router.post("/auth/login")
     def login(body: LoginIn, request: Request, response: Response) -> MeOut:
-        """Exchange a token for a web session: an HttpOnly, SameSite=Strict cookie, and a CSRF token."""
-        source = request.client.host if request.client else ""
+        """Exchange a token for a web session: an HttpOnly, SameSite=Strict cookie, and a CSRF token. Failures
+        count against the address (429 past the limit); the audit log records them (folded when repeated)."""
+        source = source_of(request)
+        guard.check(source)
         user = accounts.authenticate(body.token)
         if user is None:
-            audit.record("?", "-", "login failed", source, status=401)
+            guard.failed(source)
             raise HTTPException(401, "that token is not valid (or its user is disabled)")
         session = accounts.open_session(user)
         age = SESSION_HOURS * 3600
@@ -117,13 +120,10 @@ def auth_router(accounts: Accounts, audit: AuditLog, secure_cookies: bool) -> AP
     def export_audit(user: str | None = None, case: str | None = None, action: str | None = None,
                      start: str | None = None, end: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=1_000_000)] = 100_000) -> PlainTextResponse:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for e in found(user, case, action, start, end, limit, 0):
-            row = AuditEntryOut.of(e).model_dump()
-            writer.writerow([row[c] if c != "params" else _json(row[c]) for c in CSV_COLUMNS])
-        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+        rows = (AuditEntryOut.of(e).model_dump() for e in found(user, case, action, start, end, limit, 0))
+        text = csv_text(CSV_COLUMNS, ([row[c] if c != "params" else _json(row[c]) for c in CSV_COLUMNS]
+                                      for row in rows))  # a reason like =HYPERLINK(...) is neutralised
+        return PlainTextResponse(text, media_type="text/csv")
 
     @router.get("/audit/summary")
     def summary(user: str | None = None, case: str | None = None, action: str | None = None,
@@ -136,9 +136,11 @@ def auth_router(accounts: Accounts, audit: AuditLog, secure_cookies: bool) -> AP
 
     @router.get("/audit/verify")
     def verify() -> VerificationOut:
-        """Recompute the hash chain; the first entry that does not hold is named."""
+        """Check every entry's seal and link, and the log's length against its signed checkpoint; the first
+        problem is named."""
         v: Verification = audit.verify()
-        return VerificationOut(entries=v.entries, ok=v.ok, first_broken=v.first_broken, problem=v.problem)
+        return VerificationOut(entries=v.entries, ok=v.ok, first_broken=v.first_broken, problem=v.problem,
+                               checkpoint=v.checkpoint, unkeyed=v.unkeyed)
 
     return router
 

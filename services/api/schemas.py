@@ -214,6 +214,7 @@ class PurgeOut(Out):
     frames: int
     vectors: int
     crops: int
+    frame_files: int = Field(0, description="kept original frames deleted with their last sighting")
 
 
 class StreamOut(Out):
@@ -656,12 +657,15 @@ class CaseOut(Out):
     status: Literal["open", "closed"]
     closed: IsoTime | None
     closed_by: str | None
+    collaborators: list[str] = Field(default=[], description="who may change it beside its owner")
+    zone: str = Field(default="UTC", description="IANA time zone its evidence report prints times in")
 
     @classmethod
     def of(cls, case: Any) -> Self:  # noqa: ANN401 - indexer.case_store.Case
         return cls(id=case.id, ref=case.ref, title=case.title, reason=case.reason, owner=case.owner,
                    created=case.created.isoformat(), status=case.status.value,
-                   closed=case.closed.isoformat() if case.closed else None, closed_by=case.closed_by)
+                   closed=case.closed.isoformat() if case.closed else None, closed_by=case.closed_by,
+                   collaborators=case.collaborators, zone=case.zone)
 
 
 class CasesOut(Out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from pydantic import BaseModel, Field, ValidationError
 
 from geo.trajectories import parse_range
@@ -20,6 +20,7 @@ from services.api.schemas import (
     SightingsOut,
     VocabularyOut,
 )
+from services.api.security import audited_upload
 from services.freetext import MAX_TEXT, parse, zone
 from services.search import Filters, SearchService
 from services.vocabulary import color_scope, vocabulary
@@ -104,7 +105,7 @@ def search_router(search: SearchService) -> APIRouter:
         return SightingsOut.of(search.attributes(body.kind, body.filters(), body.limit, body.offset, body.newest_first))
 
     @router.post("/image")
-    def image_endpoint(file: Annotated[UploadFile, File()], kind: Annotated[str, Form()] = "vehicle",
+    def image_endpoint(request: Request, file: Annotated[UploadFile, File()], kind: Annotated[str, Form()] = "vehicle",
                        k: Annotated[int, Form(ge=1, le=200)] = 20,
                        pick: Annotated[int | None, Form(ge=0, le=1000)] = None,
                        filters: Annotated[str | None, Form(description="JSON of the attribute-search filters")] = None
@@ -113,11 +114,13 @@ def search_router(search: SearchService) -> APIRouter:
         Results are the nearest sightings by appearance, re-ranked by colour, type and, where both show one, plate;
         for vehicles the leading 20 are then verified against their evidence crops with local features under one
         homography (`why.local_inliers`), which puts the same vehicle above look-alikes."""
-        return ImageSearchOut.from_record(search.image(file.file.read(), kind, k, _filters_form(filters), pick))
+        photo = audited_upload(request, file.file.read())
+        return ImageSearchOut.from_record(search.image(photo, kind, k, _filters_form(filters), pick))
 
     @router.post("/face", description=f"Sightings of the uploaded face: {FACE_MATCH_RULE}")
-    def face_endpoint(file: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=200)] = 20,
+    def face_endpoint(request: Request, file: Annotated[UploadFile, File()], k: Annotated[int, Form(ge=1, le=200)] = 20,
                       filters: Annotated[str | None, Form()] = None) -> FaceSearchOut:
-        return FaceSearchOut.from_record(search.face(file.file.read(), k, _filters_form(filters)))
+        photo = audited_upload(request, file.file.read())
+        return FaceSearchOut.from_record(search.face(photo, k, _filters_form(filters)))
 
     return router

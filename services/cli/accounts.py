@@ -9,8 +9,12 @@ import argparse
 import getpass
 import json
 import sys
+from pathlib import Path
 
+from models.accounts import Role, User
 from models.records import InputError
+from services.audit import Checkpoint
+from services.cases import query_purpose
 from services.cli.common import open_system, print_json
 from services.system import Sightline
 
@@ -27,13 +31,15 @@ def case_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", help="why (required; audited)")
 
 
+def cli_user() -> User:
+    """The operator at the server's console: may do what an admin may (who can open the data folder can anyway),
+    and so reads every case and closes any, but changes only cases that name it."""
+    return User("cli", cli_actor(), Role.ADMIN)
+
+
 def require_case(args: argparse.Namespace) -> tuple[str, str]:
-    case_ref, reason = (getattr(args, "case", None) or "").strip(), (getattr(args, "reason", None) or "").strip()
-    if not case_ref or not reason:
-        raise InputError("a search must say which case it serves and why: give --case REF and --reason TEXT")
-    if len(case_ref) > 64 or len(reason) > 500:
-        raise InputError("--case is at most 64 characters and --reason at most 500")
-    return case_ref, reason
+    """--case and --reason, checked as the API checks its headers."""
+    return query_purpose(getattr(args, "case", None), getattr(args, "reason", None), ("--case", "--reason"))
 
 
 def record(system: Sightline, action: str, params: dict[str, object], case: tuple[str, str] | None = None,
@@ -73,12 +79,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     with open_system(args) as system:
         if args.action == "verify":
-            result = system.audit.verify()
+            points = [Checkpoint.from_file(Path(p)) for p in args.checkpoint or []]
+            result = system.audit.verify(points)
             if not result.ok:
-                print(f"sightline: the audit log is broken at entry {result.first_broken}: {result.problem}",
-                      file=sys.stderr)
+                where = f" at entry {result.first_broken}" if result.first_broken else ""
+                print(f"sightline: the audit log is broken{where}: {result.problem}", file=sys.stderr)
                 return 1
-            print(f"the audit log holds: {result.entries} entries, every hash links")
+            unkeyed = f" ({result.unkeyed} from before keying, chained only)" if result.unkeyed else ""
+            print(f"the audit log holds: {result.entries} entries{unkeyed}, each sealed and linked; "
+                  f"{len(points) + 1} signed checkpoint(s) hold")
             return 0
         start, end = parse_range(args.start, args.end)
         found = system.audit.entries(args.user, args.case, args.action_name, start, end, args.limit, 0, args.about)
@@ -101,4 +110,6 @@ def add_account_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--start")
     a.add_argument("--end")
     a.add_argument("--limit", type=int, default=100)
+    a.add_argument("--checkpoint", action="append", metavar="FILE",
+                   help="verify: also hold the log against this checkpoint (a JSON file or an evidence package ZIP)")
     a.set_defaults(func=cmd_audit)

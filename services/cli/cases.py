@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from models.records import InputError
-from services.cases import CaseConflict
-from services.cli.accounts import cli_actor, record, require_case
+from services.cases import CaseConflict, CaseForbidden
+from services.cli.accounts import cli_actor, cli_user, record, require_case
 from services.cli.common import open_system, print_json
 from services.evidence import NoFont
 from services.system import Sightline
@@ -21,13 +21,13 @@ from services.system import Sightline
 @contextmanager
 def case_system(args: argparse.Namespace) -> Iterator[tuple[Sightline, tuple[str, str]]]:
     """The opened system and the (case, reason) a query names; a registered case that is closed is refused."""
-    case = require_case(args)
+    ref, reason = require_case(args)
     with open_system(args) as system:
         try:
-            system.cases.check_query(case[0])
-        except CaseConflict as exc:
+            registered = system.cases.check_query(ref, cli_user())
+        except (CaseConflict, CaseForbidden) as exc:
             raise InputError(str(exc)) from None
-        yield system, case
+        yield system, (registered, reason)
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
@@ -39,10 +39,10 @@ def cmd_cases(args: argparse.Namespace) -> int:
             raise InputError(f"cases {args.action} needs the case number")
         if args.action == "open":
             try:
-                case = system.cases.create(args.ref, args.title or "", args.reason or "", cli_actor())
+                case = system.cases.create(args.ref, args.title or "", args.reason or "", cli_actor(), args.zone)
             except CaseConflict as exc:
                 raise InputError(str(exc)) from None
-            record(system, "cases open", {"title": args.title}, (case.ref, case.reason))
+            record(system, "cases open", {"title": args.title, "zone": case.zone}, (case.ref, case.reason))
             print_json(case)
             return 0
         found = system.cases.by_ref(args.ref)
@@ -54,8 +54,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
             print_json(system.cases.file(found.id))
         elif args.action == "close":
             try:
-                print_json(system.cases.close(found.id, cli_actor()))
-            except CaseConflict as exc:
+                print_json(system.cases.close(found.id, cli_user()))
+            except (CaseConflict, CaseForbidden) as exc:
                 raise InputError(str(exc)) from None
             record(system, "cases close", {}, audited)
         else:  # export
@@ -63,11 +63,11 @@ def cmd_cases(args: argparse.Namespace) -> int:
             if out.exists() or not out.parent.is_dir():
                 raise InputError(f"{out} exists already or its folder does not: name a new file with --out")
             try:
-                package = system.evidence.package(found.id, cli_actor())
+                package = system.evidence.package(found.id, cli_actor(), args.lang)
             except NoFont as exc:
                 raise InputError(str(exc)) from None
             out.write_bytes(package.data)
-            record(system, "cases export", {"out": str(out)}, audited, package.sightings)
+            record(system, "cases export", {"out": str(out), "lang": args.lang}, audited, package.sightings)
             print_json({"file": str(out), "bytes": len(package.data), "sightings": package.sightings})
     return 0
 
@@ -79,5 +79,8 @@ def add_case_commands(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--title")
     c.add_argument("--reason", help="open: why the case exists; show/export: why you read it (audited)")
     c.add_argument("--status", choices=["open", "closed"], help="list: only these")
+    c.add_argument("--zone", help="open: the IANA time zone its report prints times in, e.g. Asia/Shanghai "
+                   "(default UTC)")
     c.add_argument("--out", help="export: the ZIP file to write (default CASE-ID.zip)")
+    c.add_argument("--lang", choices=["en", "zh"], default="en", help="export: the report's language")
     c.set_defaults(func=cmd_cases)

@@ -158,6 +158,7 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
     from models.watchlists import Rule
     from services.watchlists import EntrySpec, entries_from_csv, entries_to_csv
 
+    case = require_case(args) if args.action == "export" else None  # the list leaves: say for which case
     with open_system(args) as system:
         watchlists = system.watchlists
         if args.action == "create":
@@ -174,7 +175,9 @@ def cmd_watchlist(args: argparse.Namespace) -> int:
             made = watchlists.add_entries(wid, entries_from_csv(_read_text(args.value)))
             print(f"{len(made)} entries imported")
         elif args.action == "export":
-            print(entries_to_csv(watchlists.entries(wid)), end="")
+            exported = watchlists.entries(wid)
+            record(system, "watchlist export", {"watchlist": wid}, case, len(exported))
+            print(entries_to_csv(exported), end="")
         elif args.action == "enrol":
             photos = [_read_bytes(p) for p in [args.value, *args.more]]
             print_json(watchlists.enrol_face(wid, photos, args.label, args.reason, args.by))
@@ -411,7 +414,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from services.bench.pipeline import bench_ingest, bench_video
 
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-"))
-    settings = replace(settings_of(args), data_dir=work)
+    # the data folder inside the work folder, so that the audit key and checkpoint beside it go with it
+    settings = replace(settings_of(args), data_dir=work / "data")
     try:
         if args.what == "ingest":
             print_json(bench_ingest(Path(args.path), settings, ROADNET, args.repeat))
@@ -528,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--kind", choices=["plate", "face", "attribute"], default="plate")
     w.add_argument("--match", choices=["exact", "wildcard", "fuzzy"], default="exact")
     w.add_argument("--tolerance", type=int, default=1)
-    w.add_argument("--reason", default="")
+    w.add_argument("--reason", default="", help="add: why it is on the list; export: why it is exported")
+    w.add_argument("--case", help="export: the case it serves")
     w.add_argument("--by", default="", help="who adds it")
     w.add_argument("--description", default="")
     w.add_argument("--label", default="", help="enrol: the person's name or reference")
