@@ -228,11 +228,12 @@ def test_clone_scan_shows_progress_and_filters_by_time(page, site, tmp_path: Pat
     assert captions[0].startswith(f"A: {cams[3].name}") and captions[1].startswith(f"B: {cams[9].name}")
     assert not any(c.id in row.inner_text() for c in (cams[3], cams[9]))
     page.screenshot(path=str(tmp_path / "clones.png"))
-    # A day with none says so.
+    # A day with none says so, and that the time range may be why.
     page.fill("#clones-start", "2026-11-05T00:00")
     page.fill("#clones-end", "2026-11-06T00:00")
     button.click()
-    page.wait_for_selector("#message.info:has-text('No cloned plates found in that time')")
+    page.wait_for_selector("#message.info:has-text('No cloned plates found between')")
+    assert "time range may have excluded" in page.inner_text("#message")
     assert page.locator("#analytics-results li").count() == 0
 
 

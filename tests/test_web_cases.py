@@ -11,6 +11,7 @@ import json
 import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -75,7 +76,9 @@ def test_open_a_case_find_a_plate_add_it_and_export_the_evidence_package(browser
     from pypdf import PdfReader
 
     url, app, token, frame_hashes = site
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    # an investigator in Shanghai: the case takes the browser's zone, and the report prints its times there
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True,
+                                  timezone_id="Asia/Shanghai")
     page = context.new_page()
     try:
         sign_in(page, url, token, "search")
@@ -168,9 +171,47 @@ def test_open_a_case_find_a_plate_add_it_and_export_the_evidence_package(browser
     sighting_item = next(i for i in system.cases.file(system.cases.by_ref(CASE).id).items
                          if i.kind.value == "sighting")
     sighting = system.store.get_sighting(sighting_item.sighting_ids[0])
-    assert sighting.ts.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") in text  # its capture time
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert system.cases.by_ref(CASE).zone == "Asia/Shanghai" and "Asia/Shanghai" in text
+    flat = " ".join(text.split())  # a time may be wrapped at one of its spaces
+    assert sighting.ts.astimezone(shanghai).strftime("%Y-%m-%d %H:%M:%S UTC+08:00") in flat  # its capture time there
     assert hashes[f"crops/{sighting.id}.jpg"] == hashlib.sha256(system.blobs.get(sighting.crop)).hexdigest()
     assert {f["sha256"] for f in manifest["original_frames"]["frames"]} <= frame_hashes
     assert sighting.frame_sha256 in {f["sha256"] for f in manifest["original_frames"]["frames"]}
-    exports = system.audit.entries(case_ref=CASE, action="GET /cases/{case_id}/export")
-    assert len(exports) == 1 and exports[0].actor == "web-investigator"
+    exports = system.audit.entries(case_ref=CASE, action="POST /cases/{case_id}/exports")  # built in the background
+    assert len(exports) == 1 and exports[0].actor == "web-investigator" and exports[0].params["lang"] == "en"
+    (downloaded_file,) = system.audit.entries(case_ref=CASE, action="GET /cases/{case_id}/exports/{export_id}/file")
+    assert downloaded_file.actor == "web-investigator"
+
+
+def test_in_chinese_the_app_exports_the_report_in_chinese(browser, site) -> None:  # noqa: ANN001
+    from pypdf import PdfReader
+
+    from indexer.store import SightingQuery
+    from models.accounts import Role, User
+    from services.cases import NewItem
+
+    url, app, token, _ = site
+    system = app.state.system
+    owner = User("-", "web-investigator", Role.INVESTIGATOR)
+    case = system.cases.create("ZH-1", "白色轿车被盗", "盗窃案", owner.name, zone="Asia/Shanghai")
+    first = system.store.query(SightingQuery(limit=1))[0]
+    system.cases.add_item(case.id, NewItem("sighting", sighting_ids=[first.id]), owner)
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True, locale="zh-CN",
+                                  timezone_id="Asia/Shanghai")
+    page = context.new_page()
+    try:
+        sign_in(page, url, token, "cases")
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        page.click('#case-list li[data-case="ZH-1"] button')
+        page.wait_for_selector("body[data-case-items='1']")
+        with page.expect_download() as downloaded:
+            page.click("#case-export")
+        package = Path(downloaded.value.path()).read_bytes()
+    finally:
+        context.close()
+    archive = zipfile.ZipFile(io.BytesIO(package))
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(archive.read("report.pdf"))).pages).split())
+    assert "证据包 — 案件 ZH-1" in text and "事由：盗窃案" in text and "Evidence package" not in text
+    assert first.ts.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S UTC+08:00") in text
+    assert json.loads(archive.read("manifest.json"))["report_language"] == "zh"

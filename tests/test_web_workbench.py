@@ -204,7 +204,8 @@ def test_errors_show_beside_their_action_and_exact_mode_offers_fuzzy(page, tmp_p
     page.select_option("#plate-mode", "fuzzy")
     page.click("#plate-search-form button[type=submit]")
     page.wait_for_selector("#message:not([hidden])")
-    assert "400" in page.inner_text("#message")
+    said = page.inner_text("#message")
+    assert "not a plate pattern" in said and not said[:1].isdigit() and "400" not in said  # a sentence, no status code
     assert page.evaluate("document.getElementById('message').closest('#plate-search-form') !== null")
     assert in_view(page, "#message")
     assert page.locator("#search-results li").count() == 0  # the earlier results went with the failed search

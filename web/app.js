@@ -2,14 +2,17 @@
 "use strict";
 
 /* ---------- the one door to the API: session cookie, CSRF token, case headers ---------- */
+// Every text shown comes from text.js: t(key, params) in the chosen language, tw(word) for the API's words.
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 const CASE_KEY = "sightline-case", REASON_KEY = "sightline-reason";
 // Routes the server binds to a case (services/api/security.py ROUTES, case=True): searches, trajectories,
 // analytics, sightings listings and exports. The crop of one sighting (/sightings/{id}/crop) is not among them.
 // The search form's vocabulary and the free-text parser read no sightings: they need no case.
 const CASE_BOUND = /^\/(search\/(?!vocabulary|parse\?)|trajectories\/|stays\/|clones(\?|$)|co-travel\/|sightings(\/[^/?]+)?(\?|$)|watchlists\/[^/]+\/export)/;
-const HEADER_TEXT = /^[\x20-\x7e\xa0-\xff]*$/;  // what an HTTP header can carry (ISO-8859-1, no control characters)
-const CASE_REF = /^[\p{L}\p{N}_./:# -]{1,64}$/u;  // as the server checks it (Python's \w)
+// As the server checks a case number (services/cases.py CASE_REF): letters of any script, digits, spaces and
+// . / : # _ - ( ) [ ] and their full-width forms, with at least one letter or digit. It goes out percent-encoded.
+const CASE_REF = /^[\p{L}\p{N}\p{M}_./:#()[\]（）〔〕【】 -]{1,64}$/u;
+const validRef = (ref) => CASE_REF.test(ref) && /[\p{L}\p{N}]/u.test(ref);
 
 class CaseMissing extends Error {}
 class SignedOut extends Error {}
@@ -26,26 +29,55 @@ function currentCase() {
 /* Why the case bar cannot be sent as it is, or "" when it can. */
 function caseProblem() {
   const { ref, reason } = currentCase();
-  if (!ref && !reason) return "Enter a case reference and a reason first: every search is recorded under them.";
-  if (!ref) return "Enter the case reference these searches serve.";
-  if (!reason) return "Enter the reason for these searches.";
-  if (!CASE_REF.test(ref) || !HEADER_TEXT.test(ref)) return "A case reference is 1–64 Latin letters, digits, spaces or . / : # _ -";
+  if (!ref && !reason) return t("case.needBoth");
+  if (!ref) return t("case.needRef");
+  if (!reason) return t("case.needReason");
+  if (!validRef(ref)) return t("case.badRef");
   return "";
+}
+
+/* The API's refusal as a sentence for the user: no status code, no header or route names. */
+function errorText(status, detail) {
+  const text = typeof detail === "string" ? detail : "";
+  const role = /needs the (\w+) role/.exec(text);
+  if (status === 403 && role) return t("err.role", { role: tw(role[1]) });
+  if (/X-Case|X-Reason/.test(text)) {
+    if (/must say which case/.test(text)) return t("case.needBoth");
+    return t(/^X-Reason is/.test(text) ? "err.badReason" : "err.badCase");
+  }
+  const pattern = /^'(.*)' is not a plate pattern/.exec(text);
+  if (pattern) return t("err.platePattern", { q: pattern[1] });
+  if (status === 404) return t("err.notFound", { detail: text });
+  if (status === 409 && /^case .* is closed/.test(text)) return t("err.caseClosed");
+  if (status === 403 && /^case .* only its owner/.test(text)) return t("err.notOnCase");
+  if (status === 413) return t("err.tooLarge");
+  if (status === 429) return t("err.tooMany");
+  if (status >= 500) return t("err.server");
+  if (status === 422 && Array.isArray(detail)) {  // FastAPI's validation errors: which field, what is wrong
+    const fields = detail.map((d) => (d.loc || []).filter((x) => x !== "body" && x !== "query").join(".")).filter(Boolean);
+    return t("err.invalid", { fields: [...new Set(fields)].join(", ") || "?" });
+  }
+  if (!text) return t("err.status", { status });
+  return t("err.said", { detail: text.charAt(0).toUpperCase() + text.slice(1).replace(/[.:]?$/, ".") });
 }
 
 const api = async (path, options = {}) => {
   const method = (options.method || "GET").toUpperCase();
   const headers = new Headers(options.headers || {});
+  if (CASE_BOUND.test(path) && me && !hasRole("investigator")) {  // a viewer's search would only be refused
+    const error = new Error(t("err.role", { role: tw("investigator") }));
+    error.status = 403;
+    throw error;
+  }
   const problem = caseProblem();
-  // A viewer's search goes out as it is: the server's 403 says which role it needs.
-  if (CASE_BOUND.test(path) && problem && (!me || hasRole("investigator"))) {
+  if (CASE_BOUND.test(path) && problem) {
     noteCase(problem, true);
     throw new CaseMissing(problem);
   }
   if (!problem) {
     const { ref, reason } = currentCase();
-    headers.set("X-Case", ref);
-    headers.set("X-Reason", encodeURIComponent(reason));  // any script: the server decodes UTF-8
+    headers.set("X-Case", encodeURIComponent(ref));  // any script, e.g. 沪公(2026)0412号: the server decodes UTF-8
+    headers.set("X-Reason", encodeURIComponent(reason));
   }
   if (!SAFE_METHODS.has(method)) {
     const csrf = cookie("sightline_csrf");
@@ -56,14 +88,14 @@ const api = async (path, options = {}) => {
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = text; }
   if (!response.ok) {
-    const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : text;
+    const detail = body && body.detail !== undefined ? body.detail : text;
     if (response.status === 401 && path !== "/auth/login") {
-      showLogin(me ? "Your session has ended: sign in again." : "");
-      throw new SignedOut(detail || "sign in");
+      showLogin(me ? t("login.ended") : "");
+      throw new SignedOut(t("login.ended"));
     }
-    const status = response.status === 403 ? "403 (not allowed)" : response.status;
-    const error = new Error(`${status}: ${detail || response.statusText}`);
+    const error = new Error(errorText(response.status, detail));
     error.status = response.status;
+    error.detail = detail;
     throw error;
   }
   return body;
@@ -80,7 +112,7 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";  // the browser's zone: times are shown in it
-const fmtTime = (iso) => new Date(iso).toLocaleString(undefined, { timeZoneName: "short" });
+const fmtTime = (iso) => new Date(iso).toLocaleString(LOCALE, { timeZoneName: "short" });
 const toIso = (local) => (local ? new Date(local).toISOString() : null);
 
 /* The one message box is shown beside the control whose action it answers (never at the foot of the panel). */
@@ -103,12 +135,40 @@ function showMessage(text, kind = "error", anchor = messageAnchor) {
   if (text) box.scrollIntoView({ block: "nearest" });
 }
 
+/* A search's results: their block moved right after the form that ran it (the form of the control the message
+   answers), "N results" on top, and scrolled to the top of the panel with the message about them just above. */
+function showOut(id, home, count) {
+  const out = $(id);
+  const form = messageAnchor && messageAnchor.closest("form");
+  const after = form && form.closest(".view") === out.closest(".view") ? form : home;
+  if (after && out.previousElementSibling !== after) after.after(out);
+  out.querySelector(".result-count").textContent = count;
+  out.hidden = false;
+  const said = !messageBox.hidden && after && after.contains(messageBox);
+  (said ? messageBox : out).scrollIntoView({ block: "start" });
+}
+
+/* A time range in words ("" when none was given). */
+function rangeText(start, end) {
+  if (start && end) return t("range.between", { from: fmtTime(start), to: fmtTime(end) });
+  if (start) return t("range.from", { from: fmtTime(start) });
+  return end ? t("range.until", { to: fmtTime(end) }) : "";
+}
+
+/* An empty result says what constrained the search: the time range and the cameras only when they were given,
+   and then that they may have left the matches out. */
+function emptyText(what, { start = null, end = null, cameras = 0 } = {}) {
+  const timed = !!(start || end);
+  const scope = [timed ? t("empty.range", { range: rangeText(start, end) }) : "", cameras ? t("empty.cameras", { n: cameras }) : ""];
+  const hint = timed && cameras ? "empty.hintBoth" : timed ? "empty.hintRange" : cameras ? "empty.hintCameras" : "";
+  return t("empty.sentence", { what, scope: scope.join("") }) + (hint ? ` ${t(hint)}` : "");
+}
+
 async function guarded(fn, anchor = null) {
   messageAnchor = anchor;
   showMessage("");
   try { await fn(); } catch (err) {
     if (err instanceof SignedOut) return;  // said on the sign-in page
-    if (err instanceof CaseMissing) { showMessage(`${err.message} (case bar, above)`); return; }
     showMessage(err.message || String(err));
   }
 }
@@ -126,7 +186,7 @@ async function runAction(button, work) {
   try {
     await guarded(async () => {
       try { await work(controller.signal); } catch (err) {
-        if (controller.signal.aborted) { showMessage("Cancelled.", "info"); return; }
+        if (controller.signal.aborted) { showMessage(t("busy.cancelled"), "info"); return; }
         throw err;
       }
     }, button);
@@ -142,7 +202,7 @@ function busyBox(button) {
   const next = button.nextElementSibling;
   if (next && next.classList.contains("busy")) return next;
   const box = el("span", { class: "busy", role: "status", hidden: "" }, el("span", { class: "spinner", "aria-hidden": "true" }),
-                 " working… ", el("button", { type: "button", class: "secondary inline cancel" }, "Cancel"));
+                 ` ${t("busy.working")} `, el("button", { type: "button", class: "secondary inline cancel" }, t("busy.cancel")));
   button.after(box);
   return box;
 }
@@ -208,22 +268,27 @@ function cameraClicked(camera, event) {
   if (drawing && location.hash.startsWith("#analytics")) return;  // while drawing an area a click is one of its points
   const body = el("div", { class: "camera-popup", "data-camera": camera.id }, el("strong", {}, camera.name),
                   el("div", { class: "meta" }, `${camera.id}${camera.road ? ` · ${camera.road}` : ""}`),
-                  el("div", { class: "meta state" }, "loading recent sightings…"));
+                  el("div", { class: "meta state" }, t("camera.loading")));
   L.popup({ maxWidth: 280, minWidth: 200 }).setLatLng(event.latlng).setContent(body).openOn(map);
   recentSightings(camera, body);
 }
 
 async function recentSightings(camera, body) {
   const state = body.querySelector(".state");
+  if (!hasRole("investigator")) {  // a viewer sees the camera, not what it saw
+    state.textContent = t("camera.viewer");
+    body.dataset.loaded = "true";
+    return;
+  }
   try {
     const found = await api(`/sightings?camera_id=${encodeURIComponent(camera.id)}&limit=${CAMERA_RECENT}`);
     const list = el("ol", { class: "results compact" }, ...found.sightings.map((s) => el("li", { "data-sighting": s.id },
-      el("img", { src: `/sightings/${s.id}/crop`, alt: `evidence crop of ${s.kind} ${s.id}`, loading: "lazy" }),
+      el("img", { src: `/sightings/${s.id}/crop`, alt: t("crop.alt", { kind: tw(s.kind), id: s.id }), loading: "lazy" }),
       el("div", {}, sightingLabel(s), el("div", { class: "meta" }, fmtTime(s.ts))))));
-    state.textContent = found.sightings.length ? `latest ${found.sightings.length} sighting(s)` : "no sightings at this camera";
+    state.textContent = found.sightings.length ? t("camera.latest", { n: found.sightings.length }) : t("camera.none");
     body.append(list);
   } catch (err) {
-    state.textContent = err instanceof CaseMissing ? `${err.message} (case bar, above)` : (err.message || String(err));
+    state.textContent = err.message || String(err);
     state.classList.add("inline-error");
   }
   body.dataset.loaded = "true";
@@ -232,10 +297,11 @@ async function recentSightings(camera, body) {
 function sightingLabel(s) {
   const a = s.attributes || {};
   if (a.plate) return a.plate;
-  const parts = s.kind === "person" ? [a.gender, a.upper_color && `${a.upper_color} top`, a.lower_color && `${a.lower_color} bottom`,
-                                       a.backpack && "backpack", a.bag && "bag", a.hat && "hat"]
-    : [a.vehicle_color, a.vehicle_type];
-  return [s.kind, ...parts.filter(Boolean)].join(" · ");
+  const parts = s.kind === "person" ? [tw(a.gender), a.upper_color && t("label.top", { color: tw(a.upper_color) }),
+                                       a.lower_color && t("label.bottom", { color: tw(a.lower_color) }),
+                                       a.backpack && tw("backpack"), a.bag && tw("bag"), a.hat && tw("hat")]
+    : [tw(a.vehicle_color), tw(a.vehicle_type)];
+  return [tw(s.kind), ...parts.filter(Boolean)].join(" · ");
 }
 
 /* Sightings plotted at their cameras (numbered as in the list), on the given page's layer. */
@@ -262,18 +328,18 @@ function sightingItem(s, index) {
   const cam = cameras.get(s.camera_id);
   const item = el("li", { "data-sighting": s.id },
     index !== undefined ? el("span", { class: "num" }, index + 1) : "",
-    el("img", { src: `/sightings/${s.id}/crop`, alt: `evidence crop of ${s.kind} ${s.id}`, loading: "lazy" }),
+    el("img", { src: `/sightings/${s.id}/crop`, alt: t("crop.alt", { kind: tw(s.kind), id: s.id }), loading: "lazy" }),
     el("div", {},
-      el("div", {}, (s.attributes && s.attributes.plate) || s.kind, s.score !== undefined ? ` · score ${Number(s.score).toFixed(3)}` : ""),
+      el("div", {}, (s.attributes && s.attributes.plate) || tw(s.kind), s.score !== undefined ? ` · ${t("result.score", { score: Number(s.score).toFixed(3) })}` : ""),
       el("div", { class: "meta" }, `${cam ? cam.name : s.camera_id} · ${fmtTime(s.ts)}`)));
   const plate = s.attributes && s.attributes.plate;
   const actions = el("div", { class: "actions" });
   if (plate) {
-    actions.append(el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(plate), e.currentTarget) }, "Trajectory"));
+    actions.append(el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(plate), e.currentTarget) }, t("result.trajectory")));
   }
   const query = s.query || lastQuery;
   actions.append(el("button", { type: "button", class: "secondary add-to-case", onclick: (e) => addToCase(
-    { kind: "sighting", sighting_ids: [s.id], query: query || null }, e.currentTarget) }, "Add to case"));
+    { kind: "sighting", sighting_ids: [s.id], query: query || null }, e.currentTarget) }, t("result.addToCase")));
   item.append(actions);
   return item;
 }
@@ -293,6 +359,7 @@ function clearTrajectory() {
   replayMarker = null;
   replayPoints = [];
   $("trajectory-list").replaceChildren();
+  $("trajectory-out").hidden = true;
   $("replay").hidden = true;
   $("replay-slider").max = "0";
   $("replay-slider").value = "0";
@@ -303,13 +370,14 @@ function clearTrajectory() {
 async function showTrajectory(plate, start, end, prefetched, signal) {
   if (!location.hash.startsWith("#map")) location.hash = "#map";
   shownTrajectory = { plate, start: start || null, end: end || null };
-  lastQuery = `trajectory of ${plate}` + (start || end ? ` from ${start || "the first sighting"} to ${end || "the last"}` : "");
+  lastQuery = t("query.trajectory", { plate, range: rangeText(start, end) });
   $("traj-plate").value = plate;
   clearTrajectory();  // a new search starts from an empty map: nothing stale stays if it fails
   const traj = await (prefetched || trajectoryOf(plate, start, end, signal));
   const points = traj.points;
   if (!points.length) {
-    showMessage(`No sightings of ${plate} in that time range.`, "info");
+    showMessage(emptyText(t("empty.trajectory", { plate }), { start, end }), "info");
+    showOut("trajectory-out", $("trajectory-form"), t("count.sightings", { n: 0 }));
     document.body.dataset.trajectory = "0";
     return;
   }
@@ -317,8 +385,8 @@ async function showTrajectory(plate, start, end, prefetched, signal) {
   drawStops(points);
   drawLegs(traj);
   for (const stay of traj.stays || []) {
-    L.marker([stay.lat, stay.lon], { icon: L.divIcon({ className: "stay-label", html: "stay", iconSize: null }) })
-      .bindPopup(`Stay: ${stay.visits} visit(s), ${Math.round(stay.dwell_s / 60)} min`).addTo(trajectoryLayer);
+    L.marker([stay.lat, stay.lon], { icon: L.divIcon({ className: "stay-label", html: t("traj.stay"), iconSize: null }) })
+      .bindPopup(asText(t("traj.stayPopup", { visits: stay.visits, minutes: Math.round(stay.dwell_s / 60) }))).addTo(trajectoryLayer);
   }
   listStops(plate, traj, 0);
   map.fitBounds(points.map((p) => [p.lat, p.lon]), { padding: [40, 40], maxZoom: 15 });
@@ -328,6 +396,8 @@ async function showTrajectory(plate, start, end, prefetched, signal) {
   slider.value = "0";
   $("replay").hidden = false;
   replayTo(0, false);  // the list starts at its top anyway: no layout forced before the first paint
+  const trips = traj.trips && traj.trips.length ? traj.trips.length : 1;
+  showOut("trajectory-out", $("trajectory-form"), t("count.trajectory", { n: points.length, trips }));
   document.body.dataset.trajectory = String(points.length);
 }
 
@@ -340,7 +410,7 @@ function drawTrips(traj) {
   const trips = traj.trips && traj.trips.length ? traj.trips : [traj.points.map((_, i) => i)];
   trips.forEach((trip, n) => {
     L.polyline(trip.map((i) => [traj.points[i].lat, traj.points[i].lon]), { color: n % 2 ? "#b91c1c" : "#d33", weight: 3 })
-      .bindTooltip(`trip ${n + 1} of ${trips.length}`, { sticky: true }).addTo(trajectoryLayer);
+      .bindTooltip(asText(t("traj.trip", { n: n + 1, of: trips.length })), { sticky: true }).addTo(trajectoryLayer);
   });
   document.body.dataset.trips = String(trips.length);
 }
@@ -354,7 +424,7 @@ function drawStops(points) {
   points.forEach((p, i) => {
     const again = visits.get(p.camera_id);
     const popup = () => el("div", {}, el("strong", {}, `${i + 1}. ${p.camera_name || p.camera_id}`), el("div", {}, fmtTime(p.ts)),
-                           again.length > 1 ? el("div", { class: "meta" }, `passes here: ${again.join(", ")}`) : "");  // made on opening
+                           again.length > 1 ? el("div", { class: "meta" }, t("traj.passes", { list: again.join(", ") })) : "");  // made on opening
     const labelled = (i % every === 0 || i === points.length - 1) && again[0] === i + 1;  // one label per camera
     const text = again.length > 1 ? `${again.slice(0, 3).join(",")}${again.length > 3 ? "…" : ""}` : String(i + 1);
     (labelled ? L.marker([p.lat, p.lon], { icon: L.divIcon({ className: "stop-label", html: text, iconSize: null }) })
@@ -394,21 +464,21 @@ function listStops(plate, traj, from) {
     const leg = i > 0 ? traj.legs[i - 1] : null;
     const item = sightingItem({ id: p.sighting_id, kind: "vehicle", camera_id: p.camera_id, ts: p.ts,
                                 attributes: { plate } }, i);
-    if (gaps.has(i)) item.prepend(el("div", { class: "trip-gap" }, `new trip, after ${gapText(leg ? leg.seconds : 0)} unseen`));
+    if (gaps.has(i)) item.prepend(el("div", { class: "trip-gap" }, t("traj.newTrip", { gap: gapText(leg ? leg.seconds : 0) })));
     item.dataset.stop = String(i);
-    if (leg && !gaps.has(i) && leg.speed_kmh !== null) item.querySelector(".meta").append(` · ${Math.round(leg.speed_kmh)} km/h from ${i}`);
+    if (leg && !gaps.has(i) && leg.speed_kmh !== null) item.querySelector(".meta").append(` · ${t("traj.speedFrom", { speed: Math.round(leg.speed_kmh), from: i })}`);
     items.append(item);
   });
   if (from + LIST_PAGE < traj.points.length) {
     items.append(el("li", { class: "more" }, el("button", { type: "button", class: "secondary",
-      onclick: () => listStops(plate, traj, from + LIST_PAGE) }, `Show ${Math.min(LIST_PAGE, traj.points.length - from - LIST_PAGE)} more`)));
+      onclick: () => listStops(plate, traj, from + LIST_PAGE) }, t("traj.more", { n: Math.min(LIST_PAGE, traj.points.length - from - LIST_PAGE) }))));
   }
   list.append(items);
 }
 
 function gapText(seconds) {
   const hours = seconds / 3600;
-  return hours >= 1 ? `${hours.toFixed(1)} h` : `${Math.round(seconds / 60)} min`;
+  return hours >= 1 ? t("unit.hours", { n: hours.toFixed(1) }) : t("unit.minutes", { n: Math.round(seconds / 60) });
 }
 
 function replayTo(i, follow = true) {
@@ -430,7 +500,7 @@ const REPLAY_STEP_MS = 700;
 function startReplay() {
   if (!replayPoints.length) return;
   if (Number($("replay-slider").value) >= replayPoints.length - 1) replayTo(0);
-  $("replay-play").textContent = "❚❚ Pause";
+  $("replay-play").textContent = t("traj.pause");
   $("replay-play").setAttribute("aria-pressed", "true");
   replayTimer = setInterval(() => {
     const next = Number($("replay-slider").value) + 1;
@@ -442,7 +512,7 @@ function startReplay() {
 function stopReplay() {
   clearInterval(replayTimer);
   replayTimer = null;
-  $("replay-play").textContent = "▶ Play";
+  $("replay-play").textContent = t("traj.play");
   $("replay-play").setAttribute("aria-pressed", "false");
 }
 
@@ -457,22 +527,8 @@ onSubmitAction("trajectory-form", async (signal) => {
   await showTrajectory(plate, toIso($("traj-start").value), toIso($("traj-end").value), null, signal);
 });
 
-/* Suggestions: plates that start with what is typed (wildcard prefix), then close misreadings (fuzzy). */
-let suggestTimer = null;
-$("traj-plate").addEventListener("input", (e) => {
-  clearTimeout(suggestTimer);
-  const q = e.target.value.trim().toUpperCase().replace(/[?*]/g, "");
-  if (q.length < 2 || caseProblem() || !hasRole("investigator")) return;  // suggestions are searches too: only under a case
-  suggestTimer = setTimeout(async () => {
-    try {
-      const [prefix, fuzzy] = await Promise.all([
-        api(`/search/plates?q=${encodeURIComponent(`${q}*`)}&mode=wildcard&limit=10`),
-        q.length >= 5 ? api(`/search/plates?q=${encodeURIComponent(q)}&mode=fuzzy&limit=5`) : { results: [] }]);
-      const plates = [...new Set([...prefix.results, ...fuzzy.results].map((r) => r.plate))].slice(0, 12);
-      $("plate-suggestions").replaceChildren(...plates.map((plate) => el("option", { value: plate })));
-    } catch (_) { /* suggestions are a convenience; the search itself reports errors */ }
-  }, 250);
-});
+/* No search is sent while the user types: every query is audited as the user's act, so only a submit (or a
+   button) sends one. (Plate suggestions while typing logged searches the user never ran.) */
 
 /* ---------- search ---------- */
 const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json" } };
@@ -495,7 +551,7 @@ async function loadVocabulary() {
   }
   vocabulary = words;
   for (const select of document.querySelectorAll("select[data-vocabulary]")) {
-    select.replaceChildren(el("option", { value: "" }, "any"), ...(words[select.dataset.vocabulary] || []).map((w) => el("option", { value: w }, w)));
+    select.replaceChildren(el("option", { value: "" }, t("form.any")), ...(words[select.dataset.vocabulary] || []).map((w) => el("option", { value: w }, tw(w))));
   }
   document.body.dataset.vocabulary = "loaded";
 }
@@ -521,7 +577,7 @@ showKindFields();
 
 function showConfidence() {
   const value = Number($("attr-confidence").value);
-  $("attr-confidence-value").textContent = value > 0 ? `${Math.round(value * 100)}%` : "any";
+  $("attr-confidence-value").textContent = value > 0 ? `${Math.round(value * 100)}%` : t("form.any");
 }
 $("attr-confidence").addEventListener("input", showConfidence);
 
@@ -563,17 +619,23 @@ function attributeBody() {
 function clearSearchResults() {
   $("search-results").replaceChildren();
   $("photo-query").hidden = true;
+  $("search-out").hidden = true;
   searchLayer.clearLayers();
   delete document.body.dataset.results;
 }
 
-function showResults(sightings, emptyText, itemOf = (s) => sightingItem(s)) {
+/* The results listed and plotted, "N results" on top, brought into view with `message` (if any) just above. */
+function showResults(sightings, message, itemOf = (s) => sightingItem(s)) {
   const list = $("search-results");
   list.replaceChildren(...sightings.map(itemOf));
   plotSightings(searchLayer, sightings);
-  if (!sightings.length) showMessage(emptyText, "info");
+  if (message) showMessage(message, "info");
+  showOut("search-out", null, t("count.results", { n: sightings.length }));
   document.body.dataset.results = String(sightings.length);
 }
+
+/* What the form's time range and cameras were, for the message of an empty result. */
+const scopeOf = (scope) => ({ start: scope.start, end: scope.end, cameras: (scope.camera_ids || []).length });
 
 function plateSightings(found) {
   return found.results.flatMap((r) => r.sightings.map((s) => ({ ...s, score: r.score })));
@@ -591,14 +653,15 @@ async function plateSearch(q, mode, signal, { keep = null, note = "" } = {}) {
   if (scope.start) params.set("start", scope.start);
   if (scope.end) params.set("end", scope.end);
   for (const id of scope.camera_ids || []) params.append("camera_id", id);
-  searched(`plate search "${q}" (${used})${note}`);
+  searched(t("query.plate", { q, mode: tw(used) }) + note);
   const found = await api(`/search/plates?${params}`, { signal });
   const all = plateSightings(found);
   const sightings = keep ? all.filter(keep) : all;
-  const narrowed = all.length - sightings.length ? ` ${all.length - sightings.length} other sighting(s) of these plates did not match the colour or type.` : "";
-  showResults(sightings, `No plate matches “${q}” (${used}).${narrowed}`);
-  if (switched) showMessage(`“${q}” has ? or *: searched as a wildcard pattern.${narrowed}`, "info");
-  else if (narrowed && sightings.length) showMessage(narrowed.trim(), "info");
+  const notes = [];
+  if (switched) notes.push(t("plate.switched", { q }));
+  if (!sightings.length) notes.push(emptyText(t("empty.plate", { q, mode: tw(used) }), scopeOf(scope)));
+  if (all.length > sightings.length) notes.push(t("plate.narrowed", { n: all.length - sightings.length }));
+  showResults(sightings, notes.join(" "));
   if (!sightings.length && used === "exact") offerFuzzy(q);
 }
 
@@ -609,7 +672,7 @@ function offerFuzzy(q) {
     $("plate-mode").value = "fuzzy";
     const submit = $("plate-search-form").querySelector("button[type=submit]");
     runAction(submit, (signal) => plateSearch(q, "fuzzy", signal));
-  } }, "Try fuzzy (forgives misread characters)"));
+  } }, t("plate.tryFuzzy")));
 }
 
 onSubmitAction("plate-search-form", (signal) => plateSearch($("plate-q").value.trim(), $("plate-mode").value, signal));
@@ -617,9 +680,9 @@ onSubmitAction("plate-search-form", (signal) => plateSearch($("plate-q").value.t
 async function attributeSearch(signal, note = "") {
   clearSearchResults();
   const body = attributeBody();
-  searched(`attribute search ${JSON.stringify(body)}${note}`);
+  searched(t("query.attributes", { body: JSON.stringify(body) }) + note);
   const found = await api("/search/attributes", { ...JSON_POST, body: JSON.stringify(body), signal });
-  showResults(found.sightings, "Nothing matches those attributes.", (s) => attributeItem(s));
+  showResults(found.sightings, found.sightings.length ? "" : emptyText(t("empty.attributes"), scopeOf(body)), (s) => attributeItem(s));
 }
 
 function attributeItem(s) {
@@ -633,34 +696,32 @@ onSubmitAction("attr-search-form", (signal) => attributeSearch(signal));
 /* ---------- free text: read into chips, the chips fill the forms, Search runs them ---------- */
 let parsed = null;  // the last /search/parse answer, with chips the user removed taken out
 
-const CHIP_LABEL = { plate: "plate", time: "time", place: "place", gender: "gender", vehicle_type: "type", vehicle_color: "colour",
-                     upper_color: "top", lower_color: "bottom", bag: "bag", backpack: "backpack", hat: "hat",
-                     long_sleeves: "sleeves", long_pants: "trousers" };
-const FLAG_TEXT = { long_sleeves: ["short", "long"], long_pants: ["shorts or skirt", "long"] };
+const chipLabel = (field) => t(`chip.${field}`, {}, field);  // the field's name; the API's own if there is no text
+const FLAG_TEXT = { long_sleeves: ["attr.sleevesShort", "attr.sleevesLong"], long_pants: ["attr.pantsShort", "attr.pantsLong"] };
 const FORM_FIELD = { vehicle_type: "attr-type", vehicle_color: "attr-color", gender: "attr-gender", upper_color: "attr-upper",
                      lower_color: "attr-lower", bag: "attr-bag", backpack: "attr-backpack", hat: "attr-hat",
                      long_sleeves: "attr-sleeves", long_pants: "attr-pants", plate_color: "attr-plate-color" };
 
 function chipText(chip) {
   const v = chip.value;
-  if (chip.field === "plate") return `${v.q} (${v.mode})`;
+  if (chip.field === "plate") return `${v.q} (${tw(v.mode)})`;
   if (chip.field === "time") return `${v.start ? fmtTime(v.start) : "…"} – ${v.end ? fmtTime(v.end) : "…"}`;
-  if (chip.field === "place") return chip.applied ? `${v.text} (${v.camera_ids.length} camera(s))` : `${v.text}: no camera there, not searched`;
-  if (FLAG_TEXT[chip.field]) return FLAG_TEXT[chip.field][Number(v)];
-  if (typeof v === "boolean") return v ? "with" : "without";
-  return String(v);
+  if (chip.field === "place") return chip.applied ? t("chip.placeCameras", { text: v.text, n: v.camera_ids.length }) : t("chip.placeNone", { text: v.text });
+  if (FLAG_TEXT[chip.field]) return t(FLAG_TEXT[chip.field][Number(v)]);
+  if (typeof v === "boolean") return t(v ? "form.with" : "form.without");
+  return tw(String(v));
 }
 
 function renderChips() {
   const box = $("freetext-chips");
   box.replaceChildren(...parsed.chips.map((chip, i) => el("span", { class: `chip${chip.applied ? "" : " not-applied"}`,
-      "data-field": chip.field, title: `from “${chip.text}”` },
-    el("span", {}, `${CHIP_LABEL[chip.field] || chip.field}: ${chipText(chip)}`),
-    el("button", { type: "button", class: "chip-remove", "aria-label": `remove ${CHIP_LABEL[chip.field] || chip.field}`,
+      "data-field": chip.field, title: t("chip.from", { text: chip.text }) },
+    el("span", {}, `${chipLabel(chip.field)}: ${chipText(chip)}`),
+    el("button", { type: "button", class: "chip-remove", "aria-label": t("chip.remove", { field: chipLabel(chip.field) }),
                    onclick: () => removeChip(i) }, "×"))));
-  if (!parsed.chips.length) box.append(el("span", { class: "meta" }, "Nothing understood yet."));
+  if (!parsed.chips.length) box.append(el("span", { class: "meta" }, t("chip.nothing")));
   const ignored = $("freetext-ignored");
-  ignored.textContent = parsed.ignored.length ? `not understood: ${parsed.ignored.join(" ")}` : "";
+  ignored.textContent = parsed.ignored.length ? t("chip.ignored", { words: parsed.ignored.join(" ") }) : "";
   ignored.hidden = !parsed.ignored.length;
 }
 
@@ -707,8 +768,8 @@ onSubmitAction("freetext-form", (signal) => readFreeText(signal));
 /* Search: a plate chip runs the plate search (colour and type chips then narrow its sightings); else the attributes. */
 async function runFreeText(signal) {
   if (!parsed || parsed.text !== $("freetext-q").value.trim()) await readFreeText(signal);  // typed on since it was read
-  if (!parsed.chips.some((c) => c.applied)) throw new Error("Nothing to search for: no chip is left (see “not understood”).");
-  const note = ` — from “${parsed.text}”`;
+  if (!parsed.chips.some((c) => c.applied)) throw new Error(t("free.nothing"));
+  const note = t("query.fromText", { text: parsed.text });
   if (!parsed.chips.some((c) => c.applied && c.field === "plate")) { await attributeSearch(signal, note); return; }
   const colour = $("attr-color").value, type = $("attr-type").value;
   // As the attribute search does: white, silver and gray match each other unless "exactly this colour" is ticked.
@@ -734,7 +795,7 @@ async function searchByImage(file, kind, pick, signal) {
     lastPhoto = { file, kind, url: URL.createObjectURL(file) };
   }
   lastPhoto.kind = kind;
-  searched(`photo search (${kind}) with ${file.name || "a dropped photo"}${pick ? `, object ${pick + 1}` : ""}`);
+  searched(t("query.photo", { kind: tw(kind), name: file.name || t("photo.dropped") }) + (pick ? t("query.object", { n: pick + 1 }) : ""));
   const found = await api("/search/image", { method: "POST", body: form, signal });
   await showQueryPhoto(found, pick || 0);
   showPhotoResults(found, kind);
@@ -748,18 +809,18 @@ async function showQueryPhoto(found, picked) {
   const w = img.naturalWidth, h = img.naturalHeight;
   const boxes = w && h ? found.objects.map((o) => objectBox(o, o.index === picked, w, h)) : [];
   $("photo-wrap").replaceChildren(img, ...boxes);
-  $("photo-hint").textContent = found.objects.length > 1
-    ? `${found.objects.length} ${lastPhoto.kind}s in the photo: click a box to search for that one.`
-    : found.objects.length ? "" : `No ${lastPhoto.kind} found in the photo: the whole photo was searched.`;
+  $("photo-hint").textContent = found.objects.length > 1 ? t("photo.objects", { n: found.objects.length, kind: tw(lastPhoto.kind) })
+    : found.objects.length ? "" : t("photo.noObject", { kind: tw(lastPhoto.kind) });
   const p = found.probe;
-  $("photo-probe").textContent = `Searched for: ${[p.kind, p.vehicle_color, p.vehicle_type, p.plate && `plate ${p.plate}`].filter(Boolean).join(" · ")}`;
+  $("photo-probe").textContent = t("photo.probe", { what: [tw(p.kind), tw(p.vehicle_color), tw(p.vehicle_type),
+                                                            p.plate && t("photo.probePlate", { plate: p.plate })].filter(Boolean).join(" · ") });
 }
 
 function objectBox(o, picked, w, h) {
   const [x1, y1, x2, y2] = o.bbox;
   const pct = (v, total) => `${(100 * v / total).toFixed(2)}%`;
   const box = el("button", { type: "button", class: `object-box${picked ? " picked" : ""}`, "data-index": String(o.index),
-                             "aria-pressed": String(picked), "aria-label": `search for ${o.label} ${o.index + 1} (${Math.round(o.score * 100)}%)`,
+                             "aria-pressed": String(picked), "aria-label": t("photo.pick", { label: tw(o.label), n: o.index + 1, score: Math.round(o.score * 100) }),
                              onclick: () => repick(o.index) }, String(o.index + 1));
   Object.assign(box.style, { left: pct(x1, w), top: pct(y1, h), width: pct(x2 - x1, w), height: pct(y2 - y1, h) });
   return box;
@@ -774,17 +835,16 @@ function repick(index) {
 
 function showPhotoResults(found, kind) {
   const hits = found.results.map((r) => ({ ...r.sighting, score: r.score, why: r.why }));
-  showResults(hits, "No similar sightings.", (s) => photoItem(s));
+  showResults(hits, hits.length ? "" : t("empty.photo"), (s) => photoItem(s));
   const list = $("search-results");
   if (!hits.length) return;
   if (kind !== "vehicle") {
-    list.prepend(el("li", { class: "cutoff" }, "People are ranked by appearance only — your photo averaged with its nearest stored person — with no same-person check: treat every result as a look-alike until you compare."));
+    list.prepend(el("li", { class: "cutoff" }, t("photo.people")));
     return;
   }
   const same = hits.filter(isSameVehicle).length;
   const line = el("li", { class: "cutoff", "data-same": String(same) },
-    same ? `▲ ${same} likely the same vehicle (≥ ${SAME_VEHICLE_INLIERS} matched local features) · ▼ look-alikes below`
-      : `No result shares ≥ ${SAME_VEHICLE_INLIERS} matched local features with the query: all are look-alikes.`);
+    same ? t("photo.same", { n: same, min: SAME_VEHICLE_INLIERS }) : t("photo.noSame", { min: SAME_VEHICLE_INLIERS }));
   const first = list.children[same];
   if (first) list.insertBefore(line, first); else list.append(line);
   document.body.dataset.sameVehicle = String(same);
@@ -792,14 +852,14 @@ function showPhotoResults(found, kind) {
 
 const isSameVehicle = (s) => (s.why && s.why.local_inliers || 0) >= SAME_VEHICLE_INLIERS;
 
-const WHY_LABEL = { colour: "colour", type: "type", plate: "plate", local: "local features" };
+const WHY_TERMS = ["colour", "type", "plate", "local"];
 
 function whyText(why) {
-  const parts = [`appearance ${Number(why.appearance || 0).toFixed(3)}`];
-  for (const [key, label] of Object.entries(WHY_LABEL)) {
+  const parts = [`${t("why.appearance")} ${Number(why.appearance || 0).toFixed(3)}`];
+  for (const key of WHY_TERMS) {
     if (why[key] === undefined) continue;
     const v = Number(why[key]);
-    parts.push(`${label} ${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}${key === "local" ? ` (${why.local_inliers} matched)` : ""}`);
+    parts.push(`${t(`why.${key}`)} ${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}${key === "local" ? ` ${t("why.matched", { n: why.local_inliers })}` : ""}`);
   }
   return parts.join(" · ");
 }
@@ -807,13 +867,13 @@ function whyText(why) {
 function photoItem(s) {
   const item = sightingItem(s);
   item.classList.add(isSameVehicle(s) ? "same-vehicle" : "look-alike");
-  item.querySelector("div").append(el("div", { class: "why meta" }, `score ${Number(s.score).toFixed(3)} = ${whyText(s.why || {})}`));
+  item.querySelector("div").append(el("div", { class: "why meta" }, `${t("result.score", { score: Number(s.score).toFixed(3) })} = ${whyText(s.why || {})}`));
   return item;
 }
 
 onSubmitAction("image-search-form", async (signal) => {
   const file = $("image-file").files[0];
-  if (!file) throw new Error("Choose or drop a photo first.");
+  if (!file) throw new Error(t("photo.choose"));
   await searchByImage(file, $("image-kind").value, null, signal);
 });
 
@@ -831,13 +891,13 @@ drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " "
 
 onSubmitAction("face-search-form", async (signal) => {
   const file = $("face-file").files[0];
-  if (!file) throw new Error("Choose a face photo first.");
+  if (!file) throw new Error(t("face.choose"));
   clearSearchResults();
   const form = new FormData();
   form.append("file", file);
-  searched(`face search with ${file.name || "a photo"}`);
+  searched(t("query.face", { name: file.name || t("photo.dropped") }));
   const found = await api("/search/face", { method: "POST", body: form, signal });
-  showResults(found.results.map((r) => ({ ...r.sighting, score: r.score })), "No sighting of this face.");
+  showResults(found.results.map((r) => ({ ...r.sighting, score: r.score })), found.results.length ? "" : t("empty.face"));
 });
 
 /* ---------- activity: sightings per hour (brush to set the time range) and a heatmap ---------- */
@@ -852,8 +912,9 @@ onSubmitActionButton("activity-load", async (signal) => {
   drawActivity();
   drawHeat(found.sightings);
   $("activity-range").textContent = found.sightings.length
-    ? `${found.sightings.length}${found.sightings.length === ACTIVITY_LIMIT ? " (the latest)" : ""} sighting(s), ${fmtTime(new Date(activity.start).toISOString())} onwards, one bar per hour.`
-    : "No sightings for these filters.";
+    ? t(found.sightings.length === ACTIVITY_LIMIT ? "activity.latest" : "activity.shown",
+        { n: found.sightings.length, from: fmtTime(new Date(activity.start).toISOString()) })
+    : emptyText(t("activity.none"), scopeOf(body));
   document.body.dataset.activity = String(found.sightings.length);
 });
 
@@ -866,7 +927,7 @@ function hourlyCounts(sightings) {
   const times = sightings.map((s) => Date.parse(s.ts));
   const start = Math.floor(Math.min(...times) / HOUR_MS) * HOUR_MS;
   const counts = new Array(Math.floor((Math.max(...times) - start) / HOUR_MS) + 1).fill(0);
-  for (const t of times) counts[Math.floor((t - start) / HOUR_MS)] += 1;
+  for (const ms of times) counts[Math.floor((ms - start) / HOUR_MS)] += 1;
   return { start, counts, brush: null };
 }
 
@@ -891,7 +952,7 @@ function drawActivity() {
   });
   ctx.fillStyle = "#4a5a6b";
   ctx.font = "10px system-ui";
-  ctx.fillText(`max ${max}/h`, 2, 10);
+  ctx.fillText(t("activity.max", { n: max }), 2, 10);
 }
 
 /* Brushing: drag across the bars; the hours covered become the attribute form's time range. */
@@ -917,7 +978,7 @@ $("activity-chart").addEventListener("pointerup", (e) => {
   const start = new Date(activity.start + a * HOUR_MS).toISOString(), end = new Date(activity.start + (b + 1) * HOUR_MS).toISOString();
   $("attr-start").value = localInput(start);
   $("attr-end").value = localInput(end);
-  $("activity-range").textContent = `Time range set: ${fmtTime(start)} – ${fmtTime(end)}. Search again to use it.`;
+  $("activity-range").textContent = t("activity.brushed", { from: fmtTime(start), to: fmtTime(end) });
   document.body.dataset.brushed = `${a}-${b}`;
 });
 
@@ -997,14 +1058,15 @@ const cropFigure = (sightingId, alt, caption) => el("figure", { "data-sighting":
 /* The analytics page's result list and drawing start afresh with each action (the drawn areas stay). */
 function clearAnalytics() {
   $("analytics-results").replaceChildren();
+  $("analytics-out").hidden = true;
   analyticsLayer.clearLayers();
   delete document.body.dataset.analytics;
 }
 
-/* The results of an action that found some are brought into view (they sit below the three forms). */
-function showAnalytics(count) {
+/* The results of an action, right after its form with their count (`countKey`), brought into view. */
+function showAnalytics(count, countKey) {
+  showOut("analytics-out", null, t(countKey, { n: count }));
   document.body.dataset.analytics = String(count);
-  if (count) $("analytics-results").scrollIntoView({ block: "nearest" });
 }
 
 /* ---- areas, drawn in order: a drawing mode (start, click points, undo, finish), and delete ---- */
@@ -1030,7 +1092,7 @@ function areaTool(id, text) {
 }
 
 $("area-draw").addEventListener("click", () => {
-  if (drawnAreas.length >= LETTERS.length) { areaTool("area-draw", `At most ${LETTERS.length} areas.`); return; }
+  if (drawnAreas.length >= LETTERS.length) { areaTool("area-draw", t("area.atMost", { n: LETTERS.length })); return; }
   showMessage("");
   setDrawing([]);
 });
@@ -1040,7 +1102,7 @@ $("area-finish").addEventListener("click", () => finishArea());
 
 function finishArea() {
   if (!drawing) return true;
-  if (drawing.length < 3) { areaTool("area-finish", "An area needs at least 3 points: click more on the map."); return false; }
+  if (drawing.length < 3) { areaTool("area-finish", t("area.tooFew")); return false; }
   drawnAreas.push({ points: drawing, start: "", end: "" });
   showMessage("");
   setDrawing(null);
@@ -1070,27 +1132,25 @@ function showAreas() {
   if (drawing) outline(drawing, drawnAreas.length, true);
   const next = LETTERS[drawnAreas.length] || "";
   $("area-draw").hidden = !!drawing;
-  $("area-draw").textContent = `Draw area ${next}`;
+  $("area-draw").textContent = t("area.draw", { letter: next });
   $("area-draw").disabled = !next;
   for (const id of ["area-finish", "area-undo", "area-cancel"]) $(id).hidden = !drawing;
   if (drawing) {
     $("area-undo").disabled = !drawing.length;
-    $("area-finish").textContent = `Finish area ${next}`;
+    $("area-finish").textContent = t("area.finish", { letter: next });
   }
-  $("area-hint").textContent = drawing
-    ? `Drawing area ${next}: click its corners on the map (${drawing.length} so far, at least 3).`
-    : drawnAreas.length ? `Areas ${LETTERS.slice(0, drawnAreas.length).split("").join(", ")} drawn. Leave an area's times empty to use the times below.`
-      : "Press “Draw area A”, click its corners on the map, then “Finish area”. Draw B the same way.";
+  $("area-hint").textContent = drawing ? t("area.drawing", { letter: next, n: drawing.length })
+    : drawnAreas.length ? t("area.drawn", { letters: LETTERS.slice(0, drawnAreas.length).split("").join(", ") }) : t("area.hint");
   $("area-list").replaceChildren(...drawnAreas.map((a, i) => el("li", { "data-area": LETTERS[i] },
     el("strong", { class: "area-letter", style: `background:${AREA_COLORS[i % AREA_COLORS.length]}` }, LETTERS[i]),
-    el("span", { class: "meta" }, `${a.points.length} points · ${camerasIn(a.points).length} camera(s)`),
-    el("button", { type: "button", class: "secondary inline", "aria-label": `Delete area ${LETTERS[i]}`,
-                   onclick: () => deleteArea(i) }, "Delete"),
+    el("span", { class: "meta" }, t("area.points", { n: a.points.length, cameras: camerasIn(a.points).length })),
+    el("button", { type: "button", class: "secondary inline", "aria-label": t("area.deleteLabel", { letter: LETTERS[i] }),
+                   onclick: () => deleteArea(i) }, t("common.delete")),
     el("div", { class: "grid2" }, ...["start", "end"].map((end) => {
       const id = `area-${LETTERS[i]}-${end}`;
       const input = el("input", { id, type: "datetime-local", oninput: (e) => { a[end] = e.target.value; } });
       input.value = a[end];
-      return el("div", {}, el("label", { for: id }, `${LETTERS[i]}: ${end === "start" ? "from" : "to"}`), input);
+      return el("div", {}, el("label", { for: id }, t(end === "start" ? "area.ownFrom" : "area.ownTo", { letter: LETTERS[i] })), input);
     })))));
   document.body.dataset.areas = String(drawnAreas.length);
   document.body.dataset.drawing = drawing ? String(drawing.length) : "off";
@@ -1120,8 +1180,8 @@ function inOrder(sightings, windows) {
   for (const s of [...sightings].sort((x, y) => new Date(x.ts) - new Date(y.ts))) {
     const i = chain.length, cam = cameras.get(s.camera_id), w = windows[i];
     if (!cam || !inside(drawnAreas[i].points, cam.lat, cam.lon)) continue;
-    const t = new Date(s.ts);
-    if ((w.start && t < new Date(w.start)) || (w.end && t >= new Date(w.end))) continue;
+    const when = new Date(s.ts);
+    if ((w.start && when < new Date(w.start)) || (w.end && when >= new Date(w.end))) continue;
     chain.push(s);
     if (chain.length === drawnAreas.length) return chain;
   }
@@ -1131,22 +1191,23 @@ function inOrder(sightings, windows) {
 /* Its first pass in each area, whatever the order (shown when the order is not asked for). */
 const firstInEach = (sightings, windows) => drawnAreas.map((a, i) => [...sightings].sort((x, y) => new Date(x.ts) - new Date(y.ts))
   .find((s) => {
-    const cam = cameras.get(s.camera_id), t = new Date(s.ts), w = windows[i];
-    return cam && inside(a.points, cam.lat, cam.lon) && !(w.start && t < new Date(w.start)) && !(w.end && t >= new Date(w.end));
+    const cam = cameras.get(s.camera_id), when = new Date(s.ts), w = windows[i];
+    return cam && inside(a.points, cam.lat, cam.lon) && !(w.start && when < new Date(w.start)) && !(w.end && when >= new Date(w.end));
   }));
 
 onSubmitAction("area-form", async (signal) => {
   clearAnalytics();
   if (drawing && !finishArea()) return;
-  if (!drawnAreas.length) throw new Error("Draw an area first: press “Draw area A” and click at least 3 points on the map.");
+  if (!drawnAreas.length) throw new Error(t("area.none"));
   const windows = areaWindows();
   const body = { kind: "vehicle", areas: drawnAreas.map((a, i) => ({
     polygon: { type: "Polygon", coordinates: [[...a.points, a.points[0]].map(([lat, lon]) => [lon, lat])] }, ...windows[i] })) };
   const found = await api("/search/areas", { ...JSON_POST, body: JSON.stringify(body), signal });
   const ordered = $("area-ordered").checked && drawnAreas.length > 1;
-  const names = LETTERS.slice(0, drawnAreas.length).split("").join(" then ");
-  lastQuery = `seen in ${names}` + (ordered ? " in that order" : "")
-    + windows.map((w, i) => (w.start || w.end ? ` · ${LETTERS[i]} ${w.start || "…"} to ${w.end || "…"}` : "")).join("");
+  const names = LETTERS.slice(0, drawnAreas.length).split("").join(t("area.then"));
+  const timed = windows.some((w) => w.start || w.end);
+  lastQuery = t(ordered ? "query.areasOrdered" : "query.areas", { names })
+    + windows.map((w, i) => (w.start || w.end ? ` · ${LETTERS[i]} ${rangeText(w.start, w.end)}` : "")).join("");
   const shown = [];
   let outOfOrder = 0;
   for (const r of found.results) {
@@ -1156,18 +1217,19 @@ onSubmitAction("area-form", async (signal) => {
   }
   $("analytics-results").replaceChildren(...shown.map(({ r, chain }) => el("li", { "data-plate": r.plate || r.key, class: "area-match" },
     el("div", {}, el("strong", {}, r.plate || r.key),
-      el("div", { class: "meta" }, `${r.sightings.length} sighting(s) in the areas`)),
+      el("div", { class: "meta" }, t("area.sightings", { n: r.sightings.length }))),
     el("div", { class: "actions" },
-      r.plate ? el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(r.plate), e.currentTarget) }, "Trajectory") : "",
+      r.plate ? el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(r.plate), e.currentTarget) }, t("result.trajectory")) : "",
       el("button", { type: "button", class: "secondary add-to-case", onclick: (e) => addToCase(
-        { kind: "sighting", sighting_ids: chain.map((s) => s.id), query: lastQuery }, e.currentTarget) }, "Add to case")),
-    el("div", { class: "side-by-side passes" }, ...chain.map((s, i) => cropFigure(s.id, `${r.plate || s.kind} in area ${LETTERS[i]}`,
+        { kind: "sighting", sighting_ids: chain.map((s) => s.id), query: lastQuery }, e.currentTarget) }, t("result.addToCase"))),
+    el("div", { class: "side-by-side passes" }, ...chain.map((s, i) => cropFigure(s.id, t("area.cropAlt", { what: r.plate || tw(s.kind), letter: LETTERS[i] }),
       `${LETTERS[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`))))));
   plotSightings(analyticsLayer, shown.flatMap(({ chain }) => chain));
-  showAnalytics(shown.length);
-  const skipped = outOfOrder ? ` ${outOfOrder} vehicle(s) seen in every area but not in this order are left out.` : "";
-  if (!shown.length) showMessage(`No vehicle was seen in ${names}${ordered ? " in that order" : ""} in those times.${skipped}`, "info");
-  else if (skipped) showMessage(skipped.trim(), "info");
+  const notes = [];
+  if (!shown.length) notes.push(t(ordered ? "empty.areasOrdered" : "empty.areas", { names }) + (timed ? ` ${t("empty.hintAreaTimes")}` : ""));
+  if (outOfOrder) notes.push(t("area.outOfOrder", { n: outOfOrder }));
+  if (notes.length) showMessage(notes.join(" "), "info");
+  showAnalytics(shown.length, "count.vehicles");
 });
 
 showAreas();
@@ -1181,7 +1243,7 @@ onSubmitAction("clones-form", async (signal) => {
   if (end) params.set("end", end);
   const found = await api(`/clones?${params}`, { signal });
   const speed = $("clones-speed").value;
-  const query = `cloned-plate scan (max ${speed} km/h${start || end ? `, ${start || "…"} to ${end || "…"}` : ""})`;
+  const query = t("query.clones", { speed, range: start || end ? `, ${rangeText(start, end)}` : "" });
   $("analytics-results").replaceChildren(...found.cases.map((c) => {
     const [a, b] = c.sightings;
     const line = [[a.lat, a.lon], [b.lat, b.lon]];
@@ -1192,16 +1254,16 @@ onSubmitAction("clones-form", async (signal) => {
     return el("li", { "data-plate": c.plate }, el("div", {},
       el("strong", {}, c.plate),
       el("div", { class: "actions" }, el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase(
-        { kind: "clone", plate: c.plate, sighting_ids: involved, query }, ev.currentTarget) }, "Add to case")),
-      el("div", { class: "meta" }, `${c.speed_kmh === null ? "both at the same time" : `${Math.round(c.speed_kmh)} km/h implied`}`
-        + ` over ${(c.distance_m / 1000).toFixed(1)} km, ${cameraName(a.camera_id)} → ${cameraName(b.camera_id)}`
-        + ` · look ${c.appearance} · confidence ${Math.round(c.confidence * 100)}%`),
-      el("div", { class: "side-by-side" }, ...[a, b].map((s, i) => cropFigure(s.sighting_id, `vehicle ${"AB"[i]} of ${c.plate}`,
+        { kind: "clone", plate: c.plate, sighting_ids: involved, query }, ev.currentTarget) }, t("result.addToCase"))),
+      el("div", { class: "meta" }, t("clones.meta", { speed: c.speed_kmh === null ? null : Math.round(c.speed_kmh),
+        km: (c.distance_m / 1000).toFixed(1), from: cameraName(a.camera_id), to: cameraName(b.camera_id),
+        look: tw(c.appearance), confidence: Math.round(c.confidence * 100) })),
+      el("div", { class: "side-by-side" }, ...[a, b].map((s, i) => cropFigure(s.sighting_id, t("clones.cropAlt", { letter: "AB"[i], plate: c.plate }),
         `${"AB"[i]}: ${cameraName(s.camera_id)} · ${fmtTime(s.ts)}`)))));
   }));
   if (found.cases.length) map.fitBounds(found.cases.flatMap((c) => c.sightings.map((s) => [s.lat, s.lon])), { padding: [40, 40], maxZoom: 15 });
-  showAnalytics(found.cases.length);
-  if (!found.cases.length) showMessage(`No cloned plates found${start || end ? " in that time" : ""}.`, "info");
+  if (!found.cases.length) showMessage(emptyText(t("empty.clones"), { start, end }), "info");
+  showAnalytics(found.cases.length, "count.clones");
 });
 
 /* ---- co-travel: each companion with its shared passes (both crops), and both routes ---- */
@@ -1248,14 +1310,14 @@ async function selectCompanion(plate, signal) {
     const cam = cameras.get(r.camera_id);
     if (!cam) continue;
     L.circleMarker([cam.lat, cam.lon], { radius: 12, color: "#f5a623", weight: 3, fill: false })
-      .bindTooltip(asText(`${c.plate} with ${cotravel.plate} · ${cam.name} · lag ${Math.round(r.lag_s)} s`)).addTo(passLayer);
+      .bindTooltip(asText(t("cotravel.passTip", { plate: c.plate, target: cotravel.plate, camera: cam.name, lag: Math.round(r.lag_s) }))).addTo(passLayer);
   }
   document.body.dataset.cotravelSelected = plate;
   const [target, companion] = await Promise.all([routeOf(cotravel.plate, signal), routeOf(plate, signal)]);
   if (document.body.dataset.cotravelSelected !== plate) return;  // another was chosen meanwhile
   routeLayer.clearLayers();
-  const line = [...drawRoute(target, TARGET_COLOR, `target ${cotravel.plate}`, { weight: 7, opacity: 0.6 }),
-                ...drawRoute(companion, COMPANION_COLOR, `companion ${plate}`, { weight: 3, dashArray: "8 6" })];
+  const line = [...drawRoute(target, TARGET_COLOR, t("cotravel.target", { plate: cotravel.plate }), { weight: 7, opacity: 0.6 }),
+                ...drawRoute(companion, COMPANION_COLOR, t("cotravel.companion", { plate }), { weight: 3, dashArray: "8 6" })];
   if (line.length) map.fitBounds(line, { padding: [40, 40], maxZoom: 15 });
   document.body.dataset.routes = `${target.points.length},${companion.points.length}`;
   document.body.dataset.routeCompanion = plate;
@@ -1263,26 +1325,28 @@ async function selectCompanion(plate, signal) {
 }
 
 function companionItem(c, windowS) {
-  const select = el("button", { type: "button", class: "secondary select", "aria-pressed": "false" }, "Show on map");
+  const select = el("button", { type: "button", class: "secondary select", "aria-pressed": "false" }, t("cotravel.show"));
   select.addEventListener("click", (e) => runAction(e.currentTarget, (signal) => selectCompanion(c.plate, signal)));
   const passes = c.shared.map((r) => {
     const targetTs = new Date(Date.parse(r.ts) - 1000 * r.lag_s).toISOString();
     return el("li", { class: "pass", "data-camera": r.camera_id },
-      el("div", { class: "meta" }, `${cameraName(r.camera_id)} · lag ${Math.round(r.lag_s)} s`),
+      el("div", { class: "meta" }, `${cameraName(r.camera_id)} · ${t("cotravel.lag", { lag: Math.round(r.lag_s) })}`),
       el("div", { class: "side-by-side" },
-        cropFigure(r.target_sighting_id, `target ${cotravel.plate} at ${cameraName(r.camera_id)}`, `${cotravel.plate} · ${fmtTime(targetTs)}`),
-        cropFigure(r.sighting_id, `companion ${c.plate} at ${cameraName(r.camera_id)}`, `${c.plate} · ${fmtTime(r.ts)}`)));
+        cropFigure(r.target_sighting_id, t("cotravel.at", { who: t("cotravel.target", { plate: cotravel.plate }), camera: cameraName(r.camera_id) }),
+                   `${cotravel.plate} · ${fmtTime(targetTs)}`),
+        cropFigure(r.sighting_id, t("cotravel.at", { who: t("cotravel.companion", { plate: c.plate }), camera: cameraName(r.camera_id) }),
+                   `${c.plate} · ${fmtTime(r.ts)}`)));
   });
   return el("li", { class: "companion", "data-plate": c.plate },
     el("div", {}, el("strong", {}, c.plate), el("div", { class: "meta" },
-      `${c.cameras} shared cameras · ${c.trips} trip(s) · lag ${Math.round(c.mean_lag_s)} s (± ${Math.round(c.lag_std_s)} s)`)),
+      t("cotravel.meta", { cameras: c.cameras, trips: c.trips, lag: Math.round(c.mean_lag_s), std: Math.round(c.lag_std_s) }))),
     el("div", { class: "actions" }, select,
-      el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(c.plate), e.currentTarget) }, "Trajectory"),
+      el("button", { type: "button", class: "secondary", onclick: (e) => guarded(() => showTrajectory(c.plate), e.currentTarget) }, t("result.trajectory")),
       el("button", { type: "button", class: "secondary add-to-case", onclick: (ev) => addToCase({
-        kind: "cotravel", plate: cotravel.plate, other_plate: c.plate, query: `co-travel with ${cotravel.plate} (± ${windowS} s)`,
+        kind: "cotravel", plate: cotravel.plate, other_plate: c.plate, query: t("query.cotravel", { plate: cotravel.plate, window: windowS }),
         sighting_ids: [...new Set(c.shared.flatMap((r) => [r.target_sighting_id, r.sighting_id]))].slice(0, 100) },
-        ev.currentTarget) }, "Add to case")),
-    el("ol", { class: "passes", "aria-label": `shared passes of ${c.plate} and ${cotravel.plate}` }, ...passes));
+        ev.currentTarget) }, t("result.addToCase"))),
+    el("ol", { class: "passes", "aria-label": t("cotravel.passes", { plate: c.plate, target: cotravel.plate }) }, ...passes));
 }
 
 onSubmitAction("cotravel-form", async (signal) => {
@@ -1297,43 +1361,49 @@ onSubmitAction("cotravel-form", async (signal) => {
   if (start) params.set("start", start);
   if (end) params.set("end", end);
   const found = await api(`/co-travel/${encodeURIComponent(plate)}?${params}`, { signal });
-  lastQuery = `co-travel with ${found.plate} (± ${windowS} s)`;
-  if (!found.companions.length) { showMessage(`Nobody travels with ${plate}.`, "info"); document.body.dataset.analytics = "0"; return; }
+  lastQuery = t("query.cotravel", { plate: found.plate, window: windowS });
+  if (!found.companions.length) {
+    showMessage(emptyText(t("empty.cotravel", { plate, window: windowS }), { start, end }), "info");
+    showAnalytics(0, "count.companions");
+    return;
+  }
   cotravel = { plate: found.plate, companions: found.companions, routes: new Map(), ...cotravelRange(found, start, end) };
   routeLayer.addTo(analyticsLayer);
   passLayer.addTo(analyticsLayer);
   $("analytics-results").replaceChildren(
-    el("li", { class: "legend meta" }, el("span", { class: "swatch", style: `background:${TARGET_COLOR}` }), ` target ${found.plate} `,
-       el("span", { class: "swatch", style: `background:${COMPANION_COLOR}` }), " companion ",
+    el("li", { class: "legend meta" }, el("span", { class: "swatch", style: `background:${TARGET_COLOR}` }),
+       ` ${t("cotravel.target", { plate: found.plate })} `,
+       el("span", { class: "swatch", style: `background:${COMPANION_COLOR}` }), ` ${t("cotravel.companion", { plate: "" }).trim()} `,
        el("strong", { id: "cotravel-chosen" }, ""), " ",
-       `(routes from ${fmtTime(cotravel.start)} to ${fmtTime(cotravel.end)})`),
+       t("cotravel.routes", { from: fmtTime(cotravel.start), to: fmtTime(cotravel.end) })),
     ...found.companions.map((c) => companionItem(c, windowS)));
-  showAnalytics(found.companions.length);
+  showAnalytics(found.companions.length, "count.companions");
   await selectCompanion(found.companions[0].plate, signal);
 });
 
 /* ---------- alerts ---------- */
 let unseen = 0;
 function toast(alert) {
-  const t = el("div", { class: `toast ${alert.severity}`, role: "status" },
-    el("strong", {}, `${alert.severity.toUpperCase()}: ${alert.target}`), el("div", {}, `${alert.details.rule || ""} · ${cameraName(alert.camera_id)}`));
-  $("toasts").append(t);
-  setTimeout(() => t.remove(), 8000);
+  const box = el("div", { class: `toast ${alert.severity}`, role: "status" },
+    el("strong", {}, t("alert.toast", { severity: tw(alert.severity), target: alert.target })),
+    el("div", {}, `${alert.details.rule || ""} · ${cameraName(alert.camera_id)}`));
+  $("toasts").append(box);
+  setTimeout(() => box.remove(), 8000);
 }
 
 function alertItem(alert) {
-  const ack = el("button", { type: "button", class: "secondary" }, alert.acked_by ? `acknowledged by ${alert.acked_by}` : "Acknowledge");
+  const ack = el("button", { type: "button", class: "secondary" }, alert.acked_by ? t("alert.acked", { by: alert.acked_by }) : t("alert.ack"));
   if (alert.acked_by) ack.disabled = true;
   ack.addEventListener("click", () => runAction(ack, async (signal) => {
     const done = await api(`/alerts/${encodeURIComponent(alert.id)}/ack`, { method: "POST", signal });
-    ack.textContent = `acknowledged by ${done.acked_by}`;
+    ack.textContent = t("alert.acked", { by: done.acked_by });
     ack.dataset.acked = "true";
   }).then(() => { if (ack.dataset.acked) ack.disabled = true; }));
   const entry = alert.details.pattern ? `${alert.details.pattern}${alert.details.reason ? ` (${alert.details.reason})` : ""}` : "";
   return el("li", { "data-alert": alert.id },
-    el("img", { src: `/sightings/${alert.sighting_id}/crop`, alt: `evidence of alert ${alert.target}` }),
+    el("img", { src: `/sightings/${alert.sighting_id}/crop`, alt: t("alert.cropAlt", { target: alert.target }) }),
     el("div", {}, el("strong", {}, `${alert.target}`), el("div", { class: "meta" },
-      `${alert.severity} · ${alert.details.rule || alert.rule_id}${entry ? ` · entry ${entry}` : ""} · ${cameraName(alert.camera_id)} · ${fmtTime(alert.ts)}`)),
+      `${tw(alert.severity)} · ${alert.details.rule || alert.rule_id}${entry ? ` · ${t("alert.entry", { entry })}` : ""} · ${cameraName(alert.camera_id)} · ${fmtTime(alert.ts)}`)),
     el("div", { class: "actions" }, ack));
 }
 
@@ -1355,14 +1425,20 @@ function connectStream() {
   if (stream) stream.close();
   const source = new EventSource("/alerts/stream");  // same origin: the session cookie goes with it
   stream = source;
-  source.onopen = () => { $("stream-state").textContent = "live"; document.body.dataset.stream = "open"; };
+  source.onopen = () => { $("stream-state").textContent = t("stream.live"); document.body.dataset.stream = "open"; };
   source.onerror = () => {
-    $("stream-state").textContent = "reconnecting…";
+    $("stream-state").textContent = t("stream.reconnecting");
     if (source.readyState !== EventSource.CLOSED || stream !== source) return;  // the browser retries by itself
     // Refused (the session ended?): /auth/me shows the sign-in page if so, else try again shortly.
     stream = null;
     api("/auth/me").then(() => setTimeout(() => { if (!stream && me) connectStream(); }, 3000)).catch(() => {});
   };
+  source.addEventListener("signed-out", () => {  // disabled, or the token rotated: no more alerts here
+    source.close();
+    stream = null;
+    $("stream-state").textContent = t("stream.signedOut");
+    api("/auth/me").catch(() => {});  // shows the sign-in page
+  });
   source.addEventListener("alert", (e) => {
     const alert = JSON.parse(e.data);
     $("alert-list").prepend(alertItem(alert));
@@ -1380,7 +1456,8 @@ function connectStream() {
 /* Watchlists with their entries and the rules that alert on them; a supervisor can delete either. */
 async function loadWatchlists() {
   if (!hasRole("investigator")) return;
-  const [lists, rules] = await Promise.all([api("/watchlists"), api("/rules").catch(() => [])]);
+  // Rules are a supervisor's to read: an investigator's request would only be refused (and logged as such).
+  const [lists, rules] = await Promise.all([api("/watchlists"), hasRole("supervisor") ? api("/rules").catch(() => []) : []]);
   fillListSelects(lists);
   const entries = await Promise.all(lists.map((w) => api(`/watchlists/${encodeURIComponent(w.id)}/entries`).catch(() => [])));
   $("watchlists").replaceChildren(...lists.map((w, i) => watchlistItem(w, entries[i], rules.filter((r) => r.watchlist_id === w.id))));
@@ -1399,14 +1476,14 @@ function deleteButton(label, path) {
 function watchlistItem(w, entries, rules) {
   const id = encodeURIComponent(w.id);
   return el("li", { "data-watchlist": w.name }, el("div", { class: "grow" },
-    el("strong", {}, w.name), ` (${w.kind})`,
+    el("strong", {}, w.name), ` (${tw(w.kind)})`,
     el("ul", { class: "entries" }, ...entries.map((e) => el("li", { "data-entry": e.value || e.id },
-      el("span", {}, `${e.value || "(face)"} · ${e.match} · ${e.reason} · ${e.created_by}`),
-      deleteButton("Delete", `/watchlists/${id}/entries/${encodeURIComponent(e.id)}`)))),
+      el("span", {}, `${e.value || t("wl.faceEntry")} · ${tw(e.match)} · ${e.reason} · ${e.created_by}`),
+      deleteButton(t("common.delete"), `/watchlists/${id}/entries/${encodeURIComponent(e.id)}`)))),
     el("ul", { class: "rules" }, ...rules.map((r) => el("li", { "data-rule": r.id },
-      el("span", {}, `rule “${r.name}” · ${r.severity}${r.active ? "" : " · inactive"}`),
-      deleteButton("Delete rule", `/rules/${encodeURIComponent(r.id)}`)))),
-    rules.length ? "" : el("div", { class: "meta" }, "no rule: its entries raise no alert")));
+      el("span", {}, t("wl.rule", { name: r.name, severity: tw(r.severity) }) + (r.active ? "" : ` · ${t("wl.inactive")}`)),
+      deleteButton(t("wl.deleteRule"), `/rules/${encodeURIComponent(r.id)}`)))),
+    rules.length ? "" : el("div", { class: "meta" }, t("wl.noRule"))));
 }
 
 onSubmitAction("watchlist-form", async (signal, form) => {
@@ -1414,7 +1491,7 @@ onSubmitAction("watchlist-form", async (signal, form) => {
   await api("/watchlists", { ...JSON_POST, body: JSON.stringify(body), signal });
   form.reset();
   await loadWatchlists();
-  showMessage("Watchlist created.", "info");
+  showMessage(t("wl.created"), "info");
 });
 
 function fillListSelects(lists) {
@@ -1431,7 +1508,7 @@ function fillListSelects(lists) {
 /* A rule with its settings: severity, minimum confidence, a time-of-day window (in the browser's zone), cameras. */
 onSubmitAction("rule-form", async (signal, form) => {
   const list = $("rule-list").selectedOptions[0];
-  const body = { name: `watchlist ${list ? list.textContent : $("rule-list").value}`, watchlist_id: $("rule-list").value,
+  const body = { name: t("rule.name", { list: list ? list.textContent : $("rule-list").value }), watchlist_id: $("rule-list").value,
                  severity: $("rule-severity").value, min_confidence: Number($("rule-confidence").value) || 0, tz: ZONE,
                  camera_ids: [...$("rule-cameras").selectedOptions].map((o) => o.value) };
   if ($("rule-from").value) body.time_from = $("rule-from").value;
@@ -1439,18 +1516,18 @@ onSubmitAction("rule-form", async (signal, form) => {
   await api("/rules", { ...JSON_POST, body: JSON.stringify(body), signal });
   form.reset();
   await loadWatchlists();
-  showMessage(`Rule created: ${body.name} (${body.severity}).`, "info");
+  showMessage(t("rule.created", { name: body.name, severity: tw(body.severity) }), "info");
 });
 
 onSubmitAction("import-form", async (signal, form) => {
   const file = $("import-file").files[0];
-  if (!file) throw new Error("Choose a CSV file first.");
+  if (!file) throw new Error(t("import.choose"));
   const data = new FormData();
   data.append("file", file);
   const done = await api(`/watchlists/${encodeURIComponent($("import-list").value)}/import`, { method: "POST", body: data, signal });
   form.reset();
   await loadWatchlists();
-  showMessage(`${done.imported} entr${done.imported === 1 ? "y" : "ies"} imported.`, "info");
+  showMessage(t("import.done", { n: done.imported }), "info");
 });
 
 onSubmitAction("enrol-form", async (signal, form) => {
@@ -1460,7 +1537,7 @@ onSubmitAction("enrol-form", async (signal, form) => {
   await api(`/watchlists/${encodeURIComponent($("enrol-list").value)}/faces`, { method: "POST", body: data, signal });
   form.reset();
   await loadWatchlists();
-  showMessage("Face enrolled.", "info");
+  showMessage(t("enrol.done"), "info");
 });
 
 /* A rule alerts on a whole watchlist (the API has no per-entry rule): "alert on it" makes the list's one rule
@@ -1473,22 +1550,19 @@ onSubmitAction("entry-form", async (signal, formNode) => {
   if ($("entry-rule").checked) {
     const rules = await api("/rules", { signal });
     const listName = $("entry-list").selectedOptions[0] ? $("entry-list").selectedOptions[0].textContent : form.watchlist;
-    if (rules.some((r) => r.watchlist_id === form.watchlist && r.active)) note = ` The list's rule already alerts on it.`;
+    if (rules.some((r) => r.watchlist_id === form.watchlist && r.active)) note = ` ${t("wl.ruleExists")}`;
     else {
-      await api("/rules", { ...JSON_POST, signal, body: JSON.stringify({ name: `watchlist ${listName}`, watchlist_id: form.watchlist, severity: "high" }) });
-      note = ` A rule now alerts on the list ${listName}.`;
+      await api("/rules", { ...JSON_POST, signal, body: JSON.stringify({ name: t("rule.name", { list: listName }), watchlist_id: form.watchlist, severity: "high" }) });
+      note = ` ${t("wl.ruleMade", { list: listName })}`;
     }
   }
   await loadWatchlists();
-  showMessage(`${form.value} is now watched.${note}`, "info");
+  showMessage(t("wl.watched", { value: form.value }) + note, "info");
 });
 
 /* ---------- cases: the open case, add-to-case, the case page ---------- */
 let lastQuery = "";  // what the latest search asked: saved with the findings added from its results
 let openCase = null;  // the registered case the case bar names ({id, ref, title, status, ...}), or null
-
-const KIND_LABEL = { sighting: "Sighting", search: "Saved search", trajectory: "Trajectory", clone: "Cloned plate",
-                     cotravel: "Co-travel" };
 
 /* An error shown right after the control that caused it (not at the foot of the panel). */
 function inlineError(anchor, text) {
@@ -1504,10 +1578,10 @@ function inlineError(anchor, text) {
 function searched(query) {
   lastQuery = query;
   $("search-query").textContent = query;
-  $("search-save").hidden = false;
   inlineError($("search-save-button"), "");
   $("search-save-button").disabled = false;
-  $("search-save-button").textContent = "Save this search to the case";
+  $("search-save-button").classList.remove("done");
+  $("search-save-button").textContent = t("search.save");
 }
 
 function setCaseBar(ref, reason) {
@@ -1522,7 +1596,7 @@ function showOpenCase() {
   const link = $("case-open");
   link.hidden = !openCase;
   if (openCase) {
-    link.textContent = `${openCase.title} (${openCase.status})`;
+    link.textContent = `${openCase.title} (${tw(openCase.status)})`;
     link.href = `#cases?id=${encodeURIComponent(openCase.id)}`;
     link.classList.toggle("closed", openCase.status !== "open");
   }
@@ -1534,7 +1608,7 @@ let lookupTimer = null;
 function lookUpCase() {
   clearTimeout(lookupTimer);
   const { ref } = currentCase();
-  if (!ref || !CASE_REF.test(ref) || !hasRole("investigator")) { openCase = null; showOpenCase(); return; }
+  if (!ref || !validRef(ref) || !hasRole("investigator")) { openCase = null; showOpenCase(); return; }
   lookupTimer = setTimeout(async () => {
     try {
       const found = await api(`/cases?ref=${encodeURIComponent(ref)}`);
@@ -1546,18 +1620,18 @@ function lookUpCase() {
 async function addToCase(body, button) {
   inlineError(button, "");
   if (!openCase) {
-    inlineError(button, "Open a registered case first (Cases page): the case bar's number is not one.");
+    inlineError(button, t("cases.notRegistered"));
     return;
   }
   if (openCase.status !== "open") {
-    inlineError(button, `Case ${openCase.ref} is closed: it takes no more findings.`);
+    inlineError(button, t("cases.closedNoMore", { ref: openCase.ref }));
     return;
   }
   button.disabled = true;
   try {
     await api(`/cases/${encodeURIComponent(openCase.id)}/items`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    button.textContent = `Added to ${openCase.ref} ✓`;
+    button.textContent = t("cases.added", { ref: openCase.ref });
     button.classList.add("done");
   } catch (err) {
     button.disabled = false;
@@ -1582,9 +1656,9 @@ async function loadCases() {
     const found = await api("/cases");
     $("case-list").replaceChildren(...found.cases.map((c) => el("li", { "data-case": c.ref },
       el("div", { class: "grow" }, el("strong", {}, c.ref), ` ${c.title}`,
-        el("div", { class: "meta" }, `${c.status} · ${c.owner} · opened ${fmtTime(c.created)}`)),
-      el("div", { class: "actions" }, el("button", { type: "button", class: "secondary", onclick: () => openCaseById(c) }, "Open")))));
-    if (!found.cases.length) $("case-list").append(el("li", { class: "meta" }, "No cases yet: open one above."));
+        el("div", { class: "meta" }, t("cases.listMeta", { status: tw(c.status), owner: c.owner, opened: fmtTime(c.created) }))),
+      el("div", { class: "actions" }, el("button", { type: "button", class: "secondary", onclick: () => openCaseById(c) }, t("cases.open"))))));
+    if (!found.cases.length) $("case-list").append(el("li", { class: "meta" }, t("cases.none")));
   } catch (err) {
     if (!(err instanceof SignedOut)) { $("case-list-error").textContent = err.message; $("case-list-error").hidden = false; }
   }
@@ -1602,16 +1676,16 @@ let shownCase = null;
 
 function caseItem(item, sightings) {
   const lines = [];
-  if (item.plate) lines.push(item.other_plate ? `${item.plate} with ${item.other_plate}` : item.plate);
+  if (item.plate) lines.push(item.other_plate ? t("cases.with", { plate: item.plate, other: item.other_plate }) : item.plate);
   if (item.start || item.end) lines.push(`${item.start ? fmtTime(item.start) : "…"} – ${item.end ? fmtTime(item.end) : "…"}`);
   const shown = item.sighting_ids.map((id) => sightings.get(id)).filter(Boolean);
   const first = shown[0];
   if (first) {
     const cam = cameras.get(first.camera_id);
-    lines.push(`${(first.attributes && first.attributes.plate) || first.kind} · ${cam ? cam.name : first.camera_id} · ${fmtTime(first.ts)}`);
+    lines.push(`${(first.attributes && first.attributes.plate) || tw(first.kind)} · ${cam ? cam.name : first.camera_id} · ${fmtTime(first.ts)}`);
   }
-  if (item.sighting_ids.length > 1) lines.push(`${item.sighting_ids.length} sightings`);
-  const remove = el("button", { type: "button", class: "secondary" }, "Remove");
+  if (item.sighting_ids.length > 1) lines.push(t("count.sightings", { n: item.sighting_ids.length }));
+  const remove = el("button", { type: "button", class: "secondary" }, t("cases.remove"));
   remove.addEventListener("click", async () => {
     inlineError(remove, "");
     try {
@@ -1620,12 +1694,12 @@ function caseItem(item, sightings) {
     } catch (err) { if (!(err instanceof SignedOut)) inlineError(remove, err.message); }
   });
   return el("li", { "data-item": item.kind },
-    ...shown.slice(0, 2).map((s) => el("img", { src: `/sightings/${s.id}/crop`, alt: `evidence crop of ${s.id}`, loading: "lazy" })),
-    el("div", { class: "grow" }, el("strong", {}, KIND_LABEL[item.kind] || item.kind),
-      ...lines.map((t) => el("div", { class: "meta" }, t)),
-      item.query ? el("div", { class: "meta" }, `found by: ${item.query}`) : "",
+    ...shown.slice(0, 2).map((s) => el("img", { src: `/sightings/${s.id}/crop`, alt: t("crop.alt", { kind: tw(s.kind), id: s.id }), loading: "lazy" })),
+    el("div", { class: "grow" }, el("strong", {}, t(`item.${item.kind}`, {}, item.kind)),
+      ...lines.map((line) => el("div", { class: "meta" }, line)),
+      item.query ? el("div", { class: "meta" }, t("cases.foundBy", { query: item.query })) : "",
       item.note ? el("div", {}, item.note) : "",
-      el("div", { class: "meta" }, `added by ${item.added_by}, ${fmtTime(item.added)}`)),
+      el("div", { class: "meta" }, t("cases.addedBy", { by: item.added_by, when: fmtTime(item.added) }))),
     shownCase.status === "open" ? el("div", { class: "actions" }, remove) : "");
 }
 
@@ -1645,12 +1719,12 @@ async function showCase(id) {
   shownCase = c;
   if (openCase && openCase.id === c.id) { openCase = c; showOpenCase(); }
   $("case-title").textContent = `${c.ref} · ${c.title}`;
-  const facts = [["Reason", c.reason], ["Owner", c.owner], ["Opened", fmtTime(c.created)],
-                 ["Status", c.status + (c.closed ? ` (closed ${fmtTime(c.closed)} by ${c.closed_by})` : "")]];
+  const facts = [[t("cases.reason"), c.reason], [t("cases.owner"), c.owner], [t("cases.opened"), fmtTime(c.created)],
+                 [t("cases.status"), tw(c.status) + (c.closed ? ` ${t("cases.closedBy", { when: fmtTime(c.closed), by: c.closed_by })}` : "")]];
   $("case-header").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const sightings = new Map(file.sightings.map((s) => [s.id, s]));
   $("case-items").replaceChildren(...file.items.map((item) => caseItem(item, sightings)));
-  if (!file.items.length) $("case-items").append(el("li", { class: "meta" }, "Nothing yet: use “Add to case” on search results, trajectories, clones and co-travellers."));
+  if (!file.items.length) $("case-items").append(el("li", { class: "meta" }, t("cases.empty")));
   $("case-item-count").textContent = `(${file.items.length})`;
   $("case-notes").replaceChildren(...file.notes.map((n) => el("li", {}, el("div", { class: "meta" }, `${n.author}, ${fmtTime(n.ts)}`), n.text)));
   $("case-note-form").hidden = c.status !== "open";
@@ -1664,14 +1738,14 @@ $("case-new-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const box = $("case-new-error");
   box.hidden = true;
-  const body = Object.fromEntries(new FormData(e.target).entries());
+  const body = { ...Object.fromEntries(new FormData(e.target).entries()), zone: ZONE };  // the report's times
   try {
     const made = await api("/cases", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     e.target.reset();
     openCaseById(made);
   } catch (err) {
     if (err instanceof SignedOut) return;
-    box.textContent = err.status === 409 ? `${err.message.replace(/^409: /, "")}: open it from the list below.` : err.message;
+    box.textContent = err.status === 409 ? t("cases.exists", { ref: body.ref }) : err.message;
     box.hidden = false;
   }
 });
@@ -1693,7 +1767,7 @@ $("case-note-form").addEventListener("submit", async (e) => {
 $("case-close").addEventListener("click", async () => {
   const box = $("case-action-error");
   box.hidden = true;
-  if (!confirm(`Close case ${shownCase.ref}? It will take no more findings, notes or searches.`)) return;
+  if (!confirm(t("cases.confirmClose", { ref: shownCase.ref }))) return;
   try {
     await api(`/cases/${encodeURIComponent(shownCase.id)}/close`, { method: "POST" });
     await showCase(shownCase.id);
@@ -1702,22 +1776,31 @@ $("case-close").addEventListener("click", async () => {
   }
 });
 
-/* The evidence package: fetched (so a refusal is shown here, not as a page of JSON), then saved as a file. */
+/* The evidence package, in the app's language: built in the background (a large case takes minutes) with its
+   progress on the button, then fetched (so a refusal is shown here, not as a page of JSON) and saved as a file. */
 $("case-export").addEventListener("click", async () => {
   const button = $("case-export"), box = $("case-action-error");
   box.hidden = true;
   button.disabled = true;
   const label = button.textContent;
-  button.textContent = "Preparing the evidence package…";
+  button.textContent = t("cases.preparing");
   try {
-    const response = await fetch(`/cases/${encodeURIComponent(shownCase.id)}/export`, { credentials: "same-origin" });
+    const base = `/cases/${encodeURIComponent(shownCase.id)}/exports`;
+    let job = await api(`${base}?lang=${LANG}`, { method: "POST" });
+    while (job.state === "queued" || job.state === "building") {
+      await new Promise((done) => setTimeout(done, 500));
+      job = await api(`${base}/${job.id}`);
+      if (job.total) button.textContent = t("cases.preparingDone", { percent: Math.round((100 * job.done) / job.total) });
+    }
+    if (job.state !== "done") throw new Error(job.error || job.state);
+    const response = await fetch(`${base}/${job.id}/file`, { credentials: "same-origin" });
     if (!response.ok) {
       let detail = response.statusText;
       try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-      if (response.status === 401) { showLogin("Your session has ended: sign in again."); return; }
-      throw new Error(`${response.status}: ${detail}`);
+      if (response.status === 401) { showLogin(t("login.ended")); return; }
+      throw new Error(errorText(response.status, detail));
     }
-    const name = (/filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "") || [])[1] || "evidence.zip";
+    const name = (/filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "") || [])[1] || job.filename || "evidence.zip";
     const url = URL.createObjectURL(await response.blob());
     const link = el("a", { href: url, download: name });
     document.body.append(link);
@@ -1725,7 +1808,7 @@ $("case-export").addEventListener("click", async () => {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
   } catch (err) {
-    box.textContent = `The evidence package could not be made: ${err.message || err}`;
+    box.textContent = t("cases.exportFailed", { error: err.message || err });
     box.hidden = false;
   } finally {
     button.disabled = false;
@@ -1733,13 +1816,98 @@ $("case-export").addEventListener("click", async () => {
   }
 });
 
+/* ---------- audit (supervisors): the log's entries, filtered and paged; its verification; its CSV ---------- */
+// Common actions for the action filter (it matches an action exactly: method and route, as the log records them).
+const AUDIT_ACTIONS = ["login", "GET /search/plates", "POST /search/attributes", "POST /search/image", "POST /search/face",
+                       "POST /search/areas", "GET /trajectories/{plate}", "GET /clones", "GET /co-travel/{plate}",
+                       "GET /sightings", "GET /cases/{case_id}", "GET /cases/{case_id}/export", "GET /audit"];
+let auditOffset = 0;
+
+/* The filters, as GET /audit and GET /audit/export take them. */
+function auditFilters() {
+  const params = new URLSearchParams();
+  for (const name of ["user", "case", "action", "about"]) {
+    const value = $(`audit-${name}`).value.trim();
+    if (value) params.set(name, value);
+  }
+  const start = toIso($("audit-start").value), end = toIso($("audit-end").value);
+  if (start) params.set("start", start);
+  if (end) params.set("end", end);
+  return params;
+}
+
+async function loadAudit(signal) {
+  const filters = auditFilters(), limit = Number($("audit-limit").value);
+  $("audit-export").href = `/audit/export?${filters}`;  // the same filters, all pages
+  const page = new URLSearchParams(filters);
+  page.set("limit", String(limit));
+  page.set("offset", String(auditOffset));
+  const entries = await api(`/audit?${page}`, { signal });
+  $("audit-rows").replaceChildren(...entries.map(auditRow));
+  $("audit-count").textContent = entries.length ? t("audit.range", { from: auditOffset + 1, to: auditOffset + entries.length })
+    : t(auditOffset ? "audit.noMore" : "audit.none");
+  $("audit-newer").disabled = auditOffset === 0;
+  $("audit-older").disabled = entries.length < limit;
+  const actions = new Set([...AUDIT_ACTIONS, ...entries.map((e) => e.action)]);
+  $("audit-actions").replaceChildren(...[...actions].map((a) => el("option", { value: a })));
+  document.body.dataset.audit = String(entries.length);
+}
+
+const orDash = (v) => (v === null || v === undefined || v === "" ? "—" : v);
+
+function auditRow(e) {
+  return el("tr", { "data-seq": String(e.seq) },
+    el("td", {}, fmtTime(e.ts)),
+    el("td", {}, e.actor, el("div", { class: "meta" }, tw(e.role))),
+    el("td", { class: "action" }, e.action),
+    el("td", {}, orDash(e.case_ref)),
+    el("td", {}, orDash(e.reason)),
+    el("td", { class: e.status >= 400 ? "refused" : "" }, orDash(e.status)),
+    el("td", {}, orDash(e.result_count)));
+}
+
+const auditSubmit = () => $("audit-form").querySelector("button[type=submit]");
+onSubmitAction("audit-form", (signal) => { auditOffset = 0; return loadAudit(signal); });
+$("audit-clear").addEventListener("click", () => {
+  $("audit-form").reset();
+  auditOffset = 0;
+  runAction(auditSubmit(), loadAudit);
+});
+for (const [id, step] of [["audit-newer", -1], ["audit-older", 1]]) {
+  $(id).addEventListener("click", (e) => {
+    auditOffset = Math.max(0, auditOffset + step * Number($("audit-limit").value));
+    runAction(e.currentTarget, loadAudit);
+  });
+}
+
+/* Every entry's seal and link checked, and the log's length against its signed checkpoint. */
+onSubmitActionButton("audit-verify", async (signal) => {
+  const v = await api("/audit/verify", { signal });
+  const box = $("audit-verdict");
+  box.textContent = v.ok ? [t("audit.ok", { n: v.entries }), v.checkpoint !== null && v.checkpoint !== undefined ? t("audit.checkpoint", { n: v.checkpoint }) : "",
+                            v.unkeyed ? t("audit.unkeyed", { n: v.unkeyed }) : ""].filter(Boolean).join(" ")
+    : t("audit.broken", { seq: orDash(v.first_broken), problem: v.problem || "" });
+  box.className = v.ok ? "verdict ok" : "verdict broken";
+  box.dataset.ok = String(v.ok);
+  box.hidden = false;
+});
+
 /* ---------- navigation ---------- */
+// The role each page needs: a lower role is shown the map (what it can use) instead.
+const VIEW_ROLE = { search: "investigator", analytics: "investigator", cases: "investigator", audit: "supervisor" };
+
 function route() {
-  const view = (location.hash || "#map").slice(1).split("?")[0];
+  let view = (location.hash || "#map").slice(1).split("?")[0];
+  if (!$(`view-${view}`) || (me && !hasRole(VIEW_ROLE[view] || "viewer"))) {
+    if (me) history.replaceState(null, "", "#map");
+    view = "map";
+  }
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
   for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.view === view);
+  document.body.dataset.view = view;
   if (view === "alerts") { unseen = 0; $("alert-count").hidden = true; }
   if (view === "cases" && me) showCasesView();
+  if (view === "audit" && me) runAction(auditSubmit(), loadAudit);
   if (view === "search") fillCameraSelect();
   showViewLayer(view);
   showMessage("");
@@ -1753,7 +1921,7 @@ function noteCase(text, missing = false) {
   note.textContent = text;
   note.classList.toggle("missing", missing);
   const { ref, reason } = currentCase();
-  $("case-ref").setAttribute("aria-invalid", String(missing && (!ref || !CASE_REF.test(ref))));
+  $("case-ref").setAttribute("aria-invalid", String(missing && (!ref || !validRef(ref))));
   $("case-reason").setAttribute("aria-invalid", String(missing && !reason));
   if (missing) {
     const empty = !ref ? $("case-ref") : !reason ? $("case-reason") : null;
@@ -1762,9 +1930,8 @@ function noteCase(text, missing = false) {
 }
 
 function caseIdle() {
-  if (!caseProblem()) noteCase("Searches are recorded under this case and reason.");
-  else if (me && !hasRole("investigator")) noteCase(`As a ${me.role} you see the map and live alerts; searches need the investigator role.`);
-  else noteCase("Searches need a case reference and a reason.");
+  if (!caseProblem()) noteCase(t("case.recorded"));
+  else noteCase(t("case.needed"));
 }
 
 for (const [id, key] of [["case-ref", CASE_KEY], ["case-reason", REASON_KEY]]) {
@@ -1805,8 +1972,9 @@ async function signedIn(who) {
   document.body.dataset.auth = "in";
   document.body.dataset.role = me.role;
   $("who-name").textContent = me.name;
-  $("who-role").textContent = me.role;
+  $("who-role").textContent = tw(me.role);
   for (const node of document.querySelectorAll("[data-min-role]")) node.hidden = !hasRole(node.dataset.minRole);
+  $("viewer-note").hidden = hasRole("investigator");  // a viewer is told what the app offers them
   for (const id of ["wl-by", "entry-by", "enrol-by"]) if (!$(id).value) $(id).defaultValue = me.name;  // a form reset keeps it
   caseIdle();
   lookUpCase();
@@ -1826,8 +1994,8 @@ $("login-form").addEventListener("submit", async (e) => {
     $("login-token").value = "";
     await signedIn(who);
   } catch (err) {
-    box.textContent = err.status === 401 ? "Sign-in failed: that token is not valid (or its user is disabled)."
-      : err.status === 422 ? "Sign-in failed: paste the whole token." : `Sign-in failed: ${err.message || err}`;
+    box.textContent = err.status === 401 ? t("login.badToken")
+      : err.status === 422 ? t("login.partial") : t("login.failed", { error: err.message || err });
     box.className = "";
     box.hidden = false;
     $("login-token").select();
@@ -1835,6 +2003,9 @@ $("login-form").addEventListener("submit", async (e) => {
     $("login-submit").disabled = false;
   }
 });
+
+$("lang").value = LANG;
+$("lang").addEventListener("change", (e) => setLang(e.target.value));  // remembered; the page is shown again in it
 
 $("sign-out").addEventListener("click", async () => {
   try { await api("/auth/logout", { method: "POST" }); } catch (_) { /* signed out either way */ }
@@ -1847,10 +2018,11 @@ async function loadApp() {
   setTimeout(() => map.invalidateSize(), 0);
   map.invalidateSize();  // the map was laid out while hidden behind the sign-in page
   await guarded(async () => {
-    const linked = new URLSearchParams(location.hash.split("?")[1] || "").get("plate");  // #map?plate=... deep links
+    const linked = hasRole("investigator") && new URLSearchParams(location.hash.split("?")[1] || "").get("plate");  // #map?plate=…
     const prefetched = linked ? trajectoryOf(linked) : null;  // fetched while the base layers load
     if (prefetched) prefetched.catch(() => {});  // reported where it is awaited
-    await Promise.all([loadBase(), loadCameras(), loadAlerts()]);
+    // the alerts are drawn once the cameras are known, so that they name cameras, not ids
+    await Promise.all([loadBase(), loadCameras().then(loadAlerts)]);
     connectStream();
     loaded = true;
     document.body.dataset.ready = "true";
@@ -1867,7 +2039,7 @@ async function loadApp() {
   try {
     who = await api("/auth/me");
   } catch (err) {
-    if (!(err instanceof SignedOut)) showLogin(`The server did not answer: ${err.message || err}`, "error");
+    if (!(err instanceof SignedOut)) showLogin(t("login.noServer", { error: err.message || err }), "error");
     return;
   }
   await signedIn(who);
