@@ -87,7 +87,8 @@ FRAMES_STATEMENT = ("Each sighting keeps its evidence crop (included here, hashe
                     "within the frame retention), it is included in frames/ and its SHA-256 was checked against the "
                     "recorded one; otherwise the recorded hash is listed, against which the original held by its "
                     "source can be verified.")
-FRAME_SHOWN_PX = 1280  # the report shows each frame at most this wide, its crop's box drawn; frames/ holds it whole
+FRAME_SHOWN_PX = 960  # the report shows each frame at most this wide, its crop's box drawn; frames/ holds it whole
+MAX_FRAMES_SHOWN = 200  # frames drawn in one report (each ~100 KB in the PDF); every kept frame is in frames/
 
 
 class NoFont(RuntimeError):
@@ -407,6 +408,7 @@ class _Report:
                  blobs: BlobStore | None = None, drawn: Callable[[int], None] = lambda n: None):
         self.file, self.findings, self.sightings = case_file, findings, sightings
         self.frames, self.blobs, self.drawn = frames or {}, blobs, drawn  # crops (sha256 by id) read when shown
+        self.frames_drawn = 0
         self.cameras, self.crops, self.by, self.generated = cameras, crops, by, generated
         self.roads = [(min(p[0] for p in r), min(p[1] for p in r), max(p[0] for p in r), max(p[1] for p in r), r)
                       for r in roads]  # each with its bounding box, to skip the roads far off a map at once
@@ -596,7 +598,10 @@ class _Report:
     def full_frame(self, s: Sighting) -> None:
         """The original frame the crop was cut from, its box drawn, below the sighting (when it is kept)."""
         kept = self.frames.get(s.frame_sha256 or "")
-        data = self.blobs.get(kept.key) if self.blobs is not None and kept is not None and kept.key else None
+        if kept is None or not kept.key or self.blobs is None or self.frames_drawn >= MAX_FRAMES_SHOWN:
+            return
+        self.frames_drawn += 1
+        data = self.blobs.get(kept.key)
         shown = _frame_with_box(data, s.bbox.as_list()) if data else None
         if shown is None:
             return
@@ -605,7 +610,7 @@ class _Report:
         height = width * shown[1] / shown[2]
         if pdf.get_y() + height + 8 > pdf.h - pdf.b_margin:
             pdf.add_page()
-        self.line(self.t("frame_shown", file=kept.file if kept else ""), 7, 4)
+        self.line(self.t("frame_shown", file=kept.file), 7, 4)
         pdf.image(io.BytesIO(shown[0]), x=pdf.l_margin, y=pdf.get_y(), w=width, h=height)
         pdf.set_y(pdf.get_y() + height + 2)
 

@@ -74,6 +74,18 @@ def fake_system(tmp_path: Path, model_dir: Path, fake_pipeline) -> Sightline:  #
     opened.close()
 
 
+@pytest.fixture
+def fake_served(tmp_path: Path, fake_pipeline):  # noqa: ANN001, ANN201
+    """The API on the fake pipeline in a fresh data folder, served on a free port: (app, base URL)."""
+    from services.api.app import create_app
+    from services.api.localserver import serving
+
+    app = create_app(Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "no-models", roads_geojson=None),
+                     fake_pipeline)
+    with serving(app) as url:
+        yield app, url
+
+
 # Signing in -----------------------------------------------------------------------------------------------------
 # The API refuses anonymous callers (services/api/security.py): tests sign in with a Bearer token of a user made
 # for them, and send a case reference and reason, which case-bound routes (searches, trajectories...) require.

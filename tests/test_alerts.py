@@ -354,3 +354,13 @@ def test_the_rule_index_follows_every_change_and_another_process_follows_on_relo
     assert hits(engine, "沪B1XYZ9") == ["沪B1XYZ9"]
     service.delete(plates.id)
     assert hits(engine, "沪B1XYZ9") == []
+
+
+def test_the_alerts_bench_signs_in_and_measures_what_it_reports(tmp_path: Path) -> None:
+    from services.bench.alerts import bench_alerts
+    from services.settings import Settings
+
+    figures = bench_alerts(Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "m", roads_geojson=None),
+                           rules=4, entries=30, faces=5, sightings=60, photos_dir=None)
+    assert figures["alerts_measured"] == 30  # one per plate on the list, each seen by the signed-in listener
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["sightings_per_s_with_rules"] > 0

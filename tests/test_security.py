@@ -389,7 +389,7 @@ def test_orphan_crops_are_swept_by_the_policy_pass_and_by_purge_sweep(tmp_path: 
 
     _ago(fresh, 2)  # it never committed
     code, out, _ = cli(capsys, "--data", str(settings.data_dir), "purge", "--sweep")
-    assert code == 0 and json.loads(out) == {"purged": None, "swept": {"crops": 1, "alerts": 0}}
+    assert code == 0 and json.loads(out) == {"purged": None, "swept": {"crops": 1, "alerts": 0, "frames": 0}}
     assert not fresh.exists() and (crops / (kept.crop or "")).exists()
 
 
