@@ -16,11 +16,12 @@ PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼�
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # plates never use I or O
 _ALNUM = f"[{LETTERS}0-9]"
 PLATE_PATTERN = re.compile(
-    rf"^[{PROVINCES}][{LETTERS}]("
+    rf"^[{PROVINCES}](?:[{LETTERS}]("
     rf"{_ALNUM}{{5}}"  # blue and yellow: 京A12345
     rf"|[DF]{_ALNUM}\d{{4}}|\d{{5}}[DF]"  # green new-energy, small car / large vehicle: 京AD12345, 京A12345D
     rf"|{_ALNUM}{{4}}[学警挂领港澳试超]"  # learner, police, trailer, consulate, HK/Macau, test cars
-    r")$"
+    r")"
+    r"|\d{7})$"  # farm and low-speed vehicles (double-row): province and two digits over five digits, 皖11 49885
 )
 SEPARATORS = re.compile(r"[\s·•.\-_:：・]")
 _PATTERN_CHARS = re.compile(r"^[0-9A-Z\u4e00-\u9fff?*]+$")

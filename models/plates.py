@@ -228,6 +228,24 @@ def join_double_row(plate: np.ndarray) -> np.ndarray:
     return np.hstack([top, bottom])
 
 
+# A double-row plate after GA 36 (440 × 220 mm): a 15 mm margin, the upper row's 60 mm characters (province and
+# letter, centred), a 15 mm gap, the lower row's 110 mm characters, a 20 mm margin. The rows are cut at the gap,
+# with a margin each way for a corner a little off; the upper row's sides hold no character.
+UPPER_ROW = (0.0, 0.44, 0.12, 0.88)  # top, bottom, left, right, as fractions of the plate
+LOWER_ROW = (0.36, 1.0, 0.0, 1.0)
+
+
+def split_rows(plate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The upper and the lower row of an upright double-row plate."""
+    h, w = plate.shape[:2]
+
+    def cut(box: tuple[float, float, float, float]) -> np.ndarray:
+        top, bottom, left, right = box
+        return plate[int(h * top): max(int(h * bottom), int(h * top) + 1), int(w * left): max(int(w * right), 1)]
+
+    return cut(UPPER_ROW), cut(LOWER_ROW)
+
+
 def rectify(frame: np.ndarray, detection: PlateDetection) -> tuple[np.ndarray, np.ndarray]:
     """(the plate warped upright, the plate as the readers read it: one row, a double-row plate's rows joined).
 
@@ -300,14 +318,23 @@ class PpOcrReader:
         characters = self.model.rt_info["framework"]["character"].astype(str)
         self.alphabet = ["", *characters.split("\n"), " "]  # CTC blank first, a space last (PaddleOCR's layout)
 
-    def read(self, crops: list[np.ndarray]) -> list[RawReading]:
-        if not crops:
-            return []
+    def probabilities(self, crops: list[np.ndarray]) -> np.ndarray:
+        """(N, steps, classes): each step's softmaxed class probabilities, class 0 the CTC blank."""
         batch = np.zeros((len(crops), 3, self.SIZE[1], self.INPUT_WIDTH), np.float32)  # 0 is mid-grey once normalised
         for i, c in enumerate(crops):
             batch[i, :, :, : self.SIZE[0]] = self._canonical(c).transpose(2, 0, 1) / 127.5 - 1.0
-        probs = np.concatenate([next(iter(self.model.infer(batch[i : i + self.CHUNK]).values()))
-                                for i in range(0, len(batch), self.CHUNK)])  # (N, steps, classes), softmaxed
+        return np.concatenate([next(iter(self.model.infer(batch[i : i + self.CHUNK]).values()))
+                               for i in range(0, len(batch), self.CHUNK)])
+
+    def classes(self, characters: str) -> np.ndarray:
+        """The class indices of these characters (those the model knows)."""
+        index = {ch: i for i, ch in enumerate(self.alphabet) if ch}
+        return np.array([index[c] for c in characters if c in index])
+
+    def read(self, crops: list[np.ndarray]) -> list[RawReading]:
+        if not crops:
+            return []
+        probs = self.probabilities(crops)
         out = []
         for ids, ps in zip(probs.argmax(axis=2), probs.max(axis=2), strict=True):
             first = np.r_[True, ids[1:] != ids[:-1]] & (ids != 0)  # a run's first step; blanks dropped
@@ -318,6 +345,79 @@ class PpOcrReader:
     def _canonical(self, crop: np.ndarray) -> np.ndarray:
         enlarging = crop.shape[0] < self.SIZE[1]
         return cv2.resize(crop, self.SIZE, interpolation=cv2.INTER_CUBIC if enlarging else cv2.INTER_AREA)
+
+
+def constrained_ctc(probs: np.ndarray, template: list[np.ndarray]) -> tuple[list[int], list[float], float]:
+    """The best reading of one text line that fits `template` (one array of allowed classes per character): a
+    Viterbi path over CTC's states (blank, character 1, blank, character 2, ...), each character's step scored by
+    its best allowed class; then each character is the allowed class with the most probability over its steps.
+    Returns the classes, each one's highest step probability, and the path's log-likelihood (to compare templates
+    of different lengths on the same line)."""
+    steps, k = probs.shape[0], len(template)
+    logp = np.log(probs + 1e-9)
+    emit = np.empty((steps, 2 * k + 1))
+    emit[:, 0::2] = logp[:, :1]  # the blanks before, between and after the characters
+    for j, allowed in enumerate(template):
+        emit[:, 2 * j + 1] = logp[:, allowed].max(axis=1)
+    states = 2 * k + 1
+    score = np.full((steps, states), -np.inf)
+    back = np.zeros((steps, states), np.int64)
+    score[0, :2] = emit[0, :2]
+    for t in range(1, steps):
+        for s in range(states):
+            options = [(score[t - 1, s], s)]
+            if s >= 1:
+                options.append((score[t - 1, s - 1], s - 1))
+            if s % 2 == 1 and s >= 3:  # one character straight after another (no blank between)
+                options.append((score[t - 1, s - 2], s - 2))
+            best, back[t, s] = max(options)
+            score[t, s] = best + emit[t, s]
+    state = states - 1 if score[-1, states - 1] >= score[-1, states - 2] else states - 2
+    total = float(score[-1, state])
+    path = [state]
+    for t in range(steps - 1, 0, -1):
+        state = int(back[t, state])
+        path.append(state)
+    path.reverse()
+    classes, confs = [], []
+    for j, allowed in enumerate(template):
+        mine = [t for t, s in enumerate(path) if s == 2 * j + 1]
+        if not mine:
+            return [], [], -np.inf
+        best_class = int(allowed[probs[mine][:, allowed].sum(axis=0).argmax()])
+        classes.append(best_class)
+        confs.append(float(probs[mine, best_class].max()))
+    return classes, confs, total
+
+
+class DoubleRowReader:
+    """Reads a double-row plate row by row, each row held to the format GA 36 gives it: above, the province and a
+    letter (or, on farm and low-speed vehicles, the province and two digits); below, five letters or digits (or
+    four and 挂, a trailer). PP-OCR reads text lines; the two rows joined side by side (as the quick readers take
+    them) gave it spurious and lost characters at the join. Asked only where the detector found a double-row
+    plate."""
+
+    def __init__(self, ppocr: PpOcrReader):
+        self.ppocr = ppocr
+        province, letter, digit = (ppocr.classes(s) for s in (PROVINCES, LETTERS, "0123456789"))
+        either = np.concatenate([letter, digit])
+        self.upper = ([province, either], [province, digit, digit])
+        self.lower = ([either] * 5, [either] * 4 + [ppocr.classes("挂")])
+
+    def read(self, plates: list[np.ndarray]) -> list[RawReading]:
+        """One reading per upright double-row plate (reader "ppocr_rows")."""
+        if not plates:
+            return []
+        rows = [row for plate in plates for row in split_rows(plate)]
+        probs = self.ppocr.probabilities(rows)
+        out = []
+        for upper, lower in zip(probs[0::2], probs[1::2], strict=True):
+            parts = [max((constrained_ctc(p, template) for template in templates), key=lambda r: r[2])
+                     for p, templates in ((upper, self.upper), (lower, self.lower))]
+            classes = [c for found, _, _ in parts for c in found]
+            confs = [c for _, found, _ in parts for c in found]
+            out.append(RawReading("ppocr_rows", "".join(self.ppocr.alphabet[c] for c in classes), confs))
+        return out
 
 
 class LprnetPlateReader:
@@ -517,6 +617,7 @@ class PlateReading:
     det_score: float
     readers: dict[str, str] = field(default_factory=dict)  # each recogniser's own text, for audit and eval
     raw: list[RawReading] = field(default_factory=list, repr=False)  # every reader's reading (eval re-fuses them)
+    rows: RawReading | None = field(default=None, repr=False)  # a double-row plate's row-by-row reading
 
 
 def valid_for_color(text: str, color: str | None) -> bool:
@@ -570,6 +671,7 @@ class PlateReader:
         self.colors = PlateColorClassifier(model_dir)
         self.quick = (LprnetPlateReader(model_dir), IntelPlateReader(model_dir))
         self.ppocr = PpOcrReader()
+        self.rows = DoubleRowReader(self.ppocr)
 
     def read_frames(self, frames: list[np.ndarray], all_readers: bool = False, vehicle_crops: bool = False,
                     tight: bool = False) -> list[list[PlateReading]]:
@@ -598,12 +700,15 @@ class PlateReader:
         """Read the crops (one row each); the colour from `upright`, the plates as they look (default: the crops)."""
         colors = self.colors.classify(crops if upright is None else upright)
         raw = [list(quick) for quick in zip(*(reader.read(crops) for reader in self.quick), strict=True)]
-        disputed = [k for k in range(len(crops)) if all_readers or not quick_readers_agree(raw[k], colors[k])]
+        double = [k for k, det in enumerate(detections) if det.layers == 2 and upright is not None]
+        disputed = [k for k in range(len(crops))
+                    if all_readers or k in double or not quick_readers_agree(raw[k], colors[k])]
         for k, r in zip(disputed, self.ppocr.read([crops[k] for k in disputed]), strict=True):
             raw[k].insert(0, r)  # PP-OCR's first: the fusion breaks ties in the order it hears
+        by_rows = dict(zip(double, self.rows.read([upright[k] for k in double] if upright else []), strict=True))
         out = []
         for k, det in enumerate(detections):
-            fused = fuse(heard(raw[k], colors[k]), colors[k])
+            fused = decide(raw[k], colors[k], by_rows.get(k))
             out.append(
                 PlateReading(
                     text=fused.text,
@@ -613,11 +718,39 @@ class PlateReader:
                     corners=det.corners.round(1).tolist(),
                     bbox=det.bbox,
                     det_score=det.score,
-                    readers={r.reader: r.text for r in raw[k]},
+                    readers={r.reader: r.text for r in [*raw[k], *([by_rows[k]] if k in by_rows else [])]},
                     raw=raw[k],
+                    rows=by_rows.get(k),
                 )
             )
         return out
+
+
+def decide(raw: list[RawReading], color: str | None, rows: RawReading | None = None,
+           weights: Weights = READER_WEIGHT, sure: float = SURE_CHAR_CONF) -> FusedReading:
+    """The plate's text from its readings: the fusion of what the readers heard (`heard`, `fuse`), and for a
+    double-row plate its rows' reading first (`rows_first`)."""
+    fused = fuse(heard(raw, color, sure), color, weights)
+    return rows_first(rows, raw, fused, weights) if rows is not None else fused
+
+
+def rows_first(rows: RawReading, joined: list[RawReading], fused: FusedReading,
+               weights: Weights = READER_WEIGHT) -> FusedReading:
+    """A double-row plate's reading: its rows', read in their format, with the province voted by every reader
+    (the rows' upper row is small; the joined rows' readers often see its province better); the fusion of the
+    joined rows where the rows' reading is not a plate."""
+    if not rows.text:
+        return fused
+    votes: dict[str, float] = {}
+    for r in [rows, *joined]:
+        if r.text and r.text[0] in PROVINCES and r.char_conf:
+            votes[r.text[0]] = votes.get(r.text[0], 0.0) + weights.get(r.reader, weights["ppocr"]) * r.char_conf[0]
+    province = max(votes, key=votes.__getitem__) if votes else rows.text[0]
+    text = province + rows.text[1:]
+    if not is_valid_plate(text):
+        return fused
+    first = rows.char_conf[0] if province == rows.text[0] else votes[province] / sum(votes.values())
+    return FusedReading(text, round(float(np.mean([first, *rows.char_conf[1:]])), 3))
 
 
 def whole_image(crop: np.ndarray) -> PlateDetection:

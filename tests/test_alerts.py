@@ -21,6 +21,7 @@ from models.plate_text import edit_distance, plate_pattern, wildcard_regex
 from models.records import (
     Attributes,
     BBox,
+    Camera,
     FaceAttributes,
     InputError,
     PersonAttributes,
@@ -364,3 +365,23 @@ def test_the_alerts_bench_signs_in_and_measures_what_it_reports(tmp_path: Path) 
                            rules=4, entries=30, faces=5, sightings=60, photos_dir=None)
     assert figures["alerts_measured"] == 30  # one per plate on the list, each seen by the signed-in listener
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] and figures["sightings_per_s_with_rules"] > 0
+
+
+@pytest.mark.models
+def test_a_double_row_plate_on_a_watchlist_raises_its_alert_and_is_searchable(system, eval_dir: Path) -> None:  # noqa: ANN001
+    """A farm light truck's green double-row plate (皖11 over 49885) and a truck's yellow one, read from real photos,
+    each alert on its watchlist entry; the farm plate is found by exact, wildcard and fuzzy search."""
+    from services.ingest import PhotoJob
+    from services.search import Filters
+
+    system.store.upsert_cameras([Camera("gate-1", "Gate 1", 121.3, 31.2)])
+    photos = eval_dir / "plates" / "double_row"
+    for name, plate in (("double_09.png", "皖1149885"), ("double_07.jpg", "渝D00796")):
+        wl = system.watchlists.create(f"list {name}", "plate", created_by="ops")
+        system.watchlists.add_entries(wl.id, [EntrySpec("farm vehicle reported stolen", "ops", plate, "exact")])
+        system.watchlists.put_rule(Rule(f"rule-{name[:9]}", f"stolen {plate}", watchlist_id=wl.id))
+        system.ingestor.ingest_one(PhotoJob(name, (photos / name).read_bytes(), "gate-1",
+                                            datetime(2026, 11, 2, 8, tzinfo=timezone.utc)))
+    assert sorted(a.target for a in system.alert_store.alerts()) == ["渝D00796", "皖1149885"]
+    for query, mode in (("皖1149885", "exact"), ("皖11*", "wildcard"), ("皖1149886", "fuzzy")):
+        assert [m.plate for m in system.search.plates_like(query, mode, Filters())] == ["皖1149885"], (query, mode)

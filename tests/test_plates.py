@@ -18,6 +18,7 @@ from models.plates import (
     PlateReading,
     RawReading,
     align,
+    constrained_ctc,
     fuse,
     heard,
     intel_tokens_to_text,
@@ -26,6 +27,7 @@ from models.plates import (
     nms,
     pad_corners,
     quick_readers_agree,
+    split_rows,
 )
 from models.records import BBox, InputError
 from services.bench.eval_plates import char_accuracy, cross_validate_fusion, evaluate_plates, looks_like_crop
@@ -85,7 +87,8 @@ def test_nms_keeps_best_of_overlapping_boxes():
 
 @pytest.mark.parametrize(
     "text",
-    ["京A12345", "皖AD11166", "皖A12345D", "粤B1234学", "沪A1234警", "苏E1234挂", "皖 A·12345", "京a12345"],
+    ["京A12345", "皖AD11166", "皖A12345D", "粤B1234学", "沪A1234警", "苏E1234挂", "皖 A·12345", "京a12345",
+     "皖1149885"],  # the last a farm vehicle's double-row plate: province and two digits over five digits
 )
 def test_valid_plates(text):
     assert is_valid_plate(text)
@@ -94,7 +97,7 @@ def test_valid_plates(text):
 @pytest.mark.parametrize(
     "text",
     ["", "A12345", "京112345", "京A1234", "京A123456", "京AI2345", "京AO2345", "皖AX12345", "合肥城泊",
-     "京A12D345"],
+     "京A12D345", "皖114988", "皖11498851"],
 )
 def test_invalid_plates(text):
     assert not is_valid_plate(text)
@@ -225,6 +228,37 @@ def test_eval_input_errors(tmp_path):
         evaluate_plates(tmp_path, reader=None)  # type: ignore[arg-type]
 
 
+def _line(steps: list[dict[int, float]], classes: int = 12) -> np.ndarray:
+    """A CTC output (steps × classes): each step's given class probabilities, the rest of 1 on the blank (0)."""
+    probs = np.zeros((len(steps), classes))
+    for t, given in enumerate(steps):
+        for c, p in given.items():
+            probs[t, c] = p
+        probs[t, 0] += 1 - probs[t].sum()
+    return probs
+
+
+def test_constrained_ctc_holds_each_character_to_its_template():
+    """Classes 1-3 stand for provinces, 4-6 letters, 7-9 digits. A province the line half-missed is still found in
+    its place; a character whose best class is not allowed there takes the best allowed one; a repeated digit read
+    as two runs stays two."""
+    provinces, letters, digits = np.array([1, 2, 3]), np.array([4, 5, 6]), np.array([7, 8, 9])
+    line = _line([{}, {2: 0.3, 10: 0.5}, {}, {5: 0.6, 8: 0.3}, {}])  # province weak, a stray class beside it
+    classes, confs, _ = constrained_ctc(line, [provinces, letters])
+    assert classes == [2, 5] and confs == [0.3, 0.6]
+    farm = _line([{1: 0.9}, {}, {7: 0.8}, {}, {7: 0.9}, {}])
+    as_farm = constrained_ctc(farm, [provinces, digits, digits])
+    as_letter = constrained_ctc(farm, [provinces, np.concatenate([letters, digits])])
+    assert as_farm[0] == [1, 7, 7] and as_farm[2] > as_letter[2]  # the template that explains the line wins
+    assert constrained_ctc(_line([{}]), [provinces, letters, digits])[0] == []  # too short a line for 3 characters
+
+
+def test_double_row_rows_follow_the_standards_proportions():
+    plate = np.zeros((220, 440, 3), np.uint8)
+    upper, lower = split_rows(plate)
+    assert upper.shape[:2] == (96, 335) and lower.shape[:2] == (141, 440)  # the rows overlap at the 15 mm gap
+
+
 # --- the real models on real images ----------------------------------------------------------------
 
 
@@ -307,6 +341,17 @@ def test_full_photo_accuracy(reader):
     green = result["by_type"]["new_energy_8"]  # the green plates, reported apart
     assert green["images"] == 3 and green["exact"] == 1.0 and green["colour_read"].get("green") == 3
     assert sum(t["images"] for t in result["by_type"].values()) == result["images"]
+
+
+@pytest.mark.models
+def test_double_row_photos_read_row_by_row(reader):
+    """The six labelled double-row photos (yellow: van, motorcycle, car, two trucks; green: a farm light truck), each
+    plate reported with what the detector and each reader gave."""
+    result = evaluate_plates(EVAL / "double_row", reader)
+    assert result["exact"] >= 5 / 6, result["misses"]
+    assert result["by_layout_and_colour"]["double/yellow"]["images"] == 5
+    assert result["by_layout_and_colour"]["double/green"]["images"] == 1
+    assert all("ppocr_rows" in m["readers"] and m["rows_detected"] == 2 for m in result["misses"])
 
 
 @pytest.mark.models

@@ -21,9 +21,8 @@ from models.plates import (
     PlateReader,
     PlateReading,
     Weights,
+    decide,
     edit_distance,
-    fuse,
-    heard,
     normalize_plate,
     reader_weights,
 )
@@ -134,13 +133,37 @@ def by_plate_type(labels: list[str], texts: list[str], readings: list[PlateReadi
     return out
 
 
+def labelled_colours(directory: Path) -> dict[str, str]:
+    """The plate colour each image is labelled with, where labels.tsv has a `colour` column."""
+    with (directory / "labels.tsv").open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if "colour" not in header:
+        return {}
+    at = header.index("colour")
+    return {r[0].strip(): r[at].strip().lower() for r in rows[1:] if len(r) > at and r[0].strip()}
+
+
+def by_layout_and_colour(files: list[str], labels: list[str], texts: list[str], readings: list[PlateReading | None],
+                         colours: dict[str, str]) -> dict[str, dict]:
+    """Exact and character accuracy per layout (single or double row, as detected) and colour (as labelled, else as
+    read): the small groups say where a set's misses are."""
+    groups: dict[str, list[int]] = {}
+    for i, (name, r) in enumerate(zip(files, readings, strict=True)):
+        layout = "double" if r is not None and r.layers == 2 else "single" if r is not None else "none"
+        groups.setdefault(f"{layout}/{colours.get(name) or (r.color if r else None) or 'unknown'}", []).append(i)
+    return {key: {"images": len(rows), "exact": round(float(np.mean([texts[i] == labels[i] for i in rows])), 3),
+                  "char_accuracy": round(float(np.mean([char_accuracy(labels[i], texts[i]) for i in rows])), 3)}
+            for key, rows in sorted(groups.items())}
+
+
 SURE_GRID = (0.8, 0.85, 0.9, 0.95, 1.01)  # PP-OCR's "sure" bar tried under cross-validation (1.01: never sure)
 FOLDS = 5
 
 
 def fused_text(reading: PlateReading, weights: Weights, sure: float) -> str:
     """What the deployed rules would read from an all-readers reading, under other weights and another sure bar."""
-    return fuse(heard(reading.raw, reading.color, sure), reading.color, weights).text or ""
+    return decide(reading.raw, reading.color, reading.rows, weights, sure).text or ""
 
 
 def cross_validate_fusion(labels: list[str], every: list[PlateReading | None], seed: int = 0) -> dict:
@@ -196,6 +219,8 @@ def evaluate_plates(directory: Path, reader: PlateReader) -> dict:
     return {
         "images": len(pairs),
         "by_type": by_plate_type(labels, texts, readings),
+        "by_layout_and_colour": by_layout_and_colour([f for f, _ in pairs], labels, texts, readings,
+                                                     labelled_colours(directory)),
         "exact": float(np.mean([t == label for t, label in zip(texts, labels, strict=True)])),
         "char_accuracy": float(np.mean([char_accuracy(label, t) for label, t in zip(labels, texts, strict=True)])),
         "ms_per_image": 1000.0 * elapsed / len(pairs),
@@ -203,7 +228,8 @@ def evaluate_plates(directory: Path, reader: PlateReader) -> dict:
         "readers_exact": readers_exact,
         "cross_validated": cross_validate_fusion(labels, every),
         "misses": [
-            {"file": f, "label": label, "read": t, "readers": r.readers if r else {}}
+            {"file": f, "label": label, "read": t, "readers": r.readers if r else {},
+             "rows_detected": r.layers if r else None, "colour_read": r.color if r else None}
             for (f, label), t, r in zip(pairs, texts, readings, strict=True)
             if t != label
         ],
