@@ -21,5 +21,8 @@ COPY scripts/opencv_contrib.sh scripts/
 RUN pip install --no-cache-dir . && scripts/opencv_contrib.sh
 COPY --from=web /web /app/web
 ENV SIGHTLINE_WEB_DIR=/app/web
+# The audit log's key and signed checkpoint outside the data volume: mount /audit (docker-compose.yml does)
+ENV SIGHTLINE_AUDIT_KEY_FILE=/audit/audit.key SIGHTLINE_AUDIT_CHECKPOINT=/audit/checkpoint.json
+VOLUME ["/data", "/audit"]
 EXPOSE 8000
 CMD ["sightline", "--data", "/data", "serve", "--host", "0.0.0.0", "--port", "8000"]
