@@ -95,6 +95,11 @@ class Checkpoints:
     def __init__(self, path: Path, key: AuditKey):
         self.path, self.key = path, key
         self.lock_path = path.with_name(path.name + ".lock")
+        try:  # a place the checkpoint cannot be written is a configuration error at start, not a 500 per request
+            with open(self.lock_path, "a"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot write the audit checkpoint beside {path}: {exc.strerror}") from None
 
     def read(self) -> Checkpoint | None:
         try:

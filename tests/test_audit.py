@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from indexer.audit_store import COLUMNS, GENESIS, entry_hash
 from models.accounts import AuditEntry
-from models.records import Camera
+from models.records import Camera, InputError
 from services.api.app import create_app
 from services.api.auth import CSV_COLUMNS
 from services.api.localserver import serving
@@ -501,3 +501,14 @@ def test_a_frame_committed_just_before_a_kill_has_its_audit_entry(tmp_path: Path
         (begun,) = system.audit.entries(action="begun POST /frames")
         assert begun.actor == "ada" and begun.params["path"] == "/frames"
         assert system.audit.verify().ok
+
+
+def test_the_key_and_checkpoint_must_live_outside_the_data_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for where in ({"audit_key_file": data / "audit.key"}, {"audit_checkpoint": data / "sub" / "checkpoint.json"}):
+        with pytest.raises(InputError, match="inside the data folder"):
+            Sightline(Settings(data_dir=data, roads_geojson=None, **where))  # type: ignore[arg-type]
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "audit.key").write_text("not hex\n")
+    with pytest.raises(InputError, match="not hex"):
+        Sightline(Settings(data_dir=data, roads_geojson=None, audit_key_file=tmp_path / "keys" / "audit.key"))
