@@ -86,7 +86,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"sightline: the audit log is broken{where}: {result.problem}", file=sys.stderr)
                 return 1
             unkeyed = f" ({result.unkeyed} from before keying, chained only)" if result.unkeyed else ""
-            print(f"the audit log holds: {result.entries} entries{unkeyed}, each sealed and linked; "
+            entries = f"{result.entries} entr{'y' if result.entries == 1 else 'ies'}"
+            print(f"the audit log holds: {entries}{unkeyed}, each sealed and linked; "
                   f"{len(points) + 1} signed checkpoint(s) hold")
             return 0
         start, end = parse_range(args.start, args.end)
