@@ -57,6 +57,12 @@ class Settings:
     # Scale-out: the Redis URL (redis://HOST:PORT/DB) of the frame queue that `sightline worker`s consume; the API
     # then reports the queue on /health and /metrics and shows alerts raised by the workers on its SSE stream.
     queue: str | None = None
+    # Frigate (or another NVR speaking its MQTT events): the broker (mqtt://HOST:PORT), Frigate's HTTP API for the
+    # snapshots (its host must pass the outbound policy), and the topic prefix. With the broker alone, alerts are
+    # still published to it (sightline/alerts).
+    mqtt_url: str | None = None
+    frigate_url: str | None = None
+    frigate_prefix: str = "frigate"
     # Elasticsearch (SIGHTLINE_STORE=elasticsearch and/or SIGHTLINE_VECTORS=elasticsearch): the cluster's URL, how
     # to sign in (an API key, or a user and password; kept out of repr so they never reach a log), the CA file that
     # signed its TLS certificate, and the prefix of every index name (several deployments can share a cluster).
@@ -113,6 +119,9 @@ class Settings:
             faces_without_people=switched_on("SIGHTLINE_FACES_WITHOUT_PEOPLE"),
             outbound_allow=tuple(x.strip() for x in (get("SIGHTLINE_OUTBOUND_ALLOW") or "").split(",") if x.strip()),
             queue=get("SIGHTLINE_QUEUE"),
+            mqtt_url=get("SIGHTLINE_MQTT"),
+            frigate_url=get("SIGHTLINE_FRIGATE_URL"),
+            frigate_prefix=get("SIGHTLINE_FRIGATE_PREFIX") or base.frigate_prefix,
             es_url=get("SIGHTLINE_ES_URL"),
             es_api_key=get("SIGHTLINE_ES_API_KEY"),
             es_user=get("SIGHTLINE_ES_USER"),

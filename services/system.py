@@ -48,6 +48,8 @@ from services.queue import AlertRelay, RedisFrameQueue
 from services.retention import Retention, RetentionWorker
 from services.search import SearchService
 from services.settings import Settings
+from services.sources import FrameSource
+from services.sources.mqtt import FrigateSource, MqttAlertPublisher
 from services.watchlists import WatchlistService
 
 STORE_BACKENDS: dict[str, Callable[[Settings], RecordStore]] = {
@@ -172,6 +174,15 @@ class Sightline:
             self.queue = RedisFrameQueue(settings.queue, settings.max_upload_bytes)
             self.relay = AlertRelay(self.queue)
             self.delivery.relays.append(self.relay.publish)
+        self.sources: list[FrameSource] = []  # started by start(): a long-running process's, not every command's
+        self.mqtt_alerts: MqttAlertPublisher | None = None
+        if settings.mqtt_url:
+            self.mqtt_alerts = MqttAlertPublisher(settings.mqtt_url, self.outbound, self._watchlist_of_rule)
+            self.delivery.relays.append(self.mqtt_alerts.publish)
+            if settings.frigate_url:
+                self.sources.append(FrigateSource(settings.mqtt_url, settings.frigate_url, self.ingestor,
+                                                  self.outbound, self._registered_camera, settings.frigate_prefix,
+                                                  settings.max_upload_bytes))
 
     def get_pipeline(self) -> FramePipeline:
         with self._pipeline_lock:
@@ -193,9 +204,20 @@ class Sightline:
             raise InputError("no face was found in the enrolment photo")
         return face.vector
 
+    def _registered_camera(self, name: str) -> str | None:
+        """An NVR's camera name as a Sightline camera id: the camera registered under that id, if any."""
+        return name if name and self.store.get_camera(name) is not None else None
+
+    def _watchlist_of_rule(self, rule_id: str) -> str | None:
+        return next((r.watchlist_id for r in self.alert_store.rules() if r.id == rule_id), None)
+
     def start(self) -> None:
-        """The background work of a long-running process: webhook delivery, and the retention policy."""
+        """The background work of a long-running process: webhook delivery, the retention policy, the sources."""
         self.delivery.start()
+        if self.mqtt_alerts is not None:
+            self.mqtt_alerts.start()
+        for source in self.sources:
+            source.start()
         if self.relay is not None:
             self.relay.listen(self.delivery.relayed)  # alerts raised by the queue's workers reach our SSE clients
         kept = self.settings.frame_retention_days or None  # 0: none are kept, so none to drop
@@ -209,6 +231,10 @@ class Sightline:
             index.save()
 
     def close(self) -> None:
+        for source in self.sources:
+            source.stop()
+        if self.mqtt_alerts is not None:
+            self.mqtt_alerts.stop()
         for worker in self._workers:
             worker.stop()
         self.delivery.stop()

@@ -37,6 +37,7 @@ from services.api.schemas import (
     PurgeOut,
     SightingOut,
     SightingsOut,
+    SourceOut,
     StoredOut,
     StreamOut,
 )
@@ -229,6 +230,12 @@ def create_app(settings: Settings, pipeline: FramePipeline | None = None) -> Fas
     def list_streams() -> list[StreamOut]:
         """Each stream's state (starting, running, reconnecting, stopped), frame rate and counts."""
         return [StreamOut.from_record(status) for status in streams.list()]
+
+    @app.get("/sources")
+    def list_sources() -> list[SourceOut]:
+        """Every running source of frames besides uploads and streams (Frigate over MQTT): its state, counters, last
+        error and lag."""
+        return [SourceOut.from_record(source.status()) for source in system.sources]
 
     @app.delete("/streams/{stream_id}", status_code=204, responses=NOT_FOUND)
     def delete_stream(stream_id: str) -> None:

@@ -217,6 +217,17 @@ class PurgeOut(Out):
     frame_files: int = Field(0, description="kept original frames deleted with their last sighting")
 
 
+class SourceOut(Out):
+    """A source of frames (services/sources: SourceStatus)."""
+
+    name: str
+    kind: str
+    state: str
+    counters: dict[str, int]
+    last_error: str | None
+    lag_s: float | None
+
+
 class StreamOut(Out):
     """A live stream's state and counts (StreamStatus)."""
 

@@ -99,6 +99,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("DELETE", "/webhooks/{webhook_id}"): SUPERVISE,
     ("POST", "/webhooks/retry-dead"): SUPERVISE,
     ("GET", "/streams"): Access(Role.SUPERVISOR),
+    ("GET", "/sources"): Access(Role.SUPERVISOR),
     ("POST", "/streams"): SUPERVISE,
     ("DELETE", "/streams/{stream_id}"): SUPERVISE,
     ("POST", "/cameras"): SUPERVISE,
