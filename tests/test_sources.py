@@ -199,5 +199,8 @@ def test_the_api_lists_its_sources_with_their_state_and_counters(broker: int, tm
             assert listed["kind"] == "mqtt" and listed["name"] == f"frigate {frigate.url}"
             assert listed["counters"] == {"events": 0, "ingested": 0, "sightings": 0, "skipped": 0, "failed": 0}
             assert officer.get("/sources").status_code == 403  # a supervisor's view, like streams
+            scraped = chief.get("/metrics").text  # and on /metrics, by counts only
+            assert 'sightline_source_up{source="0",kind="mqtt"} 1' in scraped
+            assert 'sightline_source_items_total{source="0",kind="mqtt",counter="events"} 0' in scraped
     finally:
         frigate.close()

@@ -1,8 +1,9 @@
 """Operations figures: the frame queue on /health, and everything a scraper wants on /metrics (Prometheus text).
 
 /metrics is for viewers and up (Prometheus sends a bearer token: `authorization: {credentials: TOKEN}`); it
-holds counts only, no sighting, plate or camera. The queue figures appear when SIGHTLINE_QUEUE is set; an
-unreachable queue is reported (sightline_queue_up 0, and an `error` on /health), never a failed scrape.
+holds counts only, no sighting, plate or camera; a source of frames is named by its place in the list, not its
+URL. The queue figures appear when SIGHTLINE_QUEUE is set; an unreachable queue is reported (sightline_queue_up 0,
+and an `error` on /health), never a failed scrape.
 """
 from __future__ import annotations
 
@@ -111,6 +112,15 @@ def prometheus_text(system: Sightline) -> str:
                    [("", status.rate_per_s)])
             metric("sightline_queue_lag_seconds", "gauge", "How long the oldest unacknowledged frame has waited.",
                    [("", status.lag_s)])
+    sources = [(source.status(), i) for i, source in enumerate(system.sources)]
+    if sources:
+        metric("sightline_source_up", "gauge", "1 while a source of frames runs (Frigate over MQTT...).",
+               [(f'{{source="{i}",kind="{_label(s.kind)}"}}', s.state == "running") for s, i in sources])
+        metric("sightline_source_items_total", "counter", "A source's counters (events, ingested, skipped...).",
+               [(f'{{source="{i}",kind="{_label(s.kind)}",counter="{_label(name)}"}}', n)
+                for s, i in sources for name, n in sorted(s.counters.items())])
+        metric("sightline_source_lag_seconds", "gauge", "From a source's latest item's own time to its storage.",
+               [(f'{{source="{i}",kind="{_label(s.kind)}"}}', s.lag_s) for s, i in sources if s.lag_s is not None])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     metric("process_cpu_seconds_total", "counter", "CPU time of this process.", [("", usage.ru_utime + usage.ru_stime)])
     metric("process_resident_memory_bytes", "gauge", "Resident memory of this process.", [("", _rss())])
