@@ -153,6 +153,54 @@ def trajectory(store: RecordStore, plate: str, start: datetime | None = None, en
     return build(plate, sightings, cameras)
 
 
+NEARBY_M = 200.0  # cameras this close may see one vehicle at the same instant (one junction, both sides of a road)
+
+
+def feasible_chain(anchor: str, matches: list[tuple[Sighting, float]], cameras: dict[str, Camera],
+                   max_speed_kmh: float) -> tuple[list[Sighting], list[Sighting]]:
+    """Of a vehicle's look-alikes, the ones it could really have been: the chain through the anchor sighting, in
+    time order, whose every step is reachable in a straight line at `max_speed_kmh` (within NEARBY_M at once), with
+    the most summed similarity; and the rest, which no such chain keeps (a look-alike 40 km away a minute later).
+
+    A dynamic programme over the time-ordered matches: the best chain ending at each one, and starting at each one;
+    the anchor joins the two."""
+    placed = sorted(((s, score) for s, score in matches if s.camera_id in cameras), key=lambda m: (m[0].ts, m[0].id))
+    if not any(s.id == anchor for s, _ in placed):
+        return [s for s, _ in placed], []
+    n = len(placed)
+    lon = np.array([cameras[s.camera_id].lon for s, _ in placed])
+    lat = np.array([cameras[s.camera_id].lat for s, _ in placed])
+    ts = np.array([s.ts.timestamp() for s, _ in placed])
+    gain = np.array([score for _, score in placed])
+    metres = haversine_m(lon[:, None], lat[:, None], lon[None, :], lat[None, :])
+    reach = np.maximum(NEARBY_M, np.abs(ts[None, :] - ts[:, None]) * max_speed_kmh / 3.6)
+    ok = metres <= reach  # ok[i, j]: one vehicle can be at both
+    ending, before = gain.copy(), np.full(n, -1)
+    for j in range(n):
+        steps = np.flatnonzero(ok[:j, j])
+        if steps.size:
+            i = steps[np.argmax(ending[steps])]
+            ending[j], before[j] = gain[j] + ending[i], i
+    starting, after = gain.copy(), np.full(n, -1)
+    for j in range(n - 1, -1, -1):
+        steps = j + 1 + np.flatnonzero(ok[j, j + 1:])
+        if steps.size:
+            i = steps[np.argmax(starting[steps])]
+            starting[j], after[j] = gain[j] + starting[i], i
+    a = next(k for k, (s, _) in enumerate(placed) if s.id == anchor)
+    chain, k = [], a
+    while k != -1:
+        chain.append(int(k))
+        k = before[k]
+    chain.reverse()
+    k = after[a]
+    while k != -1:
+        chain.append(int(k))
+        k = after[k]
+    kept = set(chain)
+    return [placed[k][0] for k in chain], [placed[k][0] for k in range(n) if k not in kept]
+
+
 def trajectory_of_sightings(store: RecordStore, label: str, sightings: list[Sighting]) -> Trajectory:
     """A trajectory from chosen sightings, e.g. a vehicle's appearance matches when its plate is hidden or fake."""
     return build(label, sightings, {c.id: c for c in store.list_cameras()})

@@ -188,8 +188,10 @@ class SearchService:
         return [(found, score) for i, score in hits
                 if (found := sightings.get(by_vector.get(i, ""))) is not None and found.vector_id == i]
 
-    def like_sighting(self, sighting_id: str, k: int, filters: Filters, min_similarity: float) -> list[Sighting]:
-        """Sightings that look like a stored one (its own vector as the query), above a cosine similarity."""
+    def like_sighting(self, sighting_id: str, k: int, filters: Filters, min_similarity: float
+                      ) -> list[tuple[Sighting, float]]:
+        """Sightings that look like a stored one (its own vector as the query), above a cosine similarity, each with
+        its similarity."""
         seed = self.store.get_sighting(sighting_id)
         if seed is None or seed.vector_id is None or seed.embedding_space is None:
             raise LookupError(f"no sighting {sighting_id} with an appearance vector")
@@ -197,7 +199,7 @@ class SearchService:
         if vector is None:
             raise LookupError(f"the appearance vector of {sighting_id} is gone")
         hits = self.nearest(seed.embedding_space, vector, k, filters, seed.kind)
-        return [s for s, score in hits if score >= min_similarity]
+        return [(s, score) for s, score in hits if score >= min_similarity]
 
     def verify(self, query: LocalFeatures, ranked: list[Hit]) -> list[Hit]:
         """Geometric verification of the leading candidates against the probe's local features (models/rerank.py).

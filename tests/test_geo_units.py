@@ -127,3 +127,29 @@ def test_areas_with_holes_and_multipolygons(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         areas.seen_in_all(store, [])
     store.close()
+
+
+def test_an_appearance_route_keeps_only_what_one_vehicle_could_have_driven() -> None:
+    """Four cameras along a road 1 km apart and one 40 km away: a look-alike there a minute after the car passed
+    the first camera is left out, and so is the weaker of two look-alikes seen at once 3 km apart."""
+    from geo.trajectories import feasible_chain
+
+    t0 = datetime(2026, 11, 2, 8, 0, tzinfo=timezone.utc)
+    cameras = {f"c{i}": Camera(f"c{i}", f"Camera {i}", 121.30 + 0.0105 * i, 31.20) for i in range(4)}
+    cameras["far"] = Camera("far", "Far away", 121.72, 31.20)  # ~40 km east
+
+    def seen(sid: str, camera: str, minutes: float) -> Sighting:
+        return Sighting(sid, camera, t0 + timedelta(minutes=minutes), "vehicle", BBox(0, 0, 1, 1), 0.9,
+                        VehicleAttributes())
+
+    matches = [(seen("anchor", "c0", 0), 1.0), (seen("far", "far", 1), 0.97), (seen("next", "c1", 2), 0.93),
+               (seen("then", "c2", 4), 0.92), (seen("twin", "c0", 4.2), 0.91), (seen("last", "c3", 6), 0.95),
+               (seen("unplaced", "nowhere", 3), 0.99)]
+    kept, rejected = feasible_chain("anchor", matches, cameras, max_speed_kmh=150)
+    assert [s.id for s in kept] == ["anchor", "next", "then", "last"]
+    assert {s.id for s in rejected} == {"far", "twin"}  # twin: at c0 while the car was 2 km on, at c2
+    # a looser limit lets the far look-alike join only if the speed allows it: 40 km in a minute never does
+    kept_fast, _ = feasible_chain("anchor", matches, cameras, max_speed_kmh=2000)
+    assert "far" not in {s.id for s in kept_fast}
+    earlier, _ = feasible_chain("then", matches, cameras, max_speed_kmh=150)  # the chain runs both ways
+    assert [s.id for s in earlier] == ["anchor", "next", "then", "last"]

@@ -48,15 +48,22 @@ def geo_router(store: RecordStore, search: SearchService, plates: PlateDictionar
         404: {"model": ErrorOut, "description": "no such sighting, or it has no appearance vector"}})
     def get_trajectory_by_appearance(sighting_id: str, start: str | None = None, end: str | None = None,
                                      min_similarity: Annotated[float, Query(ge=0.5, le=1.0, allow_inf_nan=False)] = 0.9,
-                                     k: Annotated[int, Query(ge=1, le=2000)] = 200) -> TrajectoryOut:
-        """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate):
-        its nearest sightings above min_similarity (cosine), in time order."""
+                                     k: Annotated[int, Query(ge=1, le=2000)] = 200,
+                                     max_speed_kmh: Annotated[float, Query(gt=0, le=2000, allow_inf_nan=False)] = 150.0
+                                     ) -> TrajectoryOut:
+        """The route of the vehicle in a chosen sighting found by appearance alone (a hidden or fake plate): its
+        nearest sightings above min_similarity (cosine), in time order, kept only where one vehicle could have
+        driven from each to the next (straight line at max_speed_kmh); the look-alikes no such route keeps are
+        listed apart (`rejected`)."""
         t0, t1 = trajectories.parse_range(start, end)
         try:
-            chosen = search.like_sighting(sighting_id, k, Filters(start=t0, end=t1), min_similarity)
+            found = search.like_sighting(sighting_id, k, Filters(start=t0, end=t1), min_similarity)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return TrajectoryOut.from_record(trajectories.trajectory_of_sightings(store, f"like {sighting_id}", chosen))
+        cameras = {c.id: c for c in store.list_cameras()}
+        kept, rejected = trajectories.feasible_chain(sighting_id, found, cameras, max_speed_kmh)
+        route = TrajectoryOut.from_record(trajectories.trajectory_of_sightings(store, f"like {sighting_id}", kept))
+        return route.model_copy(update={"rejected": [s.id for s in rejected]})
 
     @router.get("/stays/{plate}")
     def get_stays(plate: str, start: str | None = None, end: str | None = None) -> StaysOut:

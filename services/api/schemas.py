@@ -417,6 +417,7 @@ class TrajectoryOut(Out):
     trips: list[list[int]] = Field(description="each trip as indices into points")
     stays: list[StayOut]
     geojson: FeatureCollectionOut = Field(description="Point per sighting, LineString per trip with its time span")
+    rejected: list[str] = Field(default=[], description="by appearance: look-alikes no feasible route keeps")
 
     @classmethod
     def from_record(cls, record: Trajectory) -> Self:
