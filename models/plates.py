@@ -503,12 +503,18 @@ class FusedReading:
     score: float
 
 
-def _province_vote(readings: list[RawReading], weights: Weights) -> str | None:
-    """The province character most readers (by weight × confidence) put first."""
+def _province_votes(readings: list[RawReading], weights: Weights) -> dict[str, float]:
+    """Each province character the readers put first, with its votes (weight × confidence)."""
     votes: dict[str, float] = {}
     for r in readings:
         if r.text and r.text[0] in PROVINCES:
             votes[r.text[0]] = votes.get(r.text[0], 0.0) + weights[r.reader] * r.char_conf[0]
+    return votes
+
+
+def _province_vote(readings: list[RawReading], weights: Weights) -> str | None:
+    """The province character most readers (by weight × confidence) put first."""
+    votes = _province_votes(readings, weights)
     return max(votes, key=votes.__getitem__) if votes else None
 
 
@@ -741,10 +747,7 @@ def rows_first(rows: RawReading, joined: list[RawReading], fused: FusedReading,
     joined rows where the rows' reading is not a plate."""
     if not rows.text:
         return fused
-    votes: dict[str, float] = {}
-    for r in [rows, *joined]:
-        if r.text and r.text[0] in PROVINCES and r.char_conf:
-            votes[r.text[0]] = votes.get(r.text[0], 0.0) + weights.get(r.reader, weights["ppocr"]) * r.char_conf[0]
+    votes = _province_votes([rows, *joined], {rows.reader: weights["ppocr"], **weights})  # the rows: PP-OCR's weight
     province = max(votes, key=votes.__getitem__) if votes else rows.text[0]
     text = province + rows.text[1:]
     if not is_valid_plate(text):

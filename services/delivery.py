@@ -250,9 +250,9 @@ class AlertDelivery:
 
     def relayed(self, payload: dict) -> None:
         """An alert raised in another process: to this process's live subscribers, and its webhooks are due."""
-        if self.shown.first(str(payload.get("id"))):
+        if self.shown.first(str(payload.get("id"))):  # the watcher reads an alert again for a few seconds
             self.broadcaster.publish(payload)
-        self.webhooks.wake.set()
+            self.webhooks.wake.set()
 
     def start(self) -> None:
         if not self.webhooks.is_alive():
@@ -292,8 +292,7 @@ class AlertWatcher(threading.Thread):
     def look(self) -> None:
         now = datetime.now(timezone.utc)
         for alert in reversed(self.store.alerts(since=self.since - timedelta(seconds=self.SKEW_S), limit=500)):
-            if self.delivery.shown.first(alert.id):
-                self.delivery.broadcaster.publish(alert_json(alert))
+            self.delivery.relayed(alert_json(alert))  # shown once: those this process showed already are skipped
         self.since = now
 
     def stop(self) -> None:

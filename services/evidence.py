@@ -29,7 +29,6 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cv2
-import numpy as np
 from fpdf import FPDF
 
 from geo.cotravel import TRIP_GAP, Companion, co_travellers
@@ -37,6 +36,7 @@ from geo.trajectories import Trajectory, build, trajectory
 from indexer.blobs import BlobStore
 from indexer.case_store import CaseItem, ItemKind
 from indexer.store import RecordStore
+from models.imageops import decode_stored
 from models.records import Camera, InputError, Sighting
 from services.audit import CHECKPOINT_FILE, Checkpoint
 from services.cases import CaseFile, CaseService
@@ -319,7 +319,7 @@ def _wrapped(text: str, width: float, measure: Callable[[str], float]) -> list[s
 def _frame_with_box(data: bytes, box: list[float]) -> tuple[bytes, int, int] | None:
     """The frame at most FRAME_SHOWN_PX wide with the sighting's box drawn in red, as JPEG, with its height and
     width; None when it cannot be decoded (the file itself is still in frames/)."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = decode_stored(data)  # a frame ingest kept: bounded when it came in
     if image is None:
         return None
     h, w = image.shape[:2]

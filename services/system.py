@@ -209,7 +209,8 @@ class Sightline:
         return name if name and self.store.get_camera(name) is not None else None
 
     def _watchlist_of_rule(self, rule_id: str) -> str | None:
-        return next((r.watchlist_id for r in self.alert_store.rules() if r.id == rule_id), None)
+        """From the rule engine's compiled rules (the rule raised the alert here): no store read per alert."""
+        return next((r.watchlist_id for r in self.rules.rules if r.id == rule_id), None)
 
     def start(self) -> None:
         """The background work of a long-running process: webhook delivery, the retention policy, the sources."""

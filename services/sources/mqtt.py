@@ -164,12 +164,12 @@ class FrigateSource(FrameSource):
         with self.http.stream("GET", url, params={"bbox": 0, "crop": 0, "timestamp": 0}) as response:
             if response.status_code != 200:
                 raise InputError(f"Frigate answered HTTP {response.status_code} for the snapshot")
-            data = b""
+            data = bytearray()  # grown in place: concatenating bytes copies the whole frame at every chunk
             for chunk in response.iter_bytes():
                 data += chunk
                 if len(data) > self.max_bytes:
                     raise InputError(f"the snapshot exceeds {self.max_bytes} bytes")
-        return data
+        return bytes(data)
 
 
 class MqttAlertPublisher:
